@@ -1,0 +1,49 @@
+// Bambu models: the code printers announce (SSDP DevModel, bind `model`), serial prefixes and camera kind.
+// Source: ../shared/PROTOCOLS.md (BambuStudio resources/printers/*.json, community tables).
+export type CameraKind = "chamber" | "rtsp";
+
+export interface BambuModel {
+  /** What users write in `model = "…"`. */
+  name: string;
+  code: string;
+  aliases: string[];
+  serialPrefixes: string[];
+  camera: CameraKind;
+  /** Port 6000 carries Bambu Studio's file tunnel instead of a camera. */
+  fileTunnel: boolean;
+}
+
+export const BAMBU_MODELS: readonly BambuModel[] = [
+  { name: "X1C", code: "BL-P001", aliases: ["3DPrinter-X1-Carbon", "X1 Carbon"], serialPrefixes: ["00M"], camera: "rtsp", fileTunnel: false },
+  { name: "X1", code: "BL-P002", aliases: ["3DPrinter-X1"], serialPrefixes: ["00W"], camera: "rtsp", fileTunnel: false },
+  { name: "X1E", code: "C13", aliases: [], serialPrefixes: ["03W"], camera: "rtsp", fileTunnel: false },
+  { name: "P1P", code: "C11", aliases: [], serialPrefixes: ["01S"], camera: "chamber", fileTunnel: false },
+  { name: "P1S", code: "C12", aliases: [], serialPrefixes: ["01P"], camera: "chamber", fileTunnel: false },
+  { name: "A1 mini", code: "N1", aliases: ["A1MINI", "A1-mini"], serialPrefixes: ["030"], camera: "chamber", fileTunnel: false },
+  { name: "A1", code: "N2S", aliases: [], serialPrefixes: ["039"], camera: "chamber", fileTunnel: false },
+  { name: "A2L", code: "N9", aliases: [], serialPrefixes: ["26A"], camera: "chamber", fileTunnel: false },
+  { name: "P2S", code: "N7", aliases: [], serialPrefixes: ["22E"], camera: "rtsp", fileTunnel: true },
+  { name: "X2D", code: "N6", aliases: [], serialPrefixes: ["20P"], camera: "rtsp", fileTunnel: true },
+  { name: "H2D", code: "O1D", aliases: [], serialPrefixes: ["094"], camera: "rtsp", fileTunnel: true },
+  { name: "H2D Pro", code: "O1E", aliases: ["H2DPRO"], serialPrefixes: ["239"], camera: "rtsp", fileTunnel: true },
+  { name: "H2S", code: "O1S", aliases: [], serialPrefixes: ["093"], camera: "rtsp", fileTunnel: true },
+  { name: "H2C", code: "O1C2", aliases: [], serialPrefixes: ["31B"], camera: "rtsp", fileTunnel: true },
+];
+
+const squash = (s: string) => s.toUpperCase().replace(/[\s_-]/g, "");
+
+/** By configured name ("P1S"), model code ("C12") or alias; case and spaces do not matter. */
+export function findModel(nameOrCode: string | undefined): BambuModel | undefined {
+  if (!nameOrCode) return undefined;
+  const wanted = squash(nameOrCode);
+  return BAMBU_MODELS.find((m) => [m.name, m.code, ...m.aliases].some((n) => squash(n) === wanted));
+}
+
+export function modelFromSerial(serial: string): BambuModel | undefined {
+  return BAMBU_MODELS.find((m) => m.serialPrefixes.some((p) => serial.toUpperCase().startsWith(p)));
+}
+
+/** The configured model wins; then the serial prefix. */
+export function modelOf(printer: { model?: string; serial: string }): BambuModel | undefined {
+  return findModel(printer.model) ?? modelFromSerial(printer.serial);
+}

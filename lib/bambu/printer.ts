@@ -1,0 +1,23 @@
+// Wires the services one Bambu printer entry asks for. Each service module exports a factory; the "camera"
+// service picks chamber, RTSPS or the file tunnel for the printer's model (bambu/camera.ts).
+import type { ServiceName } from "../config.ts";
+import type { Service, ServiceContext } from "../core/service.ts";
+
+type Factory = (ctx: ServiceContext) => Service[];
+
+/** Service name in printers.toml -> the services it runs. */
+const FACTORIES: Partial<Record<ServiceName, Factory>> = {
+};
+
+export function bambuServices(ctx: ServiceContext): Service[] {
+  const services: Service[] = [];
+  for (const name of ctx.printer.services) {
+    const factory = FACTORIES[name];
+    if (!factory) {
+      ctx.log.warn(`service "${name}" is not available in this version of pandaproxy; skipped`);
+      continue;
+    }
+    services.push(...factory(ctx));
+  }
+  return services;
+}

@@ -1,0 +1,48 @@
+// `pandaproxy [run] --config FILE`: serve every printer in the file until SIGINT/SIGTERM; SIGHUP reloads.
+import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, type Command } from "../cli.ts";
+import { processLogger, setupLogging } from "../log.ts";
+import { startSupervisor } from "../supervisor.ts";
+import { versionString } from "../version.ts";
+import { loadOrReport, resolveConfigPath } from "./load.ts";
+
+export const command: Command = {
+  summary: "serve the printers in the configuration (the default command)",
+  usage: [
+    "Usage: pandaproxy [run] --config FILE [--verbose]",
+    "",
+    "Serves every [[printer]] in FILE until SIGINT or SIGTERM. SIGHUP reloads FILE: changed printers restart,",
+    "a file with errors is reported and the running configuration kept.",
+  ].join("\n"),
+  options: {},
+  async run(values) {
+    const config = loadOrReport(values.config as string | undefined, "run");
+    if (!config) return EXIT_USAGE;
+    setupLogging(values.verbose ? "debug" : config.proxy.logLevel);
+    const log = processLogger();
+    log.info(`${versionString()} starting with ${config.file}`);
+    let supervisor;
+    try {
+      supervisor = await startSupervisor(config, { configFile: resolveConfigPath(values.config as string | undefined), watchSignals: true });
+    } catch (error) {
+      log.error(`cannot start: ${(error as Error).message}`);
+      return EXIT_FAILURE;
+    }
+    await waitForStopSignal();
+    log.info("stopping");
+    await supervisor.stop();
+    log.info("stopped");
+    return EXIT_OK;
+  },
+};
+
+export function waitForStopSignal(): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      process.off("SIGINT", done);
+      process.off("SIGTERM", done);
+      resolve();
+    };
+    process.on("SIGINT", done);
+    process.on("SIGTERM", done);
+  });
+}

@@ -1,0 +1,143 @@
+// TCP and TLS listeners with the rules every service shares: a handshake deadline, a client limit, clear log
+// lines for clients that misbehave, and a close() that ends every client so shutdown is prompt.
+import { createServer as createTcpServer, type Server, type Socket } from "node:net";
+import { createServer as createTlsServer, type TLSSocket, type TlsOptions } from "node:tls";
+import type { Logger } from "../log.ts";
+
+export const TLS_HANDSHAKE_TIMEOUT_MS = 10_000;
+export const DEFAULT_MAX_CLIENTS = 64;
+
+export interface ClientInfo {
+  /** "192.168.1.20:53422" */
+  peer: string;
+  log: Logger;
+}
+
+export interface ListenOptions {
+  log: Logger;
+  /** For messages: "MQTT", "chamber camera". */
+  what: string;
+  host: string;
+  port: number;
+  /** TLS server options; omit for plain TCP. */
+  tls?: TlsOptions;
+  maxClients?: number;
+  onClient(socket: Socket | TLSSocket, client: ClientInfo): void;
+}
+
+export interface Listening {
+  readonly address: { host: string; port: number };
+  readonly clients: number;
+  readonly accepted: number;
+  readonly sockets: ReadonlySet<Socket>;
+  close(): Promise<void>;
+}
+
+export function peerOf(socket: Socket): string {
+  return `${socket.remoteAddress?.replace(/^::ffff:/, "") ?? "?"}:${socket.remotePort ?? "?"}`;
+}
+
+export function listen(options: ListenOptions): Promise<Listening> {
+  const maxClients = options.maxClients ?? DEFAULT_MAX_CLIENTS;
+  const sockets = new Set<Socket>();
+  let accepted = 0;
+
+  const admit = (socket: Socket) => {
+    const peer = peerOf(socket);
+    const log = options.log.with({ peer });
+    socket.on("error", (error) => log.debug(`socket error: ${error.message}`));
+    if (sockets.size >= maxClients) {
+      log.warn(`refused: ${options.what} already has ${maxClients} clients (the limit)`);
+      socket.destroy();
+      return;
+    }
+    sockets.add(socket);
+    accepted++;
+    socket.once("close", () => sockets.delete(socket));
+    try {
+      options.onClient(socket, { peer, log });
+    } catch (error) {
+      log.error(`closing: ${(error as Error).message}`);
+      socket.destroy();
+    }
+  };
+
+  let server: Server;
+  if (options.tls) {
+    server = createTlsServer({ ...options.tls, handshakeTimeout: TLS_HANDSHAKE_TIMEOUT_MS }, (socket) => admit(socket));
+    server.on("tlsClientError", (error: Error, socket: Socket) => {
+      options.log.with({ peer: peerOf(socket) }).info(`TLS handshake failed: ${error.message}`);
+      socket.destroy();
+    });
+  } else {
+    server = createTcpServer((socket) => admit(socket));
+  }
+
+  return new Promise((resolve, reject) => {
+    const onError = (error: NodeJS.ErrnoException) => {
+      const hint =
+        error.code === "EADDRINUSE" ? "another program (or printer entry) already listens there"
+        : error.code === "EACCES" ? "ports below 1024 need root or CAP_NET_BIND_SERVICE (see `pandaproxy service install`)"
+        : error.code === "EADDRNOTAVAIL" ? "this host has no such address: add it as an IP alias or fix `bind`"
+        : error.message;
+      reject(new Error(`cannot listen for ${options.what} on ${options.host}:${options.port}: ${hint}`));
+    };
+    server.once("error", onError);
+    server.listen({ host: options.host, port: options.port, exclusive: true }, () => {
+      server.off("error", onError);
+      server.on("error", (error) => options.log.error(`${options.what} listener error: ${error.message}`));
+      const address = server.address();
+      const port = typeof address === "object" && address ? address.port : options.port;
+      resolve({
+        address: { host: options.host, port },
+        get clients() {
+          return sockets.size;
+        },
+        get accepted() {
+          return accepted;
+        },
+        sockets,
+        close: () =>
+          new Promise<void>((done) => {
+            for (const socket of sockets) socket.destroy();
+            server.close(() => done());
+            setTimeout(done, 1_000).unref?.();
+          }),
+      });
+    });
+  });
+}
+
+/** Reads exactly `length` bytes from a socket within `timeoutMs`, or rejects (silent or short clients). */
+export function readExactly(socket: Socket, length: number, timeoutMs: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let have = 0;
+    const cleanup = () => {
+      clearTimeout(timer);
+      socket.off("data", onData);
+      socket.off("close", onClose);
+    };
+    const timer = setTimeout(() => {
+      cleanup();
+      reject(new Error(`sent ${have} of ${length} bytes in ${Math.round(timeoutMs / 1000)} s`));
+    }, timeoutMs);
+    const onClose = () => {
+      cleanup();
+      reject(new Error(`closed after ${have} of ${length} bytes`));
+    };
+    const onData = (chunk: Buffer) => {
+      chunks.push(chunk);
+      have += chunk.length;
+      if (have >= length) {
+        cleanup();
+        const all = Buffer.concat(chunks);
+        const rest = all.subarray(length);
+        if (rest.length) socket.unshift(rest);
+        resolve(all.subarray(0, length));
+      }
+    };
+    socket.on("data", onData);
+    socket.once("close", onClose);
+  });
+}

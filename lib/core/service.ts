@@ -1,0 +1,116 @@
+// What every service and every printer looks like to the supervisor, the web page and each other.
+// A service file exports a factory `(ctx: ServiceContext) => Service`; bambu/printer.ts and
+// flashforge/printer.ts pick the factories a printer entry asks for.
+import type { Config, PrinterConfig, ProxyConfig } from "../config.ts";
+import type { Logger } from "../log.ts";
+import type { TlsMaterial } from "../tls.ts";
+import type { LatestBroadcast } from "./broadcast.ts";
+import type { Metrics } from "./metrics.ts";
+
+export interface ServiceStatus {
+  /** "listening", "stopped", "error: …" */
+  state: string;
+  /** Clients connected to this service now. */
+  clients: number;
+  /** Upstream (printer side) state, when the service has one. */
+  upstream?: string;
+  /** Anything else worth showing: frame rate, queue length, … */
+  details?: Record<string, string | number | boolean | undefined>;
+}
+
+export interface Service {
+  /** "mqtt", "chamber", "ftp", … */
+  readonly name: string;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  status(): ServiceStatus;
+}
+
+/** A JPEG picture from any camera kind, with when it arrived. */
+export interface CameraFrame {
+  jpeg: Buffer;
+  /** The bytes exactly as the printer sent them before the JPEG, when there were any (chamber header). */
+  header?: Buffer;
+  receivedAt: number;
+}
+
+/** The camera as the web page sees it, whatever the printer's camera kind. */
+export interface CameraFeed {
+  kind: "chamber" | "rtsp" | "mjpeg";
+  frames: LatestBroadcast<CameraFrame>;
+  /** Ask the upstream to run (a web viewer arrived); call the returned function when done. */
+  claim(): () => void;
+  /** "connected", "connecting", "backoff", "idle", … */
+  state(): string;
+  /** Frames per second over the last few seconds. */
+  frameRate(): number;
+}
+
+/** What a printer's services learn and share: model and firmware from MQTT, the camera for the web. */
+export interface PrinterInfo {
+  model?: string;
+  /** The model code Bambu uses in SSDP and bind: "C12", "BL-P001", … */
+  modelCode?: string;
+  productName?: string;
+  firmware?: string;
+  camera?: "chamber" | "rtsp" | "none";
+}
+
+export interface PrinterHub {
+  readonly info: PrinterInfo;
+  update(info: Partial<PrinterInfo>): void;
+  onInfo(listener: (info: PrinterInfo) => void): () => void;
+  camera?: CameraFeed;
+  setCamera(feed: CameraFeed | undefined): void;
+}
+
+export function createPrinterHub(initial: PrinterInfo = {}): PrinterHub {
+  const listeners = new Set<(info: PrinterInfo) => void>();
+  const hub: PrinterHub = {
+    info: { ...initial },
+    update(info) {
+      let changed = false;
+      for (const [k, v] of Object.entries(info)) {
+        if (v !== undefined && (hub.info as Record<string, unknown>)[k] !== v) {
+          (hub.info as Record<string, unknown>)[k] = v;
+          changed = true;
+        }
+      }
+      if (changed) for (const l of listeners) l(hub.info);
+    },
+    onInfo(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
+    camera: undefined,
+    setCamera(feed) {
+      hub.camera = feed;
+    },
+  };
+  return hub;
+}
+
+export interface ServiceContext {
+  printer: PrinterConfig;
+  proxy: ProxyConfig;
+  tls: TlsMaterial;
+  /** The printer's logger; add `{ service }` via serviceLogger(printer.name, "mqtt"). */
+  log: Logger;
+  metrics: Metrics;
+  hub: PrinterHub;
+}
+
+export type ServiceFactory = (ctx: ServiceContext) => Service;
+
+export interface PrinterRuntime {
+  readonly config: PrinterConfig;
+  readonly hub: PrinterHub;
+  readonly services: readonly Service[];
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export interface RuntimeContext {
+  config: Config;
+  metrics: Metrics;
+}

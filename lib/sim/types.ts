@@ -1,0 +1,43 @@
+// The contract every simulated printer service follows. lib/sim/bambu.ts starts the ones a simulated printer
+// has; each lib/sim/<service>.ts exports a starter registered in SIM_SERVICES there.
+import type { Ports } from "../config.ts";
+import type { BambuModel } from "../bambu/models.ts";
+
+export interface SimIdentity {
+  name: string;
+  serial: string;
+  accessCode: string;
+  model: BambuModel;
+  firmware: string;
+  /** The address the simulated printer listens on, e.g. 127.0.0.11. */
+  host: string;
+  /** The printer's ports (the real ones unless overridden). */
+  ports: Ports;
+  /** TLS key and certificate chain (leaf CN = serial, issued by a simulated "BBL CA"). */
+  tls: { key: string; cert: string; ca: string };
+}
+
+export interface SimOptions {
+  /** Most MQTT clients at once (firmware: about 4). */
+  mqttMaxClients?: number;
+  /** Most FTP sessions at once. */
+  ftpMaxSessions?: number;
+  /** Directory served over FTPS (default: a fresh temporary directory). */
+  ftpRoot?: string;
+  /** Chamber camera frames per second and size. */
+  cameraFps?: number;
+  cameraWidth?: number;
+  cameraHeight?: number;
+  /** Chamber camera viewers served at once (firmware: about 2; the next one waits). */
+  cameraMaxViewers?: number;
+  /** Where SSDP announcements are sent (default 255.255.255.255). */
+  ssdpTargets?: string[];
+  ssdpIntervalMs?: number;
+}
+
+export interface SimService {
+  readonly name: string;
+  stop(): Promise<void>;
+}
+
+export type SimStarter = (identity: SimIdentity, options: SimOptions) => Promise<SimService>;
