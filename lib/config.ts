@@ -91,6 +91,9 @@ export class ConfigErrors extends Error {
 }
 
 export function defaultStateDir(): string {
+  // systemd sets STATE_DIRECTORY for units with StateDirectory= (the unit `pandaproxy service install` writes).
+  const fromSystemd = process.env.STATE_DIRECTORY?.split(":")[0];
+  if (fromSystemd) return fromSystemd;
   return process.getuid?.() === 0 ? "/var/lib/pandaproxy" : join(homedir(), ".local/state/pandaproxy");
 }
 
@@ -104,10 +107,10 @@ export function loadConfig(file: string): Config {
   return parseConfig(text, file);
 }
 
-const TOP_KEYS = ["proxy", "web", "printer"];
-const PROXY_KEYS = ["state_dir", "log_level", "ffmpeg"];
-const WEB_KEYS = ["listen", "username", "password"];
-const PRINTER_KEYS = [
+export const TOP_KEYS = ["proxy", "web", "printer"];
+export const PROXY_KEYS = ["state_dir", "log_level", "ffmpeg"];
+export const WEB_KEYS = ["listen", "username", "password"];
+export const PRINTER_KEYS = [
   "name", "type", "host", "serial", "access_code", "access_code_file", "check_code", "bind", "services", "camera",
   "model", "viewer_access_code", "ports", "printer_ports", "ftp_data_ports", "ftp_sessions", "ssdp_targets",
   "tls_cert", "tls_key", "printer_ca",
@@ -161,6 +164,13 @@ export function parseConfig(text: string, file = "printers.toml"): Config {
   if (Array.isArray(printerList) && printerList.length === 0) at("", "", "no [[printer]] entries: add at least one printer (see config.example.toml)");
 
   problems.push(...listenerConflicts(printers).map((c) => `${file}: ${c}`));
+  if (web.listen) {
+    const { host, port } = web.listen;
+    for (const l of printers.flatMap(listenersOf)) {
+      if (l.protocol !== "tcp" || l.port !== port || (l.host !== host && l.host !== "0.0.0.0" && host !== "0.0.0.0")) continue;
+      at("[web] ", "listen", `is "${listenText}", where printer "${l.printer}" (${l.service}) listens too; move the web page to another port or address`);
+    }
+  }
   if (problems.length) throw new ConfigErrors(problems);
   return { file, proxy, web, printers };
 }
@@ -325,22 +335,30 @@ export function listenersOf(p: PrinterConfig): Listener[] {
   return out;
 }
 
+/** One line per pair of printers that want the same address and port (or per printer that uses a port twice). */
 export function listenerConflicts(printers: PrinterConfig[]): string[] {
   const all = printers.flatMap(listenersOf);
-  const conflicts: string[] = [];
+  const groups = new Map<string, { a: string; b: string; host: string; ports: string[]; services: string[] }>();
   for (let i = 0; i < all.length; i++) {
     for (let j = i + 1; j < all.length; j++) {
       const a = all[i]!, b = all[j]!;
       if (a.protocol !== b.protocol || a.port !== b.port) continue;
       if (a.host !== b.host && a.host !== "0.0.0.0" && b.host !== "0.0.0.0") continue;
-      const who = (l: Listener) => `printer "${l.printer}" (${l.service})`;
-      conflicts.push(
-        `${who(a)} and ${who(b)} both listen on ${a.protocol} ${a.host === "0.0.0.0" ? b.host : a.host}:${a.port}; ` +
-          `give each printer its own "bind" address (an IP alias) or move one with "ports"`,
-      );
+      const host = a.host === "0.0.0.0" ? b.host : a.host;
+      const key = JSON.stringify([a.printer, b.printer, host]);
+      let group = groups.get(key);
+      if (!group) groups.set(key, (group = { a: a.printer, b: b.printer, host, ports: [], services: [] }));
+      group.ports.push(`${a.port}${a.protocol === "udp" ? "/udp" : ""}`);
+      group.services.push(a.service === b.service ? a.service : `${a.service}/${b.service}`);
     }
   }
-  return conflicts;
+  return [...groups.values()].map((g) => {
+    const ports = `${g.ports.length === 1 ? "port" : "ports"} ${g.ports.join(", ")} (${g.services.join(", ")})`;
+    return g.a === g.b
+      ? `printer "${g.a}": uses ${g.host} ${ports} for two services; move one with "ports"`
+      : `printer "${g.a}" and printer "${g.b}" both listen on ${g.host} ${ports}: ` +
+          `give each printer its own "bind" address (an IP alias of this host) or move one with "ports"`;
+  });
 }
 
 export function parseHostPort(text: string, fail: (what: string) => void): { host: string; port: number } | undefined {
@@ -403,15 +421,34 @@ function unknownKeys(t: Record<string, unknown>, known: readonly string[], repor
   for (const key of Object.keys(t)) if (!known.includes(key)) report(key, suggest(key, known));
 }
 
-/** ' (did you mean "x"?)' for the nearest known word, when one is close enough. */
+/**
+ * ' (did you mean "x"?)' for the nearest known word, when one is close enough: a small edit distance to the whole
+ * word ("acces_code"), to its beginning ("acess" -> "access_code"), or one word containing the other ("code").
+ */
 export function suggest(word: string, known: readonly string[]): string {
+  const w = word.toLowerCase();
+  // Lower is nearer: a known beginning, a one-letter slip, a containing word, a slip at the beginning, two slips.
+  const score = (candidate: string): number => {
+    const c = candidate.toLowerCase();
+    let best = Infinity;
+    const whole = editDistance(w, c);
+    if (whole <= Math.max(2, Math.floor(w.length / 3))) best = 2 * whole;
+    if (w.length < 3) return best;
+    for (let n = Math.max(1, w.length - 1); n <= Math.min(c.length, w.length + 1); n++) {
+      const prefix = editDistance(w, c.slice(0, n));
+      if (prefix <= (w.length >= 5 ? 2 : 1)) best = Math.min(best, 1 + 2 * prefix);
+    }
+    const parts = w.split(/[_.-]/).filter((part) => part.length >= 3);
+    if (c.includes(w) || w.includes(c) || (parts.length > 1 && parts.every((part) => c.includes(part)))) best = Math.min(best, 2.5);
+    return best;
+  };
   let best: string | undefined;
-  let bestDistance = Infinity;
+  let bestScore = Infinity;
   for (const candidate of known) {
-    const d = editDistance(word.toLowerCase(), candidate.toLowerCase());
-    if (d < bestDistance) [best, bestDistance] = [candidate, d];
+    const s = score(candidate);
+    if (s < bestScore) [best, bestScore] = [candidate, s];
   }
-  return best !== undefined && bestDistance <= Math.max(2, Math.floor(word.length / 3)) ? ` (did you mean "${best}"?)` : "";
+  return best !== undefined && bestScore < Infinity ? ` (did you mean "${best}"?)` : "";
 }
 
 function editDistance(a: string, b: string): number {
