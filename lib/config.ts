@@ -185,8 +185,9 @@ function parsePrinter(entry: unknown, index: number, file: string, at: At): Prin
   const label = typeof entry.name === "string" && entry.name ? `printer "${entry.name}": ` : `[[printer]] #${index + 1}: `;
   unknownKeys(entry, PRINTER_KEYS, (key, hint) => at(label, key, `is unknown${hint}`));
 
-  const name = requiredString(entry, "name", label, at) ?? `#${index + 1}`;
-  if (name && !/^[A-Za-z0-9_.-]+$/.test(name)) at(label, "name", `is "${name}"; use letters, digits, "-", "_" or "." (it appears in URLs)`);
+  const givenName = requiredString(entry, "name", label, at);
+  const name = givenName ?? `#${index + 1}`;
+  if (givenName && !/^[A-Za-z0-9_.-]+$/.test(name)) at(label, "name", `is "${name}"; use letters, digits, "-", "_" or "." (it appears in URLs)`);
   const type = (optionalString(entry, "type", label, at) ?? "bambu") as PrinterType;
   if (type !== "bambu" && type !== "flashforge") at(label, "type", `is "${type}"; expected "bambu" or "flashforge"`);
   const isBambu = type !== "flashforge";
