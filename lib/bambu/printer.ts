@@ -2,11 +2,15 @@
 // service picks chamber, RTSPS or the file tunnel for the printer's model (bambu/camera.ts).
 import type { ServiceName } from "../config.ts";
 import type { Service, ServiceContext } from "../core/service.ts";
+import { createBindService } from "./bind.ts";
+import { createSsdpService } from "./ssdp.ts";
 
 type Factory = (ctx: ServiceContext) => Service[];
 
 /** Service name in printers.toml -> the services it runs. */
 const FACTORIES: Partial<Record<ServiceName, Factory>> = {
+  bind: (ctx) => [createBindService(ctx)],
+  ssdp: (ctx) => [createSsdpService(ctx)],
 };
 
 export function bambuServices(ctx: ServiceContext): Service[] {

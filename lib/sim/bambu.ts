@@ -4,11 +4,15 @@ import { BAMBU_PORTS, FLASHFORGE_PORTS, type Ports } from "../config.ts";
 import { findModel, type BambuModel } from "../bambu/models.ts";
 import { simulatedPrinterTls } from "./tls.ts";
 import type { SimIdentity, SimOptions, SimService, SimStarter } from "./types.ts";
+import { startSimBind } from "./bind.ts";
+import { startSimSsdp } from "./ssdp.ts";
 
 export type SimServiceName = "mqtt" | "ftp" | "chamber" | "tunnel" | "rtsp" | "bind" | "ssdp";
 
 /** Starter per simulated service; each lib/sim/<service>.ts registers itself here. */
 const SIM_SERVICES: Partial<Record<SimServiceName, SimStarter>> = {
+  bind: startSimBind,
+  ssdp: startSimSsdp,
 };
 
 export interface SimPrinterOptions extends SimOptions {
