@@ -38,7 +38,7 @@ export function formatRecord(record: LogRecord): string {
   const { printer, service, peer } = record.properties as { printer?: string; service?: string; peer?: string };
   const where = [printer, service].filter(Boolean).join("/");
   const time = new Date(record.timestamp).toISOString();
-  const level = record.level.toUpperCase().padEnd(5);
+  const level = (record.level === "warning" ? "WARN" : record.level.toUpperCase()).padEnd(5);
   const line = `${time} ${level} ${where ? `[${where}] ` : ""}${peer ? `${peer} ` : ""}${message}`;
   return redact(line);
 }
@@ -54,13 +54,16 @@ const stderrSink: Sink = (record) => {
 
 let quiet = false;
 
+/** printers.toml says "warn"; LogTape calls it "warning" (and throws on "warn"). */
+const toLogTapeLevel = (level: Level): LogLevel => (level === "warn" ? "warning" : level);
+
 export function setupLogging(level: Level, options: { quiet?: boolean } = {}): void {
   quiet = options.quiet ?? false;
   resetSync();
   configureSync({
     sinks: { stderr: stderrSink },
     loggers: [
-      { category: [ROOT], lowestLevel: level as LogLevel, sinks: ["stderr"] },
+      { category: [ROOT], lowestLevel: toLogTapeLevel(level), sinks: ["stderr"] },
       { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["stderr"] },
     ],
   });
