@@ -100,8 +100,9 @@ export function createLatestBroadcast<T>(options: { log?: Logger; what?: string 
       return {
         unsubscribe() {
           c.closed = true;
-          consumers.delete(c);
+          // Report before forgetting the consumer, or its last skips would never be logged.
           if (c.skippedSinceReport > 0) report();
+          consumers.delete(c);
           if (consumers.size === 0 && reportTimer) {
             clearInterval(reportTimer);
             reportTimer = undefined;
