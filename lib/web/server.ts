@@ -2,9 +2,15 @@
 // Optional basic auth from [web] username/password.
 import { timingSafeEqual } from "node:crypto";
 import type { WebConfig } from "../config.ts";
-import { processLogger } from "../log.ts";
-import type { Metrics } from "../core/metrics.ts";
+import { processLogger, serviceLogger } from "../log.ts";
+import type { Counter, Metrics } from "../core/metrics.ts";
 import type { PrinterRuntime } from "../core/service.ts";
+import { MJPEG_CONTENT_TYPE, mjpegStream } from "./mjpeg.ts";
+import { STATUS_PAGE } from "./page.ts";
+import { SNAPSHOT_WAIT_MS, takeSnapshot } from "./snapshot.ts";
+
+/** Idle keep-alive connections close after this many seconds (MJPEG streams are exempt: they have their own stall limit). */
+export const WEB_IDLE_TIMEOUT_S = 30;
 
 export interface WebServer {
   readonly port: number;
@@ -17,7 +23,20 @@ export interface WebOptions {
   metrics: Metrics;
 }
 
-export function printerSummary(p: PrinterRuntime) {
+/** What the web side counts per printer; counters live in the shared Metrics, so they survive a web restart. */
+interface WebCameraStats {
+  viewers: number;
+  framesSent: Counter;
+  bytesSent: Counter;
+  snapshots: Counter;
+  snapshotFailures: Counter;
+}
+
+const cameraPath = (name: string, file: string) => `printers/${encodeURIComponent(name)}/${file}`;
+
+export function printerSummary(p: PrinterRuntime, webViewers = 0) {
+  const feed = p.hub.camera;
+  const latest = feed?.frames.latest();
   return {
     name: p.config.name,
     type: p.config.type,
@@ -26,7 +45,17 @@ export function printerSummary(p: PrinterRuntime) {
     serial: p.config.serial,
     model: p.hub.info.model ?? null,
     firmware: p.hub.info.firmware ?? null,
-    camera: p.hub.camera ? { kind: p.hub.camera.kind, state: p.hub.camera.state(), fps: p.hub.camera.frameRate() } : null,
+    camera: feed
+      ? {
+          kind: feed.kind,
+          state: feed.state(),
+          fps: feed.frameRate(),
+          lastFrameAgeMs: latest ? Math.max(0, Date.now() - latest.receivedAt) : null,
+          webViewers,
+          mjpeg: cameraPath(p.config.name, "camera.mjpeg"),
+          snapshot: cameraPath(p.config.name, "snapshot.jpg"),
+        }
+      : null,
     services: p.services.map((s) => ({ name: s.name, ...s.status() })),
   };
 }
@@ -40,23 +69,155 @@ function authorized(request: Request, web: WebConfig): boolean {
   return given.length === wanted.length && timingSafeEqual(given, wanted);
 }
 
+const text = (status: number, body: string) =>
+  new Response(body + "\n", { status, headers: { "Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store" } });
+
+const CAMERA_ROUTE = /^\/printers\/([^/]+)\/(camera\.mjpeg|snapshot\.jpg)$/;
+
 export async function startWeb(options: WebOptions): Promise<WebServer> {
   const log = processLogger("web");
   const listen = options.web.listen!;
+  const { metrics } = options;
+  const stats = new Map<string, WebCameraStats>();
+  const unregister: (() => void)[] = [];
+
+  const findPrinter = (name: string) => options.printers().find((p) => p.config.name === name);
+
+  const statsFor = (printer: string): WebCameraStats => {
+    let s = stats.get(printer);
+    if (s) return s;
+    const labels = { printer };
+    s = {
+      viewers: 0,
+      framesSent: metrics.counter("pandaproxy_web_frames_sent_total", "Camera frames sent to web viewers (MJPEG parts and snapshots)", labels),
+      bytesSent: metrics.counter("pandaproxy_web_bytes_sent_total", "Camera bytes sent to web viewers", labels),
+      snapshots: metrics.counter("pandaproxy_web_snapshots_total", "Snapshots served", labels),
+      snapshotFailures: metrics.counter("pandaproxy_web_snapshot_failures_total", "Snapshots answered 503: the camera gave no frame in time", labels),
+    };
+    const entry = s;
+    stats.set(printer, entry);
+    unregister.push(metrics.gauge("pandaproxy_web_viewers", "Browsers watching the MJPEG stream now", labels, () => entry.viewers));
+    unregister.push(
+      metrics.gauge("pandaproxy_web_camera_frame_age_seconds", "Age of the newest camera frame (-1: none)", labels, () => {
+        const latest = findPrinter(printer)?.hub.camera?.frames.latest();
+        return latest ? (Date.now() - latest.receivedAt) / 1000 : -1;
+      }),
+    );
+    unregister.push(
+      metrics.gauge("pandaproxy_web_camera_frames_per_second", "Camera frame rate as the web side sees it", labels, () => findPrinter(printer)?.hub.camera?.frameRate() ?? 0),
+    );
+    return entry;
+  };
+
+  const peerOf = (request: Request) => {
+    const ip = server.requestIP(request);
+    return ip ? `${ip.family === "IPv6" ? `[${ip.address}]` : ip.address}:${ip.port}` : "unknown";
+  };
+
+  const mjpeg = (request: Request, p: PrinterRuntime): Response => {
+    const feed = p.hub.camera!;
+    const name = p.config.name;
+    const s = statsFor(name);
+    const peer = peerOf(request);
+    const viewerLog = serviceLogger(name, "web").with({ peer });
+    s.viewers++;
+    viewerLog.info(`web viewer connected to the ${feed.kind} camera (${s.viewers} watching)`);
+    server.timeout(request, 0);
+    const body = mjpegStream(
+      feed,
+      {
+        label: `web viewer ${peer}`,
+        log: viewerLog,
+        sent(bytes) {
+          s.framesSent.inc();
+          s.bytesSent.inc(bytes);
+        },
+        closed() {
+          s.viewers--;
+          viewerLog.info(`web viewer left (${s.viewers} watching)`);
+        },
+      },
+      request.signal,
+    );
+    return new Response(body, {
+      headers: { "Content-Type": MJPEG_CONTENT_TYPE, "Cache-Control": "no-store, no-cache", Pragma: "no-cache" },
+    });
+  };
+
+  const snapshot = async (request: Request, p: PrinterRuntime): Promise<Response> => {
+    const feed = p.hub.camera!;
+    const s = statsFor(p.config.name);
+    const { frame, cameraState: state } = await takeSnapshot(feed);
+    if (!frame) {
+      s.snapshotFailures.inc();
+      serviceLogger(p.config.name, "web").with({ peer: peerOf(request) }).info(`snapshot failed: no frame within ${SNAPSHOT_WAIT_MS / 1000} s (camera ${state})`);
+      return text(
+        503,
+        `printer "${p.config.name}" (${p.config.host}): the ${feed.kind} camera gave no picture within ${SNAPSHOT_WAIT_MS / 1000} s ` +
+          `(camera ${state}). Check that the printer is on and reachable from this host.`,
+      );
+    }
+    s.snapshots.inc();
+    s.framesSent.inc();
+    s.bytesSent.inc(frame.jpeg.length);
+    return new Response(frame.jpeg, {
+      headers: {
+        "Content-Type": "image/jpeg",
+        "Cache-Control": "no-store",
+        "Last-Modified": new Date(frame.receivedAt).toUTCString(),
+      },
+    });
+  };
+
+  const camera = (request: Request, printerName: string, file: string): Response | Promise<Response> => {
+    const p = findPrinter(printerName);
+    if (!p) return text(404, `no printer named "${printerName}"`);
+    if (!p.hub.camera) return text(404, `printer "${printerName}" has no camera here (no camera service is running for it)`);
+    return file === "camera.mjpeg" ? mjpeg(request, p) : snapshot(request, p);
+  };
+
   let server: ReturnType<typeof Bun.serve>;
   try {
     server = Bun.serve({
       hostname: listen.host,
       port: listen.port,
-      idleTimeout: 0,
+      idleTimeout: WEB_IDLE_TIMEOUT_S,
       fetch(request) {
         if (!authorized(request, options.web)) {
           return new Response("authentication required\n", { status: 401, headers: { "WWW-Authenticate": 'Basic realm="pandaproxy"' } });
         }
+        if (request.method !== "GET" && request.method !== "HEAD") return text(405, "only GET is served here");
         const url = new URL(request.url);
-        if (url.pathname === "/api/printers") return Response.json(options.printers().map(printerSummary));
-        if (url.pathname === "/metrics") return new Response(options.metrics.render(), { headers: { "Content-Type": "text/plain; version=0.0.4" } });
-        return new Response("not found\n", { status: 404 });
+        const path = url.pathname;
+        if (path === "/" || path === "/index.html") {
+          return new Response(STATUS_PAGE, { headers: { "Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store" } });
+        }
+        if (path === "/api/printers") {
+          return Response.json(
+            options.printers().map((p) => printerSummary(p, stats.get(p.config.name)?.viewers ?? 0)),
+            { headers: { "Cache-Control": "no-store" } },
+          );
+        }
+        if (path === "/metrics") {
+          for (const p of options.printers()) if (p.hub.camera) statsFor(p.config.name);
+          return new Response(metrics.render(), { headers: { "Content-Type": "text/plain; version=0.0.4" } });
+        }
+        const route = CAMERA_ROUTE.exec(path);
+        if (route) {
+          let name: string;
+          try {
+            name = decodeURIComponent(route[1]!);
+          } catch {
+            return text(400, "bad printer name in the URL");
+          }
+          return camera(request, name, route[2]!);
+        }
+        if (path === "/favicon.ico") return new Response(null, { status: 204 });
+        return text(404, "not found");
+      },
+      error(error) {
+        log.error(`web request failed: ${error.message}`);
+        return text(500, "internal error");
       },
     });
   } catch (error) {
@@ -66,7 +227,9 @@ export async function startWeb(options: WebOptions): Promise<WebServer> {
   return {
     port: server.port!,
     async stop() {
-      server.stop(true);
+      await server.stop(true);
+      for (const remove of unregister.splice(0)) remove();
+      stats.clear();
     },
   };
 }

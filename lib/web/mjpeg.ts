@@ -1,0 +1,133 @@
+// MJPEG over HTTP (multipart/x-mixed-replace) fed from a printer's camera broadcast: each browser gets the newest
+// frame whenever its connection can take one (latest wins, never a queue), and the camera runs while anyone watches.
+import type { Logger } from "../log.ts";
+import type { Subscription } from "../core/broadcast.ts";
+import type { CameraFeed, CameraFrame } from "../core/service.ts";
+
+export const MJPEG_BOUNDARY = "pandaproxy-frame";
+export const MJPEG_CONTENT_TYPE = `multipart/x-mixed-replace; boundary=${MJPEG_BOUNDARY}`;
+/** A browser that takes no frame for this long while one is waiting is disconnected (it stopped reading). */
+export const MJPEG_STALL_MS = 30_000;
+
+const CRLF = Buffer.from("\r\n");
+
+// Every viewer of one frame sends the same bytes: encode each part once.
+const parts = new WeakMap<CameraFrame, Uint8Array>();
+
+/** One multipart part: boundary, Content-Type and Content-Length headers, the JPEG, CRLF. */
+export function mjpegPart(frame: CameraFrame): Uint8Array {
+  let part = parts.get(frame);
+  if (!part) {
+    const head = Buffer.from(`--${MJPEG_BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: ${frame.jpeg.length}\r\n\r\n`);
+    part = Buffer.concat([head, frame.jpeg, CRLF]);
+    parts.set(frame, part);
+  }
+  return part;
+}
+
+export interface MjpegViewerHooks {
+  /** "web viewer 127.0.0.1:5000", for the broadcast's aggregated "too slow" lines. */
+  label: string;
+  log: Logger;
+  /** A part was handed to the connection. */
+  sent(bytes: number): void;
+  /** The viewer is gone (tab closed, stalled, server stopping); called once. */
+  closed(): void;
+}
+
+interface Delivery {
+  frame: CameraFrame;
+  done: () => void;
+}
+
+/**
+ * The response body for one browser. Bun pulls the next part only when the socket has room, so a slow browser
+ * holds at most one frame; the broadcast replaces (and counts) what it could not take.
+ */
+export function mjpegStream(feed: CameraFeed, hooks: MjpegViewerHooks, signal: AbortSignal): ReadableStream<Uint8Array> {
+  let release: (() => void) | undefined;
+  let subscription: Subscription | undefined;
+  /** A frame the broadcast delivered that the connection has not pulled yet. */
+  let held: Delivery | undefined;
+  /** A pull waiting for the next frame. */
+  let waiting: ((delivery: Delivery | undefined) => void) | undefined;
+  /** Tells the broadcast the previous part has left, so it may deliver the next one. */
+  let acknowledge: (() => void) | undefined;
+  let stallTimer: ReturnType<typeof setTimeout> | undefined;
+  let closed = false;
+
+  const close = () => {
+    if (closed) return;
+    closed = true;
+    clearTimeout(stallTimer);
+    subscription?.unsubscribe();
+    release?.();
+    const w = waiting;
+    waiting = undefined;
+    w?.(undefined);
+    hooks.closed();
+  };
+
+  return new ReadableStream<Uint8Array>(
+    {
+      start(controller) {
+        if (signal.aborted) return close();
+        signal.addEventListener("abort", close, { once: true });
+        release = feed.claim();
+        subscription = feed.frames.subscribe(
+          (frame, done) => {
+            if (closed) return done();
+            const delivery = { frame, done };
+            if (waiting) {
+              const w = waiting;
+              waiting = undefined;
+              w(delivery);
+              return;
+            }
+            held = delivery;
+            stallTimer ??= setTimeout(() => {
+              hooks.log.info(`${hooks.label} took no frame for ${MJPEG_STALL_MS / 1000} s; closing it`);
+              close();
+              try {
+                controller.error(new Error("viewer stalled"));
+              } catch {
+                // already closed by the server
+              }
+            }, MJPEG_STALL_MS);
+          },
+          { replayLatest: true, label: hooks.label },
+        );
+      },
+      pull(controller) {
+        clearTimeout(stallTimer);
+        stallTimer = undefined;
+        const ack = acknowledge;
+        acknowledge = undefined;
+        ack?.(); // may hand over the frame that waited in the broadcast, into `held`
+        const take = (delivery: Delivery | undefined) => {
+          if (!delivery || closed) return;
+          const part = mjpegPart(delivery.frame);
+          controller.enqueue(part);
+          acknowledge = delivery.done;
+          hooks.sent(part.length);
+        };
+        if (held) {
+          const h = held;
+          held = undefined;
+          return take(h);
+        }
+        if (closed) return;
+        return new Promise<void>((resolve) => {
+          waiting = (delivery) => {
+            take(delivery);
+            resolve();
+          };
+        });
+      },
+      cancel() {
+        close();
+      },
+    },
+    { highWaterMark: 0 },
+  );
+}

@@ -1,0 +1,194 @@
+// The status page: one card per printer with its live camera, camera state and services. Plain HTML, CSS and a
+// little script that polls /api/printers; relative URLs so it also works behind a reverse proxy's sub-path.
+
+/** The page polls the API this often (milliseconds). */
+export const STATUS_POLL_MS = 2_000;
+/** Browsers open about 6 connections per host; past this many cameras the page shows refreshed snapshots. */
+export const MAX_LIVE_CAMERAS = 4;
+
+const STYLE = `
+:root { color-scheme: light dark; --fg: #1d232a; --muted: #5d6873; --bg: #f3f5f7; --card: #fff; --line: #dde2e7;
+  --ok: #1f8a3b; --warn: #b7791f; --bad: #c0392b; }
+@media (prefers-color-scheme: dark) { :root { --fg: #e6e9ec; --muted: #9aa5b1; --bg: #15191d; --card: #1f252b;
+  --line: #313941; --ok: #4cc26b; --warn: #e0a93b; --bad: #ef6b5b; } }
+* { box-sizing: border-box; }
+body { margin: 0; font: 15px/1.4 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--fg); background: var(--bg); }
+header { display: flex; flex-wrap: wrap; align-items: baseline; gap: .2rem 1rem; padding: .8rem 1rem; }
+h1 { font-size: 1.25rem; margin: 0; }
+#updated { color: var(--muted); font-size: .85rem; }
+#updated.bad { color: var(--bad); font-weight: 600; }
+main { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(100%, 360px), 1fr)); gap: 1rem; padding: 0 1rem 1rem; }
+.printer { background: var(--card); border: 1px solid var(--line); border-radius: 10px; overflow: hidden; }
+.printer h2 { font-size: 1.1rem; margin: 0; }
+.head { padding: .6rem .8rem; display: flex; flex-wrap: wrap; gap: .1rem .6rem; align-items: baseline; }
+.where { color: var(--muted); font-size: .85rem; }
+.view { position: relative; background: #000; aspect-ratio: 16 / 9; }
+.view img { display: block; width: 100%; height: 100%; object-fit: contain; }
+.view .none { position: absolute; inset: 0; display: flex; align-items: center; justify-content: center; color: #bbb; font-size: .9rem; text-align: center; padding: 1rem; }
+.camera-line { padding: .5rem .8rem; font-size: .9rem; border-bottom: 1px solid var(--line); }
+.dot { display: inline-block; width: .6rem; height: .6rem; border-radius: 50%; margin-right: .35rem; background: var(--muted); }
+.dot.ok { background: var(--ok); } .dot.warn { background: var(--warn); } .dot.bad { background: var(--bad); }
+table { width: 100%; border-collapse: collapse; font-size: .88rem; }
+th, td { text-align: left; padding: .3rem .8rem; border-bottom: 1px solid var(--line); vertical-align: top; }
+th { color: var(--muted); font-weight: 500; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.details { color: var(--muted); font-size: .8rem; }
+.empty { color: var(--muted); padding: 1rem; }
+`;
+
+// Written without template literals or `${}` so it survives being embedded in this TypeScript string.
+const SCRIPT = `
+"use strict";
+var POLL_MS = ${STATUS_POLL_MS}, MAX_LIVE = ${MAX_LIVE_CAMERAS}, RETRY_MS = 5000;
+var cards = new Map();
+var lastOk = 0;
+
+function el(tag, cls, text) {
+  var e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+function health(state) {
+  if (!state) return "";
+  if (/^(connected|listening|running|streaming)/.test(state)) return "ok";
+  if (/^(connecting|backoff|idle|waiting)/.test(state)) return "warn";
+  return "bad";
+}
+function age(ms) {
+  if (ms === null || ms === undefined) return "no frame yet";
+  if (ms < 1000) return "last frame " + ms + " ms ago";
+  if (ms < 120000) return "last frame " + (ms / 1000).toFixed(1) + " s ago";
+  return "last frame " + Math.round(ms / 60000) + " min ago";
+}
+
+function card(p) {
+  var c = cards.get(p.name);
+  if (c) return c;
+  var root = el("section", "printer");
+  root.dataset.printer = p.name;
+  var head = el("div", "head");
+  var where = el("span", "where");
+  head.append(el("h2", "", p.name), where);
+  root.append(head);
+  var view = el("div", "view");
+  var none = el("div", "none", "no camera");
+  view.append(none);
+  var cameraLine = el("div", "camera-line");
+  var table = el("table", "services");
+  var thead = el("tr");
+  ["service", "state", "clients", "upstream"].forEach(function (h, i) { var th = el("th", i === 2 ? "num" : "", h); thead.append(th); });
+  var tbody = el("tbody");
+  table.append(thead, tbody);
+  root.append(view, cameraLine, table);
+  document.getElementById("printers").append(root);
+  c = { root: root, where: where, view: view, none: none, img: null, mode: "", cameraLine: cameraLine, tbody: tbody, timer: 0 };
+  cards.set(p.name, c);
+  return c;
+}
+
+function showCamera(c, p, live) {
+  var mode = !p.camera ? "" : live ? "live" : "snapshot";
+  if (mode === c.mode) return;
+  c.mode = mode;
+  clearTimeout(c.timer);
+  if (c.img) { c.img.src = ""; c.img.remove(); c.img = null; }
+  c.none.textContent = p.camera ? "waiting for the camera\\u2026" : "no camera";
+  c.none.hidden = false;
+  if (!p.camera) return;
+  var img = el("img", "camera");
+  img.alt = p.name + " camera";
+  c.img = img;
+  var base = mode === "live" ? p.camera.mjpeg : p.camera.snapshot;
+  var load = function () { if (c.img === img) img.src = base + "?t=" + Date.now(); };
+  img.onload = function () {
+    c.none.hidden = true;
+    if (mode === "snapshot") c.timer = setTimeout(load, POLL_MS);
+  };
+  img.onerror = function () {
+    c.none.hidden = false;
+    c.none.textContent = "camera not reachable, retrying\\u2026";
+    c.timer = setTimeout(load, RETRY_MS);
+  };
+  c.view.prepend(img);
+  load();
+}
+
+function render(printers) {
+  var seen = new Set();
+  var cameras = printers.filter(function (p) { return p.camera; }).length;
+  document.getElementById("empty").hidden = printers.length > 0;
+  printers.forEach(function (p) {
+    seen.add(p.name);
+    var c = card(p);
+    c.where.textContent = [p.model, p.host + " \\u2192 " + p.bind, p.firmware ? "firmware " + p.firmware : ""].filter(Boolean).join(" \\u00b7 ");
+    showCamera(c, p, cameras <= MAX_LIVE);
+    c.cameraLine.textContent = "";
+    if (p.camera) {
+      var cam = p.camera;
+      c.cameraLine.append(el("span", "dot " + health(cam.state)));
+      c.cameraLine.append(el("span", "camera-state", cam.kind + " camera: " + cam.state));
+      c.cameraLine.append(document.createTextNode(" \\u00b7 "), el("span", "fps", cam.fps.toFixed(1) + " fps"));
+      c.cameraLine.append(document.createTextNode(" \\u00b7 "), el("span", "age", age(cam.lastFrameAgeMs)));
+      c.cameraLine.append(document.createTextNode(" \\u00b7 "), el("span", "web-viewers", cam.webViewers + " web viewer" + (cam.webViewers === 1 ? "" : "s")));
+    } else {
+      c.cameraLine.append(el("span", "camera-state", "no camera for this printer"));
+    }
+    c.tbody.textContent = "";
+    p.services.forEach(function (s) {
+      var tr = el("tr");
+      tr.dataset.service = s.name;
+      var state = el("td", "state");
+      state.append(el("span", "dot " + health(s.state)), document.createTextNode(s.state));
+      var name = el("td", "name", s.name);
+      if (s.details) {
+        var d = Object.keys(s.details).filter(function (k) { return s.details[k] !== undefined; })
+          .map(function (k) { return k + ": " + s.details[k]; }).join(", ");
+        if (d) name.append(el("div", "details", d));
+      }
+      var up = el("td", "upstream");
+      if (s.upstream) up.append(el("span", "dot " + health(s.upstream)), document.createTextNode(s.upstream));
+      else up.textContent = "\\u2014";
+      tr.append(name, state, el("td", "num clients", String(s.clients)), up);
+      c.tbody.append(tr);
+    });
+  });
+  cards.forEach(function (c, name) {
+    if (!seen.has(name)) { clearTimeout(c.timer); if (c.img) c.img.src = ""; c.root.remove(); cards.delete(name); }
+  });
+}
+
+function poll() {
+  var updated = document.getElementById("updated");
+  fetch("api/printers", { cache: "no-store" })
+    .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
+    .then(function (printers) {
+      render(printers);
+      lastOk = Date.now();
+      updated.className = "";
+      updated.textContent = "updated " + new Date(lastOk).toLocaleTimeString();
+    })
+    .catch(function (e) {
+      updated.className = "bad";
+      updated.textContent = "cannot reach pandaproxy (" + e.message + ")" + (lastOk ? ", last update " + new Date(lastOk).toLocaleTimeString() : "");
+    })
+    .finally(function () { setTimeout(poll, POLL_MS); });
+}
+poll();
+`;
+
+export const STATUS_PAGE = `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>pandaproxy</title>
+<style>${STYLE}</style>
+</head>
+<body>
+<header><h1>pandaproxy</h1><span id="updated">loading\u2026</span></header>
+<main id="printers"><p id="empty" class="empty" hidden>No printers configured.</p></main>
+<script>${SCRIPT}</script>
+</body>
+</html>
+`;

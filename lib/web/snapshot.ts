@@ -1,0 +1,44 @@
+// One JPEG from a printer's camera: the cached newest frame when it is fresh, otherwise the camera is asked to
+// run and the next frame is awaited for a bounded time.
+import type { CameraFeed, CameraFrame } from "../core/service.ts";
+
+/** How long a snapshot waits for the camera to produce a frame. */
+export const SNAPSHOT_WAIT_MS = 10_000;
+/** A cached frame older than this is not "the newest" any more (the camera may have stopped after its linger). */
+export const SNAPSHOT_MAX_AGE_MS = 10_000;
+
+export interface Snapshot {
+  /** undefined: the camera gave no frame within the wait. */
+  frame?: CameraFrame;
+  /** The camera's state at the end, while it was still claimed ("backoff: connection refused", …). */
+  cameraState: string;
+}
+
+export async function takeSnapshot(feed: CameraFeed, waitMs = SNAPSHOT_WAIT_MS): Promise<Snapshot> {
+  const cached = feed.frames.latest();
+  if (cached && Date.now() - cached.receivedAt <= SNAPSHOT_MAX_AGE_MS) return { frame: cached, cameraState: feed.state() };
+  const release = feed.claim();
+  try {
+    const frame = await new Promise<CameraFrame | undefined>((resolve) => {
+      let settled = false;
+      const finish = (frame: CameraFrame | undefined) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        queueMicrotask(() => subscription.unsubscribe());
+        resolve(frame);
+      };
+      const timer = setTimeout(() => finish(undefined), waitMs);
+      const subscription = feed.frames.subscribe(
+        (frame, done) => {
+          done();
+          finish(frame);
+        },
+        { label: "a snapshot" },
+      );
+    });
+    return { frame, cameraState: feed.state() };
+  } finally {
+    release();
+  }
+}
