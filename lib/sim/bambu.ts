@@ -3,6 +3,7 @@
 import { BAMBU_PORTS, FLASHFORGE_PORTS, type Ports } from "../config.ts";
 import { findModel, type BambuModel } from "../bambu/models.ts";
 import { simulatedPrinterTls } from "./tls.ts";
+import { startSimMqtt } from "./mqtt.ts";
 import type { SimIdentity, SimOptions, SimService, SimStarter } from "./types.ts";
 import { startSimBind } from "./bind.ts";
 import { startSimSsdp } from "./ssdp.ts";
@@ -11,6 +12,7 @@ export type SimServiceName = "mqtt" | "ftp" | "chamber" | "tunnel" | "rtsp" | "b
 
 /** Starter per simulated service; each lib/sim/<service>.ts registers itself here. */
 const SIM_SERVICES: Partial<Record<SimServiceName, SimStarter>> = {
+  mqtt: startSimMqtt,
   bind: startSimBind,
   ssdp: startSimSsdp,
 };

@@ -20,6 +20,8 @@ export interface SimIdentity {
 export interface SimOptions {
   /** Most MQTT clients at once (firmware: about 4). */
   mqttMaxClients?: number;
+  /** How often the simulated printer sends a status delta (default 1000 ms; 0: only on request). */
+  mqttReportIntervalMs?: number;
   /** Most FTP sessions at once. */
   ftpMaxSessions?: number;
   /** Directory served over FTPS (default: a fresh temporary directory). */

@@ -1,0 +1,180 @@
+// The simulated printer's status as its MQTT reports carry it: a print that progresses (PREPARE, RUNNING,
+// FINISH, then a new print), temperatures settling around their targets, AMS trays, lights, and the address
+// fields (`net.info[].ip` as a little-endian u32, `ipcam.rtsp_url` on RTSP models). Full state for `pushall`
+// (`"msg": 0`), small deltas otherwise (`"msg": 1`), as P1/A1 firmware sends them.
+import type { SimIdentity } from "./types.ts";
+import { ipv4ToLittleEndian, type Json, type JsonObject } from "../bambu/mqtt-state.ts";
+
+/** Layers of each simulated print and ticks spent on each layer. */
+export const SIM_PRINT_LAYERS = 120;
+export const SIM_TICKS_PER_LAYER = 2;
+/** Ticks a finished print stays finished before the next one starts. */
+export const SIM_FINISH_TICKS = 10;
+
+export interface SimPrint {
+  /** The full status, as sent on `pushall`. */
+  full(sequenceId: string): JsonObject;
+  /** Advance one tick; the fields that changed, as a `"msg": 1` delta. */
+  tick(): JsonObject;
+  /** The answer to `get_version`. */
+  version(sequenceId: string): JsonObject;
+  /** Run a command from `device/<serial>/request`; returns the reports to send (reply first, then any delta). */
+  command(request: JsonObject): JsonObject[];
+  readonly gcodeState: string;
+}
+
+type Section = Record<string, Json>;
+
+export function createSimPrint(identity: SimIdentity): SimPrint {
+  let pushSequence = 0;
+  let gcodeState = "PREPARE";
+  let layer = 0;
+  let tickInLayer = 0;
+  let finishTicks = 0;
+  let printNumber = 1;
+  let chamberLight = "on";
+  const nozzleTarget = 220;
+  const bedTarget = 55;
+  let nozzle = 25;
+  let bed = 24;
+  let humidity = 4;
+  const percent = () => Math.min(100, Math.floor((layer / SIM_PRINT_LAYERS) * 100));
+  const remainingMinutes = () => Math.max(0, Math.round((SIM_PRINT_LAYERS - layer) * 0.75));
+  const jobName = () => `sim_benchy_${printNumber}`;
+
+  const trays = (): Json[] =>
+    [["PLA", "FFFFFFFF", 82], ["PLA", "000000FF", 47], ["PETG", "F95D73FF", 100], ["PLA", "00AE42FF", 12]].map(([type, color, remain], id) => ({
+      id: String(id), tray_type: type as string, tray_color: color as string, remain: remain as number,
+      tray_sub_brands: `${type} Basic`, tray_info_idx: type === "PETG" ? "GFG99" : "GFA00",
+      nozzle_temp_min: type === "PETG" ? "220" : "190", nozzle_temp_max: type === "PETG" ? "270" : "230",
+      tray_weight: "1000", tray_diameter: "1.75", tag_uid: "0000000000000000", tray_uuid: "00000000000000000000000000000000",
+    }));
+
+  const ams = (): Section => ({
+    ams: [{ id: "0", humidity: String(humidity), temp: "27.5", tray: trays() }],
+    ams_exist_bits: "1", tray_exist_bits: "f", tray_is_bbl_bits: "f", tray_now: "0", tray_pre: "0", tray_tar: "0",
+    tray_read_done_bits: "f", tray_reading_bits: "0", version: 4, insert_flag: true, power_on_flag: false,
+  });
+
+  const stage = () => (gcodeState === "RUNNING" ? "2" : gcodeState === "PREPARE" ? "1" : "1");
+
+  const full = (sequenceId: string): JsonObject => {
+    const print: Section = {
+      ams: ams(), ams_rfid_status: 6, ams_status: 0,
+      bed_target_temper: bedTarget, bed_temper: round(bed), big_fan1_speed: "0", big_fan2_speed: "0",
+      chamber_temper: 28, command: "push_status", cooling_fan_speed: "15", fail_reason: "0", fan_gear: 0,
+      force_upgrade: false, gcode_file: `${jobName()}.gcode.3mf`, gcode_file_prepare_percent: "100",
+      gcode_start_time: String(Math.floor(Date.now() / 1000)), gcode_state: gcodeState, heatbreak_fan_speed: "15",
+      hms: [], home_flag: 6, hw_switch_state: 1,
+      ipcam: {
+        ipcam_dev: "1", ipcam_record: "enable", timelapse: "disable", resolution: "1080p", tutk_server: "disable", mode_bits: 3,
+        ...(identity.model.camera === "rtsp" ? { rtsp_url: `rtsps://${identity.host}/streaming/live/1` } : {}),
+      },
+      layer_num: layer, lifecycle: "product", lights_report: [{ node: "chamber_light", mode: chamberLight }],
+      maintain: 3, mc_percent: percent(), mc_print_error_code: "0", mc_print_line_number: String(layer * 400),
+      mc_print_stage: stage(), mc_print_sub_stage: 0, mc_remaining_time: remainingMinutes(),
+      mess_production_state: "active", msg: 0,
+      net: { conf: 0, info: [{ ip: ipv4ToLittleEndian(identity.host), mask: ipv4ToLittleEndian("255.255.255.0") }, { ip: 0, mask: 0 }] },
+      nozzle_diameter: "0.4", nozzle_target_temper: nozzleTarget, nozzle_temper: round(nozzle), nozzle_type: "stainless_steel",
+      online: { ahb: false, rfid: false, version: 7 }, print_error: 0, print_gcode_action: 0, print_real_action: 0,
+      print_type: "local", profile_id: "", project_id: "0", queue_number: 0, s_obj: [], sdcard: true,
+      sequence_id: sequenceId, spd_lvl: 2, spd_mag: 100, stg: [2, 14, 1], stg_cur: gcodeState === "RUNNING" ? 0 : 1,
+      subtask_id: "0", subtask_name: jobName(), task_id: "0", total_layer_num: SIM_PRINT_LAYERS,
+      upgrade_state: { status: "IDLE", progress: "", message: "", module: "null", new_version_state: 2, ota_new_version_number: "" },
+      upload: { status: "idle", progress: 0, message: "" },
+      vt_tray: { id: "254", tray_type: "", tray_color: "00000000", remain: 0 },
+      wifi_signal: "-44dBm", xcam: { allow_skip_parts: false, buildplate_marker_detector: true, first_layer_inspector: true, halt_print_sensitivity: "medium", print_halt: true, printing_monitor: true, spaghetti_detector: true },
+    };
+    return { print };
+  };
+
+  const delta = (fields: Section): JsonObject => ({
+    print: { ...fields, command: "push_status", msg: 1, sequence_id: String(++pushSequence) },
+  });
+
+  const approach = (value: number, target: number) => value + (target - value) * 0.35 + (Math.random() - 0.5) * 0.6;
+
+  const tick = (): JsonObject => {
+    const changed: Section = {};
+    const heating = gcodeState === "PREPARE" || gcodeState === "RUNNING";
+    nozzle = approach(nozzle, heating ? nozzleTarget : 30);
+    bed = approach(bed, heating ? bedTarget : 28);
+    changed.nozzle_temper = round(nozzle);
+    changed.bed_temper = round(bed);
+    if (gcodeState === "PREPARE") {
+      if (Math.abs(nozzle - nozzleTarget) < 5) {
+        gcodeState = "RUNNING";
+        Object.assign(changed, { gcode_state: gcodeState, mc_print_stage: stage(), stg_cur: 0 });
+      }
+    } else if (gcodeState === "RUNNING") {
+      if (++tickInLayer >= SIM_TICKS_PER_LAYER) {
+        tickInLayer = 0;
+        layer++;
+        Object.assign(changed, { layer_num: layer, mc_percent: percent(), mc_remaining_time: remainingMinutes(), mc_print_line_number: String(layer * 400) });
+        if (layer >= SIM_PRINT_LAYERS) {
+          gcodeState = "FINISH";
+          finishTicks = 0;
+          Object.assign(changed, { gcode_state: gcodeState, mc_print_stage: stage() });
+        }
+      }
+    } else if ((gcodeState === "FINISH" || gcodeState === "FAILED") && ++finishTicks >= SIM_FINISH_TICKS) {
+      printNumber++;
+      layer = 0;
+      gcodeState = "PREPARE";
+      Object.assign(changed, { gcode_state: gcodeState, layer_num: 0, mc_percent: 0, subtask_name: jobName(), gcode_file: `${jobName()}.gcode.3mf` });
+    }
+    if (pushSequence % 15 === 14) {
+      humidity = humidity === 4 ? 3 : 4;
+      changed.ams = ams();
+    }
+    return delta(changed);
+  };
+
+  const version = (sequenceId: string): JsonObject => {
+    const product = `Bambu Lab ${identity.model.name}`;
+    return {
+      info: {
+        command: "get_version", sequence_id: sequenceId, result: "success", reason: "",
+        module: [
+          { name: "ota", product_name: product, sw_ver: identity.firmware, hw_ver: "", sn: identity.serial, visible: true },
+          { name: "mc", product_name: product, sw_ver: "00.00.26.36", hw_ver: "MC07", sn: "0", visible: true },
+          { name: "ams/0", product_name: "AMS", sw_ver: "00.00.06.40", hw_ver: "AMS08", sn: "006A000000000000", visible: true },
+        ],
+      },
+    };
+  };
+
+  const command = (request: JsonObject): JsonObject[] => {
+    const [section, body] = Object.entries(request)[0] ?? [];
+    if (!section || typeof body !== "object" || body === null || Array.isArray(body)) return [];
+    const sequenceId = String(body.sequence_id ?? "0");
+    const name = String(body.command ?? "");
+    if (section === "pushing" && name === "pushall") return [full(sequenceId)];
+    if (section === "info" && name === "get_version") return [version(sequenceId)];
+    const reply: JsonObject = { [section]: { ...body, result: "success", reason: "success", sequence_id: sequenceId } };
+    const followUp: Section = {};
+    if (section === "print" && name === "pause" && gcodeState === "RUNNING") followUp.gcode_state = gcodeState = "PAUSE";
+    if (section === "print" && name === "resume" && gcodeState === "PAUSE") followUp.gcode_state = gcodeState = "RUNNING";
+    if (section === "print" && name === "stop" && gcodeState !== "FINISH") {
+      followUp.gcode_state = gcodeState = "FAILED";
+      finishTicks = 0;
+    }
+    if (section === "system" && name === "ledctrl" && body.led_node === "chamber_light") {
+      chamberLight = body.led_mode === "off" ? "off" : "on";
+      followUp.lights_report = [{ node: "chamber_light", mode: chamberLight }];
+    }
+    return Object.keys(followUp).length ? [reply, delta(followUp)] : [reply];
+  };
+
+  return {
+    full,
+    tick,
+    version,
+    command,
+    get gcodeState() {
+      return gcodeState;
+    },
+  };
+}
+
+const round = (value: number) => Math.round(value * 100) / 100;
