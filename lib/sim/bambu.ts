@@ -5,6 +5,7 @@ import { findModel, type BambuModel } from "../bambu/models.ts";
 import { simulatedPrinterTls } from "./tls.ts";
 import { startSimMqtt } from "./mqtt.ts";
 import type { SimIdentity, SimOptions, SimService, SimStarter } from "./types.ts";
+import { startSimulatedChamber } from "./chamber.ts";
 import { startSimBind } from "./bind.ts";
 import { startSimSsdp } from "./ssdp.ts";
 
@@ -12,6 +13,7 @@ export type SimServiceName = "mqtt" | "ftp" | "chamber" | "tunnel" | "rtsp" | "b
 
 /** Starter per simulated service; each lib/sim/<service>.ts registers itself here. */
 const SIM_SERVICES: Partial<Record<SimServiceName, SimStarter>> = {
+  chamber: startSimulatedChamber,
   mqtt: startSimMqtt,
   bind: startSimBind,
   ssdp: startSimSsdp,
