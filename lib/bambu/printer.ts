@@ -2,6 +2,7 @@
 // service picks chamber, RTSPS or the file tunnel for the printer's model (bambu/camera.ts).
 import type { ServiceName } from "../config.ts";
 import type { Service, ServiceContext } from "../core/service.ts";
+import { createMqttService } from "./mqtt.ts";
 import { createBindService } from "./bind.ts";
 import { createSsdpService } from "./ssdp.ts";
 
@@ -9,6 +10,7 @@ type Factory = (ctx: ServiceContext) => Service[];
 
 /** Service name in printers.toml -> the services it runs. */
 const FACTORIES: Partial<Record<ServiceName, Factory>> = {
+  mqtt: (ctx) => [createMqttService(ctx)],
   bind: (ctx) => [createBindService(ctx)],
   ssdp: (ctx) => [createSsdpService(ctx)],
 };

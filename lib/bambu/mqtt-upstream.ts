@@ -1,0 +1,216 @@
+// The proxy's one MQTT session with the printer: a stable client id, subscribed to the report topic only,
+// reconnected with backoff (clients stay connected meanwhile), and after each connect it asks once for the full
+// state (`pushall`) and the versions (`get_version`). Publishes go out with their payload bytes untouched.
+import { connect as tlsConnect, type TLSSocket } from "node:tls";
+import type { PrinterConfig } from "../config.ts";
+import { createUpstream, LoginRefused, type Upstream } from "../core/upstream.ts";
+import type { Logger } from "../log.ts";
+import { printerClientTlsOptions } from "../tls.ts";
+import { reportTopic, requestTopic } from "./mqtt-topics.ts";
+import {
+  CONNACK_ACCEPTED, CONNACK_BAD_CREDENTIALS, CONNACK_NOT_AUTHORIZED, SUBACK_FAILURE, createPacketReader, encode,
+  encodePublish, type Packet,
+} from "./mqtt-wire.ts";
+
+export const UPSTREAM_CONNECT_TIMEOUT_MS = 10_000;
+export const UPSTREAM_KEEPALIVE_S = 30;
+/** How long the printer has to acknowledge a QoS 1 publish before we give up on it. */
+export const UPSTREAM_PUBACK_TIMEOUT_MS = 10_000;
+/** Reports can be large (a full P1/X1 status with AMS is tens of KB); anything past this is broken. */
+export const UPSTREAM_MAX_PACKET_BYTES = 4 << 20;
+/** Our own requests use sequence ids from here, so they never collide with a client's. */
+export const PROXY_SEQUENCE_BASE = 2_000_000_000;
+
+export interface PrinterSession {
+  start(): void;
+  stop(): Promise<void>;
+  /**
+   * Sends a request payload byte for byte. Resolves true once the printer has it (QoS 1: its PUBACK; QoS 0:
+   * written to the socket), false when there is no session or it was lost first.
+   */
+  publish(payload: Buffer, qos: 0 | 1): Promise<boolean>;
+  /** Each report as the printer sent it. */
+  onReport(listener: (payload: Buffer) => void): () => void;
+  onConnected(listener: () => void): () => void;
+  onDisconnected(listener: () => void): () => void;
+  readonly connected: boolean;
+  readonly upstream: Upstream<PrinterLink>;
+}
+
+interface PrinterLink {
+  socket: TLSSocket;
+  nextMessageId(): number;
+  acks: Map<number, (ok: boolean) => void>;
+}
+
+export function createPrinterSession(printer: PrinterConfig, log: Logger): PrinterSession {
+  const report = reportTopic(printer.serial);
+  const request = requestTopic(printer.serial);
+  const clientId = `pandaproxy_${printer.serial}`;
+  const reportListeners = new Set<(payload: Buffer) => void>();
+  const connectedListeners = new Set<() => void>();
+  const disconnectedListeners = new Set<() => void>();
+  let ownSequence = 0;
+
+  const connect = () =>
+    new Promise<{ connection: PrinterLink; closed: Promise<unknown>; close(): void }>((resolve, reject) => {
+      const socket = tlsConnect({ ...printerClientTlsOptions(printer), port: printer.printerPorts.mqtt });
+      let messageId = 0;
+      const link: PrinterLink = {
+        socket,
+        nextMessageId: () => (messageId = (messageId % 65535) + 1),
+        acks: new Map(),
+      };
+      let phase: "tls" | "connack" | "suback" | "ready" = "tls";
+      let settled = false;
+      let lastHeard = Date.now();
+      let pingTimer: ReturnType<typeof setInterval> | undefined;
+      const fail = (error: Error) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(deadline);
+        socket.destroy();
+        reject(error);
+      };
+      const deadline = setTimeout(() => fail(new Error(`no answer within ${UPSTREAM_CONNECT_TIMEOUT_MS / 1000} s (${phase})`)), UPSTREAM_CONNECT_TIMEOUT_MS);
+      const closed = new Promise<unknown>((done) => {
+        socket.once("close", () => {
+          if (pingTimer) clearInterval(pingTimer);
+          for (const ack of link.acks.values()) ack(false);
+          link.acks.clear();
+          done(socket.errored ?? "closed by the printer");
+        });
+      });
+      socket.on("error", (error) => fail(error));
+      socket.once("close", () => fail(new Error(`closed by the printer during ${phase}`)));
+
+      const onPacket = (packet: Packet) => {
+        lastHeard = Date.now();
+        if (phase === "connack") {
+          if (packet.cmd !== "connack") return fail(new Error(`expected CONNACK, got ${packet.cmd}`));
+          const code = packet.returnCode ?? packet.reasonCode ?? 0;
+          if (code === CONNACK_BAD_CREDENTIALS || code === CONNACK_NOT_AUTHORIZED) return fail(new LoginRefused(`CONNACK ${code}`));
+          if (code !== CONNACK_ACCEPTED) return fail(new Error(`printer refused the session (CONNACK ${code})`));
+          phase = "suback";
+          socket.write(encode({ cmd: "subscribe", messageId: link.nextMessageId(), subscriptions: [{ topic: report, qos: 0 }] }));
+          return;
+        }
+        if (phase === "suback") {
+          if (packet.cmd !== "suback") return;
+          if (packet.granted[0] === SUBACK_FAILURE) return fail(new Error(`printer refused the subscription to ${report}`));
+          phase = "ready";
+          settled = true;
+          clearTimeout(deadline);
+          pingTimer = setInterval(() => {
+            if (Date.now() - lastHeard > UPSTREAM_KEEPALIVE_S * 1500) {
+              log.warn(`printer silent for ${UPSTREAM_KEEPALIVE_S * 1.5} s; dropping the session`);
+              socket.destroy();
+              return;
+            }
+            socket.write(encode({ cmd: "pingreq" }));
+          }, UPSTREAM_KEEPALIVE_S * 1000);
+          resolve({ connection: link, closed, close: () => socket.destroy() });
+          return;
+        }
+        switch (packet.cmd) {
+          case "publish": {
+            if (packet.topic !== report) return;
+            const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
+            if (packet.qos === 1) socket.write(encode({ cmd: "puback", messageId: packet.messageId ?? 0 }));
+            for (const l of reportListeners) l(payload);
+            return;
+          }
+          case "puback": {
+            const ack = link.acks.get(packet.messageId ?? -1);
+            if (ack) {
+              link.acks.delete(packet.messageId ?? -1);
+              ack(true);
+            }
+            return;
+          }
+          default:
+            return;
+        }
+      };
+      const reader = createPacketReader(() => UPSTREAM_MAX_PACKET_BYTES, onPacket);
+      socket.on("data", (chunk: Buffer) => {
+        try {
+          reader.push(chunk);
+        } catch (error) {
+          log.warn(`printer sent malformed MQTT (${(error as Error).message}); reconnecting`);
+          socket.destroy();
+        }
+      });
+      socket.once("secureConnect", () => {
+        phase = "connack";
+        socket.write(encode({
+          cmd: "connect", protocolId: "MQTT", protocolVersion: 4, clean: true, clientId, keepalive: UPSTREAM_KEEPALIVE_S,
+          username: "bblp", password: Buffer.from(printer.accessCode),
+        }));
+      });
+    });
+
+  const upstream = createUpstream<PrinterLink>({
+    log,
+    describe: `printer MQTT at ${printer.host}:${printer.printerPorts.mqtt}`,
+    connect,
+    onDemand: false,
+  });
+
+  const write = (link: PrinterLink, payload: Buffer, qos: 0 | 1): Promise<boolean> => {
+    if (link.socket.destroyed) return Promise.resolve(false);
+    if (qos === 0) {
+      link.socket.write(encodePublish(request, payload));
+      return Promise.resolve(true);
+    }
+    const id = link.nextMessageId();
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        if (link.acks.delete(id)) resolve(false);
+      }, UPSTREAM_PUBACK_TIMEOUT_MS);
+      link.acks.set(id, (ok) => {
+        clearTimeout(timer);
+        resolve(ok);
+      });
+      link.socket.write(encodePublish(request, payload, 1, id));
+    });
+  };
+
+  upstream.on("connected", (link) => {
+    // Once per connect: the state clients are waiting for, and the firmware version for SSDP and bind.
+    const pushall = { pushing: { sequence_id: String(PROXY_SEQUENCE_BASE + ++ownSequence), command: "pushall" } };
+    const version = { info: { sequence_id: String(PROXY_SEQUENCE_BASE + ++ownSequence), command: "get_version" } };
+    void write(link, Buffer.from(JSON.stringify(pushall)), 0);
+    void write(link, Buffer.from(JSON.stringify(version)), 0);
+    for (const l of connectedListeners) l();
+  });
+  upstream.on("disconnected", () => {
+    for (const l of disconnectedListeners) l();
+  });
+
+  return {
+    start: () => upstream.start(),
+    stop: () => upstream.stop(),
+    publish(payload, qos) {
+      const link = upstream.current();
+      if (!link) return Promise.resolve(false);
+      return write(link, payload, qos);
+    },
+    onReport(listener) {
+      reportListeners.add(listener);
+      return () => reportListeners.delete(listener);
+    },
+    onConnected(listener) {
+      connectedListeners.add(listener);
+      return () => connectedListeners.delete(listener);
+    },
+    onDisconnected(listener) {
+      disconnectedListeners.add(listener);
+      return () => disconnectedListeners.delete(listener);
+    },
+    get connected() {
+      return upstream.state === "connected";
+    },
+    upstream,
+  };
+}
