@@ -5,6 +5,7 @@ import { findModel, type BambuModel } from "../bambu/models.ts";
 import { simulatedPrinterTls } from "./tls.ts";
 import { startSimMqtt } from "./mqtt.ts";
 import type { SimIdentity, SimOptions, SimService, SimStarter } from "./types.ts";
+import { startSimRtsp } from "./rtsp.ts";
 import { startSimulatedChamber } from "./chamber.ts";
 import { startSimBind } from "./bind.ts";
 import { startSimSsdp } from "./ssdp.ts";
@@ -13,6 +14,7 @@ export type SimServiceName = "mqtt" | "ftp" | "chamber" | "tunnel" | "rtsp" | "b
 
 /** Starter per simulated service; each lib/sim/<service>.ts registers itself here. */
 const SIM_SERVICES: Partial<Record<SimServiceName, SimStarter>> = {
+  rtsp: startSimRtsp,
   chamber: startSimulatedChamber,
   mqtt: startSimMqtt,
   bind: startSimBind,

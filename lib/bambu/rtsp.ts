@@ -1,0 +1,196 @@
+// The RTSPS camera (X1/H2/P2, port 322): one FFmpeg pulls the printer's stream (`-c copy`) through our
+// credential relay and publishes it into our own RTSP server, which serves any number of RTSPS (and optional
+// plain RTSP) clients on the printer's path. A second FFmpeg, run only while the web page watches, turns the
+// stream into JPEG frames for the CameraFeed.
+import { createLatestBroadcast } from "../core/broadcast.ts";
+import { listen, type Listening } from "../core/server.ts";
+import type { CameraFeed, CameraFrame, Service, ServiceContext, ServiceStatus } from "../core/service.ts";
+import { createUpstream, type Upstream } from "../core/upstream.ts";
+import { registerSecret, serviceLogger } from "../log.ts";
+import { printerClientTlsOptions, serverTlsOptions } from "../tls.ts";
+import { modelOf } from "./models.ts";
+import { createAuthenticator, LIVE555_REALM, type Credential } from "../rtsp/auth.ts";
+import { createPublisher, ffmpegMissing, jpegArgs, relayArgs, spawnFfmpeg, type FfmpegChild, type Publisher } from "../rtsp/ffmpeg.ts";
+import { startLoopback, type Loopback } from "../rtsp/loopback.ts";
+import { startRelay, type Relay } from "../rtsp/relay.ts";
+import { createRtspServer, type RtspServer } from "../rtsp/server.ts";
+import { createStream, type Stream } from "../rtsp/stream.ts";
+
+export const CAMERA_PATH = "/streaming/live/1";
+export const RTSP_USER = "bblp";
+export const RTSP_MAX_CLIENTS = 64;
+/** JPEG frames per second for the web page (its viewers need no more). */
+export const JPEG_FPS = 4;
+/** The JPEG FFmpeg keeps running this long after the last web viewer left. */
+export const JPEG_LINGER_MS = 10_000;
+/** A JPEG larger than this in FFmpeg's output means we lost sync: drop the buffer. */
+const MAX_JPEG_BYTES = 8 * 1024 * 1024;
+const FRAME_RATE_WINDOW_MS = 5_000;
+
+export interface RtspServiceOptions {
+  /** FFmpeg stops this long after the last client left (default 30 s). */
+  lingerMs?: number;
+  stallTimeoutMs?: number;
+  backoffMinMs?: number;
+}
+
+/** Cuts JPEG pictures (FFD8 … FFD9) out of FFmpeg's MJPEG output. */
+export function createJpegSplitter(onJpeg: (jpeg: Buffer) => void): (chunk: Buffer) => void {
+  let pending: Buffer = Buffer.alloc(0);
+  return (chunk) => {
+    pending = pending.length ? Buffer.concat([pending, chunk]) : chunk;
+    for (;;) {
+      const start = pending.indexOf(Buffer.from([0xff, 0xd8]));
+      if (start < 0) {
+        pending = Buffer.alloc(0);
+        return;
+      }
+      const end = pending.indexOf(Buffer.from([0xff, 0xd9]), start + 2);
+      if (end < 0) {
+        pending = pending.length - start > MAX_JPEG_BYTES ? Buffer.alloc(0) : pending.subarray(start);
+        return;
+      }
+      onJpeg(Buffer.from(pending.subarray(start, end + 2)));
+      pending = pending.subarray(end + 2);
+    }
+  };
+}
+
+export function createRtspService(ctx: ServiceContext, options: RtspServiceOptions = {}): Service {
+  const { printer } = ctx;
+  const log = serviceLogger(printer.name, "rtsp");
+  registerSecret(printer.accessCode);
+  registerSecret(printer.viewerAccessCode);
+  const stream: Stream = createStream(CAMERA_PATH, log);
+  const streams = new Map([[CAMERA_PATH, stream]]);
+  const model = modelOf(printer);
+  const frames = createLatestBroadcast<CameraFrame>({ log, what: "camera frames" });
+  const frameTimes: number[] = [];
+  let relay: Relay | undefined;
+  let loopback: Loopback | undefined;
+  let publisher: Publisher | undefined;
+  let jpeg: Upstream<FfmpegChild> | undefined;
+  let server: RtspServer | undefined;
+  const listeners: Listening[] = [];
+  let state = "stopped";
+
+  const credentials = (): Credential[] => {
+    const list: Credential[] = [{ user: RTSP_USER, password: printer.accessCode, role: "access code" }];
+    if (printer.viewerAccessCode) list.push({ user: RTSP_USER, password: printer.viewerAccessCode, role: "viewer access code" });
+    return list;
+  };
+
+  const feed: CameraFeed = {
+    kind: "rtsp",
+    frames,
+    claim: () => (jpeg ? jpeg.claim() : () => {}),
+    state: () => publisher?.upstream.state ?? "stopped",
+    frameRate() {
+      const now = performance.now();
+      while (frameTimes.length && now - frameTimes[0]! > FRAME_RATE_WINDOW_MS) frameTimes.shift();
+      return frameTimes.length / (FRAME_RATE_WINDOW_MS / 1000);
+    },
+  };
+
+  const stopAll = async () => {
+    await Promise.allSettled(listeners.map((l) => l.close()));
+    listeners.length = 0;
+    await jpeg?.stop();
+    await publisher?.stop();
+    await relay?.close();
+    await loopback?.close();
+    jpeg = publisher = relay = loopback = server = undefined;
+  };
+
+  return {
+    name: "rtsp",
+    async start() {
+      const missing = ffmpegMissing(ctx.proxy.ffmpeg);
+      if (missing) {
+        state = `error: ${missing}`;
+        throw new Error(`${printer.name}: the RTSPS camera needs FFmpeg. ${missing}`);
+      }
+      try {
+        relay = await startRelay({
+          log, host: printer.host, port: printer.printerPorts.rtsp, tls: printerClientTlsOptions(printer),
+          user: RTSP_USER, password: () => printer.accessCode,
+        });
+        loopback = await startLoopback(log, streams);
+        const { url: relayUrl } = relay;
+        const publishUrl = loopback.publishUrl;
+        publisher = createPublisher({
+          log, binary: ctx.proxy.ffmpeg, stream, describe: `FFmpeg for the camera at ${printer.host}:${printer.printerPorts.rtsp}`,
+          args: () => relayArgs(relayUrl(CAMERA_PATH), publishUrl(CAMERA_PATH), model?.name),
+          lingerMs: options.lingerMs, stallTimeoutMs: options.stallTimeoutMs, backoffMinMs: options.backoffMinMs,
+          loginRefused: () => relay?.refused ?? false,
+        });
+        stream.setDemand(() => publisher!.upstream.claim());
+        publisher.start();
+
+        const readUrl = loopback.readUrl(CAMERA_PATH);
+        jpeg = createUpstream<FfmpegChild>({
+          log, describe: "FFmpeg making JPEG frames for the web page", onDemand: true, lingerMs: JPEG_LINGER_MS,
+          backoffMinMs: options.backoffMinMs,
+          connect: async () => {
+            const child = spawnFfmpeg(ctx.proxy.ffmpeg, jpegArgs(readUrl, JPEG_FPS), log, { stdout: true });
+            const split = createJpegSplitter((picture) => {
+              const receivedAt = Date.now();
+              frameTimes.push(performance.now());
+              if (frameTimes.length > 1000) frameTimes.shift();
+              frames.publish({ jpeg: picture, receivedAt });
+            });
+            void (async () => {
+              for await (const chunk of child.process.stdout as ReadableStream<Uint8Array>) split(Buffer.from(chunk));
+            })().catch(() => undefined);
+            return { connection: child, closed: child.exited.then((reason) => new Error(`JPEG FFmpeg ${reason}`)), close: () => child.kill() };
+          },
+        });
+        jpeg.start();
+
+        server = createRtspServer({
+          log, streams,
+          readerAuth: createAuthenticator({ realm: LIVE555_REALM, allowBasic: true, credentials }),
+        });
+        const s = server;
+        listeners.push(await listen({
+          log, what: "RTSPS camera", host: printer.bind, port: printer.ports.rtsp, tls: serverTlsOptions(ctx.tls),
+          maxClients: RTSP_MAX_CLIENTS, onClient: s.handle,
+        }));
+        if (printer.ports.rtsp_plain) {
+          listeners.push(await listen({
+            log, what: "plain RTSP camera", host: printer.bind, port: printer.ports.rtsp_plain,
+            maxClients: RTSP_MAX_CLIENTS, onClient: s.handle,
+          }));
+        }
+      } catch (error) {
+        state = `error: ${(error as Error).message}`;
+        await stopAll();
+        throw error;
+      }
+      ctx.hub.setCamera(feed);
+      state = "listening";
+      log.info(`RTSPS camera on ${printer.bind}:${printer.ports.rtsp}${CAMERA_PATH}${printer.ports.rtsp_plain ? ` (plain RTSP on ${printer.ports.rtsp_plain})` : ""}`);
+    },
+    async stop() {
+      if (ctx.hub.camera === feed) ctx.hub.setCamera(undefined);
+      await stopAll();
+      state = "stopped";
+    },
+    status(): ServiceStatus {
+      return {
+        state,
+        clients: listeners.reduce((n, l) => n + l.clients, 0),
+        upstream: publisher?.upstream.state,
+        details: {
+          playing: server?.playing ?? 0,
+          ffmpegStarts: publisher?.starts ?? 0,
+          ffmpegPid: publisher?.pid,
+          stalls: publisher?.stalls ?? 0,
+          packets: stream.packetsIn,
+          printerSessions: relay?.connections ?? 0,
+          jpegViewers: jpeg?.claims ?? 0,
+        },
+      };
+    },
+  };
+}

@@ -1,0 +1,122 @@
+// RTSP authentication (RFC 2617 as RTSP uses it): the server side checks Basic and Digest in constant time;
+// the client side answers a Digest or Basic challenge (our loopback relay logs in to the printer with it).
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+
+/** live555's realm; Bambu printers send exactly this, and clients do not care what it says. */
+export const LIVE555_REALM = "LIVE555 Streaming Media";
+/** Nonces we remember as issued; older ones get a fresh challenge (clients then simply retry). */
+export const MAX_NONCES = 1024;
+
+const md5 = (text: string) => createHash("md5").update(text).digest("hex");
+
+export interface Credential {
+  user: string;
+  password: string;
+  /** Who this is, e.g. "access code", "viewer access code", "publisher". */
+  role: string;
+}
+
+export interface AuthOptions {
+  realm: string;
+  credentials: () => Credential[];
+  /** live555 (and so the printers) refuse Basic; our own server takes both. */
+  allowBasic: boolean;
+}
+
+export interface Authenticator {
+  /** The WWW-Authenticate header values for a 401. */
+  challenge(): string[];
+  /** The credential that signed this request, or undefined (then answer 401 with `challenge()`). */
+  check(method: string, authorization: string | undefined): Credential | undefined;
+}
+
+function sameText(a: string, b: string): boolean {
+  const left = Buffer.from(a);
+  const right = Buffer.from(b);
+  // Compare equal-length buffers so the time taken says nothing about where they differ.
+  if (left.length !== right.length) {
+    timingSafeEqual(left, left);
+    return false;
+  }
+  return timingSafeEqual(left, right);
+}
+
+/** `Digest realm="x", nonce="y", uri="z"` -> { realm: "x", nonce: "y", uri: "z" }. */
+export function parseAuthParams(text: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const re = /([a-zA-Z0-9_-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))/g;
+  for (let m = re.exec(text); m; m = re.exec(text)) out[m[1]!.toLowerCase()] = m[2] ?? m[3] ?? "";
+  return out;
+}
+
+export function createAuthenticator(options: AuthOptions): Authenticator {
+  const nonces: string[] = [];
+  const issued = new Set<string>();
+  const newNonce = () => {
+    const nonce = randomBytes(16).toString("hex");
+    nonces.push(nonce);
+    issued.add(nonce);
+    if (nonces.length > MAX_NONCES) issued.delete(nonces.shift()!);
+    return nonce;
+  };
+  return {
+    challenge() {
+      const digest = `Digest realm="${options.realm}", nonce="${newNonce()}"`;
+      return options.allowBasic ? [digest, `Basic realm="${options.realm}"`] : [digest];
+    },
+    check(method, authorization) {
+      if (!authorization) return undefined;
+      const space = authorization.indexOf(" ");
+      const scheme = authorization.slice(0, space < 0 ? undefined : space).toLowerCase();
+      const rest = space < 0 ? "" : authorization.slice(space + 1).trim();
+      const credentials = options.credentials();
+      if (scheme === "basic") {
+        if (!options.allowBasic) return undefined;
+        const decoded = Buffer.from(rest, "base64").toString("utf8");
+        const colon = decoded.indexOf(":");
+        if (colon < 0) return undefined;
+        const user = decoded.slice(0, colon);
+        const password = decoded.slice(colon + 1);
+        let found: Credential | undefined;
+        for (const c of credentials) if (sameText(user, c.user) && sameText(password, c.password) && !found) found = c;
+        return found;
+      }
+      if (scheme !== "digest") return undefined;
+      const p = parseAuthParams(rest);
+      if (!p.username || !p.nonce || !p.uri || !p.response || !issued.has(p.nonce)) return undefined;
+      if (p.realm !== undefined && p.realm !== options.realm) return undefined;
+      let found: Credential | undefined;
+      for (const c of credentials) {
+        if (!sameText(p.username, c.user)) continue;
+        const expected = digestResponse({ user: c.user, password: c.password, realm: options.realm, nonce: p.nonce, method, uri: p.uri, qop: p.qop, nc: p.nc, cnonce: p.cnonce });
+        if (sameText(p.response.toLowerCase(), expected) && !found) found = c;
+      }
+      return found;
+    },
+  };
+}
+
+export function digestResponse(a: { user: string; password: string; realm: string; nonce: string; method: string; uri: string; qop?: string; nc?: string; cnonce?: string }): string {
+  const ha1 = md5(`${a.user}:${a.realm}:${a.password}`);
+  const ha2 = md5(`${a.method}:${a.uri}`);
+  return a.qop ? md5(`${ha1}:${a.nonce}:${a.nc ?? ""}:${a.cnonce ?? ""}:${a.qop}:${ha2}`) : md5(`${ha1}:${a.nonce}:${ha2}`);
+}
+
+/** The client side: an Authorization header answering `challenges` (Digest preferred), or undefined. */
+export function authorizationFor(challenges: string[], user: string, password: string, method: string, uri: string): string | undefined {
+  const digest = challenges.find((c) => /^digest\s/i.test(c));
+  if (digest) {
+    const p = parseAuthParams(digest.slice(7));
+    if (!p.realm || !p.nonce) return undefined;
+    const qop = p.qop?.split(",").map((q) => q.trim()).includes("auth") ? "auth" : undefined;
+    const nc = "00000001";
+    const cnonce = qop ? randomBytes(8).toString("hex") : undefined;
+    const response = digestResponse({ user, password, realm: p.realm, nonce: p.nonce, method, uri, qop, nc, cnonce });
+    let value = `Digest username="${user}", realm="${p.realm}", nonce="${p.nonce}", uri="${uri}", response="${response}"`;
+    if (p.opaque) value += `, opaque="${p.opaque}"`;
+    if (qop) value += `, qop=${qop}, nc=${nc}, cnonce="${cnonce}"`;
+    return value;
+  }
+  if (challenges.some((c) => /^basic/i.test(c))) return `Basic ${Buffer.from(`${user}:${password}`).toString("base64")}`;
+  return undefined;
+}

@@ -1,0 +1,200 @@
+// FFmpeg children: every argument list in one place (with per-model additions), and a supervisor that runs a
+// publisher on demand (linger, backoff via core/upstream.ts) and kills it when no packet arrived for a while.
+import { existsSync } from "node:fs";
+import type { Subprocess } from "bun";
+import { createUpstream, LoginRefused, type Upstream } from "../core/upstream.ts";
+import { redact, type Logger } from "../log.ts";
+import type { Stream } from "./stream.ts";
+
+/** FFmpeg is killed and restarted when no RTP packet reached our server for this long. */
+export const STALL_TIMEOUT_MS = 10_000;
+/** How long a fresh FFmpeg may take to open the printer's stream and start publishing. */
+export const PUBLISH_START_TIMEOUT_MS = 20_000;
+const STALL_CHECK_INTERVAL_MS = 1_000;
+const STDERR_TAIL_LINES = 12;
+
+/** Per-model input options: P2S firmware sends non-advancing RTP timestamps and slow key frames. */
+const MODEL_INPUT_ARGS: Record<string, string[]> = {
+  P2S: ["-use_wallclock_as_timestamps", "1", "-probesize", "5000000", "-analyzeduration", "5000000"],
+};
+
+const COMMON = ["-hide_banner", "-nostdin", "-loglevel", "warning"];
+
+/** Pull the printer's stream (through our credential relay) and publish it unchanged into our server. */
+export function relayArgs(input: string, output: string, model?: string): string[] {
+  return [
+    ...COMMON, "-rtsp_transport", "tcp", ...(model ? MODEL_INPUT_ARGS[model] ?? [] : []),
+    "-i", input, "-map", "0:v", "-c", "copy", "-f", "rtsp", "-rtsp_transport", "tcp", output,
+  ];
+}
+
+/** The simulated X1C camera: FFmpeg's test pattern as H.264, published into our server. */
+export function testPatternArgs(output: string, size = "1280x720", fps = 15): string[] {
+  return [
+    ...COMMON, "-re", "-f", "lavfi", "-i", `testsrc2=size=${size}:rate=${fps}`, "-c:v", "libx264", "-preset", "ultrafast",
+    "-tune", "zerolatency", "-g", String(fps * 2), "-pix_fmt", "yuv420p", "-f", "rtsp", "-rtsp_transport", "tcp", output,
+  ];
+}
+
+/** JPEG frames for the web page: read our own stream, write MJPEG to stdout at a few frames per second. */
+export function jpegArgs(input: string, fps: number): string[] {
+  return [
+    ...COMMON, "-rtsp_transport", "tcp", "-i", input, "-an", "-vf", `fps=${fps}`, "-q:v", "5", "-f", "mjpeg", "pipe:1",
+  ];
+}
+
+/** A clear message when the configured FFmpeg cannot be run, else undefined. */
+export function ffmpegMissing(binary: string): string | undefined {
+  const found = binary.includes("/") ? existsSync(binary) : Bun.which(binary) !== null;
+  if (found) return undefined;
+  return `FFmpeg not found ("${binary}"): install it (e.g. \`apt install ffmpeg\`) or set [proxy] ffmpeg = "/path/to/ffmpeg"`;
+}
+
+export interface FfmpegChild {
+  process: Subprocess<"ignore", "pipe" | "ignore", "pipe">;
+  /** Settles when the process has exited, with a one-line reason. */
+  exited: Promise<string>;
+  kill(): void;
+}
+
+/** Starts FFmpeg with `args`; its warnings are logged (redacted) at debug, the tail kept for the exit reason. */
+export function spawnFfmpeg(binary: string, args: string[], log: Logger, options: { stdout?: boolean } = {}): FfmpegChild {
+  const child = Bun.spawn([binary, ...args], { stdin: "ignore", stdout: options.stdout ? "pipe" : "ignore", stderr: "pipe" });
+  const tail: string[] = [];
+  const stderrDone = (async () => {
+    const decoder = new TextDecoder();
+    let partial = "";
+    for await (const chunk of child.stderr) {
+      const text = partial + decoder.decode(chunk, { stream: true });
+      const lines = text.split(/\r?\n/);
+      partial = lines.pop() ?? "";
+      for (const line of lines) {
+        if (!line.trim()) continue;
+        const clean = redact(line);
+        log.debug(`ffmpeg: ${clean}`);
+        tail.push(clean);
+        if (tail.length > STDERR_TAIL_LINES) tail.shift();
+      }
+    }
+  })().catch(() => undefined);
+  const exited = child.exited.then(async (code) => {
+    await Promise.race([stderrDone, Bun.sleep(200)]);
+    const how = child.signalCode ? `killed by ${child.signalCode}` : `exited with code ${code}`;
+    const last = tail.filter((l) => !/^\s*(Last message repeated|frame=)/.test(l)).slice(-2).join(" / ");
+    return last ? `${how}: ${last}` : how;
+  });
+  return {
+    process: child as FfmpegChild["process"],
+    exited,
+    kill: () => {
+      if (child.exitCode === null && !child.killed) child.kill("SIGKILL");
+    },
+  };
+}
+
+export interface PublisherOptions {
+  log: Logger;
+  binary: string;
+  /** "FFmpeg for the printer's camera". */
+  describe: string;
+  /** Built per start, so it picks up the relay's and server's current ports. */
+  args: () => string[];
+  stream: Stream;
+  lingerMs?: number;
+  stallTimeoutMs?: number;
+  backoffMinMs?: number;
+  /** true when the printer refused our login (then we wait the longest backoff). */
+  loginRefused?: () => boolean;
+}
+
+export interface Publisher {
+  upstream: Upstream<FfmpegChild>;
+  /** Processes started so far. */
+  readonly starts: number;
+  /** The running FFmpeg's process id, if any. */
+  readonly pid: number | undefined;
+  readonly stalls: number;
+  start(): void;
+  stop(): Promise<void>;
+}
+
+/** Runs a publishing FFmpeg while the stream is claimed: started on demand, restarted with backoff, killed on stall. */
+export function createPublisher(options: PublisherOptions): Publisher {
+  const stallTimeoutMs = options.stallTimeoutMs ?? STALL_TIMEOUT_MS;
+  let starts = 0;
+  let stalls = 0;
+  let current: FfmpegChild | undefined;
+  let watchdog: ReturnType<typeof setInterval> | undefined;
+  let connectedAt = 0;
+
+  const upstream = createUpstream<FfmpegChild>({
+    log: options.log,
+    describe: options.describe,
+    onDemand: true,
+    lingerMs: options.lingerMs,
+    backoffMinMs: options.backoffMinMs,
+    connect: async () => {
+      // Whatever published before is gone (we only start when not connected): wait for the new one.
+      options.stream.unpublish();
+      const child = spawnFfmpeg(options.binary, options.args(), options.log);
+      starts++;
+      current = child;
+      options.log.debug(`started FFmpeg (pid ${child.process.pid})`);
+      let exitReason: string | undefined;
+      void child.exited.then((reason) => (exitReason = reason));
+      try {
+        await Promise.race([
+          options.stream.whenLive(PUBLISH_START_TIMEOUT_MS),
+          child.exited.then((reason) => Promise.reject(new Error(`FFmpeg ${reason}`))),
+        ]);
+      } catch (error) {
+        child.kill();
+        await child.exited;
+        if (current === child) current = undefined;
+        if (options.loginRefused?.()) throw new LoginRefused((error as Error).message);
+        throw error;
+      }
+      return {
+        connection: child,
+        closed: child.exited.then((reason) => {
+          if (current === child) current = undefined;
+          return new Error(exitReason ?? `FFmpeg ${reason}`);
+        }),
+        close: () => child.kill(),
+      };
+    },
+  });
+
+  return {
+    upstream,
+    get starts() {
+      return starts;
+    },
+    get pid() {
+      return current?.process.exitCode === null ? current.process.pid : undefined;
+    },
+    get stalls() {
+      return stalls;
+    },
+    start() {
+      upstream.on("connected", () => (connectedAt = performance.now()));
+      upstream.start();
+      watchdog = setInterval(() => {
+        if (upstream.state !== "connected") return;
+        const since = performance.now() - Math.max(connectedAt, options.stream.lastPacketAt);
+        if (since > stallTimeoutMs) {
+          stalls++;
+          upstream.reconnect(`no video packet for ${Math.round(since / 1000)} s; killing FFmpeg`);
+        }
+      }, STALL_CHECK_INTERVAL_MS);
+      watchdog.unref?.();
+    },
+    async stop() {
+      if (watchdog) clearInterval(watchdog);
+      const child = current;
+      await upstream.stop();
+      child?.kill();
+      if (child) await child.exited;
+    },
+  };
+}

@@ -1,0 +1,136 @@
+// A loopback relay between FFmpeg and the printer's RTSPS port, so the access code never appears in a process
+// list: FFmpeg connects to plain rtsp://127.0.0.1:<port>/… without credentials; we open TLS to the printer,
+// rewrite request URLs to the printer's, and answer the printer's 401 challenge ourselves (Digest, as live555
+// wants) by re-sending the request with an Authorization header. Everything else passes through unchanged.
+import { connect as tlsConnect, type ConnectionOptions } from "node:tls";
+import type { Socket } from "node:net";
+import { listen, type Listening } from "../core/server.ts";
+import type { Logger } from "../log.ts";
+import { authorizationFor } from "./auth.ts";
+import { createRtspParser, encodeFrame, encodeRequest, encodeResponse, header, headerAll, type Headers, type RtspRequest } from "./message.ts";
+
+export const PRINTER_CONNECT_TIMEOUT_MS = 10_000;
+/** FFmpeg is the only client; a second one at once would be a second printer session, which printers hate. */
+const MAX_RELAY_CLIENTS = 2;
+
+export interface RelayOptions {
+  log: Logger;
+  /** The printer's address and RTSPS port. */
+  host: string;
+  port: number;
+  tls: ConnectionOptions;
+  user: string;
+  password: () => string;
+}
+
+export interface Relay {
+  /** What FFmpeg should open, e.g. rtsp://127.0.0.1:41234/streaming/live/1. */
+  url(path: string): string;
+  /** Printer sessions opened so far. */
+  readonly connections: number;
+  /** The printer answered 401 to our credentials on the last attempt. */
+  readonly refused: boolean;
+  close(): Promise<void>;
+}
+
+export async function startRelay(options: RelayOptions): Promise<Relay> {
+  let connections = 0;
+  let refused = false;
+  const printerBase = `rtsps://${options.host}:${options.port}`;
+  let localBase = "";
+  const listening: Listening = await listen({
+    log: options.log,
+    what: "printer camera relay",
+    host: "127.0.0.1",
+    port: 0,
+    maxClients: MAX_RELAY_CLIENTS,
+    onClient(ffmpeg) {
+      connections++;
+      const printer: Socket = tlsConnect({ ...options.tls, host: options.host, port: options.port });
+      const connectTimer = setTimeout(() => {
+        options.log.warn(`printer camera ${options.host}:${options.port} did not answer in ${PRINTER_CONNECT_TIMEOUT_MS / 1000} s`);
+        printer.destroy();
+      }, PRINTER_CONNECT_TIMEOUT_MS);
+      printer.once("secureConnect", () => clearTimeout(connectTimer));
+      const end = () => {
+        clearTimeout(connectTimer);
+        ffmpeg.destroy();
+        printer.destroy();
+      };
+      printer.on("error", (error) => {
+        options.log.info(`printer camera ${options.host}:${options.port}: ${error.message}`);
+        end();
+      });
+      printer.on("close", end);
+      ffmpeg.on("close", end);
+
+      let challenges: string[] = [];
+      const pending = new Map<string, { request: RtspRequest; retried: boolean }>();
+      const toPrinter = (request: RtspRequest) => {
+        const headers: Headers = request.headers.filter(([n]) => n.toLowerCase() !== "authorization");
+        if (challenges.length) {
+          const auth = authorizationFor(challenges, options.user, options.password(), request.method, request.uri);
+          if (auth) headers.push(["Authorization", auth]);
+        }
+        printer.write(encodeRequest(request.method, request.uri, headers, request.body));
+      };
+
+      const fromFfmpeg = createRtspParser();
+      ffmpeg.on("data", (chunk: Buffer) => {
+        try {
+          for (const m of fromFfmpeg.push(chunk)) {
+            if (m.kind === "frame") printer.write(encodeFrame(m.channel, m.payload));
+            else if (m.kind === "request") {
+              const uri = m.uri.startsWith(localBase) ? printerBase + m.uri.slice(localBase.length) : m.uri;
+              const request = { ...m, uri };
+              pending.set(header(m.headers, "cseq") ?? "", { request, retried: false });
+              toPrinter(request);
+            }
+          }
+        } catch (error) {
+          options.log.warn(`relay: FFmpeg sent something unreadable (${(error as Error).message})`);
+          end();
+        }
+      });
+
+      const fromPrinter = createRtspParser();
+      printer.on("data", (chunk: Buffer) => {
+        try {
+          for (const m of fromPrinter.push(chunk)) {
+            if (m.kind === "frame") ffmpeg.write(encodeFrame(m.channel, m.payload));
+            else if (m.kind === "response") {
+              const cseq = header(m.headers, "cseq") ?? "";
+              const waiting = pending.get(cseq);
+              if (m.status === 401 && waiting && !waiting.retried) {
+                challenges = headerAll(m.headers, "www-authenticate");
+                waiting.retried = true;
+                toPrinter(waiting.request);
+                continue;
+              }
+              if (m.status === 401) {
+                refused = true;
+                options.log.error(`printer camera refused user "${options.user}" with the access code: check access_code`);
+              } else if (m.status < 300) refused = false;
+              pending.delete(cseq);
+              ffmpeg.write(encodeResponse(m.status, m.headers, m.body));
+            }
+          }
+        } catch (error) {
+          options.log.warn(`relay: printer sent something unreadable (${(error as Error).message})`);
+          end();
+        }
+      });
+    },
+  });
+  localBase = `rtsp://127.0.0.1:${listening.address.port}`;
+  return {
+    url: (path) => `${localBase}${path}`,
+    get connections() {
+      return connections;
+    },
+    get refused() {
+      return refused;
+    },
+    close: () => listening.close(),
+  };
+}

@@ -1,0 +1,319 @@
+// Our RTSP server, one connection at a time: readers (OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN,
+// GET_PARAMETER) and, where allowed, a publisher (ANNOUNCE, SETUP mode=record, RECORD). RTP goes over the
+// RTSP connection (TCP interleaved); UDP is answered 461 so clients fall back to TCP. Plug `handle` into
+// core/server.ts listen() as onClient.
+import { randomBytes } from "node:crypto";
+import type { Socket } from "node:net";
+import type { ClientInfo } from "../core/server.ts";
+import type { Logger } from "../log.ts";
+import type { Authenticator, Credential } from "./auth.ts";
+import { createRtspParser, encodeResponse, header, parseTransport, RtspParseError, type Headers, type RtspRequest } from "./message.ts";
+import type { ReaderHandle, Stream } from "./stream.ts";
+
+/** A session with no request and no RTCP from its client for this long is closed. */
+export const SESSION_TIMEOUT_S = 60;
+/** A connection that never sets up a session is closed after this long without a request. */
+export const IDLE_TIMEOUT_MS = 30_000;
+/** How long DESCRIBE waits for FFmpeg to start publishing before answering 503. */
+export const DESCRIBE_WAIT_MS = 20_000;
+const SERVER_NAME = "pandaproxy";
+
+export interface RtspServerOptions {
+  log: Logger;
+  /** Path ("/streaming/live/1") -> stream. */
+  streams: Map<string, Stream>;
+  readerAuth: Authenticator;
+  /** Present only on the loopback listener FFmpeg publishes to. */
+  publisherAuth?: Authenticator;
+}
+
+export interface RtspServer {
+  handle(socket: Socket, client: ClientInfo): void;
+  /** Reader sessions now playing. */
+  readonly playing: number;
+  /** Every session count ever set up (tests prove "one upstream session" with it). */
+  readonly sessionsOpened: number;
+}
+
+/** `rtsps://host:322/streaming/live/1/track1?x` -> `/streaming/live/1/track1`. */
+export function pathOf(uri: string): string {
+  const noScheme = uri.replace(/^[a-z]+:\/\/[^/]*/i, "");
+  const path = noScheme.split("?")[0] ?? "/";
+  return ("/" + path.replace(/^\/+/, "")).replace(/\/+$/, "") || "/";
+}
+
+export function createRtspServer(options: RtspServerOptions): RtspServer {
+  let playing = 0;
+  let sessionsOpened = 0;
+
+  const resolve = (uri: string): { stream: Stream; track?: string } | undefined => {
+    const path = pathOf(uri);
+    const direct = options.streams.get(path);
+    if (direct) return { stream: direct };
+    const slash = path.lastIndexOf("/");
+    const parent = options.streams.get(path.slice(0, slash));
+    if (parent) return { stream: parent, track: path.slice(slash + 1) };
+    return undefined;
+  };
+
+  const handle = (socket: Socket, client: ClientInfo) => {
+    const log = client.log;
+    const parser = createRtspParser();
+    let credential: Credential | undefined;
+    let sessionId: string | undefined;
+    let stream: Stream | undefined;
+    let role: "reader" | "publisher" | undefined;
+    const channels: ([number, number] | undefined)[] = [];
+    const publisherChannels = new Map<number, { track: number; rtcp: boolean }>();
+    let reader: ReaderHandle | undefined;
+    let release: (() => void) | undefined;
+    let recording = false;
+    let closed = false;
+    let lastActivity = Date.now();
+
+    const timer = setInterval(() => {
+      const idle = Date.now() - lastActivity;
+      const limit = sessionId ? SESSION_TIMEOUT_S * 1000 : IDLE_TIMEOUT_MS;
+      if (idle > limit && !recording) {
+        log.info(`closing: ${sessionId ? "session" : "connection"} idle for ${Math.round(idle / 1000)} s`);
+        socket.destroy();
+      }
+    }, 5_000);
+    timer.unref?.();
+
+    const stopPlaying = () => {
+      if (reader) {
+        reader.detach();
+        reader = undefined;
+        playing--;
+      }
+    };
+
+    const cleanup = () => {
+      if (closed) return;
+      closed = true;
+      clearInterval(timer);
+      stopPlaying();
+      release?.();
+      release = undefined;
+      if (role === "publisher" && recording && stream) {
+        log.info(`publisher of ${stream.path} left`);
+        stream.unpublish();
+        publishers.delete(stream);
+      }
+    };
+    socket.once("close", cleanup);
+
+    const reply = (request: RtspRequest, status: number, headers: Headers = [], body?: string) => {
+      const cseq = header(request.headers, "cseq");
+      const all: Headers = [...(cseq !== undefined ? [["CSeq", cseq] as [string, string]] : []), ["Server", SERVER_NAME], ...headers];
+      if (body !== undefined) all.push(["Content-Type", "application/sdp"]);
+      if (!socket.destroyed) socket.write(encodeResponse(status, all, body));
+    };
+
+    const sessionHeader = (): [string, string] => ["Session", `${sessionId};timeout=${SESSION_TIMEOUT_S}`];
+
+    const authorize = (request: RtspRequest, auth: Authenticator): boolean => {
+      if (credential && auth === (role === "publisher" ? options.publisherAuth : options.readerAuth)) return true;
+      const who = auth.check(request.method, header(request.headers, "authorization"));
+      if (!who) {
+        if (header(request.headers, "authorization")) log.warn(`${request.method} refused: wrong user or password`);
+        reply(request, 401, auth.challenge().map((c) => ["WWW-Authenticate", c] as [string, string]));
+        return false;
+      }
+      credential = who;
+      return true;
+    };
+
+    const checkSession = (request: RtspRequest): boolean => {
+      const given = header(request.headers, "session")?.split(";")[0]?.trim();
+      if (!sessionId || (given !== undefined && given !== sessionId)) {
+        reply(request, 454);
+        return false;
+      }
+      return true;
+    };
+
+    const onRequest = async (request: RtspRequest) => {
+      lastActivity = Date.now();
+      const isPublish = request.method === "ANNOUNCE" || request.method === "RECORD" || role === "publisher";
+      switch (request.method) {
+        case "OPTIONS": {
+          const methods = ["OPTIONS", "DESCRIBE", "SETUP", "PLAY", "PAUSE", "TEARDOWN", "GET_PARAMETER", "SET_PARAMETER"];
+          if (options.publisherAuth) methods.push("ANNOUNCE", "RECORD");
+          return reply(request, 200, [["Public", methods.join(", ")]]);
+        }
+        case "GET_PARAMETER":
+        case "SET_PARAMETER":
+          return reply(request, 200, sessionId ? [sessionHeader()] : []);
+        case "DESCRIBE": {
+          if (!authorize(request, options.readerAuth)) return;
+          const found = resolve(request.uri);
+          if (!found || found.track) return reply(request, 404);
+          role = "reader";
+          stream = found.stream;
+          release ??= stream.claim();
+          try {
+            await stream.whenLive(DESCRIBE_WAIT_MS);
+          } catch (error) {
+            log.warn(`DESCRIBE ${stream.path}: ${(error as Error).message}; answering 503`);
+            return reply(request, 503);
+          }
+          const base = request.uri.replace(/\/+$/, "") + "/";
+          return reply(request, 200, [["Content-Base", base]], stream.sdp());
+        }
+        case "ANNOUNCE": {
+          if (!options.publisherAuth) return reply(request, 405, [["Allow", "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER"]]);
+          if (!authorize(request, options.publisherAuth)) return;
+          const found = resolve(request.uri);
+          if (!found || found.track) return reply(request, 404);
+          role = "publisher";
+          stream = found.stream;
+          announcedSdp = request.body.toString("utf8");
+          return reply(request, 200);
+        }
+        case "SETUP": {
+          if (isPublish && role === "publisher") return setupPublisher(request);
+          if (!authorize(request, options.readerAuth)) return;
+          const found = resolve(request.uri);
+          if (!found) return reply(request, 404);
+          if (stream && found.stream !== stream) return reply(request, 459);
+          stream = found.stream;
+          role = "reader";
+          release ??= stream.claim();
+          if (!stream.live) {
+            try {
+              await stream.whenLive(DESCRIBE_WAIT_MS);
+            } catch {
+              return reply(request, 503);
+            }
+          }
+          const index = found.track ? stream.tracks.findIndex((t) => t.control === found.track) : stream.tracks.length === 1 ? 0 : -1;
+          if (index < 0) return reply(request, 404);
+          const transports = parseTransport(header(request.headers, "transport") ?? "");
+          const tcp = transports.find((t) => t.tcp);
+          if (!tcp) {
+            log.info(`SETUP asked for UDP only (${header(request.headers, "transport") ?? "no Transport"}); answering 461: use TCP`);
+            return reply(request, 461);
+          }
+          const pair = tcp.interleaved ?? [index * 2, index * 2 + 1];
+          channels[index] = pair;
+          if (!sessionId) {
+            sessionId = randomBytes(8).toString("hex").toUpperCase();
+            sessionsOpened++;
+          } else if (!checkSession(request)) return;
+          return reply(request, 200, [["Transport", `RTP/AVP/TCP;unicast;interleaved=${pair[0]}-${pair[1]}`], sessionHeader()]);
+        }
+        case "PLAY": {
+          if (!authorize(request, options.readerAuth)) return;
+          if (!checkSession(request) || !stream) return;
+          if (!channels.some(Boolean)) return reply(request, 455);
+          reply(request, 200, [sessionHeader(), ["Range", "npt=0.000-"]]);
+          if (!reader) {
+            const s = stream;
+            reader = s.addReader({
+              label: `reader ${client.peer}`,
+              channels,
+              backlog: () => socket.writableLength,
+              write: (bytes) => void (!socket.destroyed && socket.write(bytes)),
+            });
+            playing++;
+            log.info(`playing ${s.path}`);
+          }
+          return;
+        }
+        case "PAUSE":
+          if (!authorize(request, options.readerAuth)) return;
+          if (!checkSession(request)) return;
+          stopPlaying();
+          return reply(request, 200, [sessionHeader()]);
+        case "RECORD": {
+          if (!options.publisherAuth) return reply(request, 405);
+          if (!authorize(request, options.publisherAuth)) return;
+          if (role !== "publisher" || !stream || !checkSession(request) || publisherChannels.size === 0) return reply(request, 455);
+          const previous = publishers.get(stream);
+          if (previous && previous !== socket) {
+            log.info(`a new publisher replaces the previous one of ${stream.path}`);
+            previous.destroy();
+          }
+          publishers.set(stream, socket);
+          recording = true;
+          reply(request, 200, [sessionHeader()]);
+          stream.publish(announcedSdp);
+          log.info(`publishing ${stream.path} (${stream.tracks.length} track(s))`);
+          return;
+        }
+        case "TEARDOWN":
+          reply(request, 200);
+          stopPlaying();
+          sessionId = undefined;
+          if (role === "publisher") socket.end();
+          return;
+        default:
+          return reply(request, 501);
+      }
+    };
+
+    let announcedSdp = "";
+    const setupPublisher = (request: RtspRequest) => {
+      if (!stream) return reply(request, 455);
+      const transports = parseTransport(header(request.headers, "transport") ?? "");
+      const tcp = transports.find((t) => t.tcp && t.interleaved);
+      if (!tcp?.interleaved) return reply(request, 461);
+      const controls = announcedSdp.split(/\r?\n/).filter((l) => l.startsWith("m=") || l.startsWith("a=control:"));
+      // Track index = order of the media section whose control the URI ends with (FFmpeg: streamid=N).
+      let index = -1;
+      let media = -1;
+      for (const line of controls) {
+        if (line.startsWith("m=")) media++;
+        else if (media >= 0 && request.uri.endsWith(line.slice("a=control:".length))) index = media;
+      }
+      if (index < 0) index = publisherChannels.size / 2;
+      publisherChannels.set(tcp.interleaved[0], { track: index, rtcp: false });
+      publisherChannels.set(tcp.interleaved[1], { track: index, rtcp: true });
+      if (!sessionId) {
+        sessionId = randomBytes(8).toString("hex").toUpperCase();
+        sessionsOpened++;
+      }
+      return reply(request, 200, [["Transport", `RTP/AVP/TCP;unicast;interleaved=${tcp.interleaved[0]}-${tcp.interleaved[1]};mode=record`], sessionHeader()]);
+    };
+
+    // Requests are answered one at a time, in order, even when DESCRIBE waits for the publisher.
+    let queue: Promise<void> = Promise.resolve();
+    socket.on("data", (chunk: Buffer) => {
+      let messages;
+      try {
+        messages = parser.push(chunk);
+      } catch (error) {
+        if (error instanceof RtspParseError) log.warn(`closing: ${error.message}`);
+        socket.destroy();
+        return;
+      }
+      for (const message of messages) {
+        if (message.kind === "frame") {
+          if (recording && stream) {
+            const target = publisherChannels.get(message.channel);
+            if (target) stream.ingest(target.track, message.payload, target.rtcp);
+          } else lastActivity = Date.now(); // a reader's RTCP receiver report keeps its session alive
+        } else if (message.kind === "request") {
+          queue = queue.then(() => onRequest(message)).catch((error) => {
+            log.error(`${message.method} failed: ${(error as Error).message}`);
+            socket.destroy();
+          });
+        }
+      }
+    });
+  };
+
+  const publishers = new Map<Stream, Socket>();
+
+  return {
+    handle,
+    get playing() {
+      return playing;
+    },
+    get sessionsOpened() {
+      return sessionsOpened;
+    },
+  };
+}

@@ -1,0 +1,308 @@
+// One published stream (e.g. /streaming/live/1): the publisher's SDP and RTP, fanned out to many readers.
+// Every reader gets the same packets; a new reader starts at the next H.264 key frame (SPS/PPS are in the
+// SDP), a reader whose socket is backed up drops packets up to the next key frame instead of delaying others.
+// RTP sequence numbers, timestamps and SSRC are rewritten to run on across publisher restarts, so readers
+// stay connected when FFmpeg is restarted.
+import { randomBytes } from "node:crypto";
+import type { Logger } from "../log.ts";
+import { encodeFrame } from "./message.ts";
+
+/** A reader whose socket holds more than this many unsent bytes skips to the next key frame. */
+export const MAX_READER_BACKLOG_BYTES = 1024 * 1024;
+export const DROP_REPORT_INTERVAL_MS = 5_000;
+/** RTP clock ticks (90 kHz) inserted between the last packet of one publisher and the first of the next. */
+const REPUBLISH_GAP_TICKS = 3_000;
+
+export interface StreamReader {
+  label: string;
+  /** Interleaved channel pair (rtp, rtcp) per track index; undefined for tracks the reader did not set up. */
+  channels: ([number, number] | undefined)[];
+  /** Bytes queued on the reader's socket and not yet sent. */
+  backlog(): number;
+  write(bytes: Buffer): void;
+}
+
+export interface ReaderHandle {
+  detach(): void;
+  readonly delivered: number;
+  readonly dropped: number;
+}
+
+export interface StreamTrack {
+  /** The media section of the SDP, with our own `a=control:trackN`. */
+  media: string;
+  control: string;
+  h264: boolean;
+}
+
+export interface Stream {
+  readonly path: string;
+  /** The publisher started recording with this SDP. */
+  publish(sdp: string): void;
+  unpublish(): void;
+  readonly live: boolean;
+  /** SDP for readers (session part + media with our controls); undefined while nobody publishes. */
+  sdp(): string | undefined;
+  readonly tracks: readonly StreamTrack[];
+  /** An RTP (`rtcp` false) or RTCP packet from the publisher for track `index`. */
+  ingest(index: number, packet: Buffer, rtcp: boolean): void;
+  addReader(reader: StreamReader): ReaderHandle;
+  readonly readers: number;
+  /** Resolves once the stream is live, or rejects after `timeoutMs`. */
+  whenLive(timeoutMs: number): Promise<void>;
+  /** Ask for a publisher (FFmpeg starts on demand); call the returned function when done. */
+  claim(): () => void;
+  setDemand(demand: (() => () => void) | undefined): void;
+  /** performance.now() of the last RTP packet received, 0 before any. */
+  readonly lastPacketAt: number;
+  readonly packetsIn: number;
+  /** Called for every RTP packet as it arrives (benchmarks, frame taps), with the rewritten header. */
+  onPacket(listener: (index: number, packet: Buffer) => void): () => void;
+}
+
+/** Does this H.264 RTP payload (RFC 6184) start a key frame: SPS, an IDR slice, or an aggregate holding one? */
+export function startsKeyFrame(payload: Buffer, previousEndedFrame: boolean): boolean {
+  if (payload.length < 2) return false;
+  const type = payload[0]! & 0x1f;
+  if (type === 7) return true;
+  if (type === 5) return previousEndedFrame;
+  if (type === 24) {
+    for (let at = 1; at + 2 < payload.length;) {
+      const size = payload.readUInt16BE(at);
+      const nal = payload[at + 2]! & 0x1f;
+      if (nal === 7 || nal === 5) return true;
+      at += 2 + size;
+    }
+    return false;
+  }
+  if (type === 28) return previousEndedFrame && (payload[1]! & 0x80) !== 0 && (payload[1]! & 0x1f) === 5;
+  return false;
+}
+
+/** RTP payload offset (after CSRCs and the extension header), or -1 for a malformed packet. */
+function rtpPayloadOffset(packet: Buffer): number {
+  if (packet.length < 12 || packet[0]! >> 6 !== 2) return -1;
+  let at = 12 + (packet[0]! & 0x0f) * 4;
+  if (packet[0]! & 0x10) {
+    if (packet.length < at + 4) return -1;
+    at += 4 + packet.readUInt16BE(at + 2) * 4;
+  }
+  return at <= packet.length ? at : -1;
+}
+
+/** Splits an SDP into its session part and media sections. */
+function splitSdp(sdp: string): { session: string[]; media: string[][] } {
+  const lines = sdp.split(/\r?\n/).filter((l) => l.length > 0);
+  const session: string[] = [];
+  const media: string[][] = [];
+  for (const line of lines) {
+    if (line.startsWith("m=")) media.push([line]);
+    else if (media.length) media[media.length - 1]!.push(line);
+    else session.push(line);
+  }
+  return { session, media };
+}
+
+interface TrackState {
+  ssrc: number;
+  seqOffset: number;
+  tsOffset: number;
+  firstOfPublisher: boolean;
+  lastOutSeq: number;
+  lastOutTs: number;
+  endedFrame: boolean;
+}
+
+interface ReaderState {
+  reader: StreamReader;
+  waitingKey: boolean;
+  delivered: number;
+  dropped: number;
+  droppedSinceReport: number;
+}
+
+export function createStream(path: string, log: Logger): Stream {
+  let sessionLines: string[] = [];
+  let tracks: StreamTrack[] = [];
+  let live = false;
+  let lastPacketAt = 0;
+  let packetsIn = 0;
+  let demand: (() => () => void) | undefined;
+  const state: TrackState[] = [];
+  const readers = new Set<ReaderState>();
+  const waiters = new Set<() => void>();
+  const listeners = new Set<(index: number, packet: Buffer) => void>();
+  let reportTimer: ReturnType<typeof setInterval> | undefined;
+
+  const report = () => {
+    for (const r of readers) {
+      if (r.droppedSinceReport > 0) {
+        log.info(`${r.reader.label} is too slow, dropped ${r.droppedSinceReport} packets up to the next key frame`);
+        r.droppedSinceReport = 0;
+      }
+    }
+  };
+
+  const trackState = (index: number): TrackState => {
+    let s = state[index];
+    if (!s) {
+      s = { ssrc: randomBytes(4).readUInt32BE(0), seqOffset: 0, tsOffset: 0, firstOfPublisher: true, lastOutSeq: -1, lastOutTs: 0, endedFrame: true };
+      state[index] = s;
+    }
+    return s;
+  };
+
+  const stream: Stream = {
+    path,
+    publish(sdp) {
+      const parts = splitSdp(sdp);
+      sessionLines = parts.session.filter((l) => !l.startsWith("a=control:") && !l.startsWith("a=range:"));
+      tracks = parts.media.map((lines, i) => {
+        const control = `track${i + 1}`;
+        const kept = lines.filter((l) => !l.startsWith("a=control:"));
+        return {
+          media: [...kept, `a=control:${control}`].join("\r\n"),
+          control,
+          h264: lines.some((l) => /^a=rtpmap:\d+ H264\//i.test(l)),
+        };
+      });
+      for (let i = 0; i < tracks.length; i++) trackState(i).firstOfPublisher = true;
+      for (const r of readers) r.waitingKey = true;
+      live = true;
+      for (const wake of [...waiters]) wake();
+    },
+    unpublish() {
+      live = false;
+    },
+    get live() {
+      return live;
+    },
+    sdp() {
+      if (!live) return undefined;
+      const session = sessionLines.length ? sessionLines : ["v=0", "o=- 0 0 IN IP4 127.0.0.1", "s=pandaproxy", "t=0 0"];
+      return [...session, "a=control:*", ...tracks.map((t) => t.media)].join("\r\n") + "\r\n";
+    },
+    get tracks() {
+      return tracks;
+    },
+    ingest(index, packet, rtcp) {
+      const track = tracks[index];
+      if (!track) return;
+      const s = trackState(index);
+      if (rtcp) {
+        // Only sender reports, rewritten to our SSRC and timestamp line; readers need nothing else from us.
+        if (packet.length < 28 || packet[1] !== 200 || s.lastOutSeq < 0) return;
+        packet.writeUInt32BE(s.ssrc, 4);
+        packet.writeUInt32BE((packet.readUInt32BE(16) + s.tsOffset) >>> 0, 16);
+        for (const r of readers) {
+          const channels = r.reader.channels[index];
+          if (channels && !r.waitingKey) r.reader.write(encodeFrame(channels[1], packet));
+        }
+        return;
+      }
+      const payloadAt = rtpPayloadOffset(packet);
+      if (payloadAt < 0) return;
+      const seq = packet.readUInt16BE(2);
+      const ts = packet.readUInt32BE(4);
+      if (s.firstOfPublisher) {
+        s.firstOfPublisher = false;
+        const nextSeq = s.lastOutSeq < 0 ? randomBytes(2).readUInt16BE(0) : s.lastOutSeq + 1;
+        s.seqOffset = (nextSeq - seq) & 0xffff;
+        const nextTs = s.lastOutSeq < 0 ? randomBytes(4).readUInt32BE(0) : s.lastOutTs + REPUBLISH_GAP_TICKS;
+        s.tsOffset = (nextTs - ts) >>> 0;
+        s.endedFrame = true;
+      }
+      const outSeq = (seq + s.seqOffset) & 0xffff;
+      const outTs = (ts + s.tsOffset) >>> 0;
+      packet.writeUInt16BE(outSeq, 2);
+      packet.writeUInt32BE(outTs, 4);
+      packet.writeUInt32BE(s.ssrc, 8);
+      s.lastOutSeq = outSeq;
+      s.lastOutTs = outTs;
+      lastPacketAt = performance.now();
+      packetsIn++;
+      const key = track.h264 ? startsKeyFrame(packet.subarray(payloadAt), s.endedFrame) : true;
+      s.endedFrame = (packet[1]! & 0x80) !== 0;
+      for (const listener of listeners) listener(index, packet);
+      let framed: Map<number, Buffer> | undefined;
+      for (const r of readers) {
+        const channels = r.reader.channels[index];
+        if (!channels) continue;
+        if (r.waitingKey) {
+          if (!key) continue;
+          r.waitingKey = false;
+        }
+        if (r.reader.backlog() > MAX_READER_BACKLOG_BYTES) {
+          r.waitingKey = true;
+          r.dropped++;
+          r.droppedSinceReport++;
+          continue;
+        }
+        framed ??= new Map();
+        let bytes = framed.get(channels[0]);
+        if (!bytes) framed.set(channels[0], (bytes = encodeFrame(channels[0], packet)));
+        r.reader.write(bytes);
+        r.delivered++;
+      }
+    },
+    addReader(reader) {
+      const r: ReaderState = { reader, waitingKey: true, delivered: 0, dropped: 0, droppedSinceReport: 0 };
+      readers.add(r);
+      if (!reportTimer) {
+        reportTimer = setInterval(report, DROP_REPORT_INTERVAL_MS);
+        reportTimer.unref?.();
+      }
+      return {
+        detach() {
+          if (!readers.delete(r)) return;
+          if (r.droppedSinceReport > 0) report();
+          if (readers.size === 0 && reportTimer) {
+            clearInterval(reportTimer);
+            reportTimer = undefined;
+          }
+        },
+        get delivered() {
+          return r.delivered;
+        },
+        get dropped() {
+          return r.dropped;
+        },
+      };
+    },
+    get readers() {
+      return readers.size;
+    },
+    whenLive(timeoutMs) {
+      if (live) return Promise.resolve();
+      return new Promise((resolve, reject) => {
+        const wake = () => {
+          clearTimeout(timer);
+          waiters.delete(wake);
+          resolve();
+        };
+        const timer = setTimeout(() => {
+          waiters.delete(wake);
+          reject(new Error(`no video within ${Math.round(timeoutMs / 1000)} s`));
+        }, timeoutMs);
+        waiters.add(wake);
+      });
+    },
+    claim() {
+      return demand ? demand() : () => {};
+    },
+    setDemand(next) {
+      demand = next;
+    },
+    get lastPacketAt() {
+      return lastPacketAt;
+    },
+    get packetsIn() {
+      return packetsIn;
+    },
+    onPacket(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
+  };
+  return stream;
+}
