@@ -1,10 +1,12 @@
 // Wires the services one FlashForge printer entry asks for (TCP 8899, HTTP 8898, discovery 48899, camera 8080).
 import type { ServiceName } from "../config.ts";
 import type { Service, ServiceContext } from "../core/service.ts";
+import { createFlashforgeTcp } from "./tcp.ts";
 
 type Factory = (ctx: ServiceContext) => Service[];
 
 const FACTORIES: Partial<Record<ServiceName, Factory>> = {
+  tcp: (ctx) => [createFlashforgeTcp(ctx)],
 };
 
 export function flashforgeServices(ctx: ServiceContext): Service[] {

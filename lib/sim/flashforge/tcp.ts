@@ -1,0 +1,191 @@
+// The simulated printer's TCP 8899 console: one session holds control (~M601 S1), a second one gets
+// "Control Failed."; text replies as the Adventurer 5M writes them (Parallel-7/flashforge-api-docs legacy-api.md);
+// ~M661/~M662 send binary after "ok"; ~M28 takes a raw upload; a session silent for a while is dropped.
+import { createServer, type Server, type Socket } from "node:net";
+import { encodeFileList, encodeThumbnail, parseCommand, textReply } from "../../flashforge/tcp-codec.ts";
+import { normalizePath, type FlashforgeSimState } from "./state.ts";
+
+/** The printer drops a session that sends nothing for a few seconds (FlashPrint and ff-5mp-api poll every ~5 s). */
+export const SIM_TCP_IDLE_TIMEOUT_MS = 10_000;
+/** Pause between a reply's text and its binary part: clients must not assume both arrive in one read. */
+const BINARY_GAP_MS = 15;
+
+export interface SimTcpOptions {
+  idleTimeoutMs?: number;
+}
+
+export interface SimTcp {
+  readonly name: "tcp";
+  /** TCP sessions accepted so far. */
+  readonly sessions: number;
+  /** Every command line received, with the session number that sent it. */
+  readonly commands: readonly { session: number; line: string }[];
+  /** Sessions dropped for idling. */
+  readonly idleDrops: number;
+  stop(): Promise<void>;
+}
+
+export async function startSimTcp(state: FlashforgeSimState, options: SimTcpOptions = {}): Promise<SimTcp> {
+  const idleTimeoutMs = options.idleTimeoutMs ?? SIM_TCP_IDLE_TIMEOUT_MS;
+  const { identity } = state;
+  const sockets = new Set<Socket>();
+  const commands: { session: number; line: string }[] = [];
+  let holder: Socket | undefined;
+  let sessions = 0;
+  let idleDrops = 0;
+
+  const replyTo = (code: string, args: string): { text: Buffer; binary?: Buffer } => {
+    const t = state.temperatures();
+    switch (code) {
+      case "M115":
+        return { text: textReply(code, [
+          `Machine Type: ${identity.machineType}`, `Machine Name: ${identity.name}`, `Firmware: ${identity.firmware}`,
+          `SN: ${identity.serial}`, "X: 220 Y: 220 Z: 220", "Tool Count: 1", `Mac Address:${identity.mac}`,
+        ]) };
+      case "M119":
+        return { text: textReply(code, [
+          "Endstop: X-max: 110 Y-max: 110 Z-min: 0",
+          `MachineStatus: ${state.status === "printing" ? "BUILDING_FROM_SD" : state.status === "paused" ? "PAUSED" : "READY"}`,
+          `MoveMode: ${state.status === "paused" ? "PAUSED" : state.status === "printing" ? "MOVING" : "READY"}`,
+          "Status: S:1 L:0 J:0 F:0", `LED: ${state.light ? 1 : 0}`, `CurrentFile: ${state.printFile}`,
+        ]) };
+      case "M105":
+        return { text: textReply(code, [`T0:${t.nozzle.toFixed(1)}/${t.nozzleTarget.toFixed(1)} T1:0.0/0.0 B:${t.bed.toFixed(1)}/${t.bedTarget.toFixed(1)}`]) };
+      case "M27":
+        return { text: textReply(code, [state.status === "ready" ? "SD printing byte 0/100" : "SD printing byte 11/100", "Layer: 0/0"]) };
+      case "M114":
+        return { text: textReply(code, ["X:110.050 Y:110.050 Z:200.000 A:0.000 B:0"]) };
+      case "M661":
+        return { text: textReply(code, []), binary: encodeFileList([...state.files.keys()]) };
+      case "M662": {
+        const png = state.thumbnail(args);
+        return { text: textReply(code, []), binary: png ? encodeThumbnail(png) : undefined };
+      }
+      case "M146":
+        state.light = !/r0 g0 b0/.test(args);
+        return { text: textReply(code, []) };
+      case "M23":
+        state.printFile = normalizePath(args).replace(/^\/data\//, "");
+        state.status = "printing";
+        return { text: textReply(code, [`File opened: ${args} Size: 0`, "File selected"]) };
+      case "M24":
+        if (state.status === "paused") state.status = "printing";
+        return { text: textReply(code, []) };
+      case "M25":
+        if (state.status === "printing") state.status = "paused";
+        return { text: textReply(code, []) };
+      case "M26":
+        state.status = "ready";
+        state.printFile = "";
+        return { text: textReply(code, []) };
+      default:
+        return { text: textReply(code, []) };
+    }
+  };
+
+  const server: Server = createServer((socket) => {
+    const session = ++sessions;
+    sockets.add(socket);
+    socket.on("error", () => {});
+    socket.setTimeout(idleTimeoutMs, () => {
+      idleDrops++;
+      socket.destroy();
+    });
+    socket.on("close", () => {
+      sockets.delete(socket);
+      if (holder === socket) holder = undefined;
+    });
+
+    let buffer: Buffer = Buffer.alloc(0);
+    let upload: { path: string; size: number; chunks: Buffer[]; have: number } | undefined;
+    let writing = Promise.resolve();
+    const send = (text: Buffer, binary?: Buffer) => {
+      writing = writing.then(async () => {
+        if (socket.destroyed) return;
+        socket.write(text);
+        if (!binary) return;
+        await Bun.sleep(BINARY_GAP_MS);
+        const half = Math.floor(binary.length / 2);
+        socket.write(binary.subarray(0, half));
+        await Bun.sleep(1);
+        if (!socket.destroyed) socket.write(binary.subarray(half));
+      });
+    };
+
+    const handleLine = (raw: string) => {
+      const command = parseCommand(raw);
+      if (!command) return;
+      commands.push({ session, line: command.line });
+      const { code, args } = command;
+      if (code === "M601") {
+        if (!holder || holder === socket) {
+          holder = socket;
+          send(textReply(code, ["Control Success V2.1."]));
+        } else send(textReply(code, ["Control Failed."]));
+        return;
+      }
+      if (holder !== socket) return; // Assumed: the printer answers nothing to a session without control.
+      if (code === "M602") {
+        holder = undefined;
+        send(textReply(code, ["Control Release."]));
+        return;
+      }
+      if (code === "M28") {
+        const m = /^(\d+)\s+(.+)$/.exec(args);
+        if (!m) return send(textReply(code, ["Invalid file size or name"]));
+        upload = { path: m[2]!, size: Number(m[1]), chunks: [], have: 0 };
+        return send(textReply(code, [`Writing to file: ${m[2]}`]));
+      }
+      if (code === "M29") {
+        return send(textReply(code, ["Done saving file."]));
+      }
+      const reply = replyTo(code, args);
+      send(reply.text, reply.binary);
+    };
+
+    socket.on("data", (chunk: Buffer) => {
+      buffer = buffer.length ? Buffer.concat([buffer, chunk]) : chunk;
+      for (;;) {
+        if (upload) {
+          const take = Math.min(upload.size - upload.have, buffer.length);
+          upload.chunks.push(Buffer.from(buffer.subarray(0, take)));
+          upload.have += take;
+          buffer = buffer.subarray(take);
+          if (upload.have < upload.size) return;
+          state.addFile(upload.path, Buffer.concat(upload.chunks), "tcp");
+          upload = undefined;
+          continue;
+        }
+        const nl = buffer.indexOf(0x0a);
+        if (nl === -1) {
+          if (buffer.length > 4096) socket.destroy();
+          return;
+        }
+        const line = buffer.subarray(0, nl).toString("latin1");
+        buffer = buffer.subarray(nl + 1);
+        handleLine(line);
+      }
+    });
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen({ host: identity.host, port: identity.ports.tcp, exclusive: true }, () => resolve());
+  });
+
+  return {
+    name: "tcp",
+    get sessions() {
+      return sessions;
+    },
+    commands,
+    get idleDrops() {
+      return idleDrops;
+    },
+    stop: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
