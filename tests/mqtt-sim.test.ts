@@ -1,0 +1,139 @@
+// The simulated printer's MQTT service behaves like the firmware: third-party clients work against it directly,
+// and its limits (connections, `#` and request-topic subscribers, wrong serials, wrong codes) bite as they do.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import mqttPacket from "mqtt-packet";
+import { ACCESS_CODE, MQTT_PORT, PYTHON, closedPromise, collect, npmClient, rawTls, run, startSim, until, type TestClient } from "./mqtt-helpers.ts";
+import type { SimPrinter } from "../lib/sim/bambu.ts";
+import type { SimMqtt } from "../lib/sim/mqtt.ts";
+
+const SIM_HOST = "127.0.2.11";
+let sim: SimPrinter;
+let simMqtt: SimMqtt;
+let caFile: string;
+let serial: string;
+let report: string;
+let request: string;
+
+beforeAll(async () => {
+  ({ sim, mqtt: simMqtt, caFile } = await startSim(SIM_HOST, { mqttMaxClients: 2, mqttReportIntervalMs: 100 }));
+  serial = sim.identity.serial;
+  report = `device/${serial}/report`;
+  request = `device/${serial}/request`;
+});
+afterAll(async () => {
+  await sim?.stop();
+});
+
+const tlsArgs = () => ["-h", SIM_HOST, "-p", String(MQTT_PORT), "--cafile", caFile, "--insecure", "-u", "bblp"];
+
+describe("simulated printer MQTT", () => {
+  test("mosquitto_sub receives status deltas (msg 1) as a P1 sends them", async () => {
+    const sub = run("mosquitto_sub", [...tlsArgs(), "-P", ACCESS_CODE, "-t", report, "-C", "3", "-W", "10"]);
+    try {
+      expect(await sub.exited).toBe(0);
+      const lines = sub.stdout().trim().split("\n").map((l) => JSON.parse(l));
+      expect(lines).toHaveLength(3);
+      for (const l of lines) {
+        expect(l.print.command).toBe("push_status");
+        expect(l.print.msg).toBe(1);
+      }
+    } finally {
+      sub.kill();
+    }
+  });
+
+  test("python3-paho-mqtt asks for pushall and gets the full state with its sequence_id", async () => {
+    const paho = run(PYTHON, [join(import.meta.dir, "mqtt-paho-client.py"), SIM_HOST, String(MQTT_PORT), serial, ACCESS_CODE, "1", "2"]);
+    try {
+      expect(await paho.exited).toBe(0);
+      const [state] = JSON.parse(paho.stdout());
+      expect(state).toMatchObject({ connack: 0, full: true, reply: true, puback: true });
+    } finally {
+      paho.kill();
+    }
+  });
+
+  test("pushall is a full report with the address encoded; get_version and commands echo sequence_id", async () => {
+    const c = await npmClient(SIM_HOST);
+    try {
+      await c.client.subscribeAsync(report);
+      await c.client.publishAsync(request, JSON.stringify({ pushing: { sequence_id: "5", command: "pushall" } }));
+      const full = await c.next((j) => j.print?.msg === 0);
+      expect(full.print.sequence_id).toBe("5");
+      expect(full.print.net.info[0].ip).toBe(127 + 2 * 0x10000 + 11 * 0x1000000); // 127.0.2.11, little-endian
+      for (const key of ["gcode_state", "mc_percent", "layer_num", "nozzle_temper", "bed_temper", "ams", "lights_report"]) {
+        expect(full.print).toHaveProperty(key);
+      }
+      expect(full.print.ams.ams[0].tray).toHaveLength(4);
+      await c.client.publishAsync(request, JSON.stringify({ info: { sequence_id: "6", command: "get_version" } }));
+      const version = await c.next((j) => j.info?.sequence_id === "6");
+      const ota = version.info.module.find((m: any) => m.name === "ota");
+      expect(ota).toMatchObject({ product_name: "Bambu Lab P1S", sw_ver: sim.identity.firmware });
+      await c.client.publishAsync(request, JSON.stringify({ system: { sequence_id: "7", command: "ledctrl", led_node: "chamber_light", led_mode: "off" } }), { qos: 1 });
+      expect((await c.next((j) => j.system?.sequence_id === "7")).system.result).toBe("success");
+      const delta = await c.next((j) => j.print?.lights_report !== undefined && j.print.msg === 1);
+      expect(delta.print.lights_report).toEqual([{ node: "chamber_light", mode: "off" }]);
+    } finally {
+      await c.end();
+    }
+  });
+
+  test("the print progresses: layers and percent advance through the deltas", async () => {
+    const before = simMqtt.print.gcodeState;
+    for (let i = 0; i < 40; i++) simMqtt.print.tick();
+    expect(["PREPARE", "RUNNING"]).toContain(before);
+    const full = simMqtt.print.full("1").print as any;
+    expect(full.gcode_state).toBe("RUNNING");
+    expect(full.layer_num).toBeGreaterThan(0);
+    expect(full.mc_percent).toBeGreaterThan(0);
+  });
+
+  test("a third connection is refused past the limit of 2, and taken once a slot frees", async () => {
+    await until("previous clients gone", () => simMqtt.clients === 0);
+    const a = await npmClient(SIM_HOST);
+    const b = await npmClient(SIM_HOST);
+    let third: TestClient | undefined;
+    try {
+      await expect(npmClient(SIM_HOST)).rejects.toThrow();
+      await a.end();
+      await until("slot freed", () => simMqtt.clients === 1);
+      third = await npmClient(SIM_HOST);
+      expect(third.client.connected).toBe(true);
+    } finally {
+      await a.end();
+      await b.end();
+      await third?.end();
+    }
+  });
+
+  for (const [what, filter] of [["#", "#"], ["the request topic", "REQUEST"], ["a + wildcard", "device/+/report"]] as const) {
+    test(`a client subscribing to ${what} is dropped`, async () => {
+      const c = await npmClient(SIM_HOST);
+      const closed = new Promise<void>((resolve) => c.client.once("close", () => resolve()));
+      c.client.subscribe(filter === "REQUEST" ? request : filter);
+      await closed;
+      await c.end();
+    });
+  }
+
+  test("a wrong serial in SUBSCRIBE closes the connection without a SUBACK", async () => {
+    const socket = await rawTls(SIM_HOST);
+    const got = collect(socket);
+    socket.write(mqttPacket.generate({ cmd: "connect", clientId: "raw", protocolId: "MQTT", protocolVersion: 4, clean: true, keepalive: 30, username: "bblp", password: Buffer.from(ACCESS_CODE) }));
+    await until("CONNACK", () => got.bytes().length >= 4);
+    expect([...got.bytes().subarray(0, 4)]).toEqual([0x20, 2, 0, 0]);
+    socket.write(mqttPacket.generate({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "device/01P00WRONG0000/report", qos: 0 }] }));
+    await closedPromise(socket);
+    expect(got.bytes().length).toBe(4);
+  });
+
+  test("a wrong access code gets CONNACK not authorized", async () => {
+    const err = await npmClient(SIM_HOST, { password: "87654321" }).catch((e) => e);
+    expect(err).toBeInstanceOf(Error);
+    expect((err as { code?: number }).code).toBe(5);
+    const sub = run("mosquitto_sub", [...tlsArgs(), "-P", "wrongcod", "-t", report, "-C", "1", "-W", "5"]);
+    expect(await sub.exited).not.toBe(0);
+    expect(sub.stderr()).toMatch(/not authori[sz]ed/i);
+  });
+});
