@@ -133,11 +133,26 @@ export function readExactly(socket: Socket, length: number, timeoutMs: number): 
         cleanup();
         const all = Buffer.concat(chunks);
         const rest = all.subarray(length);
-        if (rest.length) socket.unshift(rest);
+        if (rest.length) keepForNextReader(socket, rest);
         resolve(all.subarray(0, length));
       }
     };
     socket.on("data", onData);
     socket.once("close", onClose);
   });
+}
+
+/**
+ * Puts bytes read too far back on the socket. A flowing socket with no "data" listener would emit them to
+ * nobody, so it is paused until the next reader attaches a "data" listener.
+ */
+function keepForNextReader(socket: Socket, rest: Buffer): void {
+  socket.pause();
+  socket.unshift(rest);
+  const resumeForReader = (event: string | symbol) => {
+    if (event !== "data") return;
+    socket.off("newListener", resumeForReader);
+    socket.resume(); // the data flows on a later tick, after the listener is attached
+  };
+  socket.on("newListener", resumeForReader);
 }
