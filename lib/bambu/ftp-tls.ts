@@ -1,0 +1,89 @@
+// The TLS server end of one FTPS service (proxy or simulated printer): control AND data connections are
+// accepted as plain TCP and handed to ONE non-listening tls.Server, so a data connection can resume the
+// control connection's TLS session. Bun 1.4.5 shares no session state between two tls.Server objects
+// (getTicketKeys/setTicketKeys are "not implemented", a shared `ticketKeys` option does not resume, and
+// `new TLSSocket(raw, { isServer })` never resumes), but a socket emitted into the same server does.
+import type { Socket } from "node:net";
+import { createServer, type TLSSocket, type TlsOptions } from "node:tls";
+
+export const FTPS_HANDSHAKE_TIMEOUT_MS = 10_000;
+
+export interface FtpsTls {
+  /** Runs the TLS server handshake on an accepted (or connected) TCP socket. */
+  secure(raw: Socket): Promise<TLSSocket>;
+  close(): void;
+}
+
+const keyOf = (s: Socket) => `${s.localAddress}|${s.localPort}|${s.remoteAddress}|${s.remotePort}`;
+
+export function createFtpsTls(options: TlsOptions): FtpsTls {
+  const pending = new Map<string, { resolve(s: TLSSocket): void; reject(e: Error): void; raw: Socket }>();
+  const server = createServer({ ...options, handshakeTimeout: FTPS_HANDSHAKE_TIMEOUT_MS }, (socket) => {
+    const key = keyOf(socket);
+    const waiter = pending.get(key);
+    pending.delete(key);
+    if (!waiter) {
+      socket.destroy();
+      return;
+    }
+    waiter.resolve(socket);
+  });
+  server.on("tlsClientError", (error: Error, socket: Socket) => {
+    const key = keyOf(socket);
+    const waiter = pending.get(key);
+    pending.delete(key);
+    socket.destroy();
+    waiter?.raw.destroy();
+    waiter?.reject(new Error(`TLS handshake failed: ${error.message}`));
+  });
+  return {
+    secure(raw) {
+      return new Promise((resolve, reject) => {
+        if (raw.destroyed) return reject(new Error("connection closed before the TLS handshake"));
+        const key = keyOf(raw);
+        const timer = setTimeout(() => {
+          if (pending.get(key)?.raw !== raw) return;
+          pending.delete(key);
+          raw.destroy();
+          reject(new Error(`no TLS handshake within ${FTPS_HANDSHAKE_TIMEOUT_MS / 1000} s`));
+        }, FTPS_HANDSHAKE_TIMEOUT_MS + 1_000);
+        const onClose = () => {
+          if (pending.get(key)?.raw !== raw) return;
+          pending.delete(key);
+          clearTimeout(timer);
+          reject(new Error("connection closed during the TLS handshake"));
+        };
+        raw.once("close", onClose);
+        pending.set(key, {
+          raw,
+          resolve: (s) => {
+            clearTimeout(timer);
+            raw.off("close", onClose);
+            resolve(s);
+          },
+          reject: (e) => {
+            clearTimeout(timer);
+            raw.off("close", onClose);
+            reject(e);
+          },
+        });
+        server.emit("connection", raw);
+      });
+    },
+    close() {
+      for (const waiter of pending.values()) waiter.raw.destroy();
+      pending.clear();
+      server.close();
+    },
+  };
+}
+
+/** Ends a TLS data connection the way printers do: a TCP FIN after the last byte, no close_notify. */
+export function endWithoutCloseNotify(tlsSocket: TLSSocket, raw: Socket): Promise<void> {
+  return new Promise((resolve) => {
+    tlsSocket.write(Buffer.alloc(0), () => {
+      raw.end(() => resolve());
+      setTimeout(resolve, 1_000).unref?.();
+    });
+  });
+}
