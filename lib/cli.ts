@@ -25,6 +25,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   run: async () => (await import("./commands/run.ts")).command,
   check: async () => (await import("./commands/check.ts")).command,
   ca: async () => (await import("./commands/ca.ts")).command,
+  discover: async () => (await import("./commands/discover.ts")).command,
   service: async () => (await import("./commands/service.ts")).command,
   version: async () => ({
     summary: "print the version",
