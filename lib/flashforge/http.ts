@@ -1,0 +1,232 @@
+// FlashForge HTTP 8898: every request is checked (serialNumber and checkCode, in the JSON body or, for
+// /uploadGcode, in headers) before anything reaches the printer; wrong ones are refused here in the printer's own
+// {code, message} shape. Good ones are forwarded; uploads stream through, honouring Expect: 100-continue.
+// node:http rather than Bun.serve + fetch: it lets us check credentials at "checkContinue" before the client sends
+// its body, and relay the printer's own 100 Continue, so a refused upload costs no bytes and an accepted one streams.
+import { createHash, timingSafeEqual } from "node:crypto";
+import { Agent, createServer, request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from "node:http";
+import type { Socket } from "node:net";
+import type { Service, ServiceContext } from "../core/service.ts";
+import { peerOf } from "../core/server.ts";
+import { serviceLogger } from "../log.ts";
+
+export const MAX_JSON_BODY_BYTES = 1024 * 1024;
+/** /detail answers are small; we read them whole to put the proxy's address in. */
+export const MAX_REWRITTEN_RESPONSE_BYTES = 4 * 1024 * 1024;
+export const HEADERS_TIMEOUT_MS = 10_000;
+/** A connection with no bytes either way for this long is closed (an upload in progress keeps it busy). */
+export const IDLE_TIMEOUT_MS = 60_000;
+export const UPSTREAM_TIMEOUT_MS = 60_000;
+/** The printer's small HTTP server is not asked to do more than this at once; the rest wait in line. */
+export const MAX_PRINTER_REQUESTS = 4;
+export const MAX_HTTP_CLIENTS = 64;
+/** FlashNetwork's FNET_VERIFY_LAN_DEV_FAILED: "invalid serialNumber/checkCode" (Orca-FlashForge FlashNetwork.h). */
+export const VERIFY_FAILED_CODE = 1001;
+
+const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade", "host"]);
+
+export function createFlashforgeHttp(ctx: ServiceContext): Service {
+  const { printer } = ctx;
+  const log = serviceLogger(printer.name, "http");
+  const agent = new Agent({ keepAlive: true, maxSockets: MAX_PRINTER_REQUESTS });
+  const sockets = new Set<Socket>();
+  const digest = (s: string) => createHash("sha256").update(s).digest();
+  const serialDigest = digest(printer.serial);
+  const codeDigest = digest(printer.accessCode);
+  const refusals = ctx.metrics.counter("pandaproxy_flashforge_http_refused_total", "Requests refused for wrong credentials", { printer: printer.name });
+  let listening = false;
+  let error: string | undefined;
+
+  const credentialsOk = (serial: unknown, code: unknown) => {
+    // Both compared, always, in constant time; non-strings compare against an impossible value.
+    const serialOk = timingSafeEqual(digest(typeof serial === "string" ? serial : "\0"), serialDigest);
+    const codeOk = timingSafeEqual(digest(typeof code === "string" ? code : "\0"), codeDigest);
+    return serialOk && codeOk && typeof serial === "string" && typeof code === "string";
+  };
+
+  const reply = (res: ServerResponse, body: unknown, status = 200, close = false) => {
+    const text = JSON.stringify(body);
+    res.writeHead(status, { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(text), ...(close ? { Connection: "close" } : {}) });
+    res.end(text);
+  };
+
+  const refuse = (req: IncomingMessage, res: ServerResponse, why: string, bodyUnread: boolean) => {
+    refusals.inc();
+    log.with({ peer: peerOf(req.socket) }).warn(`refused ${req.method} ${pathOf(req)}: ${why}`);
+    reply(res, { code: VERIFY_FAILED_CODE, message: "verify failed: wrong serialNumber or checkCode" }, 200, bodyUnread);
+  };
+
+  const forwardHeaders = (req: IncomingMessage, contentLength?: number): OutgoingHttpHeaders => {
+    const headers: OutgoingHttpHeaders = {};
+    for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
+      const name = req.rawHeaders[i]!;
+      if (HOP_BY_HOP.has(name.toLowerCase())) continue;
+      if (contentLength !== undefined && name.toLowerCase() === "content-length") continue;
+      headers[name] = req.rawHeaders[i + 1]!;
+    }
+    headers.Host = `${printer.host}:${printer.printerPorts.http}`;
+    if (contentLength !== undefined) headers["Content-Length"] = contentLength;
+    return headers;
+  };
+
+  /** Puts the proxy's address where /detail names the printer's (ipAddr, cameraStreamUrl). */
+  const rewriteDetail = (text: string, localAddress: string): string => {
+    try {
+      const body = JSON.parse(text) as { detail?: Record<string, unknown> };
+      const detail = body.detail;
+      if (!detail) return text;
+      if (typeof detail.ipAddr === "string") detail.ipAddr = localAddress;
+      if (typeof detail.cameraStreamUrl === "string" && detail.cameraStreamUrl) {
+        const url = new URL(detail.cameraStreamUrl);
+        url.hostname = localAddress;
+        url.port = String(printer.ports.camera);
+        detail.cameraStreamUrl = url.toString();
+      }
+      return JSON.stringify(body);
+    } catch {
+      return text;
+    }
+  };
+
+  const relayResponse = (req: IncomingMessage, res: ServerResponse, upstreamRes: IncomingMessage) => {
+    const headers: OutgoingHttpHeaders = {};
+    for (let i = 0; i + 1 < upstreamRes.rawHeaders.length; i += 2) {
+      const name = upstreamRes.rawHeaders[i]!;
+      if (!HOP_BY_HOP.has(name.toLowerCase())) headers[name] = upstreamRes.rawHeaders[i + 1]!;
+    }
+    if (pathOf(req) !== "/detail") {
+      res.writeHead(upstreamRes.statusCode ?? 502, headers);
+      upstreamRes.pipe(res);
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    upstreamRes.on("data", (c: Buffer) => {
+      size += c.length;
+      if (size > MAX_REWRITTEN_RESPONSE_BYTES) upstreamRes.destroy(new Error("/detail answer is too large"));
+      else chunks.push(c);
+    });
+    upstreamRes.on("end", () => {
+      const text = rewriteDetail(Buffer.concat(chunks).toString("utf8"), (req.socket.localAddress ?? printer.bind).replace(/^::ffff:/, ""));
+      for (const name of Object.keys(headers)) if (name.toLowerCase() === "content-length") delete headers[name];
+      headers["Content-Length"] = Buffer.byteLength(text);
+      res.writeHead(upstreamRes.statusCode ?? 502, headers);
+      res.end(text);
+    });
+    upstreamRes.on("error", () => res.destroy());
+  };
+
+  const upstreamFailed = (req: IncomingMessage, res: ServerResponse, e: Error) => {
+    log.with({ peer: peerOf(req.socket) }).warn(`${pathOf(req)}: the printer at ${printer.host}:${printer.printerPorts.http} failed: ${e.message}`);
+    if (!res.headersSent) reply(res, { code: 1, message: `pandaproxy could not reach the printer: ${e.message}` }, 502, true);
+    else res.destroy();
+  };
+
+  const openUpstream = (req: IncomingMessage, res: ServerResponse, headers: OutgoingHttpHeaders) => {
+    const out = httpRequest({
+      agent, host: printer.host, port: printer.printerPorts.http, method: req.method, path: req.url, headers, timeout: UPSTREAM_TIMEOUT_MS,
+    });
+    out.on("timeout", () => out.destroy(new Error(`no answer within ${UPSTREAM_TIMEOUT_MS / 1000} s`)));
+    out.on("error", (e) => upstreamFailed(req, res, e));
+    out.on("response", (upstreamRes) => relayResponse(req, res, upstreamRes));
+    res.on("close", () => {
+      if (!res.writableFinished) out.destroy();
+    });
+    return out;
+  };
+
+  const handleUpload = (req: IncomingMessage, res: ServerResponse, expectsContinue: boolean) => {
+    if (!credentialsOk(req.headers["serialnumber"], req.headers["checkcode"])) {
+      return refuse(req, res, "wrong or missing serialNumber/checkCode headers", true);
+    }
+    const size = req.headers["content-length"] ?? req.headers["filesize"] ?? "?";
+    log.with({ peer: peerOf(req.socket) }).info(`upload of ${size} bytes to the printer`);
+    // The client's Expect header goes along: the printer decides, its 100 Continue is relayed, and only then does
+    // the client send the file. Without a Content-Length node sends the body chunked.
+    const out = openUpstream(req, res, forwardHeaders(req));
+    if (expectsContinue) {
+      out.on("continue", () => {
+        res.writeContinue();
+        req.pipe(out);
+      });
+      out.flushHeaders();
+    } else req.pipe(out);
+    req.on("aborted", () => out.destroy(new Error("the client aborted the upload")));
+  };
+
+  const handleJson = (req: IncomingMessage, res: ServerResponse, expectsContinue: boolean) => {
+    if (expectsContinue) res.writeContinue();
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let tooLarge = false;
+    req.on("data", (c: Buffer) => {
+      size += c.length;
+      if (size > MAX_JSON_BODY_BYTES) tooLarge = true;
+      else chunks.push(c);
+    });
+    req.on("end", () => {
+      if (tooLarge) return refuse(req, res, `body over ${MAX_JSON_BODY_BYTES} bytes`, false);
+      const body = Buffer.concat(chunks);
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(body.toString("utf8"));
+      } catch {
+        return refuse(req, res, "body is not JSON, so it carries no credentials", false);
+      }
+      const fields = (parsed && typeof parsed === "object" ? parsed : {}) as Record<string, unknown>;
+      if (!credentialsOk(fields.serialNumber, fields.checkCode)) return refuse(req, res, "wrong or missing serialNumber/checkCode", false);
+      openUpstream(req, res, forwardHeaders(req, body.length)).end(body);
+    });
+  };
+
+  const handle = (req: IncomingMessage, res: ServerResponse, expectsContinue: boolean) => {
+    if (pathOf(req) === "/uploadGcode") handleUpload(req, res, expectsContinue);
+    else handleJson(req, res, expectsContinue);
+  };
+
+  const server = createServer({ headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: 0 }, (req, res) => handle(req, res, false));
+  server.on("checkContinue", (req: IncomingMessage, res: ServerResponse) => handle(req, res, true));
+  server.maxConnections = MAX_HTTP_CLIENTS;
+  server.on("connection", (socket: Socket) => {
+    sockets.add(socket);
+    socket.setTimeout(IDLE_TIMEOUT_MS, () => {
+      log.with({ peer: peerOf(socket) }).info(`closing: idle for ${IDLE_TIMEOUT_MS / 1000} s`);
+      socket.destroy();
+    });
+    socket.on("close", () => sockets.delete(socket));
+  });
+  server.on("clientError", (e: Error, socket: Socket) => {
+    log.with({ peer: peerOf(socket) }).info(`closing: not HTTP (${e.message})`);
+    socket.destroy();
+  });
+
+  return {
+    name: "http",
+    start: () =>
+      new Promise<void>((resolve, reject) => {
+        const onError = (e: NodeJS.ErrnoException) => {
+          error = `cannot listen for FlashForge HTTP on ${printer.bind}:${printer.ports.http}: ${e.code === "EADDRINUSE" ? "another program already listens there" : e.message}`;
+          reject(new Error(error));
+        };
+        server.once("error", onError);
+        server.listen({ host: printer.bind, port: printer.ports.http, exclusive: true }, () => {
+          server.off("error", onError);
+          listening = true;
+          resolve();
+        });
+      }),
+    stop: () =>
+      new Promise<void>((resolve) => {
+        listening = false;
+        for (const s of sockets) s.destroy();
+        agent.destroy();
+        server.close(() => resolve());
+        setTimeout(resolve, 1_000).unref?.();
+      }),
+    status: () => ({ state: error ? `error: ${error}` : listening ? "listening" : "stopped", clients: sockets.size }),
+  };
+}
+
+function pathOf(req: IncomingMessage): string {
+  return (req.url ?? "/").split("?")[0]!;
+}
