@@ -3,12 +3,14 @@ import type { ServiceName } from "../config.ts";
 import type { Service, ServiceContext } from "../core/service.ts";
 import { createFlashforgeTcp } from "./tcp.ts";
 import { createFlashforgeHttp } from "./http.ts";
+import { createFlashforgeDiscovery } from "./discovery.ts";
 
 type Factory = (ctx: ServiceContext) => Service[];
 
 const FACTORIES: Partial<Record<ServiceName, Factory>> = {
   tcp: (ctx) => [createFlashforgeTcp(ctx)],
   http: (ctx) => [createFlashforgeHttp(ctx)],
+  discovery: (ctx) => [createFlashforgeDiscovery(ctx)],
 };
 
 export function flashforgeServices(ctx: ServiceContext): Service[] {
