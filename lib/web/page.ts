@@ -12,6 +12,7 @@ const STYLE = `
 @media (prefers-color-scheme: dark) { :root { --fg: #e6e9ec; --muted: #9aa5b1; --bg: #15191d; --card: #1f252b;
   --line: #313941; --ok: #4cc26b; --warn: #e0a93b; --bad: #ef6b5b; } }
 * { box-sizing: border-box; }
+[hidden] { display: none !important; }
 body { margin: 0; font: 15px/1.4 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--fg); background: var(--bg); }
 header { display: flex; flex-wrap: wrap; align-items: baseline; gap: .2rem 1rem; padding: .8rem 1rem; }
 h1 { font-size: 1.25rem; margin: 0; }
@@ -26,12 +27,16 @@ main { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(100%, 
 .view img { display: block; width: 100%; height: 100%; object-fit: contain; }
 .view .none { position: absolute; inset: 0; display: flex; align-items: center; justify-content: center; color: #bbb; font-size: .9rem; text-align: center; padding: 1rem; }
 .camera-line { padding: .5rem .8rem; font-size: .9rem; border-bottom: 1px solid var(--line); }
-.dot { display: inline-block; width: .6rem; height: .6rem; border-radius: 50%; margin-right: .35rem; background: var(--muted); }
+.st { display: flex; gap: .35rem; align-items: flex-start; }
+.dot { flex: none; display: inline-block; width: .6rem; height: .6rem; border-radius: 50%; margin: .4em .35rem 0 0; background: var(--muted); }
+.st .dot { margin-right: 0; }
 .dot.ok { background: var(--ok); } .dot.warn { background: var(--warn); } .dot.bad { background: var(--bad); }
 table { width: 100%; border-collapse: collapse; font-size: .88rem; }
 th, td { text-align: left; padding: .3rem .8rem; border-bottom: 1px solid var(--line); vertical-align: top; }
 th { color: var(--muted); font-weight: 500; }
+td { overflow-wrap: break-word; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
+@media (max-width: 480px) { th, td { padding: .3rem .45rem; } main { padding: 0 .5rem .5rem; gap: .6rem; } }
 .details { color: var(--muted); font-size: .8rem; }
 .empty { color: var(--muted); padding: 1rem; }
 `;
@@ -62,6 +67,12 @@ function age(ms) {
   return "last frame " + Math.round(ms / 60000) + " min ago";
 }
 
+function stateLine(state) {
+  var line = el("div", "st");
+  line.append(el("span", "dot " + health(state)), el("span", "", state));
+  return line;
+}
+
 function card(p) {
   var c = cards.get(p.name);
   if (c) return c;
@@ -82,30 +93,32 @@ function card(p) {
   table.append(thead, tbody);
   root.append(view, cameraLine, table);
   document.getElementById("printers").append(root);
-  c = { root: root, where: where, view: view, none: none, img: null, mode: "", cameraLine: cameraLine, tbody: tbody, timer: 0 };
+  c = { root: root, where: where, view: view, none: none, img: null, failed: false, mode: "", cameraLine: cameraLine, tbody: tbody, timer: 0 };
   cards.set(p.name, c);
   return c;
 }
 
 function showCamera(c, p, live) {
   var mode = !p.camera ? "" : live ? "live" : "snapshot";
+  c.view.hidden = !p.camera;
   if (mode === c.mode) return;
   c.mode = mode;
   clearTimeout(c.timer);
   if (c.img) { c.img.src = ""; c.img.remove(); c.img = null; }
-  c.none.textContent = p.camera ? "waiting for the camera\\u2026" : "no camera";
+  c.none.textContent = "waiting for the camera\\u2026";
   c.none.hidden = false;
   if (!p.camera) return;
   var img = el("img", "camera");
   img.alt = p.name + " camera";
   c.img = img;
   var base = mode === "live" ? p.camera.mjpeg : p.camera.snapshot;
-  var load = function () { if (c.img === img) img.src = base + "?t=" + Date.now(); };
+  var load = function () { if (c.img === img) { c.failed = false; img.src = base + "?t=" + Date.now(); } };
   img.onload = function () {
     c.none.hidden = true;
     if (mode === "snapshot") c.timer = setTimeout(load, POLL_MS);
   };
   img.onerror = function () {
+    c.failed = true;
     c.none.hidden = false;
     c.none.textContent = "camera not reachable, retrying\\u2026";
     c.timer = setTimeout(load, RETRY_MS);
@@ -123,6 +136,7 @@ function render(printers) {
     var c = card(p);
     c.where.textContent = [p.model, p.host + " \\u2192 " + p.bind, p.firmware ? "firmware " + p.firmware : ""].filter(Boolean).join(" \\u00b7 ");
     showCamera(c, p, cameras <= MAX_LIVE);
+    if (c.img && c.img.naturalWidth > 0 && !c.failed) c.none.hidden = true;
     c.cameraLine.textContent = "";
     if (p.camera) {
       var cam = p.camera;
@@ -139,7 +153,7 @@ function render(printers) {
       var tr = el("tr");
       tr.dataset.service = s.name;
       var state = el("td", "state");
-      state.append(el("span", "dot " + health(s.state)), document.createTextNode(s.state));
+      state.append(stateLine(s.state));
       var name = el("td", "name", s.name);
       if (s.details) {
         var d = Object.keys(s.details).filter(function (k) { return s.details[k] !== undefined; })
@@ -147,7 +161,7 @@ function render(printers) {
         if (d) name.append(el("div", "details", d));
       }
       var up = el("td", "upstream");
-      if (s.upstream) up.append(el("span", "dot " + health(s.upstream)), document.createTextNode(s.upstream));
+      if (s.upstream) up.append(stateLine(s.upstream));
       else up.textContent = "\\u2014";
       tr.append(name, state, el("td", "num clients", String(s.clients)), up);
       c.tbody.append(tr);
