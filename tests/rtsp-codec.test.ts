@@ -1,0 +1,91 @@
+// Unit tests for the RTSP codec, authentication and key-frame detection.
+import { describe, expect, test } from "bun:test";
+import { authorizationFor, createAuthenticator, LIVE555_REALM } from "../lib/rtsp/auth.ts";
+import { createRtspParser, encodeFrame, encodeRequest, encodeResponse, header, parseTransport, RtspParseError } from "../lib/rtsp/message.ts";
+import { pathOf } from "../lib/rtsp/server.ts";
+import { startsKeyFrame } from "../lib/rtsp/stream.ts";
+
+describe("RTSP message codec", () => {
+  test("requests, responses and interleaved frames come out whole however the bytes are split", () => {
+    const wire = Buffer.concat([
+      encodeRequest("DESCRIBE", "rtsps://10.0.0.5/streaming/live/1", [["CSeq", "2"], ["Accept", "application/sdp"]]),
+      encodeFrame(0, Buffer.from([0x80, 0x60, 1, 2, 3])),
+      encodeResponse(200, [["CSeq", "2"]], "v=0\r\n"),
+      Buffer.from("\r\n"),
+      encodeFrame(1, Buffer.alloc(300, 7)),
+    ]);
+    for (const step of [1, 3, 7, wire.length]) {
+      const parser = createRtspParser();
+      const out = [];
+      for (let at = 0; at < wire.length; at += step) out.push(...parser.push(wire.subarray(at, at + step)));
+      expect(out.map((m) => m.kind)).toEqual(["request", "frame", "response", "frame"]);
+      const [request, frame, response, big] = out;
+      expect(request?.kind === "request" && request.method === "DESCRIBE" && header(request.headers, "cseq")).toBe("2");
+      expect(frame?.kind === "frame" && frame.channel === 0 && frame.payload.length).toBe(5);
+      expect(response?.kind === "response" && response.status === 200 && response.body.toString()).toBe("v=0\r\n");
+      expect(big?.kind === "frame" && big.channel === 1 && big.payload.length).toBe(300);
+      expect(parser.buffered).toBe(0);
+    }
+  });
+
+  test("garbage and oversized headers are errors, not hangs", () => {
+    expect(() => createRtspParser().push(Buffer.from("HELLO\r\n\r\n"))).toThrow(RtspParseError);
+    expect(() => createRtspParser().push(Buffer.alloc(20_000, 0x41))).toThrow(RtspParseError);
+    expect(() => createRtspParser().push(Buffer.from("PLAY x RTSP/1.0\r\nContent-Length: 999999\r\n\r\n"))).toThrow(RtspParseError);
+  });
+
+  test("transports: TCP interleaved, UDP client ports, record mode", () => {
+    const [tcp, udp] = parseTransport("RTP/AVP/TCP;unicast;interleaved=2-3;mode=record,RTP/AVP;unicast;client_port=5000-5001");
+    expect(tcp).toMatchObject({ tcp: true, interleaved: [2, 3], record: true });
+    expect(udp).toMatchObject({ tcp: false, clientPort: [5000, 5001], record: false });
+  });
+
+  test("paths ignore scheme, host, query and trailing slashes", () => {
+    expect(pathOf("rtsps://192.168.1.5:322/streaming/live/1/")).toBe("/streaming/live/1");
+    expect(pathOf("rtsp://h/streaming/live/1/track1?x=1")).toBe("/streaming/live/1/track1");
+  });
+});
+
+describe("RTSP authentication", () => {
+  const credentials = () => [{ user: "bblp", password: "12345678", role: "access code" }];
+
+  test("Digest answered by our client passes; a wrong password or a foreign nonce does not", () => {
+    const auth = createAuthenticator({ realm: LIVE555_REALM, credentials, allowBasic: false });
+    const challenge = auth.challenge();
+    expect(challenge).toHaveLength(1);
+    const uri = "rtsps://10.0.0.5/streaming/live/1";
+    expect(auth.check("DESCRIBE", authorizationFor(challenge, "bblp", "12345678", "DESCRIBE", uri))?.role).toBe("access code");
+    expect(auth.check("DESCRIBE", authorizationFor(challenge, "bblp", "87654321", "DESCRIBE", uri))).toBeUndefined();
+    // Signed for another method: the digest covers it.
+    expect(auth.check("SETUP", authorizationFor(challenge, "bblp", "12345678", "DESCRIBE", uri))).toBeUndefined();
+    const foreign = [`Digest realm="${LIVE555_REALM}", nonce="00112233"`];
+    expect(auth.check("DESCRIBE", authorizationFor(foreign, "bblp", "12345678", "DESCRIBE", uri))).toBeUndefined();
+  });
+
+  test("Basic only where allowed (printers' live555 refuses it)", () => {
+    const basic = `Basic ${Buffer.from("bblp:12345678").toString("base64")}`;
+    expect(createAuthenticator({ realm: "r", credentials, allowBasic: true }).check("DESCRIBE", basic)?.user).toBe("bblp");
+    expect(createAuthenticator({ realm: "r", credentials, allowBasic: false }).check("DESCRIBE", basic)).toBeUndefined();
+    const wrong = `Basic ${Buffer.from("bblp:1234567").toString("base64")}`;
+    expect(createAuthenticator({ realm: "r", credentials, allowBasic: true }).check("DESCRIBE", wrong)).toBeUndefined();
+  });
+
+  test("the client answers Digest with qop when the server asks for it", () => {
+    const value = authorizationFor([`Digest realm="r", nonce="n", qop="auth"`], "bblp", "x", "PLAY", "/a");
+    expect(value).toContain("qop=auth");
+    expect(value).toContain("cnonce=");
+  });
+});
+
+describe("H.264 key frame detection", () => {
+  test("SPS, IDR at a frame start, STAP-A holding an SPS, FU-A start of an IDR", () => {
+    expect(startsKeyFrame(Buffer.from([0x67, 0x42]), false)).toBe(true);
+    expect(startsKeyFrame(Buffer.from([0x65, 0x88]), true)).toBe(true);
+    expect(startsKeyFrame(Buffer.from([0x65, 0x88]), false)).toBe(false);
+    expect(startsKeyFrame(Buffer.from([0x41, 0x9a]), true)).toBe(false);
+    expect(startsKeyFrame(Buffer.from([0x18, 0, 2, 0x67, 0x42, 0, 2, 0x68, 0xce]), false)).toBe(true);
+    expect(startsKeyFrame(Buffer.from([0x7c, 0x85, 1]), true)).toBe(true);
+    expect(startsKeyFrame(Buffer.from([0x7c, 0x05, 1]), true)).toBe(false);
+    expect(startsKeyFrame(Buffer.from([0x7c, 0x81, 1]), true)).toBe(false);
+  });
+});
