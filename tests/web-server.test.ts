@@ -206,6 +206,29 @@ describe("a slow browser", () => {
   }, 45_000);
 });
 
+test("stopping the web server ends every stream and gives the camera back; HEAD never starts it", async () => {
+  const camera = createTestFeed({ intervalMs: 20 });
+  const { web, url, metrics } = await startTestWeb([testPrinter("p1s", camera.feed)], { host: "127.0.8.8" });
+  const head = await fetch(`${url}/printers/p1s/camera.mjpeg`, { method: "HEAD" });
+  expect(head.status).toBe(200);
+  expect(head.headers.get("content-type")).toContain("multipart/x-mixed-replace");
+  expect(camera.claimed).toBe(0);
+  const a = await watchMjpeg(`${url}/printers/p1s/camera.mjpeg`);
+  const b = await watchMjpeg(`${url}/printers/p1s/camera.mjpeg`);
+  try {
+    await Promise.all([a.until(3), b.until(3)]);
+    expect(camera.claims).toBe(2);
+    await web.stop();
+    await waitFor("the streams to be released", () => camera.claims === 0 && camera.feed.frames.consumers === 0);
+    expect(metrics.value("pandaproxy_web_viewers", { printer: "p1s" })).toBeUndefined(); // gauges unregistered
+    expect(metrics.value("pandaproxy_web_frames_sent_total", { printer: "p1s" })).toBeGreaterThanOrEqual(6);
+  } finally {
+    await Promise.all([a.close(), b.close()]);
+    await web.stop();
+    camera.stop();
+  }
+});
+
 describe("basic auth", () => {
   let web: WebServer;
   let url: string;

@@ -115,6 +115,9 @@ export async function startWeb(options: WebOptions): Promise<WebServer> {
   };
 
   const mjpeg = (request: Request, p: PrinterRuntime): Response => {
+    const headers = { "Content-Type": MJPEG_CONTENT_TYPE, "Cache-Control": "no-store, no-cache", Pragma: "no-cache" };
+    // A HEAD (link checkers, monitoring) must not start the camera.
+    if (request.method === "HEAD") return new Response(null, { headers });
     const feed = p.hub.camera!;
     const name = p.config.name;
     const s = statsFor(name);
@@ -139,9 +142,7 @@ export async function startWeb(options: WebOptions): Promise<WebServer> {
       },
       request.signal,
     );
-    return new Response(body, {
-      headers: { "Content-Type": MJPEG_CONTENT_TYPE, "Cache-Control": "no-store, no-cache", Pragma: "no-cache" },
-    });
+    return new Response(body, { headers });
   };
 
   const snapshot = async (request: Request, p: PrinterRuntime): Promise<Response> => {
