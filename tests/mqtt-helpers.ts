@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import mqtt, { type MqttClient } from "mqtt";
 import { parseConfig } from "../lib/config.ts";
-import { createMetrics } from "../lib/core/metrics.ts";
+import { createMetrics, type Metrics } from "../lib/core/metrics.ts";
 import { createPrinterHub, type PrinterHub, type Service } from "../lib/core/service.ts";
 import { serviceLogger } from "../lib/log.ts";
 import { printerTlsMaterial } from "../lib/tls.ts";
@@ -35,6 +35,7 @@ export async function startSim(host: string, options: Partial<SimPrinterOptions>
 export interface Proxy {
   service: Service;
   hub: PrinterHub;
+  metrics: Metrics;
   caFile: string;
   stop(): Promise<void>;
 }
@@ -58,11 +59,12 @@ ${extra}
   const printer = config.printers[0]!;
   const tls = printerTlsMaterial(stateDir, printer);
   const hub = createPrinterHub();
-  const service = createMqttService({ printer, proxy: config.proxy, tls, log: serviceLogger(printer.name, "mqtt"), metrics: createMetrics(), hub });
+  const metrics = createMetrics();
+  const service = createMqttService({ printer, proxy: config.proxy, tls, log: serviceLogger(printer.name, "mqtt"), metrics, hub });
   await service.start();
   const caFile = join(stateDir, "ca.crt");
   return {
-    service, hub, caFile,
+    service, hub, metrics, caFile,
     stop: async () => {
       await service.stop();
       rmSync(stateDir, { recursive: true, force: true });
@@ -86,8 +88,8 @@ export interface TestClient {
   end(): Promise<void>;
 }
 
-export async function npmClient(host: string, options: { password?: string; username?: string; protocolVersion?: 3 | 4 | 5; clientId?: string } = {}): Promise<TestClient> {
-  const client = await mqtt.connectAsync(`mqtts://${host}:${MQTT_PORT}`, {
+export async function npmClient(host: string, options: { password?: string; username?: string; protocolVersion?: 3 | 4 | 5; clientId?: string; port?: number } = {}): Promise<TestClient> {
+  const client = await mqtt.connectAsync(`mqtts://${host}:${options.port ?? MQTT_PORT}`, {
     username: options.username ?? "bblp",
     password: options.password ?? ACCESS_CODE,
     rejectUnauthorized: false,
