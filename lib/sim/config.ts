@@ -1,0 +1,88 @@
+// sim.toml -> the simulated printers `pandaproxy simulate` starts. Same style as printers.toml: every problem
+// is reported with the file, the printer and the key.
+import { readFileSync } from "node:fs";
+import { parse as parseToml } from "smol-toml";
+import { ConfigErrors, isIPv4, suggest, type Ports } from "../config.ts";
+import { findModel } from "../bambu/models.ts";
+
+export interface SimEntry {
+  type: "bambu" | "flashforge";
+  name?: string;
+  model?: string;
+  serial?: string;
+  /** Bambu access code or FlashForge check code. */
+  accessCode?: string;
+  host: string;
+  ports: Partial<Ports>;
+  services?: string[];
+  mqttMaxClients?: number;
+  ftpMaxSessions?: number;
+  ftpRoot?: string;
+  cameraFps?: number;
+  cameraWidth?: number;
+  cameraHeight?: number;
+  cameraMaxViewers?: number;
+  ssdpTargets?: string[];
+}
+
+const KEYS: Record<string, "string" | "number" | "strings" | "ports"> = {
+  type: "string", name: "string", model: "string", serial: "string", access_code: "string", check_code: "string",
+  host: "string", ports: "ports", services: "strings", mqtt_max_clients: "number", ftp_max_sessions: "number",
+  ftp_root: "string", camera_fps: "number", camera_width: "number", camera_height: "number",
+  camera_max_viewers: "number", ssdp_targets: "strings",
+};
+
+const camel = (key: string) => key.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
+
+export function parseSimConfig(text: string, file = "sim.toml"): SimEntry[] {
+  const problems: string[] = [];
+  let raw: Record<string, unknown>;
+  try {
+    raw = parseToml(text) as Record<string, unknown>;
+  } catch (error) {
+    throw new ConfigErrors([`${file}: not valid TOML: ${(error as Error).message.split("\n")[0]}`]);
+  }
+  for (const key of Object.keys(raw)) if (key !== "printer") problems.push(`${file}: "${key}" is not known; write each simulated printer as [[printer]]`);
+  const list = Array.isArray(raw.printer) ? raw.printer : [];
+  if (list.length === 0) problems.push(`${file}: no [[printer]] entries`);
+  const entries: SimEntry[] = [];
+  list.forEach((item: Record<string, unknown>, index: number) => {
+    const label = `${file}: printer ${typeof item.name === "string" ? `"${item.name}"` : `#${index + 1}`}: `;
+    const entry: Record<string, unknown> = { type: "bambu", ports: {} };
+    for (const [key, value] of Object.entries(item)) {
+      const kind = KEYS[key];
+      if (!kind) {
+        problems.push(`${label}key "${key}" is unknown${suggest(key, Object.keys(KEYS))}`);
+        continue;
+      }
+      const ok =
+        kind === "string" ? typeof value === "string"
+        : kind === "number" ? typeof value === "number" && Number.isInteger(value) && value > 0
+        : kind === "strings" ? Array.isArray(value) && value.every((v) => typeof v === "string")
+        : typeof value === "object" && value !== null && Object.values(value).every((p) => Number.isInteger(p) && (p as number) > 0 && (p as number) < 65536);
+      if (!ok) {
+        problems.push(`${label}key "${key}" must be ${kind === "ports" ? "an inline table of port numbers" : kind === "strings" ? "a list of strings" : kind === "number" ? "a positive whole number" : "a string"}`);
+        continue;
+      }
+      entry[key === "check_code" ? "accessCode" : camel(key)] = value;
+    }
+    if (entry.type !== "bambu" && entry.type !== "flashforge") problems.push(`${label}key "type" must be "bambu" or "flashforge"`);
+    if (typeof entry.host !== "string" || !isIPv4(entry.host)) problems.push(`${label}key "host" must be an IPv4 address to listen on, e.g. "127.0.0.11"`);
+    if (entry.type === "bambu" && entry.model !== undefined && !findModel(entry.model as string)) {
+      problems.push(`${label}key "model" is "${entry.model}"; not a known Bambu model (P1S, P1P, A1, A1 mini, X1C, X1, X1E, P2S, H2D, …)`);
+    }
+    entries.push(entry as unknown as SimEntry);
+  });
+  if (problems.length) throw new ConfigErrors(problems);
+  return entries;
+}
+
+export function loadSimConfig(file: string): SimEntry[] {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (error) {
+    throw new ConfigErrors([`${file}: cannot read the file (${(error as Error).message})`]);
+  }
+  return parseSimConfig(text, file);
+}
