@@ -157,7 +157,7 @@ function render(printers) {
       var name = el("td", "name", s.name);
       if (s.details) {
         var d = Object.keys(s.details).filter(function (k) { return s.details[k] !== undefined; })
-          .map(function (k) { return k + ": " + s.details[k]; }).join(", ");
+          .map(function (k) { return k + " " + s.details[k]; }).join(" \\u00b7 ");
         if (d) name.append(el("div", "details", d));
       }
       var up = el("td", "upstream");
