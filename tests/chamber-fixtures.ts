@@ -161,3 +161,50 @@ export function haClient(host: string, port: number, accessCode: string, frames:
     });
   });
 }
+
+/** A viewer with a tiny receive buffer that reads one frame, stops reading for a while, then reads on:
+ * prints the simulator's frame numbers it saw, one per line, and "CLOSED" when the proxy hung up. */
+const SLOW_CLIENT = `
+import socket, ssl, struct, sys, time
+host, port, code, pause, after = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4]), int(sys.argv[5])
+raw = socket.socket(); raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096); raw.settimeout(10)
+raw.connect((host, port))
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+s = ctx.wrap_socket(raw)
+s.send(struct.pack("<IIQ", 0x40, 0x3000, 0) + b"bblp".ljust(32, b"\\0") + code.encode().ljust(32, b"\\0"))
+buf = b""
+def need(n):
+    global buf
+    while len(buf) < n:
+        d = s.recv(65536)
+        if not d: print("CLOSED", flush=True); sys.exit(0)
+        buf += d
+    out, buf = buf[:n], buf[n:]
+    return out
+def frame():
+    size = struct.unpack("<I", need(16)[:4])[0]
+    jpeg = need(size)
+    if jpeg[2:4] == b"\\xff\\xfe":
+        n = struct.unpack(">H", jpeg[4:6])[0]
+        print(jpeg[6:4 + n].decode().split(" ")[1], flush=True)
+frame()
+time.sleep(pause)
+try:
+    for i in range(after): frame()
+except (ConnectionResetError, BrokenPipeError, ssl.SSLError, OSError):
+    print("CLOSED", flush=True)
+`;
+
+export function slowClient(host: string, port: number, accessCode: string, pauseSeconds: number, framesAfter: number): Promise<string[]> {
+  return new Promise((resolve) => {
+    const child = spawn("python3", ["-c", SLOW_CLIENT, host, String(port), accessCode, String(pauseSeconds), String(framesAfter)]);
+    let output = "";
+    child.stdout.on("data", (d) => (output += d));
+    child.stderr.on("data", (d) => (output += d));
+    const timer = setTimeout(() => child.kill(), 30_000);
+    child.on("close", () => {
+      clearTimeout(timer);
+      resolve(output.trim().split("\n"));
+    });
+  });
+}

@@ -1,0 +1,299 @@
+// The chamber camera proxy (A1/P1, TLS port 6000): many viewers log in here, one upstream connection to the
+// printer (opened on demand, closed after a linger) feeds them all. Each viewer gets the printer's 16-byte header
+// as its own TLS record and then the JPEG, always the newest frame: a slow viewer skips frames, never delays
+// others. The same frames feed the web page through the printer hub's CameraFeed.
+import { connect as tlsConnect, type TLSSocket } from "node:tls";
+import type { Socket } from "node:net";
+import { registerSecret, serviceLogger, type Logger } from "../log.ts";
+import { createLatestBroadcast } from "../core/broadcast.ts";
+import { listen, readExactly, type Listening } from "../core/server.ts";
+import type { CameraFeed, CameraFrame, Service, ServiceContext, ServiceStatus } from "../core/service.ts";
+import { createUpstream, LoginRefused, type Link } from "../core/upstream.ts";
+import { printerClientTlsOptions, serverTlsOptions } from "../tls.ts";
+import { createFrameParser, decodeLogin, encodeFrameHeader, encodeLogin, LOGIN_SIZE, loginMatches } from "./chamber-codec.ts";
+
+export const VIEWER_LOGIN_TIMEOUT_MS = 10_000;
+/** A viewer that takes not one frame in this long is gone (or wedged): close it. */
+export const VIEWER_STALL_TIMEOUT_MS = 30_000;
+/** Viewers stay connected through upstream drops shorter than this; then they are closed so they notice. */
+export const NO_FRAMES_CLOSE_MS = 30_000;
+export const MAX_VIEWERS = 256;
+/** A printer with every slot taken accepts TCP but never finishes the handshake. */
+export const UPSTREAM_HANDSHAKE_TIMEOUT_MS = 10_000;
+/** Printers send about one frame a second; a logged-in stream with nothing for this long is dead. */
+export const UPSTREAM_FIRST_FRAME_TIMEOUT_MS = 15_000;
+export const UPSTREAM_SILENCE_TIMEOUT_MS = 20_000;
+/** Several broken frames in a row mean the stream is out of step: reconnect. */
+export const MAX_BAD_FRAMES_IN_A_ROW = 3;
+export const FRAME_RATE_WINDOW_MS = 5_000;
+const WATCHDOG_INTERVAL_MS = 1_000;
+
+export interface ChamberOptions {
+  lingerMs?: number;
+  backoffMinMs?: number;
+  backoffMaxMs?: number;
+  viewerStallTimeoutMs?: number;
+  noFramesCloseMs?: number;
+}
+
+interface Viewer {
+  socket: Socket;
+  log: Logger;
+  joinedAt: number;
+  stallTimer?: ReturnType<typeof setTimeout>;
+}
+
+export function createChamberService(ctx: ServiceContext, options: ChamberOptions = {}): Service {
+  const { printer } = ctx;
+  const log = serviceLogger(printer.name, "chamber");
+  const stallTimeoutMs = options.viewerStallTimeoutMs ?? VIEWER_STALL_TIMEOUT_MS;
+  const noFramesCloseMs = options.noFramesCloseMs ?? NO_FRAMES_CLOSE_MS;
+  registerSecret(printer.accessCode);
+  registerSecret(printer.viewerAccessCode);
+
+  const labels = { printer: printer.name, service: "chamber" };
+  const framesIn = ctx.metrics.counter("pandaproxy_camera_frames_total", "Camera frames received from the printer", labels);
+  const bytesIn = ctx.metrics.counter("pandaproxy_camera_bytes_total", "Camera bytes received from the printer", labels);
+  const framesDropped = ctx.metrics.counter("pandaproxy_camera_frames_dropped_total", "Printer frames dropped because they failed sanity checks", labels);
+  const bytesOut = ctx.metrics.counter("pandaproxy_client_bytes_sent_total", "Bytes sent to clients", labels);
+  const reconnects = ctx.metrics.counter("pandaproxy_upstream_reconnects_total", "Upstream connections made after the first", labels);
+
+  const frames = createLatestBroadcast<CameraFrame>({ log, what: "frames" });
+  const viewers = new Set<Viewer>();
+  const recentFrames: number[] = [];
+  let lastFrameAt = 0;
+  let listening: Listening | undefined;
+  let failure: string | undefined;
+  let watchdog: ReturnType<typeof setInterval> | undefined;
+  const unregister: (() => void)[] = [];
+  const printerAddress = `${printer.host}:${printer.printerPorts.chamber}`;
+
+  const publish = (header: Buffer, jpeg: Buffer) => {
+    const now = Date.now();
+    lastFrameAt = now;
+    recentFrames.push(now);
+    while (recentFrames.length && recentFrames[0]! < now - FRAME_RATE_WINDOW_MS) recentFrames.shift();
+    framesIn.inc();
+    frames.publish({ header, jpeg, receivedAt: now });
+  };
+
+  const connect = () =>
+    new Promise<Link<TLSSocket>>((resolve, reject) => {
+      const socket = tlsConnect({ ...printerClientTlsOptions(printer), port: printer.printerPorts.chamber });
+      let settled = false;
+      let loggedIn = false;
+      let badInARow = 0;
+      let endReason: unknown;
+      let resolveClosed: (reason: unknown) => void = () => {};
+      const closed = new Promise<unknown>((done) => (resolveClosed = done));
+      const link: Link<TLSSocket> = { connection: socket, closed, close: () => socket.destroy() };
+      let timer = setTimeout(
+        () => fail(new Error(`no TLS handshake within ${UPSTREAM_HANDSHAKE_TIMEOUT_MS / 1000} s (the camera may be serving its maximum of viewers: close Bambu Studio, Home Assistant or other viewers that connect to the printer directly)`)),
+        UPSTREAM_HANDSHAKE_TIMEOUT_MS,
+      );
+      const fail = (error: Error) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        socket.destroy();
+        reject(error);
+      };
+      const lostStep = (reason: string) => {
+        framesDropped.inc();
+        if (!settled) return fail(new Error(`stream out of sync: ${reason}`));
+        if (upstream.current() === socket) return upstream.reconnect(`stream out of sync: ${reason}`);
+        endReason = new Error(`stream out of sync: ${reason}`);
+        socket.destroy();
+      };
+      // Silence after the first frame: the printer is gone without a FIN (Wi-Fi dropped, power cut).
+      const watchSilence = () => {
+        clearTimeout(timer);
+        timer = setTimeout(() => {
+          endReason = new Error(`no data for ${UPSTREAM_SILENCE_TIMEOUT_MS / 1000} s`);
+          socket.destroy();
+        }, UPSTREAM_SILENCE_TIMEOUT_MS);
+      };
+      const parser = createFrameParser((event) => {
+        if (event.kind === "out-of-sync") return lostStep(event.reason);
+        if (event.kind === "bad-frame") {
+          framesDropped.inc();
+          log.warn(`dropped a frame from the printer: ${event.reason}`);
+          if (++badInARow >= MAX_BAD_FRAMES_IN_A_ROW) lostStep(`${badInARow} bad frames in a row`);
+          return;
+        }
+        badInARow = 0;
+        if (!settled) {
+          settled = true;
+          resolve(link);
+        }
+        watchSilence();
+        publish(event.frame.header, event.frame.jpeg);
+      });
+      socket.once("secureConnect", () => {
+        loggedIn = true;
+        socket.write(encodeLogin({ username: "bblp", accessCode: printer.accessCode }));
+        clearTimeout(timer);
+        timer = setTimeout(() => fail(new Error(`logged in but no frame within ${UPSTREAM_FIRST_FRAME_TIMEOUT_MS / 1000} s`)), UPSTREAM_FIRST_FRAME_TIMEOUT_MS);
+      });
+      socket.on("data", (chunk: Buffer) => {
+        bytesIn.inc(chunk.length);
+        parser.push(chunk);
+      });
+      socket.on("error", (error) => {
+        endReason ??= error;
+        fail(error);
+      });
+      socket.once("close", () => {
+        clearTimeout(timer);
+        if (!settled) {
+          // The firmware answers a wrong access code by closing right after the login, without a word.
+          fail(loggedIn ? new LoginRefused("the printer closed the connection right after the login, without sending a frame") : new Error("connection closed during the TLS handshake"));
+        }
+        resolveClosed(endReason ?? "the printer closed the connection");
+      });
+    });
+
+  const upstream = createUpstream<TLSSocket>({
+    log,
+    describe: `chamber camera at ${printerAddress}`,
+    connect,
+    onDemand: true,
+    lingerMs: options.lingerMs,
+    backoffMinMs: options.backoffMinMs,
+    backoffMaxMs: options.backoffMaxMs,
+  });
+  upstream.on("connected", () => {
+    if (upstream.connects > 1) reconnects.inc();
+  });
+  upstream.on("state", (state) => {
+    // A frame from before an idle period would show the wrong moment to the next viewer.
+    if (state === "idle") frames.clear();
+  });
+
+  const frameRate = () => {
+    const now = Date.now();
+    while (recentFrames.length && recentFrames[0]! < now - FRAME_RATE_WINDOW_MS) recentFrames.shift();
+    return recentFrames.length / (FRAME_RATE_WINDOW_MS / 1000);
+  };
+
+  const feed: CameraFeed = {
+    kind: "chamber",
+    frames,
+    claim: () => upstream.claim(),
+    state: () => upstream.state,
+    frameRate,
+  };
+  ctx.hub.setCamera(feed);
+
+  const watch = () => {
+    const now = Date.now();
+    for (const viewer of viewers) {
+      if (now - Math.max(lastFrameAt, viewer.joinedAt) > noFramesCloseMs) {
+        const why = upstream.lastError ? ` (${upstream.lastError})` : "";
+        viewer.log.warn(`closing: no frames from the printer for ${Math.round(noFramesCloseMs / 1000)} s; upstream ${upstream.state}${why}`);
+        viewer.socket.destroy();
+      }
+    }
+  };
+
+  const startViewer = (socket: Socket, peer: string, viewerLog: Logger) => {
+    const viewer: Viewer = { socket, log: viewerLog, joinedAt: Date.now() };
+    viewers.add(viewer);
+    const release = upstream.claim();
+    // Viewers have nothing more to say; keep reading so their bytes never pile up.
+    socket.on("data", () => {});
+    const subscription = frames.subscribe(
+      (frame, done) => {
+        if (socket.destroyed) return;
+        // Separate writes on an idle socket become separate TLS records: strict clients read the header alone.
+        socket.write(frame.header ?? encodeFrameHeader(frame.jpeg.length));
+        viewer.stallTimer = setTimeout(() => {
+          viewerLog.warn(`closing: the viewer accepted nothing for ${Math.round(stallTimeoutMs / 1000)} s`);
+          socket.destroy();
+        }, stallTimeoutMs);
+        socket.write(frame.jpeg, () => {
+          clearTimeout(viewer.stallTimer);
+          bytesOut.inc(frame.jpeg.length + 16);
+          done();
+        });
+      },
+      { replayLatest: true, label: `viewer ${peer}` },
+    );
+    socket.once("close", () => {
+      clearTimeout(viewer.stallTimer);
+      subscription.unsubscribe();
+      viewers.delete(viewer);
+      release();
+      viewerLog.info(`viewer left (${viewers.size} watching)`);
+    });
+    viewerLog.info(`viewer logged in (${viewers.size} watching)`);
+    if (!watchdog) {
+      watchdog = setInterval(watch, WATCHDOG_INTERVAL_MS);
+      watchdog.unref?.();
+    }
+  };
+
+  const onClient = (socket: Socket, client: { peer: string; log: Logger }) => {
+    socket.setNoDelay?.(true);
+    readExactly(socket, LOGIN_SIZE, VIEWER_LOGIN_TIMEOUT_MS).then(
+      (bytes) => {
+        const login = decodeLogin(bytes);
+        if ("error" in login) {
+          client.log.warn(`closing: ${login.error}`);
+          return void socket.destroy();
+        }
+        if (!loginMatches(login, [printer.accessCode, printer.viewerAccessCode])) {
+          client.log.warn(`closing: wrong user or access code (user ${JSON.stringify(login.username.slice(0, 32))})`);
+          return void socket.destroy();
+        }
+        startViewer(socket, client.peer, client.log);
+      },
+      (error: Error) => {
+        client.log.info(`closing: no login: ${error.message}`);
+        socket.destroy();
+      },
+    );
+  };
+
+  return {
+    name: "chamber",
+    async start() {
+      try {
+        listening = await listen({
+          log, what: "chamber camera", host: printer.bind, port: printer.ports.chamber,
+          tls: serverTlsOptions(ctx.tls), maxClients: MAX_VIEWERS, onClient,
+        });
+      } catch (error) {
+        failure = (error as Error).message;
+        throw error;
+      }
+      failure = undefined;
+      ctx.hub.setCamera(feed);
+      unregister.push(ctx.metrics.gauge("pandaproxy_clients", "Clients connected now", labels, () => viewers.size));
+      upstream.start();
+      log.info(`chamber camera listening on ${printer.bind}:${printer.ports.chamber} for the printer at ${printerAddress}`);
+    },
+    async stop() {
+      if (watchdog) clearInterval(watchdog);
+      watchdog = undefined;
+      await listening?.close();
+      listening = undefined;
+      await upstream.stop();
+      for (const u of unregister.splice(0)) u();
+      if (ctx.hub.camera === feed) ctx.hub.setCamera(undefined);
+    },
+    status(): ServiceStatus {
+      return {
+        state: failure ? `error: ${failure}` : listening ? "listening" : "stopped",
+        clients: viewers.size,
+        upstream: upstream.lastError && upstream.state !== "connected" ? `${upstream.state} (${upstream.lastError})` : upstream.state,
+        details: {
+          fps: Math.round(frameRate() * 10) / 10,
+          lastFrameAgeMs: lastFrameAt ? Date.now() - lastFrameAt : undefined,
+          frames: frames.published,
+          dropped: framesDropped.value,
+        },
+      };
+    },
+  };
+}
