@@ -4,6 +4,7 @@ import type { Service, ServiceContext } from "../core/service.ts";
 import { createFlashforgeTcp } from "./tcp.ts";
 import { createFlashforgeHttp } from "./http.ts";
 import { createFlashforgeDiscovery } from "./discovery.ts";
+import { createFlashforgeCamera } from "./camera.ts";
 
 type Factory = (ctx: ServiceContext) => Service[];
 
@@ -11,6 +12,7 @@ const FACTORIES: Partial<Record<ServiceName, Factory>> = {
   tcp: (ctx) => [createFlashforgeTcp(ctx)],
   http: (ctx) => [createFlashforgeHttp(ctx)],
   discovery: (ctx) => [createFlashforgeDiscovery(ctx)],
+  camera: (ctx) => [createFlashforgeCamera(ctx)],
 };
 
 export function flashforgeServices(ctx: ServiceContext): Service[] {

@@ -1,7 +1,6 @@
 // The simulated printer's camera: mjpg-streamer on 8080 (`/?action=stream`, `/?action=snapshot`), serving one
 // stream viewer at a time like the stock firmware (a second one gets 503); each frame is stamped with its number.
-import { createServer, type ServerResponse } from "node:http";
-import type { Socket } from "node:net";
+import { createServer, type Socket } from "node:net";
 import { createChamberPicture, stampJpeg } from "../jpeg-picture.ts";
 import type { FlashforgeSimState } from "./state.ts";
 
@@ -30,50 +29,66 @@ export async function startSimCamera(state: FlashforgeSimState, options: SimCame
   const picture = createChamberPicture({ name: identity.name, width: options.width ?? SIM_CAMERA_WIDTH, height: options.height ?? SIM_CAMERA_HEIGHT });
   const intervalMs = 1000 / (options.fps ?? SIM_CAMERA_FPS);
   const sockets = new Set<Socket>();
-  let viewer: ServerResponse | undefined;
+  let viewer: Socket | undefined;
   let streams = 0;
   let refused = 0;
   let framesSent = 0;
   let frameNumber = 0;
   const frame = () => stampJpeg(picture.frameAt(), `ff-frame ${++frameNumber}`);
 
-  const server = createServer((req, res) => {
-    const action = new URL(req.url ?? "/", "http://camera").searchParams.get("action");
-    if (action === "snapshot") {
-      const jpeg = frame();
-      res.writeHead(200, { "Content-Type": "image/jpeg", "Content-Length": jpeg.length, "Cache-Control": "no-cache" });
-      return res.end(jpeg);
-    }
-    if (action !== "stream") {
-      res.writeHead(404, { "Content-Type": "text/plain" });
-      return res.end("404: Not Found!\n");
-    }
+  // A raw socket server, as mjpg-streamer answers: HTTP/1.0, no chunking, the stream until the viewer leaves.
+  const respond = (socket: Socket, status: string, type: string, body: Buffer) =>
+    socket.end(Buffer.concat([Buffer.from(`HTTP/1.0 ${status}\r\nContent-Type: ${type}\r\nContent-Length: ${body.length}\r\n\r\n`), body]));
+
+  const stream = (socket: Socket) => {
     if (viewer) {
       refused++;
-      res.writeHead(503, { "Content-Type": "text/plain" });
-      return res.end("the camera serves one viewer at a time\n");
+      return respond(socket, "503 Service Unavailable", "text/plain", Buffer.from("the camera serves one viewer at a time\n"));
     }
-    viewer = res;
+    viewer = socket;
     streams++;
-    res.writeHead(200, {
-      "Content-Type": `multipart/x-mixed-replace;boundary=${MJPEG_BOUNDARY}`, "Cache-Control": "no-cache, private", Pragma: "no-cache",
-    });
+    socket.write(
+      "HTTP/1.0 200 OK\r\nConnection: close\r\nServer: MJPG-Streamer/0.2\r\nCache-Control: no-store, no-cache, must-revalidate, pre-check=0, post-check=0, max-age=0\r\n" +
+        `Pragma: no-cache\r\nContent-Type: multipart/x-mixed-replace;boundary=${MJPEG_BOUNDARY}\r\n\r\n--${MJPEG_BOUNDARY}\r\n`,
+    );
     const timer = setInterval(() => {
-      if (res.writableLength > 0) return; // mjpg-streamer waits for a slow viewer; it never queues frames
+      if (socket.writableLength > 0) return; // mjpg-streamer waits for a slow viewer; it never queues frames
       const jpeg = frame();
       framesSent++;
-      res.write(`--${MJPEG_BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: ${jpeg.length}\r\nX-Timestamp: ${(Date.now() / 1000).toFixed(6)}\r\n\r\n`);
-      res.write(jpeg);
-      res.write("\r\n");
+      socket.write(`Content-Type: image/jpeg\r\nContent-Length: ${jpeg.length}\r\nX-Timestamp: ${(Date.now() / 1000).toFixed(6)}\r\n\r\n`);
+      socket.write(jpeg);
+      socket.write(`\r\n--${MJPEG_BOUNDARY}\r\n`);
     }, intervalMs);
-    res.on("close", () => {
+    socket.on("close", () => {
       clearInterval(timer);
-      if (viewer === res) viewer = undefined;
+      if (viewer === socket) viewer = undefined;
     });
-  });
-  server.on("connection", (s: Socket) => {
-    sockets.add(s);
-    s.on("close", () => sockets.delete(s));
+  };
+
+  const server = createServer((socket) => {
+    sockets.add(socket);
+    socket.on("error", () => {});
+    socket.on("close", () => sockets.delete(socket));
+    let head = "";
+    const onData = (chunk: Buffer) => {
+      head += chunk.toString("latin1");
+      const end = head.indexOf("\r\n\r\n");
+      if (end === -1) {
+        if (head.length > 8192) socket.destroy();
+        return;
+      }
+      socket.off("data", onData);
+      socket.resume();
+      const target = /^GET (\S+) HTTP/.exec(head)?.[1];
+      const action = target ? new URL(target, "http://camera").searchParams.get("action") : null;
+      if (action === "snapshot") {
+        const jpeg = frame();
+        return respond(socket, "200 OK", "image/jpeg", jpeg);
+      }
+      if (action === "stream") return stream(socket);
+      respond(socket, "404 Not Found", "text/plain", Buffer.from("404: Not Found!\n"));
+    };
+    socket.on("data", onData);
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
