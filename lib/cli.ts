@@ -24,6 +24,8 @@ export const COMMON_OPTIONS = {
 const COMMANDS: Record<string, () => Promise<Command>> = {
   run: async () => (await import("./commands/run.ts")).command,
   check: async () => (await import("./commands/check.ts")).command,
+  demo: async () => (await import("./commands/demo.ts")).command,
+  simulate: async () => (await import("./commands/simulate.ts")).command,
   ca: async () => (await import("./commands/ca.ts")).command,
   discover: async () => (await import("./commands/discover.ts")).command,
   service: async () => (await import("./commands/service.ts")).command,
