@@ -5,6 +5,7 @@ import type { Service, ServiceContext } from "../core/service.ts";
 import { createMqttService } from "./mqtt.ts";
 import { createBindService } from "./bind.ts";
 import { createSsdpService } from "./ssdp.ts";
+import { createFtpService } from "./ftp.ts";
 
 type Factory = (ctx: ServiceContext) => Service[];
 
@@ -13,6 +14,7 @@ const FACTORIES: Partial<Record<ServiceName, Factory>> = {
   mqtt: (ctx) => [createMqttService(ctx)],
   bind: (ctx) => [createBindService(ctx)],
   ssdp: (ctx) => [createSsdpService(ctx)],
+  ftp: (ctx) => [createFtpService(ctx)],
 };
 
 export function bambuServices(ctx: ServiceContext): Service[] {

@@ -4,6 +4,7 @@ import { BAMBU_PORTS, FLASHFORGE_PORTS, type Ports } from "../config.ts";
 import { findModel, type BambuModel } from "../bambu/models.ts";
 import { simulatedPrinterTls } from "./tls.ts";
 import { startSimMqtt } from "./mqtt.ts";
+import { startSimulatedFtp } from "./ftp.ts";
 import type { SimIdentity, SimOptions, SimService, SimStarter } from "./types.ts";
 import { startSimRtsp } from "./rtsp.ts";
 import { startSimulatedChamber } from "./chamber.ts";
@@ -15,6 +16,7 @@ export type SimServiceName = "mqtt" | "ftp" | "chamber" | "tunnel" | "rtsp" | "b
 /** Starter per simulated service; each lib/sim/<service>.ts registers itself here. */
 const SIM_SERVICES: Partial<Record<SimServiceName, SimStarter>> = {
   rtsp: startSimRtsp,
+  ftp: startSimulatedFtp,
   chamber: startSimulatedChamber,
   mqtt: startSimMqtt,
   bind: startSimBind,
