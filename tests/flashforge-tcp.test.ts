@@ -13,6 +13,7 @@ const SIM_HOST = "127.0.7.2";
 const PROXY_HOST = "127.0.7.1";
 const PORT = 8899;
 const SIM_IDLE_MS = 1_500;
+const CLIENT_IDLE_MS = 4_000;
 
 let sim: SimFlashforge;
 let proxy: Service;
@@ -20,7 +21,7 @@ let proxy: Service;
 beforeAll(async () => {
   setupLogging("info", { quiet: true });
   sim = await startSimulatedFlashforge({ host: SIM_HOST, tcp: { idleTimeoutMs: SIM_IDLE_MS } });
-  proxy = createFlashforgeTcp(flashforgeContext(sim, PROXY_HOST), { keepaliveMs: 400, lingerMs: 60_000 });
+  proxy = createFlashforgeTcp(flashforgeContext(sim, PROXY_HOST), { keepaliveMs: 400, lingerMs: 60_000, clientIdleTimeoutMs: CLIENT_IDLE_MS });
 });
 
 afterAll(async () => {
@@ -182,4 +183,16 @@ describe("FlashForge TCP proxy", () => {
       good.close();
     }
   });
+
+  test("a silent client is closed with a log line", async () => {
+    const logs = captureLogs();
+    const silent = await consoleClient(PROXY_HOST, PORT);
+    try {
+      await silent.waitClosed(CLIENT_IDLE_MS + 2_000);
+      expect(logs.lines.some((l) => l.includes("[ff5m/tcp]") && l.includes("silent for 4 s"))).toBe(true);
+    } finally {
+      logs.stop();
+      silent.close();
+    }
+  }, 10_000);
 });
