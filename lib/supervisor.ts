@@ -59,7 +59,7 @@ export interface Supervisor {
 
 const sameJson = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
 
-export async function startSupervisor(initial: Config, options: { configFile?: string; watchSignals?: boolean } = {}): Promise<Supervisor> {
+export async function startSupervisor(initial: Config, options: { configFile?: string; watchSignals?: boolean; verbose?: boolean } = {}): Promise<Supervisor> {
   const log = processLogger("supervisor");
   const metrics = createMetrics();
   let config = initial;
@@ -86,7 +86,7 @@ export async function startSupervisor(initial: Config, options: { configFile?: s
       return false;
     }
     registerConfigSecrets(next);
-    setupLogging(next.proxy.logLevel);
+    setupLogging(options.verbose ? "debug" : next.proxy.logLevel); // --verbose outlives reloads
     const previous = new Map(printers.map((p) => [p.config.name, p]));
     const kept: PrinterRuntime[] = [];
     const toStart: PrinterRuntime[] = [];
@@ -129,7 +129,10 @@ export async function startSupervisor(initial: Config, options: { configFile?: s
     async stop() {
       process.off("SIGHUP", onHup);
       const all = Promise.allSettled([web?.stop(), ...printers.map((p) => p.stop())]);
-      await Promise.race([all, new Promise((r) => setTimeout(r, STOP_DEADLINE_MS))]);
+      let deadline: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([all, new Promise((r) => (deadline = setTimeout(r, STOP_DEADLINE_MS)))]);
+      // A pending deadline timer would keep the process alive for the full 5 s after a prompt stop.
+      clearTimeout(deadline);
     },
   };
 }

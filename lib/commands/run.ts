@@ -22,7 +22,7 @@ export const command: Command = {
     log.info(`${versionString()} starting with ${config.file}`);
     let supervisor;
     try {
-      supervisor = await startSupervisor(config, { configFile: resolveConfigPath(values.config as string | undefined), watchSignals: true });
+      supervisor = await startSupervisor(config, { configFile: resolveConfigPath(values.config as string | undefined), watchSignals: true, verbose: Boolean(values.verbose) });
     } catch (error) {
       log.error(`cannot start: ${(error as Error).message}`);
       return EXIT_FAILURE;
