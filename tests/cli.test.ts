@@ -165,6 +165,11 @@ describe("service install", () => {
     expect(r.stderr).toContain("--dry-run");
   });
 
+  test("scripts/pandaproxy.service is the unit install writes for /usr/local/bin/pandaproxy", async () => {
+    const { renderUnit } = await import("../lib/commands/service.ts");
+    expect(readFileSync(join(ROOT, "scripts/pandaproxy.service"), "utf8")).toBe(renderUnit({ argv: ["/usr/local/bin/pandaproxy"], compiled: true }));
+  });
+
   test("a compiled binary puts itself in ExecStart", () => {
     const binary = join(dir, "bin", "pandaproxy");
     const build = run(BUN, ["build", MAIN, "--compile", "--outfile", binary]);
