@@ -6,6 +6,7 @@ import { chromium, type Browser } from "playwright-core";
 import { createChamberPicture } from "../lib/sim/jpeg-picture.ts";
 import type { WebServer } from "../lib/web/server.ts";
 import { STATUS_POLL_MS } from "../lib/web/page.ts";
+import type { PrinterRuntime } from "../lib/core/service.ts";
 import { createTestFeed, startTestWeb, testPrinter, testService, type TestFeed } from "./web-fixtures.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
@@ -22,6 +23,7 @@ const PHONE_SCREENSHOT = "/tmp/pandaproxy-status-page-phone.png";
 
 describe.skipIf(!existsSync(CHROMIUM))("status page in Chromium", () => {
   let browser: Browser;
+  let printers: PrinterRuntime[];
   let web: WebServer;
   let url: string;
   const feeds: TestFeed[] = [];
@@ -32,7 +34,7 @@ describe.skipIf(!existsSync(CHROMIUM))("status page in Chromium", () => {
     const p1s = createTestFeed({ intervalMs: 200, jpeg: picture.frameAt(Date.now()) });
     const a1 = createTestFeed({ intervalMs: 200, jpeg: createChamberPicture({ name: "A1", width: 640, height: 360 }).frameAt(Date.now()) });
     feeds.push(p1s, a1);
-    const printers = [
+    printers = [
       testPrinter("p1s", p1s.feed, [
         chamber,
         testService("mqtt", { state: "listening", clients: 2, upstream: "connected", details: { messages: 1234 } }),
@@ -97,6 +99,28 @@ describe.skipIf(!existsSync(CHROMIUM))("status page in Chromium", () => {
       expect(overflowing).toEqual([]);
       expect(await page.locator('section[data-printer="x1c"] .view').isHidden()).toBe(true);
       await page.screenshot({ path: PHONE_SCREENSHOT, fullPage: true });
+    } finally {
+      await page.close();
+    }
+  }, 30_000);
+
+  test("when a printer's camera is replaced (reload, restart) the page reconnects to the new one", async () => {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    try {
+      await page.goto(`${url}/`);
+      await page.waitForFunction(ALL_CAMERAS_SHOWN, undefined, { timeout: 10_000 });
+      const replacement = createTestFeed({ intervalMs: 200, jpeg: createChamberPicture({ name: "A1 NEW", width: 480, height: 270 }).frameAt(Date.now()) });
+      feeds.push(replacement);
+      printers[1]!.hub.setCamera(replacement.feed);
+      await page.waitForFunction(
+        `document.querySelector('section[data-printer="a1-mini"] img.camera')?.naturalWidth === 480`,
+        undefined,
+        { timeout: STATUS_POLL_MS * 4 },
+      );
+      expect(replacement.claims).toBe(1);
+      const deadline = Date.now() + 5_000;
+      while (feeds[1]!.claims > 0 && Date.now() < deadline) await Bun.sleep(20);
+      expect(feeds[1]!.claims).toBe(0); // the old camera's stream was ended by the server
     } finally {
       await page.close();
     }

@@ -1,7 +1,7 @@
 // The web server over real HTTP on 127.0.8.x: MJPEG streams, snapshots, /api/printers, /metrics, basic auth.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import jpeg from "jpeg-js";
-import { MJPEG_BOUNDARY } from "../lib/web/mjpeg.ts";
+import { FEED_CHECK_MS, MJPEG_BOUNDARY } from "../lib/web/mjpeg.ts";
 import { SNAPSHOT_WAIT_MS } from "../lib/web/snapshot.ts";
 import {
   createTestFeed, frameNumber, padJpeg, rawMjpegViewer, startTestWeb, testJpeg, testPrinter, testService, waitFor,
@@ -226,6 +226,32 @@ test("stopping the web server ends every stream and gives the camera back; HEAD 
     await Promise.all([a.close(), b.close()]);
     await web.stop();
     camera.stop();
+  }
+});
+
+test("a stream ends when its printer's camera is replaced, and the API shows the new camera's id", async () => {
+  const old = createTestFeed({ intervalMs: 20 });
+  const printer = testPrinter("p1s", old.feed);
+  const { web, url } = await startTestWeb([printer], { host: "127.0.8.9" });
+  const viewer = await watchMjpeg(`${url}/printers/p1s/camera.mjpeg`);
+  const replacement = createTestFeed({ intervalMs: 20 });
+  try {
+    await viewer.until(3);
+    const idOf = async () => ((await (await fetch(`${url}/api/printers`)).json()) as any[])[0].camera.id as number;
+    const before = await idOf();
+    printer.hub.setCamera(replacement.feed); // what a reload or a service restart does
+    await waitFor("the old stream to end", () => old.claims === 0, FEED_CHECK_MS * 3);
+    expect(old.feed.frames.consumers).toBe(0);
+    expect(await idOf()).not.toBe(before);
+    const again = await watchMjpeg(`${url}/printers/p1s/camera.mjpeg`);
+    await again.until(2);
+    expect(replacement.claims).toBe(1);
+    await again.close();
+  } finally {
+    await viewer.close();
+    await web.stop();
+    old.stop();
+    replacement.stop();
   }
 });
 

@@ -6,6 +6,7 @@ import { simulatedPrinterTls } from "./tls.ts";
 import { startSimMqtt } from "./mqtt.ts";
 import { startSimulatedFtp } from "./ftp.ts";
 import type { SimIdentity, SimOptions, SimService, SimStarter } from "./types.ts";
+import { startSimulatedTunnel } from "./tunnel.ts";
 import { startSimRtsp } from "./rtsp.ts";
 import { startSimulatedChamber } from "./chamber.ts";
 import { startSimBind } from "./bind.ts";
@@ -15,6 +16,7 @@ export type SimServiceName = "mqtt" | "ftp" | "chamber" | "tunnel" | "rtsp" | "b
 
 /** Starter per simulated service; each lib/sim/<service>.ts registers itself here. */
 const SIM_SERVICES: Partial<Record<SimServiceName, SimStarter>> = {
+  tunnel: startSimulatedTunnel,
   rtsp: startSimRtsp,
   ftp: startSimulatedFtp,
   chamber: startSimulatedChamber,

@@ -8,6 +8,8 @@ export const MJPEG_BOUNDARY = "pandaproxy-frame";
 export const MJPEG_CONTENT_TYPE = `multipart/x-mixed-replace; boundary=${MJPEG_BOUNDARY}`;
 /** A browser that takes no frame for this long while one is waiting is disconnected (it stopped reading). */
 export const MJPEG_STALL_MS = 30_000;
+/** How often a stream checks that its printer still has this camera (a reload or restart replaces the feed). */
+export const FEED_CHECK_MS = 2_000;
 
 const CRLF = Buffer.from("\r\n");
 
@@ -29,6 +31,8 @@ export interface MjpegViewerHooks {
   /** "web viewer 127.0.0.1:5000", for the broadcast's aggregated "too slow" lines. */
   label: string;
   log: Logger;
+  /** false once the printer's camera is another feed (or none): the stream ends so the page reconnects. */
+  stillCurrent(): boolean;
   /** A part was handed to the connection. */
   sent(bytes: number): void;
   /** The viewer is gone (tab closed, stalled, server stopping); called once. */
@@ -54,12 +58,14 @@ export function mjpegStream(feed: CameraFeed, hooks: MjpegViewerHooks, signal: A
   /** Tells the broadcast the previous part has left, so it may deliver the next one. */
   let acknowledge: (() => void) | undefined;
   let stallTimer: ReturnType<typeof setTimeout> | undefined;
+  let feedCheck: ReturnType<typeof setInterval> | undefined;
   let closed = false;
 
   const close = () => {
     if (closed) return;
     closed = true;
     clearTimeout(stallTimer);
+    clearInterval(feedCheck);
     subscription?.unsubscribe();
     release?.();
     const w = waiting;
@@ -73,6 +79,18 @@ export function mjpegStream(feed: CameraFeed, hooks: MjpegViewerHooks, signal: A
       start(controller) {
         if (signal.aborted) return close();
         signal.addEventListener("abort", close, { once: true });
+        const end = (why: string) => {
+          hooks.log.info(`${hooks.label}: ${why}; closing it`);
+          close();
+          try {
+            controller.close();
+          } catch {
+            // already closed by the server
+          }
+        };
+        feedCheck = setInterval(() => {
+          if (!hooks.stillCurrent()) end("the camera was replaced or removed");
+        }, FEED_CHECK_MS);
         release = feed.claim();
         subscription = feed.frames.subscribe(
           (frame, done) => {
@@ -85,15 +103,7 @@ export function mjpegStream(feed: CameraFeed, hooks: MjpegViewerHooks, signal: A
               return;
             }
             held = delivery;
-            stallTimer ??= setTimeout(() => {
-              hooks.log.info(`${hooks.label} took no frame for ${MJPEG_STALL_MS / 1000} s; closing it`);
-              close();
-              try {
-                controller.error(new Error("viewer stalled"));
-              } catch {
-                // already closed by the server
-              }
-            }, MJPEG_STALL_MS);
+            stallTimer ??= setTimeout(() => end(`took no frame for ${MJPEG_STALL_MS / 1000} s`), MJPEG_STALL_MS);
           },
           { replayLatest: true, label: hooks.label },
         );

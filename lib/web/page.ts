@@ -99,7 +99,7 @@ function card(p) {
 }
 
 function showCamera(c, p, live) {
-  var mode = !p.camera ? "" : live ? "live" : "snapshot";
+  var mode = !p.camera ? "" : (live ? "live " : "snapshot ") + p.camera.id;
   c.view.hidden = !p.camera;
   if (mode === c.mode) return;
   c.mode = mode;
@@ -111,11 +111,12 @@ function showCamera(c, p, live) {
   var img = el("img", "camera");
   img.alt = p.name + " camera";
   c.img = img;
-  var base = mode === "live" ? p.camera.mjpeg : p.camera.snapshot;
+  var streaming = mode.indexOf("live") === 0;
+  var base = streaming ? p.camera.mjpeg : p.camera.snapshot;
   var load = function () { if (c.img === img) { c.failed = false; img.src = base + "?t=" + Date.now(); } };
   img.onload = function () {
     c.none.hidden = true;
-    if (mode === "snapshot") c.timer = setTimeout(load, POLL_MS);
+    if (!streaming) c.timer = setTimeout(load, POLL_MS);
   };
   img.onerror = function () {
     c.failed = true;

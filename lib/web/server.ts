@@ -4,7 +4,7 @@ import { timingSafeEqual } from "node:crypto";
 import type { WebConfig } from "../config.ts";
 import { processLogger, serviceLogger } from "../log.ts";
 import type { Counter, Metrics } from "../core/metrics.ts";
-import type { PrinterRuntime } from "../core/service.ts";
+import type { CameraFeed, PrinterRuntime } from "../core/service.ts";
 import { MJPEG_CONTENT_TYPE, mjpegStream } from "./mjpeg.ts";
 import { STATUS_PAGE } from "./page.ts";
 import { SNAPSHOT_WAIT_MS, takeSnapshot } from "./snapshot.ts";
@@ -34,6 +34,16 @@ interface WebCameraStats {
 
 const cameraPath = (name: string, file: string) => `printers/${encodeURIComponent(name)}/${file}`;
 
+// Each feed gets a number: when a reload or a service restart replaces a printer's camera, the page sees a new
+// number and reconnects its image.
+const feedIds = new WeakMap<CameraFeed, number>();
+let nextFeedId = 1;
+const feedId = (feed: CameraFeed) => {
+  let id = feedIds.get(feed);
+  if (id === undefined) feedIds.set(feed, (id = nextFeedId++));
+  return id;
+};
+
 export function printerSummary(p: PrinterRuntime, webViewers = 0) {
   const feed = p.hub.camera;
   const latest = feed?.frames.latest();
@@ -47,6 +57,7 @@ export function printerSummary(p: PrinterRuntime, webViewers = 0) {
     firmware: p.hub.info.firmware ?? null,
     camera: feed
       ? {
+          id: feedId(feed),
           kind: feed.kind,
           state: feed.state(),
           fps: feed.frameRate(),
@@ -131,6 +142,7 @@ export async function startWeb(options: WebOptions): Promise<WebServer> {
       {
         label: `web viewer ${peer}`,
         log: viewerLog,
+        stillCurrent: () => findPrinter(name)?.hub.camera === feed,
         sent(bytes) {
           s.framesSent.inc();
           s.bytesSent.inc(bytes);
