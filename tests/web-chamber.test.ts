@@ -120,3 +120,37 @@ describe("web camera through the chamber proxy", () => {
     }
   }, 40_000);
 });
+
+test("a snapshot of a printer that cannot be reached answers 503 after the wait, naming the printer", async () => {
+  const unreachable = "127.0.8.23"; // nothing listens there
+  const config = parseConfig(
+    `[[printer]]\nname = "gone"\nhost = "${unreachable}"\nserial = "01P00A000000009"\naccess_code = "12345678"\n` +
+      `bind = "127.0.8.24"\nmodel = "P1S"\nservices = ["camera"]\n`,
+  );
+  const printer = config.printers[0]!;
+  const ca = makeCa("web test CA", "pandaproxy tests");
+  const leaf = makeLeaf(ca, printer.serial, { dns: [], ips: ["127.0.8.24"] });
+  const ctx: ServiceContext = {
+    printer,
+    proxy: config.proxy,
+    tls: { key: leaf.key, cert: leaf.cert + ca.cert, ca: ca.cert },
+    log: serviceLogger(printer.name, "printer"),
+    metrics: createMetrics(),
+    hub: createPrinterHub({ model: "P1S" }),
+  };
+  const chamber = createChamberService(ctx, { lingerMs: LINGER_MS });
+  await chamber.start();
+  const runtime: PrinterRuntime = { config: printer, hub: ctx.hub, services: [chamber], start: async () => {}, stop: async () => {} };
+  const { web, url } = await startTestWeb([runtime], { host: "127.0.8.25", metrics: ctx.metrics });
+  try {
+    const response = await fetch(`${url}/printers/gone/snapshot.jpg`);
+    expect(response.status).toBe(503);
+    const body = await response.text();
+    expect(body).toContain(`printer "gone" (${unreachable})`);
+    expect(body).toContain("gave no picture within 10 s");
+    expect(body).not.toContain("12345678");
+  } finally {
+    await web.stop();
+    await chamber.stop();
+  }
+}, 20_000);
