@@ -21,7 +21,7 @@ const STEADY_RATE = 10;
 const STEADY_SECONDS = 5;
 const BURST_RATE = 1000;
 const BURST_SECONDS = 2;
-const DRAIN_MS = 5_000;
+const DRAIN_MS = 10_000;
 const READY_TIMEOUT_MS = 30_000;
 
 
