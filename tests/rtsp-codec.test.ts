@@ -4,6 +4,9 @@ import { authorizationFor, createAuthenticator, LIVE555_REALM } from "../lib/rts
 import { createRtspParser, encodeFrame, encodeRequest, encodeResponse, header, parseTransport, RtspParseError } from "../lib/rtsp/message.ts";
 import { pathOf } from "../lib/rtsp/server.ts";
 import { startsKeyFrame } from "../lib/rtsp/stream.ts";
+import { ffmpegMissing, relayArgs } from "../lib/rtsp/ffmpeg.ts";
+import { createRtspService } from "../lib/bambu/rtsp.ts";
+import { proxyContext } from "./rtsp-fixtures.ts";
 
 describe("RTSP message codec", () => {
   test("requests, responses and interleaved frames come out whole however the bytes are split", () => {
@@ -87,5 +90,26 @@ describe("H.264 key frame detection", () => {
     expect(startsKeyFrame(Buffer.from([0x7c, 0x85, 1]), true)).toBe(true);
     expect(startsKeyFrame(Buffer.from([0x7c, 0x05, 1]), true)).toBe(false);
     expect(startsKeyFrame(Buffer.from([0x7c, 0x81, 1]), true)).toBe(false);
+  });
+});
+
+describe("FFmpeg arguments and availability", () => {
+  test("P2S gets wall-clock timestamps and a larger probe; others do not", () => {
+    const p2s = relayArgs("rtsp://127.0.0.1:1/streaming/live/1", "rtsp://p:x@127.0.0.1:2/streaming/live/1", "P2S");
+    expect(p2s).toContain("-use_wallclock_as_timestamps");
+    expect(p2s.indexOf("-use_wallclock_as_timestamps")).toBeLessThan(p2s.indexOf("-i"));
+    expect(p2s).toContain("-probesize");
+    const x1c = relayArgs("rtsp://127.0.0.1:1/streaming/live/1", "rtsp://p:x@127.0.0.1:2/streaming/live/1", "X1C");
+    expect(x1c).not.toContain("-use_wallclock_as_timestamps");
+    expect(x1c.slice(x1c.indexOf("-c"), x1c.indexOf("-c") + 2)).toEqual(["-c", "copy"]);
+  });
+
+  test("a missing FFmpeg is a clear startup error, not a crash", async () => {
+    expect(ffmpegMissing("/nonexistent/ffmpeg")).toContain("[proxy] ffmpeg");
+    const ctx = proxyContext({ bind: "127.0.5.30", printerHost: "127.0.5.31", printerRtsp: 322 });
+    const service = createRtspService({ ...ctx, proxy: { ...ctx.proxy, ffmpeg: "/nonexistent/ffmpeg" } });
+    await expect(service.start()).rejects.toThrow(/needs FFmpeg.*not found/);
+    expect(service.status().state).toStartWith("error: FFmpeg not found");
+    await service.stop();
   });
 });

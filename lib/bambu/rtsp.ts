@@ -32,6 +32,8 @@ export interface RtspServiceOptions {
   lingerMs?: number;
   stallTimeoutMs?: number;
   backoffMinMs?: number;
+  /** Sees every RTP packet as our server receives it from FFmpeg (bench/rtsp.ts measures added latency). */
+  onPacket?: (packet: Buffer) => void;
 }
 
 /** Cuts JPEG pictures (FFD8 … FFD9) out of FFmpeg's MJPEG output. */
@@ -63,6 +65,8 @@ export function createRtspService(ctx: ServiceContext, options: RtspServiceOptio
   registerSecret(printer.viewerAccessCode);
   const stream: Stream = createStream(CAMERA_PATH, log);
   const streams = new Map([[CAMERA_PATH, stream]]);
+  const tap = options.onPacket;
+  if (tap) stream.onPacket((_index, packet) => tap(packet));
   const model = modelOf(printer);
   const frames = createLatestBroadcast<CameraFrame>({ log, what: "camera frames" });
   const frameTimes: number[] = [];

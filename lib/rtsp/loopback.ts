@@ -2,7 +2,7 @@
 // with per-run random credentials of its own (never the access code), on 127.0.0.1 only.
 import { randomBytes } from "node:crypto";
 import { listen, type Listening } from "../core/server.ts";
-import type { Logger } from "../log.ts";
+import { registerSecret, type Logger } from "../log.ts";
 import { createAuthenticator } from "./auth.ts";
 import { createRtspServer, type RtspServer } from "./server.ts";
 import type { Stream } from "./stream.ts";
@@ -21,6 +21,9 @@ export interface Loopback {
 export async function startLoopback(log: Logger, streams: Map<string, Stream>): Promise<Loopback> {
   const publisher = { user: "publisher", password: randomBytes(12).toString("hex"), role: "publisher" };
   const reader = { user: "reader", password: randomBytes(12).toString("hex"), role: "internal reader" };
+  // FFmpeg may print its output URL in an error line: keep these out of the logs too.
+  registerSecret(publisher.password);
+  registerSecret(reader.password);
   const server = createRtspServer({
     log,
     streams,
