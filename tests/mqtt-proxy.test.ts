@@ -4,6 +4,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import mqttPacket from "mqtt-packet";
 import { ipv4ToLittleEndian } from "../lib/bambu/mqtt-state.ts";
+import { captureLogs, setupLogging } from "../lib/log.ts";
 import type { SimPrinter } from "../lib/sim/bambu.ts";
 import type { SimMqtt } from "../lib/sim/mqtt.ts";
 import {
@@ -30,6 +31,7 @@ const connectPacket = (extra: Partial<mqttPacket.IConnectPacket> = {}) =>
   mqttPacket.generate({ cmd: "connect", clientId: "raw", protocolId: "MQTT", protocolVersion: 4, clean: true, keepalive: 30, username: "bblp", password: Buffer.from(ACCESS_CODE), ...extra } as mqttPacket.IConnectPacket);
 
 beforeAll(async () => {
+  setupLogging("info", { quiet: true });
   ({ sim, mqtt: simMqtt } = await startSim(SIM_HOST, { mqttMaxClients: 2, mqttReportIntervalMs: 200 }));
   serial = sim.identity.serial;
   report = `device/${serial}/report`;
@@ -180,9 +182,19 @@ describe("MQTT multiplexer: the publish ACL and viewers", () => {
 
 describe("MQTT multiplexer: refusals", () => {
   test("wrong codes and users get CONNACK not authorized", async () => {
-    for (const options of [{ password: "87654321" }, { username: "admin" }, { password: "" }]) {
-      const err = await npmClient(PROXY_HOST, options).catch((e) => e);
-      expect((err as { code?: number }).code).toBe(5);
+    const logs = captureLogs();
+    try {
+      for (const options of [{ password: "87654321" }, { username: "admin" }, { password: "" }]) {
+        const err = await npmClient(PROXY_HOST, options).catch((e) => e);
+        expect((err as { code?: number }).code).toBe(5);
+      }
+    } finally {
+      logs.stop();
+    }
+    expect(logs.lines.filter((l) => l.includes("refused login"))).toHaveLength(3);
+    for (const line of logs.lines) {
+      expect(line).not.toContain("87654321");
+      expect(line).not.toContain(ACCESS_CODE);
     }
   });
 
