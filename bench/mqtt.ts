@@ -2,7 +2,7 @@
 // through pandaproxy and through Debian mosquitto bridging the same report topic. Prints delivery and latency
 // p50/p99 for both. Loopback only (127.0.2.x); pandaproxy and the subscribers run in their own processes so
 // neither side shares an event loop with the measurement.
-//   node_modules/.bin/bun bench/mqtt.ts            (run as root or with CAP_NET_BIND_SERVICE: port 8883)
+//   node_modules/.bin/bun bench/mqtt.ts   (needs Debian mosquitto; takes about a minute)
 import { spawn, type ChildProcess } from "node:child_process";
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
