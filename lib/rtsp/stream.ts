@@ -116,6 +116,8 @@ interface TrackState {
 interface ReaderState {
   reader: StreamReader;
   waitingKey: boolean;
+  /** Waiting for a key frame because it fell behind (not because it just joined): skipped packets count. */
+  dropping: boolean;
   delivered: number;
   dropped: number;
   droppedSinceReport: number;
@@ -229,11 +231,19 @@ export function createStream(path: string, log: Logger): Stream {
         const channels = r.reader.channels[index];
         if (!channels) continue;
         if (r.waitingKey) {
-          if (!key) continue;
+          if (!key) {
+            if (r.dropping) {
+              r.dropped++;
+              r.droppedSinceReport++;
+            }
+            continue;
+          }
           r.waitingKey = false;
+          r.dropping = false;
         }
         if (r.reader.backlog() > MAX_READER_BACKLOG_BYTES) {
           r.waitingKey = true;
+          r.dropping = true;
           r.dropped++;
           r.droppedSinceReport++;
           continue;
@@ -246,7 +256,7 @@ export function createStream(path: string, log: Logger): Stream {
       }
     },
     addReader(reader) {
-      const r: ReaderState = { reader, waitingKey: true, delivered: 0, dropped: 0, droppedSinceReport: 0 };
+      const r: ReaderState = { reader, waitingKey: true, dropping: false, delivered: 0, dropped: 0, droppedSinceReport: 0 };
       readers.add(r);
       if (!reportTimer) {
         reportTimer = setInterval(report, DROP_REPORT_INTERVAL_MS);
