@@ -6,6 +6,8 @@ import { join } from "node:path";
 import { createRtspService } from "../lib/bambu/rtsp.ts";
 import type { Service } from "../lib/core/service.ts";
 import { makeCa, makeLeaf } from "../lib/tls.ts";
+import { captureLogs } from "../lib/log.ts";
+import { DESCRIBE_WAIT_MS } from "../lib/rtsp/server.ts";
 import { ACCESS_CODE, ffmpegDecode, proxyContext, rawClient } from "./rtsp-fixtures.ts";
 
 const PRINTER = "127.0.5.11";
@@ -68,4 +70,25 @@ describe("RTSPS camera through pandaproxy (GStreamer RTSP server as the printer)
     client.close();
     expect(printerSessions).toBe(1);
   });
+
+  test("a printer refusing the access code: clients get 503 at once, the log says why, never the code", async () => {
+    const wrongCtx = proxyContext({ bind: "127.0.5.13", printerHost: PRINTER, printerRtsp: PRINTER_PORT });
+    wrongCtx.printer.accessCode = "99998888";
+    const logs = captureLogs();
+    const wrong = createRtspService(wrongCtx, { lingerMs: 1_000 });
+    await wrong.start();
+    try {
+      const client = await rawClient("127.0.5.13", 322, { user: "bblp", password: "99998888" });
+      const started = performance.now();
+      const response = await client.request("DESCRIBE", `rtsps://127.0.5.13:322${PATH}`);
+      expect(response.status).toBe(503);
+      expect(performance.now() - started).toBeLessThan(DESCRIBE_WAIT_MS);
+      client.close();
+      expect(logs.lines.some((l) => l.includes("refused") && l.includes("access_code"))).toBe(true);
+      expect(logs.lines.some((l) => l.includes("99998888"))).toBe(false);
+    } finally {
+      logs.stop();
+      await wrong.stop();
+    }
+  }, 30_000);
 });

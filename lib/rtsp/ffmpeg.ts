@@ -151,7 +151,9 @@ export function createPublisher(options: PublisherOptions): Publisher {
         child.kill();
         await child.exited;
         if (current === child) current = undefined;
-        if (options.loginRefused?.()) throw new LoginRefused((error as Error).message);
+        const refused = options.loginRefused?.() ?? false;
+        options.stream.failWaiters(refused ? "the printer refused the access code" : (error as Error).message);
+        if (refused) throw new LoginRefused((error as Error).message);
         throw error;
       }
       return {

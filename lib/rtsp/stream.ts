@@ -48,8 +48,10 @@ export interface Stream {
   ingest(index: number, packet: Buffer, rtcp: boolean): void;
   addReader(reader: StreamReader): ReaderHandle;
   readonly readers: number;
-  /** Resolves once the stream is live, or rejects after `timeoutMs`. */
+  /** Resolves once the stream is live, or rejects after `timeoutMs` or when `failWaiters` is called. */
   whenLive(timeoutMs: number): Promise<void>;
+  /** The publisher could not start (e.g. the printer refused the login): waiting readers hear it now. */
+  failWaiters(reason: string): void;
   /** Ask for a publisher (FFmpeg starts on demand); call the returned function when done. */
   claim(): () => void;
   setDemand(demand: (() => () => void) | undefined): void;
@@ -132,7 +134,7 @@ export function createStream(path: string, log: Logger): Stream {
   let demand: (() => () => void) | undefined;
   const state: TrackState[] = [];
   const readers = new Set<ReaderState>();
-  const waiters = new Set<() => void>();
+  const waiters = new Set<(failure?: string) => void>();
   const listeners = new Set<(index: number, packet: Buffer) => void>();
   let reportTimer: ReturnType<typeof setInterval> | undefined;
 
@@ -285,10 +287,11 @@ export function createStream(path: string, log: Logger): Stream {
     whenLive(timeoutMs) {
       if (live) return Promise.resolve();
       return new Promise((resolve, reject) => {
-        const wake = () => {
+        const wake = (failure?: string) => {
           clearTimeout(timer);
           waiters.delete(wake);
-          resolve();
+          if (failure) reject(new Error(failure));
+          else resolve();
         };
         const timer = setTimeout(() => {
           waiters.delete(wake);
@@ -296,6 +299,9 @@ export function createStream(path: string, log: Logger): Stream {
         }, timeoutMs);
         waiters.add(wake);
       });
+    },
+    failWaiters(reason) {
+      for (const wake of [...waiters]) wake(reason);
     },
     claim() {
       return demand ? demand() : () => {};
