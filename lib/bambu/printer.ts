@@ -6,11 +6,13 @@ import { createMqttService } from "./mqtt.ts";
 import { createBindService } from "./bind.ts";
 import { createSsdpService } from "./ssdp.ts";
 import { createFtpService } from "./ftp.ts";
+import { createCameraServices } from "./camera.ts";
 
 type Factory = (ctx: ServiceContext) => Service[];
 
 /** Service name in printers.toml -> the services it runs. */
 const FACTORIES: Partial<Record<ServiceName, Factory>> = {
+  camera: createCameraServices,
   mqtt: (ctx) => [createMqttService(ctx)],
   bind: (ctx) => [createBindService(ctx)],
   ssdp: (ctx) => [createSsdpService(ctx)],
