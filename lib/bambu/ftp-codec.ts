@@ -32,7 +32,7 @@ export function parseCommand(line: string): FtpCommand {
 export function formatReply(code: number, ...lines: string[]): string {
   if (lines.length <= 1) return `${code} ${lines[0] ?? ""}\r\n`;
   const last = lines.length - 1;
-  return lines.map((l, i) => (i === 0 ? `${code}-${l}` : i === last ? `${code} ${l}` : ` ${l}`)).join("\r\n") + "\r\n";
+  return lines.map((l, i) => (i === 0 ? `${code}-${l}` : i === last ? `${code} ${l}` : l)).join("\r\n") + "\r\n";
 }
 
 /** A reply exactly as it arrived (for passing the printer's replies through unchanged). */

@@ -34,6 +34,8 @@ export interface SimFtpService extends SimService {
   /** Control sessions open now, and the most ever open at once (tests prove limits with it). */
   readonly sessions: number;
   readonly peakSessions: number;
+  /** Control connections accepted in total (whether or not they logged in). */
+  readonly connections: number;
   /** Data connections refused because they did not resume the session. */
   readonly reuseRefusals: number;
 }
@@ -59,9 +61,11 @@ export const startSimulatedFtp: SimStarter = async (identity: SimIdentity, optio
   let sessions = 0;
   let peakSessions = 0;
   let reuseRefusals = 0;
+  let connections = 0;
 
   const control = createServer((raw) => {
     sockets.add(raw);
+    connections++;
     raw.on("close", () => sockets.delete(raw));
     raw.on("error", () => {});
     tls.secure(raw).then((socket) => runSession(socket, raw), (e) => log.debug(`control handshake: ${e.message}`));
@@ -429,6 +433,9 @@ export const startSimulatedFtp: SimStarter = async (identity: SimIdentity, optio
     },
     get peakSessions() {
       return peakSessions;
+    },
+    get connections() {
+      return connections;
     },
     get reuseRefusals() {
       return reuseRefusals;

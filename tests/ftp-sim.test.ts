@@ -1,0 +1,81 @@
+// The simulated printer's FTPS server against curl and Python ftplib: session reuse required, limits, PORT.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { createHash, randomBytes } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { connect as tlsConnect } from "node:tls";
+import { startSimulatedBambu, type SimPrinter } from "../lib/sim/bambu.ts";
+import type { SimFtpService } from "../lib/sim/ftp.ts";
+
+const HOST = "127.0.3.10";
+const CODE = "12345678";
+const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
+
+export async function run(cmd: string[]): Promise<{ code: number; out: string; err: string }> {
+  const p = Bun.spawn(cmd, { stdout: "pipe", stderr: "pipe" });
+  const [out, err] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text()]);
+  return { code: await p.exited, out, err };
+}
+
+describe("simulated printer FTPS", () => {
+  let sim: SimPrinter;
+  let ftp: SimFtpService;
+  let dir: string;
+  beforeAll(async () => {
+    sim = await startSimulatedBambu({ host: HOST, services: ["ftp"], accessCode: CODE });
+    ftp = sim.service<SimFtpService>("ftp")!;
+    dir = mkdtempSync(join(tmpdir(), "pp-ftp-sim-"));
+  });
+  afterAll(async () => {
+    await sim.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test("curl with session reuse uploads and downloads (SHA-256 verified)", async () => {
+    const body = randomBytes(1_500_000);
+    writeFileSync(join(dir, "in.bin"), body);
+    const up = await run(["curl", "-sS", "-k", "-u", `bblp:${CODE}`, "-T", join(dir, "in.bin"), `ftps://${HOST}/job.3mf`]);
+    expect(up.err).toBe("");
+    expect(sha(readFileSync(join(ftp.root, "job.3mf")))).toBe(sha(body));
+    const down = await run(["curl", "-sS", "-k", "-u", `bblp:${CODE}`, "-o", join(dir, "out.bin"), `ftps://${HOST}/job.3mf`]);
+    expect(down.code).toBe(0);
+    expect(sha(readFileSync(join(dir, "out.bin")))).toBe(sha(body));
+  });
+
+  test("a client that does not reuse the session gets 522 (curl --no-sessionid, ftplib without session)", async () => {
+    const before = ftp.reuseRefusals;
+    const curl = await run(["curl", "-v", "-sS", "-k", "--no-sessionid", "-u", `bblp:${CODE}`, `ftps://${HOST}/`]);
+    expect(curl.code).not.toBe(0);
+    const py = await run(["python3", "tests/ftp-client.py", HOST, "990", "bblp", CODE, "pasv", "0", "nlst"]);
+    expect(py.code).not.toBe(0);
+    expect(py.err).toContain("522 SSL connection failed: session reuse required");
+    expect(ftp.reuseRefusals).toBe(before + 2);
+    const reused = await run(["python3", "tests/ftp-client.py", HOST, "990", "bblp", CODE, "pasv", "1", "nlst"]);
+    expect(reused.out).toContain("job.3mf");
+  });
+
+  test("wrong access code: 530; PORT is not implemented (500), as on the printers", async () => {
+    const wrong = await run(["curl", "-sS", "-k", "-u", "bblp:00000000", `ftps://${HOST}/`]);
+    expect(wrong.err).toContain("530");
+    const port = await run(["python3", "tests/ftp-client.py", HOST, "990", "bblp", CODE, "port", "1", "nlst"]);
+    expect(port.err).toContain("500 Unknown command.");
+  });
+
+  test("at most two sessions: a third is refused with 421", async () => {
+    const open = () =>
+      new Promise<{ close(): void; greeting: Promise<string> }>((resolve) => {
+        const s = tlsConnect({ host: HOST, port: 990, rejectUnauthorized: false });
+        const greeting = new Promise<string>((r) => s.once("data", (b) => r(b.toString())));
+        s.on("error", () => {});
+        s.once("secureConnect", () => resolve({ close: () => s.destroy(), greeting }));
+      });
+    const a = await open();
+    const b = await open();
+    expect(await a.greeting).toStartWith("220");
+    expect(await b.greeting).toStartWith("220");
+    const c = await open();
+    expect(await c.greeting).toStartWith("421");
+    for (const s of [a, b, c]) s.close();
+  });
+});
