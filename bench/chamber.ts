@@ -1,0 +1,200 @@
+// Chamber camera benchmark: a simulated P1S sending 30 frames/s of ~100 KB, pandaproxy's chamber proxy in a
+// child process, and 1, 10, 50 and 100 TLS viewers. Prints frames delivered per viewer, added latency p50/p99
+// (the simulator stamps each JPEG with its sequence number and the time it wrote it) and the proxy's CPU and RSS.
+// Run: node_modules/.bin/bun bench/chamber.ts [--seconds 10] [--viewers 1,10,50,100] [--fps 30]
+import { spawn, type ChildProcess } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { connect as tlsConnect, type TLSSocket } from "node:tls";
+import { parseArgs } from "node:util";
+import { encodeLogin, FRAME_HEADER_SIZE } from "../lib/bambu/chamber-codec.ts";
+
+const SIM_HOST = "127.0.4.100";
+const PROXY_HOST = "127.0.4.101";
+const PORT = 6000;
+const ACCESS_CODE = "12345678";
+const WARMUP_MS = 2_000;
+const CLOCK_TICKS_PER_SECOND = 100;
+const STAMP_BYTES = 64;
+
+const { values } = parseArgs({
+  options: {
+    role: { type: "string", default: "main" },
+    seconds: { type: "string", default: "10" },
+    viewers: { type: "string", default: "1,10,50,100" },
+    fps: { type: "string", default: "30" },
+  },
+});
+
+async function runSimulator(): Promise<void> {
+  const { startSimulatedBambu } = await import("../lib/sim/bambu.ts");
+  await startSimulatedBambu({
+    host: SIM_HOST, model: "P1S", name: "bench-p1s", accessCode: ACCESS_CODE, services: ["chamber"],
+    cameraFps: Number(values.fps), cameraMaxViewers: 2,
+  });
+  console.log("ready");
+}
+
+async function runProxy(): Promise<void> {
+  const { parseConfig } = await import("../lib/config.ts");
+  const { createMetrics } = await import("../lib/core/metrics.ts");
+  const { createPrinterHub } = await import("../lib/core/service.ts");
+  const { serviceLogger, setupLogging } = await import("../lib/log.ts");
+  const { makeCa, makeLeaf } = await import("../lib/tls.ts");
+  const { createChamberService } = await import("../lib/bambu/chamber.ts");
+  setupLogging("warn");
+  const config = parseConfig(
+    `[[printer]]\nname = "bench"\nhost = "${SIM_HOST}"\nserial = "01P00A000000001"\naccess_code = "${ACCESS_CODE}"\nbind = "${PROXY_HOST}"\nmodel = "P1S"\n`,
+  );
+  const printer = config.printers[0]!;
+  const ca = makeCa("bench CA", "pandaproxy bench");
+  const leaf = makeLeaf(ca, printer.serial, { dns: [], ips: [PROXY_HOST] });
+  const service = createChamberService({
+    printer, proxy: config.proxy, tls: { key: leaf.key, cert: leaf.cert + ca.cert, ca: ca.cert },
+    log: serviceLogger(printer.name, "printer"), metrics: createMetrics(), hub: createPrinterHub({}),
+  });
+  await service.start();
+  console.log("ready");
+}
+
+function child(role: string): Promise<ChildProcess> {
+  const proc = spawn(process.execPath, [import.meta.path, "--role", role, "--fps", values.fps!], { stdio: ["ignore", "pipe", "inherit"] });
+  return new Promise((resolve, reject) => {
+    proc.stdout!.on("data", (d: Buffer) => {
+      if (d.toString().includes("ready")) resolve(proc);
+    });
+    proc.once("exit", (code) => reject(new Error(`${role} exited with ${code}`)));
+  });
+}
+
+interface Received {
+  sequence: number;
+  latencyMs: number;
+}
+
+/** A viewer that counts frames without copying them: reads the header, then skips the JPEG, keeping its stamp. */
+function viewer(host: string, onFrame: (frame: Received) => void, onBytes: (n: number) => void): { socket: TLSSocket } {
+  const socket = tlsConnect({ host, port: PORT, rejectUnauthorized: false }, () => {
+    socket.write(encodeLogin({ username: "bblp", accessCode: ACCESS_CODE }));
+  });
+  socket.on("error", () => {});
+  let header = Buffer.alloc(0);
+  let remaining = 0;
+  let stamp = Buffer.alloc(0);
+  socket.on("data", (chunk: Buffer) => {
+    onBytes(chunk.length);
+    let offset = 0;
+    while (offset < chunk.length) {
+      if (remaining === 0) {
+        const take = Math.min(FRAME_HEADER_SIZE - header.length, chunk.length - offset);
+        header = Buffer.concat([header, chunk.subarray(offset, offset + take)]);
+        offset += take;
+        if (header.length === FRAME_HEADER_SIZE) {
+          remaining = header.readUInt32LE(0);
+          header = Buffer.alloc(0);
+          stamp = Buffer.alloc(0);
+        }
+        continue;
+      }
+      const take = Math.min(remaining, chunk.length - offset);
+      if (stamp.length < STAMP_BYTES) stamp = Buffer.concat([stamp, chunk.subarray(offset, offset + Math.min(take, STAMP_BYTES - stamp.length))]);
+      offset += take;
+      remaining -= take;
+      if (remaining === 0) {
+        const now = performance.timeOrigin + performance.now();
+        const text = stamp.length > 6 ? stamp.subarray(6, 4 + stamp.readUInt16BE(4)).toString("latin1") : "";
+        const [, sequence, writtenAt] = text.split(" ");
+        onFrame({ sequence: Number(sequence), latencyMs: now - Number(writtenAt) });
+      }
+    }
+  });
+  return { socket };
+}
+
+function cpuTicks(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  return Number(fields[11]) + Number(fields[12]); // utime, stime
+}
+
+function rssMb(pid: number): { rss: number; peak: number } {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const kb = (key: string) => Number(new RegExp(`${key}:\\s+(\\d+)`).exec(status)?.[1] ?? 0);
+  return { rss: kb("VmRSS") / 1024, peak: kb("VmHWM") / 1024 };
+}
+
+const percentile = (sorted: number[], p: number) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((sorted.length - 1) * p))]! : NaN);
+
+async function measure(host: string, count: number, seconds: number, proxyPid?: number) {
+  const perViewer: Received[][] = Array.from({ length: count }, () => []);
+  let measuring = false;
+  let bytes = 0;
+  const viewers = perViewer.map((frames) => viewer(host, (f) => measuring && frames.push(f), (n) => void (measuring && (bytes += n))));
+  await Bun.sleep(WARMUP_MS);
+  const ticksBefore = proxyPid ? cpuTicks(proxyPid) : 0;
+  let rssMax = 0;
+  const sampler = setInterval(() => {
+    if (proxyPid) rssMax = Math.max(rssMax, rssMb(proxyPid).rss);
+  }, 500);
+  measuring = true;
+  const started = performance.now();
+  await Bun.sleep(seconds * 1000);
+  measuring = false;
+  const elapsed = (performance.now() - started) / 1000;
+  clearInterval(sampler);
+  const cpu = proxyPid ? ((cpuTicks(proxyPid) - ticksBefore) / CLOCK_TICKS_PER_SECOND / elapsed) * 100 : NaN;
+  const memory = proxyPid ? rssMb(proxyPid) : { rss: NaN, peak: NaN };
+  for (const v of viewers) v.socket.destroy();
+
+  // Frames the printer made during the window: from the first to the last sequence any viewer saw.
+  const all = perViewer.flat();
+  const first = Math.min(...all.map((f) => f.sequence));
+  const last = Math.max(...all.map((f) => f.sequence));
+  const made = last - first + 1;
+  const delivered = perViewer.map((frames) => new Set(frames.map((f) => f.sequence)).size / made);
+  const latencies = all.map((f) => f.latencyMs).sort((a, b) => a - b);
+  return {
+    count, made, elapsed, megabytesPerSecond: bytes / elapsed / 1e6,
+    minDelivered: Math.min(...delivered), meanDelivered: delivered.reduce((a, b) => a + b, 0) / delivered.length,
+    p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99),
+    cpu, rss: Math.max(rssMax, memory.rss), peak: memory.peak,
+  };
+}
+
+async function runBenchmark(): Promise<void> {
+  const seconds = Number(values.seconds);
+  const counts = values.viewers!.split(",").map(Number);
+  const sim = await child("sim");
+  const proxy = await child("proxy");
+  const cleanup = () => {
+    sim.kill();
+    proxy.kill();
+  };
+  process.once("SIGINT", () => {
+    cleanup();
+    process.exit(130);
+  });
+  try {
+    console.log(`chamber camera: simulated P1S at ${values.fps} frames/s, 1280x720 JPEGs of ~100 KB, ${seconds} s per round (after ${WARMUP_MS / 1000} s warm-up)`);
+    const direct = await measure(SIM_HOST, 1, seconds);
+    console.log(`baseline, 1 viewer straight to the simulator: latency p50 ${direct.p50.toFixed(1)} ms, p99 ${direct.p99.toFixed(1)} ms, ${direct.made} frames made`);
+    console.log("");
+    console.log("viewers | frames made | delivered per viewer min / mean | latency p50 / p99 ms | added p50 / p99 ms | to viewers MB/s | proxy CPU | proxy RSS MB (peak)");
+    for (const count of counts) {
+      const r = await measure(PROXY_HOST, count, seconds, proxy.pid);
+      const cells = [
+        String(count).padStart(7), String(r.made).padStart(11),
+        `${(r.minDelivered * 100).toFixed(1)}% / ${(r.meanDelivered * 100).toFixed(1)}%`.padStart(31),
+        `${r.p50.toFixed(1)} / ${r.p99.toFixed(1)}`.padStart(19), `${(r.p50 - direct.p50).toFixed(1)} / ${(r.p99 - direct.p99).toFixed(1)}`.padStart(17),
+        r.megabytesPerSecond.toFixed(0).padStart(15), `${r.cpu.toFixed(0)}%`.padStart(9), `${r.rss.toFixed(0)} (${r.peak.toFixed(0)})`.padStart(18),
+      ];
+      console.log(cells.join(" | "));
+      await Bun.sleep(1_000);
+    }
+  } finally {
+    cleanup();
+  }
+  process.exit(0);
+}
+
+if (values.role === "sim") await runSimulator();
+else if (values.role === "proxy") await runProxy();
+else await runBenchmark();
