@@ -7,16 +7,11 @@ import { join } from "node:path";
 import { connect as tlsConnect } from "node:tls";
 import { startSimulatedBambu, type SimPrinter } from "../lib/sim/bambu.ts";
 import type { SimFtpService } from "../lib/sim/ftp.ts";
+import { run } from "./ftp-helpers.ts";
 
 const HOST = "127.0.3.10";
 const CODE = "12345678";
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
-
-export async function run(cmd: string[]): Promise<{ code: number; out: string; err: string }> {
-  const p = Bun.spawn(cmd, { stdout: "pipe", stderr: "pipe" });
-  const [out, err] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text()]);
-  return { code: await p.exited, out, err };
-}
 
 describe("simulated printer FTPS", () => {
   let sim: SimPrinter;

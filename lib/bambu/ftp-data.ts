@@ -134,7 +134,9 @@ export function pump(source: Socket, destination: Socket): Pump {
   source.once("close", () => settle(source.readableEnded ? "end" : "source failed"));
   destination.once("error", () => settle("destination failed"));
   destination.once("close", () => settle("destination failed"));
-  source.resume();
+  // A short transfer (an empty file) may have ended while the other side's handshake was running.
+  if (source.readableEnded) settle("end");
+  else source.resume();
   return {
     get bytes() {
       return bytes;

@@ -469,10 +469,11 @@ function isLocal(verb: string): boolean {
 
 /** Resets a printer data connection so a partial upload is reported as failed, never complete. */
 function abortPrinterSide(data: TLSSocket, raw: Socket): void {
-  data.destroy();
+  // The TCP reset must come first: a TLS-level close would reach vsftpd as a clean end of file.
   const resettable = raw as Socket & { resetAndDestroy?: () => void };
   if (typeof resettable.resetAndDestroy === "function") resettable.resetAndDestroy();
   else raw.destroy();
+  data.destroy();
 }
 
 /** Ends our side of a download (close_notify, then FIN) without waiting forever for the client. */
