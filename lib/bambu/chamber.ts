@@ -10,10 +10,10 @@ import { listen, readExactly, type Listening } from "../core/server.ts";
 import type { CameraFeed, CameraFrame, Service, ServiceContext, ServiceStatus } from "../core/service.ts";
 import { createUpstream, LoginRefused, type Link } from "../core/upstream.ts";
 import { printerClientTlsOptions, serverTlsOptions } from "../tls.ts";
-import { createFrameParser, decodeLogin, encodeFrameHeader, encodeLogin, LOGIN_SIZE, loginMatches } from "./chamber-codec.ts";
+import { createFrameParser, decodeLogin, encodeFrameHeader, encodeLogin, FRAME_HEADER_SIZE, LOGIN_SIZE, loginMatches } from "./chamber-codec.ts";
 
 export const VIEWER_LOGIN_TIMEOUT_MS = 10_000;
-/** A viewer that takes not one frame in this long is gone (or wedged): close it. */
+/** A viewer that takes not one frame in this long is gone (or wedged): close it (checked every second). */
 export const VIEWER_STALL_TIMEOUT_MS = 30_000;
 /** Viewers stay connected through upstream drops shorter than this; then they are closed so they notice. */
 export const NO_FRAMES_CLOSE_MS = 30_000;
@@ -40,7 +40,8 @@ interface Viewer {
   socket: Socket;
   log: Logger;
   joinedAt: number;
-  stallTimer?: ReturnType<typeof setTimeout>;
+  /** When the frame being written started; undefined while the viewer has taken everything. */
+  busySince?: number;
 }
 
 export function createChamberService(ctx: ServiceContext, options: ChamberOptions = {}): Service {
@@ -188,7 +189,10 @@ export function createChamberService(ctx: ServiceContext, options: ChamberOption
   const watch = () => {
     const now = Date.now();
     for (const viewer of viewers) {
-      if (now - Math.max(lastFrameAt, viewer.joinedAt) > noFramesCloseMs) {
+      if (viewer.busySince !== undefined && now - viewer.busySince > stallTimeoutMs) {
+        viewer.log.warn(`closing: the viewer accepted nothing for ${Math.round(stallTimeoutMs / 1000)} s`);
+        viewer.socket.destroy();
+      } else if (now - Math.max(lastFrameAt, viewer.joinedAt) > noFramesCloseMs) {
         const why = upstream.lastError ? ` (${upstream.lastError})` : "";
         viewer.log.warn(`closing: no frames from the printer for ${Math.round(noFramesCloseMs / 1000)} s; upstream ${upstream.state}${why}`);
         viewer.socket.destroy();
@@ -207,20 +211,16 @@ export function createChamberService(ctx: ServiceContext, options: ChamberOption
         if (socket.destroyed) return;
         // Separate writes on an idle socket become separate TLS records: strict clients read the header alone.
         socket.write(frame.header ?? encodeFrameHeader(frame.jpeg.length));
-        viewer.stallTimer = setTimeout(() => {
-          viewerLog.warn(`closing: the viewer accepted nothing for ${Math.round(stallTimeoutMs / 1000)} s`);
-          socket.destroy();
-        }, stallTimeoutMs);
+        viewer.busySince = Date.now();
         socket.write(frame.jpeg, () => {
-          clearTimeout(viewer.stallTimer);
-          bytesOut.inc(frame.jpeg.length + 16);
+          viewer.busySince = undefined;
+          bytesOut.inc(frame.jpeg.length + FRAME_HEADER_SIZE);
           done();
         });
       },
       { replayLatest: true, label: `viewer ${peer}` },
     );
     socket.once("close", () => {
-      clearTimeout(viewer.stallTimer);
       subscription.unsubscribe();
       viewers.delete(viewer);
       release();
