@@ -102,6 +102,23 @@ export interface ServiceContext {
 
 export type ServiceFactory = (ctx: ServiceContext) => Service;
 
+/** printers.toml service name -> the services it runs (one name may run several, e.g. camera + tunnel). */
+export type ServiceFactories = Partial<Record<string, (ctx: ServiceContext) => Service[]>>;
+
+/** The services a printer entry asks for, built from its brand's factories. */
+export function buildServices(ctx: ServiceContext, factories: ServiceFactories): Service[] {
+  const services: Service[] = [];
+  for (const name of ctx.printer.services) {
+    const factory = factories[name];
+    if (!factory) {
+      ctx.log.warn(`service "${name}" is not available in this version of pandaproxy; skipped`);
+      continue;
+    }
+    services.push(...factory(ctx));
+  }
+  return services;
+}
+
 export interface PrinterRuntime {
   readonly config: PrinterConfig;
   readonly hub: PrinterHub;

@@ -4,8 +4,10 @@ import { readFileSync } from "node:fs";
 import { parse as parseToml } from "smol-toml";
 import { ConfigErrors, isIPv4, suggest, type Ports } from "../config.ts";
 import { findModel } from "../bambu/models.ts";
+import type { SimOptions } from "./types.ts";
 
-export interface SimEntry {
+/** One [[printer]] of sim.toml: who the printer is, plus the simulator's knobs (SimOptions). */
+export interface SimEntry extends SimOptions {
   type: "bambu" | "flashforge";
   name?: string;
   model?: string;
@@ -15,14 +17,6 @@ export interface SimEntry {
   host: string;
   ports: Partial<Ports>;
   services?: string[];
-  mqttMaxClients?: number;
-  ftpMaxSessions?: number;
-  ftpRoot?: string;
-  cameraFps?: number;
-  cameraWidth?: number;
-  cameraHeight?: number;
-  cameraMaxViewers?: number;
-  ssdpTargets?: string[];
 }
 
 const KEYS: Record<string, "string" | "number" | "strings" | "ports"> = {
