@@ -20,13 +20,22 @@ export const command: Command = {
     setupLogging(values.verbose ? "debug" : config.proxy.logLevel);
     const log = processLogger();
     log.info(`${versionString()} starting with ${config.file}`);
+    // SIGHUP's default action ends the process: hold a reload asked for while we start, run it once started.
+    let reloadAsked = false;
+    const earlyHup = () => {
+      reloadAsked = true;
+    };
+    process.on("SIGHUP", earlyHup);
     let supervisor;
     try {
       supervisor = await startSupervisor(config, { configFile: resolveConfigPath(values.config as string | undefined), watchSignals: true, verbose: Boolean(values.verbose) });
     } catch (error) {
       log.error(`cannot start: ${(error as Error).message}`);
       return EXIT_FAILURE;
+    } finally {
+      process.off("SIGHUP", earlyHup);
     }
+    if (reloadAsked) void supervisor.reload();
     await waitForStopSignal();
     log.info("stopping");
     await supervisor.stop();
