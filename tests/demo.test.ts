@@ -86,10 +86,13 @@ describe("pandaproxy demo", () => {
     expect(printers.map((p) => p.name)).toContain("p1s");
     expect(printers.map((p) => p.name)).toContain("ad5m");
 
-    const snapshot = await fetch("http://127.0.0.1:18181/printers/p1s/snapshot.jpg");
-    expect(snapshot.status).toBe(200);
-    const jpeg = Buffer.from(await snapshot.arrayBuffer());
-    expect(jpeg.subarray(0, 2)).toEqual(Buffer.from([0xff, 0xd8]));
+    // Every camera kind reaches the web page: chamber (P1S), RTSPS through FFmpeg (X1C), MJPEG (Adventurer 5M).
+    for (const name of ["p1s", "x1c", "ad5m"]) {
+      const snapshot = await fetch(`http://127.0.0.1:18181/printers/${name}/snapshot.jpg`);
+      expect(`${name}: ${snapshot.status}`).toBe(`${name}: 200`);
+      const jpeg = Buffer.from(await snapshot.arrayBuffer());
+      expect(jpeg.subarray(0, 2)).toEqual(Buffer.from([0xff, 0xd8]));
+    }
 
     demo.child.kill("SIGINT");
     const code = await Promise.race([exitOf(demo.child), new Promise((r) => setTimeout(() => r("timeout"), 10_000))]);
