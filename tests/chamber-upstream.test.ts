@@ -50,7 +50,7 @@ describe("chamber upstream against a printer the test controls", () => {
   const printer = fakePrinter();
   const services: Service[] = [];
   const viewers: TestViewer[] = [];
-  let port = 6000;
+  const port = 6000;
   const proxyFor = async (name: string, options: ChamberOptions, accessCode?: string) => {
     const ctx = proxyContext({ name, proxy: `127.0.4.${41 + services.length}`, printer: FAKE, printerPort: FAKE_PORT, accessCode });
     const service = createChamberService(ctx, options);
