@@ -31,8 +31,9 @@ main { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(100%, 
 .dot { flex: none; display: inline-block; width: .6rem; height: .6rem; border-radius: 50%; margin: .4em .35rem 0 0; background: var(--muted); }
 .st .dot { margin-right: 0; }
 .dot.ok { background: var(--ok); } .dot.warn { background: var(--warn); } .dot.bad { background: var(--bad); }
-table { width: 100%; border-collapse: collapse; font-size: .88rem; }
-th, td { text-align: left; padding: .3rem .8rem; border-bottom: 1px solid var(--line); vertical-align: top; }
+table { width: 100%; border-collapse: collapse; font-size: .88rem; table-layout: fixed; }
+th:nth-child(1) { width: 31%; } th:nth-child(3) { width: 3.6rem; } th:nth-child(3), td.num { padding-left: .2rem; padding-right: .5rem; }
+th, td { text-align: left; padding: .3rem .5rem; border-bottom: 1px solid var(--line); vertical-align: top; }
 th { color: var(--muted); font-weight: 500; }
 td { overflow-wrap: break-word; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
@@ -56,9 +57,11 @@ function el(tag, cls, text) {
 }
 function health(state) {
   if (!state) return "";
-  if (/^(connected|listening|running|streaming)/.test(state)) return "ok";
-  if (/^(connecting|backoff|idle|waiting)/.test(state)) return "warn";
-  return "bad";
+  if (/^(connected|listening|running|streaming|announcing|printer answered)/.test(state)) return "ok";
+  if (/^(connecting|backoff|idle|waiting|detecting)/.test(state)) return "warn";
+  // Services describe their state in words ("0 printer sessions, 0 busy"): only failures are red.
+  if (/error|fail|refused|stopped|unreachable|cannot/i.test(state)) return "bad";
+  return "";
 }
 function age(ms) {
   if (ms === null || ms === undefined) return "no frame yet";
