@@ -2,7 +2,8 @@
 // printer (opened on demand, closed after a linger) feeds them all. Each viewer gets the printer's 16-byte header
 // as its own TLS record and then the JPEG, always the newest frame: a slow viewer skips frames, never delays
 // others. The same frames feed the web page through the printer hub's CameraFeed.
-import { connect as tlsConnect, type TLSSocket } from "node:tls";
+import type { TLSSocket } from "node:tls";
+import { connectToPrinter, dropPrinterSocket } from "../core/printer-socket.ts";
 import type { Socket } from "node:net";
 import { registerSecret, serviceLogger, type Logger } from "../log.ts";
 import { createLatestBroadcast } from "../core/broadcast.ts";
@@ -80,14 +81,14 @@ export function createChamberService(ctx: ServiceContext, options: ChamberOption
 
   const connect = () =>
     new Promise<Link<TLSSocket>>((resolve, reject) => {
-      const socket = tlsConnect({ ...printerClientTlsOptions(printer), port: printer.printerPorts.chamber });
+      const socket = connectToPrinter({ ...printerClientTlsOptions(printer), port: printer.printerPorts.chamber });
       let settled = false;
       let loggedIn = false;
       let badInARow = 0;
       let endReason: unknown;
       let resolveClosed: (reason: unknown) => void = () => {};
       const closed = new Promise<unknown>((done) => (resolveClosed = done));
-      const link: Link<TLSSocket> = { connection: socket, closed, close: () => socket.destroy() };
+      const link: Link<TLSSocket> = { connection: socket, closed, close: () => dropPrinterSocket(socket) };
       let timer = setTimeout(
         () => fail(new Error(`no TLS handshake within ${UPSTREAM_HANDSHAKE_TIMEOUT_MS / 1000} s (the camera may be serving its maximum of viewers: close Bambu Studio, Home Assistant or other viewers that connect to the printer directly)`)),
         UPSTREAM_HANDSHAKE_TIMEOUT_MS,
@@ -96,7 +97,7 @@ export function createChamberService(ctx: ServiceContext, options: ChamberOption
         if (settled) return;
         settled = true;
         clearTimeout(timer);
-        socket.destroy();
+        dropPrinterSocket(socket);
         reject(error);
       };
       const lostStep = (reason: string) => {
@@ -104,14 +105,14 @@ export function createChamberService(ctx: ServiceContext, options: ChamberOption
         if (!settled) return fail(new Error(`stream out of sync: ${reason}`));
         if (upstream.current() === socket) return upstream.reconnect(`stream out of sync: ${reason}`);
         endReason = new Error(`stream out of sync: ${reason}`);
-        socket.destroy();
+        dropPrinterSocket(socket);
       };
       // Silence after the first frame: the printer is gone without a FIN (Wi-Fi dropped, power cut).
       const watchSilence = () => {
         clearTimeout(timer);
         timer = setTimeout(() => {
           endReason = new Error(`no data for ${UPSTREAM_SILENCE_TIMEOUT_MS / 1000} s`);
-          socket.destroy();
+          dropPrinterSocket(socket);
         }, UPSTREAM_SILENCE_TIMEOUT_MS);
       };
       const parser = createFrameParser((event) => {

@@ -1,7 +1,8 @@
 // The printer side of the FTPS proxy: logged-in control sessions to the printer's vsftpd, few of them (the
 // printer allows very few), lent to one client command at a time. Clients wait in a queue, uploads first;
 // a session nobody used for PRINTER_IDLE_CLOSE_MS is closed.
-import { connect as tlsConnect, type TLSSocket } from "node:tls";
+import type { TLSSocket } from "node:tls";
+import { connectToPrinter, dropPrinterSocket } from "../core/printer-socket.ts";
 import type { PrinterConfig } from "../config.ts";
 import type { Logger } from "../log.ts";
 import { printerClientTlsOptions } from "../tls.ts";
@@ -45,7 +46,7 @@ export async function openPrinterSession(printer: PrinterConfig, log: Logger): P
   let tlsSession: Buffer | undefined;
   const describe = `printer FTPS ${printer.host}:${printer.printerPorts.ftp}`;
 
-  const socket = tlsConnect({ ...printerClientTlsOptions(printer), port: printer.printerPorts.ftp });
+  const socket = connectToPrinter({ ...printerClientTlsOptions(printer), port: printer.printerPorts.ftp });
   socket.on("session", (s: Buffer) => (tlsSession = s));
   const failAll = (error: Error) => {
     closed = true;
@@ -58,9 +59,9 @@ export async function openPrinterSession(printer: PrinterConfig, log: Logger): P
     if (w) w.resolve(reply);
     else if (reply.code === 421) {
       log.info(`${describe} closed an idle session: ${replyMessage(reply)}`);
-      socket.destroy();
+      dropPrinterSocket(socket);
     } else replies.push(reply);
-  }), () => socket.destroy()));
+  }), () => dropPrinterSocket(socket)));
 
   const next = (timeoutMs = PRINTER_REPLY_TIMEOUT_MS) => {
     const ready = replies.shift();
@@ -68,7 +69,7 @@ export async function openPrinterSession(printer: PrinterConfig, log: Logger): P
     if (closed) return Promise.reject(new PrinterFtpError(`${describe} is closed`));
     return new Promise<FtpReply>((resolve, reject) => {
       const timer = setTimeout(() => {
-        socket.destroy();
+        dropPrinterSocket(socket);
         reject(new PrinterFtpError(`${describe} did not answer within ${Math.round(timeoutMs / 1000)} s`));
       }, timeoutMs);
       waiters.push({
@@ -123,11 +124,11 @@ export async function openPrinterSession(printer: PrinterConfig, log: Logger): P
         if (closed) return;
         closed = true;
         socket.end("QUIT\r\n");
-        setTimeout(() => socket.destroy(), 1_000).unref?.();
+        setTimeout(() => dropPrinterSocket(socket), 1_000).unref?.();
       },
     };
   } catch (error) {
-    socket.destroy();
+    dropPrinterSocket(socket);
     throw error;
   }
 }

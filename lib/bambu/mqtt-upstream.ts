@@ -1,7 +1,8 @@
 // The proxy's one MQTT session with the printer: a stable client id, subscribed to the report topic only,
 // reconnected with backoff (clients stay connected meanwhile), and after each connect it asks once for the full
 // state (`pushall`) and the versions (`get_version`). Publishes go out with their payload bytes untouched.
-import { connect as tlsConnect, type TLSSocket } from "node:tls";
+import type { TLSSocket } from "node:tls";
+import { connectToPrinter, dropPrinterSocket } from "../core/printer-socket.ts";
 import type { PrinterConfig } from "../config.ts";
 import { createUpstream, LoginRefused, type Upstream } from "../core/upstream.ts";
 import type { Logger } from "../log.ts";
@@ -54,7 +55,7 @@ export function createPrinterSession(printer: PrinterConfig, log: Logger): Print
 
   const connect = () =>
     new Promise<{ connection: PrinterLink; closed: Promise<unknown>; close(): void }>((resolve, reject) => {
-      const socket = tlsConnect({ ...printerClientTlsOptions(printer), port: printer.printerPorts.mqtt });
+      const socket = connectToPrinter({ ...printerClientTlsOptions(printer), port: printer.printerPorts.mqtt });
       let messageId = 0;
       const link: PrinterLink = {
         socket,
@@ -69,7 +70,7 @@ export function createPrinterSession(printer: PrinterConfig, log: Logger): Print
         if (settled) return;
         settled = true;
         clearTimeout(deadline);
-        socket.destroy();
+        dropPrinterSocket(socket);
         reject(error);
       };
       const deadline = setTimeout(() => fail(new Error(`no answer within ${UPSTREAM_CONNECT_TIMEOUT_MS / 1000} s (${phase})`)), UPSTREAM_CONNECT_TIMEOUT_MS);
@@ -104,12 +105,12 @@ export function createPrinterSession(printer: PrinterConfig, log: Logger): Print
           pingTimer = setInterval(() => {
             if (Date.now() - lastHeard > UPSTREAM_KEEPALIVE_S * 1500) {
               log.warn(`printer silent for ${UPSTREAM_KEEPALIVE_S * 1.5} s; dropping the session`);
-              socket.destroy();
+              dropPrinterSocket(socket);
               return;
             }
             socket.write(encode({ cmd: "pingreq" }));
           }, UPSTREAM_KEEPALIVE_S * 1000);
-          resolve({ connection: link, closed, close: () => socket.destroy() });
+          resolve({ connection: link, closed, close: () => dropPrinterSocket(socket) });
           return;
         }
         switch (packet.cmd) {
@@ -138,7 +139,7 @@ export function createPrinterSession(printer: PrinterConfig, log: Logger): Print
           reader.push(chunk);
         } catch (error) {
           log.warn(`printer sent malformed MQTT (${(error as Error).message}); reconnecting`);
-          socket.destroy();
+          dropPrinterSocket(socket);
         }
       });
       socket.once("secureConnect", () => {

@@ -6,7 +6,8 @@
 // 64-byte packet (`bblp` in 8, the code in 32, 24 reserved).
 import { timingSafeEqual } from "node:crypto";
 import type { Socket } from "node:net";
-import { connect as tlsConnect, type TLSSocket } from "node:tls";
+import type { TLSSocket } from "node:tls";
+import { connectToPrinter, dropPrinterSocket } from "../core/printer-socket.ts";
 import { listen, readExactly, type Listening } from "../core/server.ts";
 import type { Service, ServiceContext, ServiceStatus } from "../core/service.ts";
 import { registerSecret, serviceLogger, type Logger } from "../log.ts";
@@ -88,9 +89,9 @@ export function createTunnelService(ctx: ServiceContext): Service {
 
   const openPrinterSession = (clientLog: Logger) =>
     new Promise<TLSSocket>((resolve, reject) => {
-      const upstream = tlsConnect({ ...printerClientTlsOptions(printer), port: printer.printerPorts.chamber });
+      const upstream = connectToPrinter({ ...printerClientTlsOptions(printer), port: printer.printerPorts.chamber });
       const timer = setTimeout(() => {
-        upstream.destroy();
+        dropPrinterSocket(upstream);
         reject(new Error(`no TLS handshake from the printer at ${printerAddress} within ${TUNNEL_CONNECT_TIMEOUT_MS / 1000} s`));
       }, TUNNEL_CONNECT_TIMEOUT_MS);
       upstream.once("secureConnect", () => {

@@ -2,7 +2,8 @@
 // list: FFmpeg connects to plain rtsp://127.0.0.1:<port>/… without credentials; we open TLS to the printer,
 // rewrite request URLs to the printer's, and answer the printer's 401 challenge ourselves (Digest, as live555
 // wants) by re-sending the request with an Authorization header. Everything else passes through unchanged.
-import { connect as tlsConnect, type ConnectionOptions } from "node:tls";
+import type { ConnectionOptions } from "node:tls";
+import { connectToPrinter, dropPrinterSocket } from "../core/printer-socket.ts";
 import type { Socket } from "node:net";
 import { listen, type Listening } from "../core/server.ts";
 import type { Logger } from "../log.ts";
@@ -46,16 +47,16 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
     maxClients: MAX_RELAY_CLIENTS,
     onClient(ffmpeg) {
       connections++;
-      const printer: Socket = tlsConnect({ ...options.tls, host: options.host, port: options.port });
+      const printer = connectToPrinter({ ...options.tls, host: options.host, port: options.port });
       const connectTimer = setTimeout(() => {
         options.log.warn(`printer camera ${options.host}:${options.port} did not answer in ${PRINTER_CONNECT_TIMEOUT_MS / 1000} s`);
-        printer.destroy();
+        dropPrinterSocket(printer);
       }, PRINTER_CONNECT_TIMEOUT_MS);
       printer.once("secureConnect", () => clearTimeout(connectTimer));
       const end = () => {
         clearTimeout(connectTimer);
         ffmpeg.destroy();
-        printer.destroy();
+        dropPrinterSocket(printer);
       };
       printer.on("error", (error) => {
         options.log.info(`printer camera ${options.host}:${options.port}: ${error.message}`);
