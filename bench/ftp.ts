@@ -1,0 +1,187 @@
+// FTPS benchmark: a 200 MB file (generated on the fly and streamed, never whole in memory) uploaded and
+// downloaded with curl (EPSV, TLS session reuse) straight to a printer-like vsftpd and through pandaproxy's FTP
+// service (in a child process) in the same run. Prints MB/s each way (1 MB = 2^20 bytes), the proxy/direct
+// ratio, the proxy's CPU time and its RSS growth during each transfer (VmRSS sampled every 100 ms).
+// Targets: >= 0.8x direct, growth < 30 MB. On loopback every hop is CPU-bound: with few cores the proxy's extra
+// TLS decrypt+encrypt competes with curl and vsftpd for the same CPUs, so compare its CPU time too.
+// Run (as root: port 990, PAM): node_modules/.bin/bun bench/ftp.ts [--mb 200] [--rounds 3]
+import { spawn, type ChildProcess } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import { readFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { startPrinterLikeVsftpd } from "../tests/ftp-vsftpd.ts";
+
+const PRINTER_HOST = "127.0.13.20";
+const PROXY_HOST = "127.0.13.21";
+const ACCESS_CODE = "12345678";
+const RSS_SAMPLE_MS = 100;
+const BLOCK = 1024 * 1024;
+const TARGET_RATIO = 0.8;
+const CLOCK_TICKS_PER_SECOND = 100;
+const WARM_UP_MB = 4;
+const TARGET_RSS_GROWTH_MB = 30;
+
+const { values } = parseArgs({
+  options: {
+    role: { type: "string", default: "main" },
+    mb: { type: "string", default: "200" },
+    rounds: { type: "string", default: "3" },
+    "printer-ca": { type: "string", default: "" },
+  },
+});
+
+async function runProxy(): Promise<void> {
+  const { parseConfig } = await import("../lib/config.ts");
+  const { createMetrics } = await import("../lib/core/metrics.ts");
+  const { createPrinterHub } = await import("../lib/core/service.ts");
+  const { serviceLogger, setupLogging } = await import("../lib/log.ts");
+  const { makeCa, makeLeaf } = await import("../lib/tls.ts");
+  const { createFtpService } = await import("../lib/bambu/ftp.ts");
+  setupLogging("warn");
+  const config = parseConfig(
+    `[[printer]]\nname = "bench"\nhost = "${PRINTER_HOST}"\nserial = "01P00A000000001"\naccess_code = "${ACCESS_CODE}"\n` +
+      `bind = "${PROXY_HOST}"\nmodel = "P1S"\nprinter_ca = "${values["printer-ca"]}"\nftp_data_ports = "41300-41399"\n`,
+  );
+  const printer = config.printers[0]!;
+  const ca = makeCa("bench CA", "pandaproxy bench");
+  const leaf = makeLeaf(ca, printer.serial, { dns: [], ips: [PROXY_HOST] });
+  const service = createFtpService({
+    printer, proxy: config.proxy, tls: { key: leaf.key, cert: leaf.cert + ca.cert, ca: ca.cert },
+    log: serviceLogger(printer.name, "printer"), metrics: createMetrics(), hub: createPrinterHub({}),
+  });
+  await service.start();
+  console.log("ready");
+}
+
+function startProxy(caFile: string): Promise<ChildProcess> {
+  const proc = spawn(process.execPath, [import.meta.path, "--role", "proxy", "--printer-ca", caFile], { stdio: ["ignore", "pipe", "inherit"] });
+  return new Promise((resolve, reject) => {
+    proc.stdout!.on("data", (d: Buffer) => {
+      if (d.toString().includes("ready")) resolve(proc);
+    });
+    proc.once("exit", (code) => reject(new Error(`the proxy exited with ${code}`)));
+  });
+}
+
+/** utime + stime in seconds. */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
+}
+
+function rssMb(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024;
+}
+
+/** Samples `pid`'s RSS while `work` runs (the baseline before it, the peak during it) and its CPU time. */
+async function withRss<T>(pid: number | undefined, work: () => Promise<T>): Promise<{ result: T; growthMb: number; peakMb: number; cpuSeconds: number }> {
+  if (!pid) return { result: await work(), growthMb: NaN, peakMb: NaN, cpuSeconds: NaN };
+  const baseline = rssMb(pid);
+  const cpuBefore = cpuSeconds(pid);
+  let peak = baseline;
+  const sampler = setInterval(() => (peak = Math.max(peak, rssMb(pid))), RSS_SAMPLE_MS);
+  try {
+    const result = await work();
+    peak = Math.max(peak, rssMb(pid));
+    return { result, growthMb: peak - baseline, peakMb: peak, cpuSeconds: cpuSeconds(pid) - cpuBefore };
+  } finally {
+    clearInterval(sampler);
+  }
+}
+
+const CURL = ["curl", "-sS", "-k", "--ftp-pasv", "-u", `bblp:${ACCESS_CODE}`];
+
+/** Uploads `bytes` of generated data through curl's stdin; returns seconds and the SHA-256 of what was sent. */
+async function upload(host: string, name: string, bytes: number): Promise<{ seconds: number; digest: string }> {
+  const block = randomBytes(BLOCK);
+  const hash = createHash("sha256");
+  const started = performance.now();
+  const curl = Bun.spawn([...CURL, "-T", "-", `ftps://${host}/${name}`], { stdin: "pipe", stdout: "ignore", stderr: "pipe" });
+  for (let sent = 0; sent < bytes; sent += BLOCK) {
+    const chunk = block.subarray(0, Math.min(BLOCK, bytes - sent));
+    chunk.writeUInt32LE(sent / BLOCK, 0);
+    hash.update(chunk);
+    curl.stdin.write(chunk);
+    await curl.stdin.flush();
+  }
+  await curl.stdin.end();
+  const code = await curl.exited;
+  const seconds = (performance.now() - started) / 1000;
+  if (code !== 0) throw new Error(`curl upload to ${host} failed (${code}): ${await new Response(curl.stderr).text()}`);
+  return { seconds, digest: hash.digest("hex") };
+}
+
+/** Downloads `name` through curl's stdout, hashing it as it streams. */
+async function download(host: string, name: string): Promise<{ seconds: number; digest: string; bytes: number }> {
+  const hash = createHash("sha256");
+  let bytes = 0;
+  const started = performance.now();
+  const curl = Bun.spawn([...CURL, "-o", "-", `ftps://${host}/${name}`], { stdout: "pipe", stderr: "pipe" });
+  for await (const chunk of curl.stdout) {
+    bytes += chunk.length;
+    hash.update(chunk);
+  }
+  const code = await curl.exited;
+  const seconds = (performance.now() - started) / 1000;
+  if (code !== 0) throw new Error(`curl download from ${host} failed (${code}): ${await new Response(curl.stderr).text()}`);
+  return { seconds, digest: hash.digest("hex"), bytes };
+}
+
+async function runBenchmark(): Promise<void> {
+  const megabytes = Number(values.mb);
+  const rounds = Number(values.rounds);
+  const size = megabytes * BLOCK;
+  const vsftpd = await startPrinterLikeVsftpd({ host: PRINTER_HOST, accessCode: ACCESS_CODE, pasvPorts: { first: 40300, last: 40399 } });
+  let proxy: ChildProcess | undefined;
+  const cleanup = async () => {
+    proxy?.kill();
+    await vsftpd.stop();
+  };
+  process.once("SIGINT", () => void cleanup().then(() => process.exit(130)));
+  try {
+    proxy = await startProxy(vsftpd.caFile);
+    // The proxy's first transfer also opens its printer session and TLS contexts: not part of "growth with size".
+    await upload(PROXY_HOST, "warm-up.3mf", WARM_UP_MB * BLOCK);
+    await download(PROXY_HOST, "warm-up.3mf");
+    console.log(`FTPS: ${megabytes} MB with curl (EPSV, TLS session reuse); vsftpd 3.0.3 like a printer (implicit TLS, require_ssl_reuse); ${rounds} round(s), best of each; ${WARM_UP_MB} MB warm-up through the proxy first`);
+    const best = { direct: { up: 0, down: 0 }, proxy: { up: 0, down: 0 } };
+    let worstGrowth = 0;
+    let peakRss = 0;
+    for (let round = 1; round <= rounds; round++) {
+      for (const path of ["direct", "proxy"] as const) {
+        const host = path === "direct" ? PRINTER_HOST : PROXY_HOST;
+        const name = `bench-${path}-${round}.3mf`;
+        const pid = path === "proxy" ? proxy.pid : undefined;
+        const up = await withRss(pid, () => upload(host, name, size));
+        const down = await withRss(pid, () => download(host, name));
+        if (down.result.bytes !== size || down.result.digest !== up.result.digest) throw new Error(`${path}: the download does not match the upload (SHA-256)`);
+        rmSync(join(vsftpd.root, name), { force: true });
+        const upRate = megabytes / up.result.seconds;
+        const downRate = megabytes / down.result.seconds;
+        best[path].up = Math.max(best[path].up, upRate);
+        best[path].down = Math.max(best[path].down, downRate);
+        const rss = pid ? ` | proxy CPU up ${up.cpuSeconds.toFixed(2)} s, down ${down.cpuSeconds.toFixed(2)} s | proxy RSS growth up ${up.growthMb.toFixed(1)} MB, down ${down.growthMb.toFixed(1)} MB (peak ${Math.max(up.peakMb, down.peakMb).toFixed(0)} MB)` : "";
+        if (pid) {
+          worstGrowth = Math.max(worstGrowth, up.growthMb, down.growthMb);
+          peakRss = Math.max(peakRss, up.peakMb, down.peakMb);
+        }
+        console.log(`round ${round} ${path.padEnd(6)} | upload ${upRate.toFixed(0).padStart(4)} MB/s (${up.result.seconds.toFixed(2)} s) | download ${downRate.toFixed(0).padStart(4)} MB/s (${down.result.seconds.toFixed(2)} s) | SHA-256 ok${rss}`);
+      }
+    }
+    const upRatio = best.proxy.up / best.direct.up;
+    const downRatio = best.proxy.down / best.direct.down;
+    const mark = (ok: boolean) => (ok ? "ok" : "MISSED");
+    console.log("");
+    console.log(`upload:   direct ${best.direct.up.toFixed(0)} MB/s, through pandaproxy ${best.proxy.up.toFixed(0)} MB/s = ${upRatio.toFixed(2)}x (target >= ${TARGET_RATIO}x: ${mark(upRatio >= TARGET_RATIO)})`);
+    console.log(`download: direct ${best.direct.down.toFixed(0)} MB/s, through pandaproxy ${best.proxy.down.toFixed(0)} MB/s = ${downRatio.toFixed(2)}x (target >= ${TARGET_RATIO}x: ${mark(downRatio >= TARGET_RATIO)})`);
+    console.log(`proxy RSS: largest growth during a transfer ${worstGrowth.toFixed(1)} MB (target < ${TARGET_RSS_GROWTH_MB} MB: ${mark(worstGrowth < TARGET_RSS_GROWTH_MB)}), peak ${peakRss.toFixed(0)} MB`);
+  } finally {
+    await cleanup();
+  }
+  process.exit(0);
+}
+
+if (values.role === "proxy") await runProxy();
+else await runBenchmark();
