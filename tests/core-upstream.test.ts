@@ -156,6 +156,20 @@ describe("an on-demand upstream", () => {
     await up.stop();
   });
 
+  test("viewers that come and go do not cut short the backoff after a refused login", async () => {
+    const printer = fakePrinter(() => new LoginRefused("bad access code"));
+    const up = createUpstream({ log, describe: "fake camera", connect: printer.connect, onDemand: true, lingerMs: 5_000, backoffMinMs: 10, backoffMaxMs: 400 });
+    up.start();
+    const first = up.claim();
+    await until("backoff", () => up.state === "backoff");
+    first();
+    const second = up.claim();
+    await sleep(150);
+    expect(printer.attempts).toHaveLength(1);
+    second();
+    await up.stop();
+  });
+
   test("stop() while connecting closes the connection that arrives late", async () => {
     let finish!: () => void;
     const gate = new Promise<void>((r) => (finish = r));

@@ -71,6 +71,8 @@ export function createUpstream<C>(options: UpstreamOptions<C>): Upstream<C> {
   let attempt = 0;
   let connects = 0;
   let lastError: string | undefined;
+  /** The printer refused our credentials last time: no viewer may cut that backoff short. */
+  let refused = false;
   let retryTimer: ReturnType<typeof setTimeout> | undefined;
   let lingerTimer: ReturnType<typeof setTimeout> | undefined;
   let generation = 0;
@@ -97,6 +99,7 @@ export function createUpstream<C>(options: UpstreamOptions<C>): Upstream<C> {
       }
       link = next;
       attempt = 0;
+      refused = false;
       connects++;
       lastError = undefined;
       setState("connected");
@@ -132,7 +135,7 @@ export function createUpstream<C>(options: UpstreamOptions<C>): Upstream<C> {
       setState(started ? "idle" : "stopped");
       return;
     }
-    const refused = error instanceof LoginRefused;
+    refused = error instanceof LoginRefused;
     const delay = refused ? backoffMax : firstIsQuick && attempt === 0 ? backoffMin / 2 : Math.min(backoffMax, backoffMin * 2 ** attempt);
     attempt++;
     const message = (error as Error)?.message ?? String(error);
@@ -165,13 +168,14 @@ export function createUpstream<C>(options: UpstreamOptions<C>): Upstream<C> {
         clearTimeout(lingerTimer);
         lingerTimer = undefined;
       }
-      if (state === "backoff" && attempt > 0 && claims === 1 && retryTimer) {
+      if (state === "backoff" && attempt > 0 && claims === 1 && retryTimer && !refused) {
         // A fresh viewer should not wait out a long backoff left from an earlier failure.
         clearTimeout(retryTimer);
         retryTimer = undefined;
         setState("idle");
       }
-      void open();
+      // A pending retry is the backoff at work: the claim is served when it fires.
+      if (!retryTimer) void open();
       let released = false;
       return () => {
         if (released) return;
