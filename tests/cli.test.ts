@@ -159,7 +159,15 @@ describe("service install", () => {
 
   test("without root it refuses with a clear message (exit 1)", () => {
     if (!existsSync("/usr/bin/setpriv") || process.getuid?.() !== 0) return; // needs root to drop to nobody
-    const r = run("setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", BUN, MAIN, "service", "install"]);
+    // nobody may not be able to enter the checkout (CI clones below a 0700 directory): run a compiled binary
+    // from a directory everyone can read.
+    const open = join(dir, "for-nobody");
+    const binary = join(open, "pandaproxy");
+    expect(run(BUN, ["build", MAIN, "--compile", "--outfile", binary]).code).toBe(0);
+    chmodSync(dir, 0o755);
+    chmodSync(open, 0o755);
+    const ran = spawnSync("setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", binary, "service", "install"], { cwd: "/", encoding: "utf8", timeout: 30_000 });
+    const r = { code: ran.status, stdout: ran.stdout, stderr: ran.stderr };
     expect(r.code).toBe(1);
     expect(r.stderr).toContain("needs root");
     expect(r.stderr).toContain("--dry-run");
