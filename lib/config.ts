@@ -4,6 +4,7 @@ import { readFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { parse as parseToml, TomlError } from "smol-toml";
+import { BAMBU_MODELS, findModel, modelOf } from "./bambu/models.ts";
 import { LOG_LEVELS, type Level } from "./log.ts";
 
 export type PrinterType = "bambu" | "flashforge";
@@ -218,6 +219,9 @@ function parsePrinter(entry: unknown, index: number, file: string, at: At): Prin
   if (!["auto", "chamber", "rtsp", "none"].includes(camera)) at(label, "camera", `is "${camera}"; expected "auto", "chamber", "rtsp" or "none"`);
   if (!isBambu && entry.camera !== undefined) at(label, "camera", "applies to Bambu printers only");
   const model = optionalString(entry, "model", label, at);
+  if (isBambu && model !== undefined && !findModel(model)) {
+    at(label, "model", `is "${model}"; not a Bambu model pandaproxy knows (${BAMBU_MODELS.map((m) => m.name).join(", ")}); leave it out to detect the model`);
+  }
 
   const defaults: Record<string, number> = isBambu ? { ...BAMBU_PORTS } : { ...FLASHFORGE_PORTS };
   const ports = portTable(entry, "ports", defaults, label, at);
@@ -320,8 +324,13 @@ export function listenersOf(p: PrinterConfig): Listener[] {
   }
   for (const s of p.services) {
     if (s === "camera") {
-      if (p.camera === "auto" || p.camera === "chamber") add("chamber", p.ports.chamber);
-      if (p.camera === "auto" || p.camera === "rtsp") {
+      // As bambu/camera.ts decides: the model (or serial prefix) settles "auto"; port 6000 of a file-tunnel
+      // model is the tunnel whatever the camera; an unknown model reserves both camera ports.
+      const model = modelOf(p);
+      const kind = p.camera === "auto" ? model?.camera : p.camera;
+      if (model?.fileTunnel) add("tunnel", p.ports.chamber);
+      else if (kind === undefined || kind === "chamber") add("chamber", p.ports.chamber);
+      if (kind === undefined || kind === "rtsp") {
         add("rtsp", p.ports.rtsp);
         add("rtsp_plain", p.ports.rtsp_plain);
       }

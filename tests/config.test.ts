@@ -215,9 +215,26 @@ describe("every error is reported, naming the file, the printer and the key", ()
   test("two printers on one address: one line naming both printers and listing the ports", () => {
     const problems = problemsOf(base + bambu("a") + bambu("b"));
     expect(problems).toEqual([
-      'test.toml: printer "a" and printer "b" both listen on 0.0.0.0 ports 6000, 322, 8883, 990, 3000, 3002 ' +
-        "(chamber, rtsp, mqtt, ftp, bind, bind_tls): give each printer its own \"bind\" address (an IP alias of this host) or move one with \"ports\"",
+      'test.toml: printer "a" and printer "b" both listen on 0.0.0.0 ports 6000, 8883, 990, 3000, 3002 ' +
+        "(chamber, mqtt, ftp, bind, bind_tls): give each printer its own \"bind\" address (an IP alias of this host) or move one with \"ports\"",
     ]);
+  });
+
+  test("camera ports follow the model: known from the serial, a file-tunnel model, or unknown (both reserved)", () => {
+    const ports = (extra: string, serial = "01P00A000000001") =>
+      listenersOf(parseConfig(base + bambu("a", extra).replace("01P00A000000001", serial), "test.toml").printers[0]!).map((l) => `${l.service}:${l.port}`);
+    expect(ports('services = ["camera"]')).toEqual(["chamber:6000"]); // 01P: a P1S
+    expect(ports('services = ["camera"]\nmodel = "X1C"')).toEqual(["rtsp:322"]);
+    expect(ports('services = ["camera"]\nmodel = "H2D"')).toEqual(["tunnel:6000", "rtsp:322"]);
+    expect(ports('services = ["camera"]\nports = { rtsp_plain = 8554 }', "ZZZ00A000000001")).toEqual(
+      ["chamber:6000", "rtsp:322", "rtsp_plain:8554"],
+    );
+  });
+
+  test("an unknown model is an error that lists the known ones", () => {
+    const problems = problemsOf(base + bambu("a", 'model = "P9X"'));
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toStartWith('test.toml: printer "a": key "model" is "P9X"; not a Bambu model pandaproxy knows (X1C, X1, X1E, P1P, P1S');
   });
 
   test("a conflict between a wildcard and a specific address names the specific one; a moved port no longer conflicts", () => {
