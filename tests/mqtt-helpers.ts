@@ -11,7 +11,7 @@ import { createMetrics, type Metrics } from "../lib/core/metrics.ts";
 import { createPrinterHub, type PrinterHub, type Service } from "../lib/core/service.ts";
 import { serviceLogger } from "../lib/log.ts";
 import { printerTlsMaterial } from "../lib/tls.ts";
-import { createMqttService } from "../lib/bambu/mqtt.ts";
+import { createMqttService, type MqttServiceOptions } from "../lib/bambu/mqtt.ts";
 import { startSimulatedBambu, type SimPrinter, type SimPrinterOptions } from "../lib/sim/bambu.ts";
 import type { SimMqtt } from "../lib/sim/mqtt.ts";
 import { simulatedCa } from "../lib/sim/tls.ts";
@@ -41,7 +41,7 @@ export interface Proxy {
 }
 
 /** pandaproxy's MQTT service for the simulated printer at `printerHost`, listening on `bind`. */
-export async function startProxy(printerHost: string, serial: string, bind: string, extra = ""): Promise<Proxy> {
+export async function startProxy(printerHost: string, serial: string, bind: string, extra = "", options: MqttServiceOptions = {}): Promise<Proxy> {
   const stateDir = tempDir("pp-state-");
   const config = parseConfig(`
 [proxy]
@@ -60,7 +60,7 @@ ${extra}
   const tls = printerTlsMaterial(stateDir, printer);
   const hub = createPrinterHub();
   const metrics = createMetrics();
-  const service = createMqttService({ printer, proxy: config.proxy, tls, log: serviceLogger(printer.name, "mqtt"), metrics, hub });
+  const service = createMqttService({ printer, proxy: config.proxy, tls, log: serviceLogger(printer.name, "mqtt"), metrics, hub }, options);
   await service.start();
   const caFile = join(stateDir, "ca.crt");
   return {

@@ -249,6 +249,12 @@ describe("MQTT multiplexer: slow clients and printer restarts", () => {
         await Bun.sleep(10);
       }
       expect(slowDropped()).toBe(true);
+      // Seen from the client: once it reads again it gets what was already on the wire, then the end.
+      let slowClosed = false;
+      slow.once("close", () => (slowClosed = true));
+      slow.on("data", () => {});
+      slow.resume();
+      await until("the slow client to see its connection end", () => slowClosed, 10_000);
     } finally {
       slow.destroy();
     }

@@ -35,6 +35,11 @@ export const CLIENT_QUEUE_MESSAGES = 1_000;
 export const KEEPALIVE_GRACE = 1.5;
 export const MAX_CLIENTS = 256;
 
+/** Deadlines tests shorten; the defaults are the constants above. */
+export interface MqttServiceOptions {
+  connectTimeoutMs?: number;
+}
+
 type Role = "owner" | "viewer";
 
 interface Client {
@@ -55,8 +60,9 @@ interface Outgoing {
   packets: Map<string, Buffer>;
 }
 
-export function createMqttService(ctx: ServiceContext): Service {
+export function createMqttService(ctx: ServiceContext, options: MqttServiceOptions = {}): Service {
   const { printer } = ctx;
+  const connectTimeoutMs = options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS;
   const log = serviceLogger(printer.name, "mqtt");
   const report = reportTopic(printer.serial);
   const request = requestTopic(printer.serial);
@@ -252,9 +258,9 @@ export function createMqttService(ctx: ServiceContext): Service {
       }, keepaliveMs);
     };
     const connectTimer = setTimeout(() => {
-      peerLog.info(`no CONNECT within ${CONNECT_TIMEOUT_MS / 1000} s; closing`);
+      peerLog.info(`no CONNECT within ${connectTimeoutMs / 1000} s; closing`);
       socket.destroy();
-    }, CONNECT_TIMEOUT_MS);
+    }, connectTimeoutMs);
 
     const onConnect = (packet: Extract<Packet, { cmd: "connect" }>) => {
       clearTimeout(connectTimer);
