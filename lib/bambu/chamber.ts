@@ -9,7 +9,7 @@ import { registerSecret, serviceLogger, type Logger } from "../log.ts";
 import { createLatestBroadcast } from "../core/broadcast.ts";
 import { listen, readExactly, type Listening } from "../core/server.ts";
 import type { CameraFeed, CameraFrame, Service, ServiceContext, ServiceStatus } from "../core/service.ts";
-import { createUpstream, LoginRefused, type Link } from "../core/upstream.ts";
+import { createUpstream, LoginRefused, upstreamProblem, type Link } from "../core/upstream.ts";
 import { printerClientTlsOptions, serverTlsOptions } from "../tls.ts";
 import { createFrameParser, decodeLogin, encodeFrameHeader, encodeLogin, FRAME_HEADER_SIZE, LOGIN_SIZE, loginMatches } from "./chamber-codec.ts";
 
@@ -184,6 +184,7 @@ export function createChamberService(ctx: ServiceContext, options: ChamberOption
     claim: () => upstream.claim(),
     state: () => upstream.state,
     frameRate,
+    problem: () => upstreamProblem(upstream),
   };
   ctx.hub.setCamera(feed);
 

@@ -5,7 +5,7 @@
 import { createLatestBroadcast } from "../core/broadcast.ts";
 import { listen, type Listening } from "../core/server.ts";
 import type { CameraFeed, CameraFrame, Service, ServiceContext, ServiceStatus } from "../core/service.ts";
-import { createUpstream, type Upstream } from "../core/upstream.ts";
+import { createUpstream, upstreamProblem, type Upstream } from "../core/upstream.ts";
 import { registerSecret, serviceLogger } from "../log.ts";
 import { printerClientTlsOptions, serverTlsOptions } from "../tls.ts";
 import { modelOf } from "./models.ts";
@@ -89,6 +89,7 @@ export function createRtspService(ctx: ServiceContext, options: RtspServiceOptio
     frames,
     claim: () => (jpeg ? jpeg.claim() : () => {}),
     state: () => publisher?.upstream.state ?? "stopped",
+    problem: () => (publisher ? upstreamProblem(publisher.upstream) : undefined),
     frameRate() {
       const now = performance.now();
       while (frameTimes.length && now - frameTimes[0]! > FRAME_RATE_WINDOW_MS) frameTimes.shift();

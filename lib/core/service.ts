@@ -6,6 +6,7 @@ import type { Logger } from "../log.ts";
 import type { TlsMaterial } from "../tls.ts";
 import type { LatestBroadcast } from "./broadcast.ts";
 import type { Metrics } from "./metrics.ts";
+import type { UpstreamProblem } from "./upstream.ts";
 
 export interface ServiceStatus {
   /** "listening", "stopped", "error: …" */
@@ -44,6 +45,8 @@ export interface CameraFeed {
   state(): string;
   /** Frames per second over the last few seconds. */
   frameRate(): number;
+  /** Why no frames come now, when the upstream knows (see upstreamProblem in core/upstream.ts). */
+  problem?(): UpstreamProblem | undefined;
 }
 
 /** What a printer's services learn and share: model and firmware from MQTT, the camera for the web. */

@@ -55,6 +55,22 @@ export interface Upstream<C> {
   readonly claims: number;
   readonly connects: number;
   readonly lastError: string | undefined;
+  /** The printer refused our credentials on the last attempt (the retry waits the longest backoff). */
+  readonly loginRefused: boolean;
+}
+
+export interface UpstreamProblem {
+  reason: string;
+  /** Waiting will not help soon: the printer refused the access code, and the retry is a long backoff away. */
+  lasting: boolean;
+}
+
+/** What keeps an upstream from delivering now: set only while it waits to retry after a failure. */
+export function upstreamProblem(upstream: Pick<Upstream<unknown>, "state" | "lastError" | "loginRefused">): UpstreamProblem | undefined {
+  if (upstream.state !== "backoff" || !upstream.lastError) return undefined;
+  return upstream.loginRefused
+    ? { reason: `the printer refused the access code (${upstream.lastError}); check access_code`, lasting: true }
+    : { reason: upstream.lastError, lasting: false };
 }
 
 export function createUpstream<C>(options: UpstreamOptions<C>): Upstream<C> {
@@ -228,6 +244,9 @@ export function createUpstream<C>(options: UpstreamOptions<C>): Upstream<C> {
     },
     get lastError() {
       return lastError;
+    },
+    get loginRefused() {
+      return refused;
     },
   };
 }

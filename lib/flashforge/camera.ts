@@ -7,7 +7,7 @@ import { request as httpRequest, type ClientRequest, type IncomingMessage } from
 import type { Socket } from "node:net";
 import { createLatestBroadcast } from "../core/broadcast.ts";
 import { listen, type Listening } from "../core/server.ts";
-import { createUpstream, type Link } from "../core/upstream.ts";
+import { createUpstream, upstreamProblem, type Link } from "../core/upstream.ts";
 import type { CameraFeed, CameraFrame, Service, ServiceContext } from "../core/service.ts";
 import { serviceLogger, type Logger } from "../log.ts";
 
@@ -164,6 +164,7 @@ export function createFlashforgeCamera(ctx: ServiceContext, options: FlashforgeC
     frames,
     claim: () => upstream.claim(),
     state: () => upstream.state,
+    problem: () => upstreamProblem(upstream),
     frameRate() {
       const now = Date.now();
       const recent = arrivals.filter((t) => t >= now - FRAME_RATE_WINDOW_MS);

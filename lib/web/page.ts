@@ -27,6 +27,7 @@ main { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(100%, 
 .view img { display: block; width: 100%; height: 100%; object-fit: contain; }
 .view .none { position: absolute; inset: 0; display: flex; align-items: center; justify-content: center; color: #bbb; font-size: .9rem; text-align: center; padding: 1rem; }
 .camera-line { padding: .5rem .8rem; font-size: .9rem; border-bottom: 1px solid var(--line); }
+.camera-problem { color: var(--bad); margin-top: .2rem; }
 .st { display: flex; gap: .35rem; align-items: flex-start; }
 .dot { flex: none; display: inline-block; width: .6rem; height: .6rem; border-radius: 50%; margin: .4em .35rem 0 0; background: var(--muted); }
 .st .dot { margin-right: 0; }
@@ -149,6 +150,7 @@ function render(printers) {
       c.cameraLine.append(document.createTextNode(" \\u00b7 "), el("span", "fps", cam.fps.toFixed(1) + " fps"));
       c.cameraLine.append(document.createTextNode(" \\u00b7 "), el("span", "age", age(cam.lastFrameAgeMs)));
       c.cameraLine.append(document.createTextNode(" \\u00b7 "), el("span", "web-viewers", cam.webViewers + " web viewer" + (cam.webViewers === 1 ? "" : "s")));
+      if (cam.problem) c.cameraLine.append(el("div", "camera-problem", cam.problem));
     } else {
       c.cameraLine.append(el("span", "camera-state", "no camera for this printer"));
     }

@@ -60,6 +60,7 @@ export function printerSummary(p: PrinterRuntime, webViewers = 0) {
           id: feedId(feed),
           kind: feed.kind,
           state: feed.state(),
+          problem: feed.problem?.()?.reason ?? null,
           fps: feed.frameRate(),
           lastFrameAgeMs: latest ? Math.max(0, Date.now() - latest.receivedAt) : null,
           webViewers,
@@ -160,14 +161,17 @@ export async function startWeb(options: WebOptions): Promise<WebServer> {
   const snapshot = async (request: Request, p: PrinterRuntime): Promise<Response> => {
     const feed = p.hub.camera!;
     const s = statsFor(p.config.name);
-    const { frame, cameraState: state } = await takeSnapshot(feed);
+    const { frame, cameraState: state, problem } = await takeSnapshot(feed);
     if (!frame) {
       s.snapshotFailures.inc();
-      serviceLogger(p.config.name, "web").with({ peer: peerOf(request) }).info(`snapshot failed: no frame within ${SNAPSHOT_WAIT_MS / 1000} s (camera ${state})`);
+      const why = problem ? problem.reason : `no frame within ${SNAPSHOT_WAIT_MS / 1000} s (camera ${state})`;
+      serviceLogger(p.config.name, "web").with({ peer: peerOf(request) }).info(`snapshot failed: ${why}`);
       return text(
         503,
-        `printer "${p.config.name}" (${p.config.host}): the ${feed.kind} camera gave no picture within ${SNAPSHOT_WAIT_MS / 1000} s ` +
-          `(camera ${state}). Check that the printer is on and reachable from this host.`,
+        problem?.lasting
+          ? `printer "${p.config.name}" (${p.config.host}): no picture: ${problem.reason}.`
+          : `printer "${p.config.name}" (${p.config.host}): the ${feed.kind} camera gave no picture within ${SNAPSHOT_WAIT_MS / 1000} s ` +
+              `(camera ${state}${problem ? `: ${problem.reason}` : ""}). Check that the printer is on and reachable from this host.`,
       );
     }
     s.snapshots.inc();

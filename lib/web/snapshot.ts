@@ -1,17 +1,22 @@
 // One JPEG from a printer's camera: the cached newest frame when it is fresh, otherwise the camera is asked to
 // run and the next frame is awaited for a bounded time.
 import type { CameraFeed, CameraFrame } from "../core/service.ts";
+import type { UpstreamProblem } from "../core/upstream.ts";
 
 /** How long a snapshot waits for the camera to produce a frame. */
 export const SNAPSHOT_WAIT_MS = 10_000;
 /** A cached frame older than this is not "the newest" any more (the camera may have stopped after its linger). */
 export const SNAPSHOT_MAX_AGE_MS = 10_000;
+/** How often a waiting snapshot asks the camera whether waiting is pointless (the printer refused our code). */
+export const SNAPSHOT_PROBLEM_POLL_MS = 200;
 
 export interface Snapshot {
   /** undefined: the camera gave no frame within the wait. */
   frame?: CameraFrame;
   /** The camera's state at the end, while it was still claimed ("backoff: connection refused", …). */
   cameraState: string;
+  /** Why there is no frame, when the camera knows. */
+  problem?: UpstreamProblem;
 }
 
 export async function takeSnapshot(feed: CameraFeed, waitMs = SNAPSHOT_WAIT_MS): Promise<Snapshot> {
@@ -25,10 +30,14 @@ export async function takeSnapshot(feed: CameraFeed, waitMs = SNAPSHOT_WAIT_MS):
         if (settled) return;
         settled = true;
         clearTimeout(timer);
+        clearInterval(poll);
         queueMicrotask(() => subscription.unsubscribe());
         resolve(frame);
       };
       const timer = setTimeout(() => finish(undefined), waitMs);
+      const poll = setInterval(() => {
+        if (feed.problem?.()?.lasting) finish(undefined);
+      }, SNAPSHOT_PROBLEM_POLL_MS);
       const subscription = feed.frames.subscribe(
         (frame, done) => {
           done();
@@ -37,7 +46,7 @@ export async function takeSnapshot(feed: CameraFeed, waitMs = SNAPSHOT_WAIT_MS):
         { label: "a snapshot" },
       );
     });
-    return { frame, cameraState: feed.state() };
+    return { frame, cameraState: feed.state(), problem: frame ? undefined : feed.problem?.() };
   } finally {
     release();
   }
