@@ -90,7 +90,7 @@ export function createPrinterSession(printer: PrinterConfig, log: Logger): Print
         if (phase === "connack") {
           if (packet.cmd !== "connack") return fail(new Error(`expected CONNACK, got ${packet.cmd}`));
           const code = packet.returnCode ?? packet.reasonCode ?? 0;
-          if (code === CONNACK_BAD_CREDENTIALS || code === CONNACK_NOT_AUTHORIZED) return fail(new LoginRefused(`CONNACK ${code}`));
+          if (code === CONNACK_BAD_CREDENTIALS || code === CONNACK_NOT_AUTHORIZED) return fail(new LoginRefused(`CONNACK ${code}: ${code === CONNACK_BAD_CREDENTIALS ? "bad user name or password" : "not authorized"}`));
           if (code !== CONNACK_ACCEPTED) return fail(new Error(`printer refused the session (CONNACK ${code})`));
           phase = "suback";
           socket.write(encode({ cmd: "subscribe", messageId: link.nextMessageId(), subscriptions: [{ topic: report, qos: 0 }] }));
