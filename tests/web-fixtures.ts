@@ -126,7 +126,7 @@ export function testPrinter(name: string, feed?: CameraFeed, services: Service[]
 
 export async function startTestWeb(
   printers: PrinterRuntime[],
-  options: { username?: string; password?: string; host?: string; metrics?: Metrics } = {},
+  options: { username?: string; password?: string; host?: string; metrics?: Metrics; mjpegStallMs?: number } = {},
 ): Promise<{ web: WebServer; url: string; metrics: Metrics }> {
   const metrics = options.metrics ?? createMetrics();
   const host = options.host ?? WEB_HOST;
@@ -134,6 +134,7 @@ export async function startTestWeb(
     web: { listen: { host, port: 0 }, username: options.username, password: options.password },
     printers: () => printers,
     metrics,
+    mjpegStallMs: options.mjpegStallMs,
   });
   return { web, url: `http://${host}:${web.port}`, metrics };
 }

@@ -9,6 +9,7 @@ import {
 } from "./web-fixtures.ts";
 import { startWeb, type WebServer } from "../lib/web/server.ts";
 import { createMetrics, type Metrics } from "../lib/core/metrics.ts";
+import { captureLogs, setupLogging } from "../lib/log.ts";
 
 const isJpeg = (bytes: Uint8Array) =>
   bytes[0] === 0xff && bytes[1] === 0xd8 && bytes[bytes.length - 2] === 0xff && bytes[bytes.length - 1] === 0xd9;
@@ -204,6 +205,32 @@ describe("a slow browser", () => {
       camera.stop();
     }
   }, 45_000);
+
+  test("a viewer that takes no frame for the stall time is closed with a log line; another keeps watching", async () => {
+    const STALL_MS = 500;
+    setupLogging("info", { quiet: true });
+    const camera = createTestFeed({ intervalMs: 10, jpeg: padJpeg(testJpeg(), 400_000) });
+    const { web, url, metrics } = await startTestWeb([testPrinter("p1s", camera.feed)], { host: "127.0.8.10", mjpegStallMs: STALL_MS });
+    const logs = captureLogs();
+    const slow = rawMjpegViewer("127.0.8.10", web.port, "/printers/p1s/camera.mjpeg");
+    const fast = await watchMjpeg(`${url}/printers/p1s/camera.mjpeg`);
+    const viewers = () => metrics.value("pandaproxy_web_viewers", { printer: "p1s" });
+    try {
+      await waitFor("the slow viewer's first part", () => slow.parts.length > 0);
+      expect(viewers()).toBe(2);
+      slow.socket.pause(); // and never read again
+      await waitFor("the slow viewer to be let go", () => viewers() === 1 && camera.claims === 1, 10_000);
+      expect(logs.lines.some((l) => l.includes("[p1s/web]") && l.includes(`took no frame for ${STALL_MS / 1000} s; closing it`))).toBe(true);
+      const seen = fast.parts.length;
+      await fast.until(seen + 10);
+    } finally {
+      logs.stop();
+      slow.close();
+      await fast.close();
+      await web.stop();
+      camera.stop();
+    }
+  }, 20_000);
 });
 
 test("stopping the web server ends every stream and gives the camera back; HEAD never starts it", async () => {

@@ -48,7 +48,8 @@ interface Delivery {
  * The response body for one browser. Bun pulls the next part only when the socket has room, so a slow browser
  * holds at most one frame; the broadcast replaces (and counts) what it could not take.
  */
-export function mjpegStream(feed: CameraFeed, hooks: MjpegViewerHooks, signal: AbortSignal): ReadableStream<Uint8Array> {
+export function mjpegStream(feed: CameraFeed, hooks: MjpegViewerHooks, signal: AbortSignal, options: { stallMs?: number } = {}): ReadableStream<Uint8Array> {
+  const stallMs = options.stallMs ?? MJPEG_STALL_MS;
   let release: (() => void) | undefined;
   let subscription: Subscription | undefined;
   /** A frame the broadcast delivered that the connection has not pulled yet. */
@@ -60,6 +61,12 @@ export function mjpegStream(feed: CameraFeed, hooks: MjpegViewerHooks, signal: A
   let stallTimer: ReturnType<typeof setTimeout> | undefined;
   let feedCheck: ReturnType<typeof setInterval> | undefined;
   let closed = false;
+  let end: ((why: string) => void) | undefined;
+  // Runs while a part waits to be taken: one handed to the connection that Bun has not asked past (its socket is
+  // full), or one the broadcast delivered before the next pull. A pull stops it.
+  const armStall = () => {
+    stallTimer ??= setTimeout(() => end?.(`took no frame for ${stallMs / 1000} s`), stallMs);
+  };
 
   const close = () => {
     if (closed) return;
@@ -79,7 +86,7 @@ export function mjpegStream(feed: CameraFeed, hooks: MjpegViewerHooks, signal: A
       start(controller) {
         if (signal.aborted) return close();
         signal.addEventListener("abort", close, { once: true });
-        const end = (why: string) => {
+        end = (why: string) => {
           hooks.log.info(`${hooks.label}: ${why}; closing it`);
           close();
           try {
@@ -89,7 +96,7 @@ export function mjpegStream(feed: CameraFeed, hooks: MjpegViewerHooks, signal: A
           }
         };
         feedCheck = setInterval(() => {
-          if (!hooks.stillCurrent()) end("the camera was replaced or removed");
+          if (!hooks.stillCurrent()) end?.("the camera was replaced or removed");
         }, FEED_CHECK_MS);
         release = feed.claim();
         subscription = feed.frames.subscribe(
@@ -103,7 +110,7 @@ export function mjpegStream(feed: CameraFeed, hooks: MjpegViewerHooks, signal: A
               return;
             }
             held = delivery;
-            stallTimer ??= setTimeout(() => end(`took no frame for ${MJPEG_STALL_MS / 1000} s`), MJPEG_STALL_MS);
+            armStall();
           },
           { replayLatest: true, label: hooks.label },
         );
@@ -120,6 +127,7 @@ export function mjpegStream(feed: CameraFeed, hooks: MjpegViewerHooks, signal: A
           controller.enqueue(part);
           acknowledge = delivery.done;
           hooks.sent(part.length);
+          armStall();
         };
         if (held) {
           const h = held;

@@ -21,6 +21,8 @@ export interface WebOptions {
   web: WebConfig;
   printers: () => readonly PrinterRuntime[];
   metrics: Metrics;
+  /** Tests shorten MJPEG_STALL_MS with this. */
+  mjpegStallMs?: number;
 }
 
 /** What the web side counts per printer; counters live in the shared Metrics, so they survive a web restart. */
@@ -154,6 +156,7 @@ export async function startWeb(options: WebOptions): Promise<WebServer> {
         },
       },
       request.signal,
+      { stallMs: options.mjpegStallMs },
     );
     return new Response(body, { headers });
   };
