@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { connect } from "node:net";
 import { createFlashforgeCamera, createMjpegParser, mjpegPart } from "../lib/flashforge/camera.ts";
 import type { CameraFrame } from "../lib/core/service.ts";
-import { setupLogging } from "../lib/log.ts";
+import { captureLogs, setupLogging } from "../lib/log.ts";
 import { readJpegStamp } from "../lib/sim/jpeg-picture.ts";
 import { startSimulatedFlashforge, type SimFlashforge } from "../lib/sim/flashforge/index.ts";
 import { flashforgeContext } from "./flashforge-helpers.ts";
@@ -168,4 +168,51 @@ describe("FlashForge camera proxy", () => {
     await Bun.sleep(1_200);
     expect(camera.status().upstream).toBe("idle");
   });
+});
+
+describe("FlashForge camera proxy: a stuck viewer", () => {
+  const STUCK_SIM = "127.0.7.14";
+  const STUCK_PROXY = "127.0.7.15";
+  const STALL_MS = 500;
+  let sim: SimFlashforge;
+  let camera: ReturnType<typeof createFlashforgeCamera>;
+
+  beforeAll(async () => {
+    setupLogging("info", { quiet: true });
+    // Big frames, fast: an unread socket's buffers fill within a few seconds.
+    sim = await startSimulatedFlashforge({ host: STUCK_SIM, camera: { fps: 30, width: 1920, height: 1080 } });
+    camera = createFlashforgeCamera(flashforgeContext(sim, STUCK_PROXY), { lingerMs: 500, viewerStallMs: STALL_MS });
+    await camera.start();
+  });
+
+  afterAll(async () => {
+    await camera?.stop();
+    await sim?.stop();
+  });
+
+  test("a viewer that accepts nothing for the stall time is closed with a log line; another keeps watching", async () => {
+    const logs = captureLogs();
+    const stuck = connect({ host: STUCK_PROXY, port: PORT });
+    stuck.on("error", () => {});
+    let stuckClosed = false;
+    stuck.once("close", () => (stuckClosed = true));
+    try {
+      stuck.write("GET /?action=stream HTTP/1.1\r\n\r\n");
+      stuck.pause(); // and never read, until the end
+      const closedLine = () => logs.lines.some((l) => l.includes("[ff5m/camera]") && l.includes("closing: accepted nothing for"));
+      for (let i = 0; i < 300 && !closedLine(); i++) await Bun.sleep(50);
+      expect(closedLine()).toBe(true);
+      expect(camera.status().details?.viewers).toBe(0);
+      const { frames } = await watch(STUCK_PROXY, 5);
+      expect(frames.length).toBe(5);
+      // Seen from the viewer: reading again, it gets what was on the wire, then the end.
+      stuck.on("data", () => {});
+      stuck.resume();
+      for (let i = 0; i < 200 && !stuckClosed; i++) await Bun.sleep(50);
+      expect(stuckClosed).toBe(true);
+    } finally {
+      logs.stop();
+      stuck.destroy();
+    }
+  }, 30_000);
 });
