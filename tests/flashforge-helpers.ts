@@ -87,3 +87,57 @@ export async function consoleClient(host: string, port: number) {
     close: () => socket.destroy(),
   };
 }
+
+/**
+ * A bare printer console for what the simulator does not do: answers ~M601/~M602/~M115/~M119/~M27 like the
+ * Adventurer 5M, and drops the whole connection a moment after it receives `dropOn` (as a printer that reboots
+ * mid-command would), without replying.
+ */
+export async function startFakeConsole(host: string, port: number, dropOn: string) {
+  const { createServer } = await import("node:net");
+  const { parseCommand, textReply } = await import("../lib/flashforge/tcp-codec.ts");
+  const sockets = new Set<import("node:net").Socket>();
+  const seen: string[] = [];
+  let sessions = 0;
+  const server = createServer((socket) => {
+    sessions++;
+    sockets.add(socket);
+    socket.on("error", () => {});
+    socket.on("close", () => sockets.delete(socket));
+    let buffer = "";
+    socket.on("data", (chunk: Buffer) => {
+      buffer += chunk.toString("latin1");
+      for (let nl = buffer.indexOf("\n"); nl !== -1; nl = buffer.indexOf("\n")) {
+        const command = parseCommand(buffer.slice(0, nl));
+        buffer = buffer.slice(nl + 1);
+        if (!command) continue;
+        seen.push(command.code);
+        if (command.code === dropOn) {
+          setTimeout(() => socket.destroy(), 200);
+          continue;
+        }
+        const lines: Record<string, string[]> = {
+          M601: ["Control Success V2.1."], M602: ["Control Release."], M27: ["SD printing byte 0/100", "Layer: 0/0"],
+          M115: ["Machine Type: Flashforge Adventurer 5M", "Machine Name: fake", "Firmware: v3.1.3", "SN: SNMOMC9900002"],
+          M119: ["MachineStatus: READY"],
+        };
+        socket.write(textReply(command.code, lines[command.code] ?? []));
+      }
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => resolve());
+  });
+  return {
+    seen,
+    get sessions() {
+      return sessions;
+    },
+    stop: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}

@@ -7,7 +7,7 @@ import type { Service } from "../lib/core/service.ts";
 import { captureLogs, setupLogging } from "../lib/log.ts";
 import { startSimulatedFlashforge, type SimFlashforge } from "../lib/sim/flashforge/index.ts";
 import { pngOf } from "../lib/sim/flashforge/state.ts";
-import { consoleClient, flashforgeContext } from "./flashforge-helpers.ts";
+import { consoleClient, flashforgeContext, startFakeConsole } from "./flashforge-helpers.ts";
 
 const SIM_HOST = "127.0.7.2";
 const PROXY_HOST = "127.0.7.1";
@@ -196,3 +196,74 @@ describe("FlashForge TCP proxy", () => {
     }
   }, 10_000);
 });
+
+describe("FlashForge TCP proxy: clients that do not read, and a printer that drops", () => {
+  test("a client that does not read its replies is closed with a log line; another keeps its answers", async () => {
+    const BACKLOG = 256 * 1024;
+    // Its own printer: the one above stays held by the first proxy's session.
+    const printer = await startSimulatedFlashforge({ host: "127.0.7.19" });
+    const slowProxy = createFlashforgeTcp(flashforgeContext(printer, "127.0.7.16"), { lingerMs: 60_000, maxClientBacklogBytes: BACKLOG });
+    await slowProxy.start();
+    const logs = captureLogs();
+    const reader = await consoleClient("127.0.7.16", PORT);
+    const deaf = await consoleClient("127.0.7.16", PORT);
+    try {
+      reader.send("~M119");
+      await reader.readText();
+      deaf.socket.pause(); // and never read
+      const closedLine = () => logs.lines.some((l) => l.includes("[ff5m/tcp]") && l.includes("does not read its replies"));
+      // Each ~M662 answers a ~50 KB thumbnail: the socket buffers fill, then our backlog does. Bounded.
+      for (let batch = 0; batch < 40 && !closedLine(); batch++) {
+        const asked = printer.tcp.commands.length;
+        for (let i = 0; i < 16; i++) deaf.send("~M662 /data/Benchy.gcode");
+        for (let i = 0; i < 100 && printer.tcp.commands.length < asked + 16 && !closedLine(); i++) await Bun.sleep(20);
+      }
+      expect(closedLine()).toBe(true);
+      await waitUntil(() => slowProxy.status().clients === 1);
+      reader.send("~M115");
+      expect((await reader.readText()).startsWith("CMD M115 Received.")).toBe(true);
+    } finally {
+      logs.stop();
+      reader.close();
+      deaf.close();
+      await slowProxy.stop();
+      await printer.stop();
+    }
+  }, 30_000);
+
+  test("the printer drops the connection mid-command: that client is closed, the others are answered after the reconnect", async () => {
+    const fake = await startFakeConsole("127.0.7.17", PORT, "G28");
+    const fakeSim = { identity: { ...sim.identity, host: "127.0.7.17" } } as SimFlashforge;
+    const dropProxy = createFlashforgeTcp(flashforgeContext(fakeSim, "127.0.7.18"), { lingerMs: 60_000 });
+    await dropProxy.start();
+    const logs = captureLogs();
+    const homing = await consoleClient("127.0.7.18", PORT);
+    const other = await consoleClient("127.0.7.18", PORT);
+    try {
+      other.send("~M119");
+      expect((await other.readText()).startsWith("CMD M119 Received.")).toBe(true);
+      homing.send("~G28");
+      await waitUntil(() => fake.seen.includes("G28"));
+      other.send("~M119"); // queued behind the command in flight
+      await homing.waitClosed();
+      expect(logs.lines.some((l) => l.includes("[ff5m/tcp]") && l.includes("the printer did not answer G28"))).toBe(true);
+      expect((await other.readText()).startsWith("CMD M119 Received.")).toBe(true);
+      expect(other.closed).toBe(false);
+      expect(fake.sessions).toBe(2);
+    } finally {
+      logs.stop();
+      homing.close();
+      other.close();
+      await dropProxy.stop();
+      await fake.stop();
+    }
+  }, 20_000);
+});
+
+async function waitUntil(check: () => boolean, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error("timed out");
+    await Bun.sleep(20);
+  }
+}

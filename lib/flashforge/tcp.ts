@@ -41,6 +41,8 @@ export interface FlashforgeTcpOptions {
   keepaliveMs?: number;
   clientIdleTimeoutMs?: number;
   lingerMs?: number;
+  /** Tests shorten MAX_CLIENT_BACKLOG_BYTES with this. */
+  maxClientBacklogBytes?: number;
 }
 
 interface UpstreamConnection {
@@ -76,6 +78,7 @@ export function createFlashforgeTcp(ctx: ServiceContext, options: FlashforgeTcpO
   const log = serviceLogger(printer.name, "tcp");
   const keepaliveMs = options.keepaliveMs ?? KEEPALIVE_INTERVAL_MS;
   const clientIdleMs = options.clientIdleTimeoutMs ?? CLIENT_IDLE_TIMEOUT_MS;
+  const maxBacklogBytes = options.maxClientBacklogBytes ?? MAX_CLIENT_BACKLOG_BYTES;
   const where = `${printer.host}:${printer.printerPorts.tcp}`;
   const queue: Job[] = [];
   const clients = new Set<Client>();
@@ -281,7 +284,7 @@ export function createFlashforgeTcp(ctx: ServiceContext, options: FlashforgeTcpO
 
   const deliver = (client: Client, bytes: Buffer) => {
     if (client.closed) return;
-    if (client.socket.writableLength > MAX_CLIENT_BACKLOG_BYTES) {
+    if (client.socket.writableLength > maxBacklogBytes) {
       return client.close(`does not read its replies (${client.socket.writableLength} bytes waiting)`);
     }
     client.socket.write(bytes);
