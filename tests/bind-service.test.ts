@@ -1,11 +1,9 @@
+import { serviceContext } from "./support.ts";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { connect as tcpConnect, createServer, type Server, type Socket } from "node:net";
 import { connect as tlsConnect } from "node:tls";
-import { parseConfig } from "../lib/config.ts";
-import { createMetrics } from "../lib/core/metrics.ts";
-import { createPrinterHub, type Service, type ServiceContext } from "../lib/core/service.ts";
-import { captureLogs, serviceLogger, setupLogging } from "../lib/log.ts";
-import { makeCa, makeLeaf } from "../lib/tls.ts";
+import { type Service, type ServiceContext } from "../lib/core/service.ts";
+import { captureLogs, setupLogging } from "../lib/log.ts";
 import { BIND_MAX_FRAME_BYTES, decodeBindFrame, detectRequest, encodeBindFrame } from "../lib/bambu/bind-codec.ts";
 import { createBindService, FIRMWARE_PLACEHOLDER } from "../lib/bambu/bind.ts";
 
@@ -14,20 +12,7 @@ const SERIAL = "01P00A000000001";
 const SILENCE_MS = 300;
 
 function context(extra = ""): ServiceContext {
-  const config = parseConfig(
-    `[[printer]]\nname = "p1s-left"\nhost = "127.0.6.10"\nserial = "${SERIAL}"\naccess_code = "12345678"\nbind = "${PROXY}"\n${extra}`,
-  );
-  const printer = config.printers[0]!;
-  const ca = makeCa("test CA", "pandaproxy tests");
-  const leaf = makeLeaf(ca, SERIAL, { dns: [], ips: [PROXY] });
-  return {
-    printer,
-    proxy: config.proxy,
-    tls: { key: leaf.key, cert: leaf.cert + ca.cert, ca: ca.cert },
-    log: serviceLogger(printer.name, "printer"),
-    metrics: createMetrics(),
-    hub: createPrinterHub({ model: printer.model }),
-  };
+  return serviceContext(`name = "p1s-left"\nhost = "127.0.6.10"\nserial = "${SERIAL}"\naccess_code = "12345678"\nbind = "${PROXY}"\n${extra}`);
 }
 
 /** What a slicer does: connect, send one frame, read until the printer closes. */

@@ -1,12 +1,9 @@
 // Helpers for the chamber camera tests: a viewer that logs in and records frames, a proxy context, a python
 // client that reads like Home Assistant's integration.
+import { serviceContext } from "./support.ts";
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import { spawn } from "node:child_process";
-import { parseConfig } from "../lib/config.ts";
-import { createMetrics } from "../lib/core/metrics.ts";
-import { createPrinterHub, type ServiceContext } from "../lib/core/service.ts";
-import { serviceLogger } from "../lib/log.ts";
-import { makeCa, makeLeaf } from "../lib/tls.ts";
+import { type ServiceContext } from "../lib/core/service.ts";
 import { createFrameParser, encodeLogin, type ParsedFrame } from "../lib/bambu/chamber-codec.ts";
 import { readJpegStamp } from "../lib/sim/jpeg-picture.ts";
 
@@ -14,23 +11,12 @@ export const ACCESS_CODE = "12345678";
 export const VIEWER_CODE = "87654321";
 
 export function proxyContext(options: { name: string; proxy: string; printer: string; printerPort?: number; accessCode?: string; extra?: string }): ServiceContext {
-  const config = parseConfig(
-    `[[printer]]\nname = "${options.name}"\nhost = "${options.printer}"\nserial = "01P00A000000001"\n` +
+  return serviceContext(
+    `name = "${options.name}"\nhost = "${options.printer}"\nserial = "01P00A000000001"\n` +
       `access_code = "${options.accessCode ?? ACCESS_CODE}"\nviewer_access_code = "${VIEWER_CODE}"\nbind = "${options.proxy}"\nmodel = "P1S"\n` +
       (options.printerPort ? `printer_ports = { chamber = ${options.printerPort} }\n` : "") +
       (options.extra ?? ""),
   );
-  const printer = config.printers[0]!;
-  const ca = makeCa("test CA", "pandaproxy tests");
-  const leaf = makeLeaf(ca, printer.serial, { dns: [], ips: [options.proxy] });
-  return {
-    printer,
-    proxy: config.proxy,
-    tls: { key: leaf.key, cert: leaf.cert + ca.cert, ca: ca.cert },
-    log: serviceLogger(printer.name, "printer"),
-    metrics: createMetrics(),
-    hub: createPrinterHub({ model: printer.model }),
-  };
 }
 
 export interface SeenFrame extends ParsedFrame {

@@ -1,32 +1,17 @@
 // Shared by the flashforge-*.test.ts files: a printer entry pointing at a simulated Adventurer 5M, and the
 // ServiceContext a FlashForge service is built from. Addresses: 127.0.7.0/24 only.
-import { parseConfig, type PrinterConfig } from "../lib/config.ts";
-import { createMetrics } from "../lib/core/metrics.ts";
-import { createPrinterHub, type ServiceContext } from "../lib/core/service.ts";
-import { serviceLogger } from "../lib/log.ts";
+import { serviceContext } from "./support.ts";
+import { type ServiceContext } from "../lib/core/service.ts";
 import type { SimFlashforge } from "../lib/sim/flashforge/index.ts";
 
 export function flashforgeContext(sim: SimFlashforge, bind: string, extra = ""): ServiceContext {
   const { identity } = sim;
   const p = identity.ports;
-  const config = parseConfig(`
-[web]
-listen = ""
-[[printer]]
-name = "ff5m"
-type = "flashforge"
-host = "${identity.host}"
-serial = "${identity.serial}"
-check_code = "${identity.checkCode}"
-bind = "${bind}"
-printer_ports = { tcp = ${p.tcp}, http = ${p.http}, discovery = ${p.discovery}, camera = ${p.camera} }
-${extra}
-`);
-  const printer: PrinterConfig = config.printers[0]!;
-  return {
-    printer, proxy: config.proxy, tls: { key: "", cert: "", ca: "" }, log: serviceLogger(printer.name, "printer"),
-    metrics: createMetrics(), hub: createPrinterHub(),
-  };
+  return serviceContext(
+    `name = "ff5m"\ntype = "flashforge"\nhost = "${identity.host}"\nserial = "${identity.serial}"\ncheck_code = "${identity.checkCode}"\n` +
+      `bind = "${bind}"\nprinter_ports = { tcp = ${p.tcp}, http = ${p.http}, discovery = ${p.discovery}, camera = ${p.camera} }\n${extra}`,
+    `[web]\nlisten = ""`,
+  );
 }
 
 /** A raw TCP client of the console: sends lines, reads replies up to (and including) the "ok" line. */

@@ -1,9 +1,8 @@
+import { serviceContext } from "./support.ts";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createSocket, type Socket as UdpSocket } from "node:dgram";
-import { parseConfig } from "../lib/config.ts";
-import { createMetrics } from "../lib/core/metrics.ts";
-import { createPrinterHub, type Service, type ServiceContext } from "../lib/core/service.ts";
-import { captureLogs, serviceLogger, setupLogging } from "../lib/log.ts";
+import { type Service, type ServiceContext } from "../lib/core/service.ts";
+import { captureLogs, setupLogging } from "../lib/log.ts";
 import { createSsdpService, primaryIPv4 } from "../lib/bambu/ssdp.ts";
 import { FIRMWARE_PLACEHOLDER } from "../lib/bambu/bind.ts";
 import { announcementOf, encodeSearch, parseSsdp, type SsdpMessage } from "../lib/bambu/ssdp-message.ts";
@@ -16,15 +15,10 @@ const SSDP_PORT = 46021;
 const INTERVAL_MS = 100;
 
 function context(lines: string): ServiceContext {
-  const config = parseConfig(
-    `[[printer]]\nname = "p1s-left"\nhost = "127.0.6.10"\naccess_code = "12345678"\n` +
+  return serviceContext(
+    `name = "p1s-left"\nhost = "127.0.6.10"\naccess_code = "12345678"\n` +
       `ports = { ssdp = ${SSDP_PORT} }\nprinter_ports = { ssdp = ${SSDP_PORT} }\n${lines}`,
   );
-  const printer = config.printers[0]!;
-  return {
-    printer, proxy: config.proxy, tls: { key: "", cert: "", ca: "" }, log: serviceLogger(printer.name, "printer"),
-    metrics: createMetrics(), hub: createPrinterHub({ model: printer.model }),
-  };
 }
 
 interface Heard {

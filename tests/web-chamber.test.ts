@@ -1,5 +1,6 @@
 // End to end: the simulated P1S camera (which serves at most 2 viewers) -> the chamber proxy -> the web server:
 // MJPEG streams, snapshots, the API and the status page in Chromium, all from the one upstream connection.
+import { serviceContext } from "./support.ts";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { chromium } from "playwright-core";
@@ -123,21 +124,8 @@ describe("web camera through the chamber proxy", () => {
 
 test("a snapshot of a printer that cannot be reached answers 503 after the wait, naming the printer", async () => {
   const unreachable = "127.0.8.23"; // nothing listens there
-  const config = parseConfig(
-    `[[printer]]\nname = "gone"\nhost = "${unreachable}"\nserial = "01P00A000000009"\naccess_code = "12345678"\n` +
-      `bind = "127.0.8.24"\nmodel = "P1S"\nservices = ["camera"]\n`,
-  );
-  const printer = config.printers[0]!;
-  const ca = makeCa("web test CA", "pandaproxy tests");
-  const leaf = makeLeaf(ca, printer.serial, { dns: [], ips: ["127.0.8.24"] });
-  const ctx: ServiceContext = {
-    printer,
-    proxy: config.proxy,
-    tls: { key: leaf.key, cert: leaf.cert + ca.cert, ca: ca.cert },
-    log: serviceLogger(printer.name, "printer"),
-    metrics: createMetrics(),
-    hub: createPrinterHub({ model: "P1S" }),
-  };
+  const ctx = serviceContext(`name = "gone"\nhost = "${unreachable}"\nserial = "01P00A000000009"\naccess_code = "12345678"\nbind = "127.0.8.24"\nmodel = "P1S"\nservices = ["camera"]`);
+  const printer = ctx.printer;
   const chamber = createChamberService(ctx, { lingerMs: LINGER_MS });
   await chamber.start();
   const runtime: PrinterRuntime = { config: printer, hub: ctx.hub, services: [chamber], start: async () => {}, stop: async () => {} };

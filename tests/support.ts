@@ -1,0 +1,36 @@
+// Shared by tests and benchmarks: the ServiceContext one printer entry gives a service, built from the
+// [[printer]] lines as a user would write them, with in-memory test certificates (no state directory).
+import { parseConfig, type Config } from "../lib/config.ts";
+import { createMetrics } from "../lib/core/metrics.ts";
+import { createPrinterHub, type ServiceContext } from "../lib/core/service.ts";
+import { serviceLogger } from "../lib/log.ts";
+import { makeCa, makeLeaf, type KeyPair } from "../lib/tls.ts";
+
+let testCa: KeyPair | undefined;
+
+/** The CA every test proxy certificate is signed by (made once per process). */
+export function testProxyCa(): KeyPair {
+  testCa ??= makeCa("pandaproxy test CA", "pandaproxy tests");
+  return testCa;
+}
+
+/**
+ * `printerLines` is the body of one [[printer]] entry, e.g. 'name = "p1s"\nhost = "127.0.4.1"\n…'.
+ * `configLines` may add [proxy]/[web] sections before it.
+ */
+export function serviceContext(printerLines: string, configLines = ""): ServiceContext & { config: Config } {
+  const config = parseConfig(`${configLines}\n[[printer]]\n${printerLines}\n`, "test printers.toml");
+  const printer = config.printers[0]!;
+  const ca = testProxyCa();
+  const ips = printer.bind === "0.0.0.0" ? ["127.0.0.1"] : [printer.bind];
+  const leaf = makeLeaf(ca, printer.serial, { dns: ["localhost"], ips });
+  return {
+    config,
+    printer,
+    proxy: config.proxy,
+    tls: { key: leaf.key, cert: leaf.cert + ca.cert, ca: ca.cert },
+    log: serviceLogger(printer.name, "printer"),
+    metrics: createMetrics(),
+    hub: createPrinterHub({ model: printer.model }),
+  };
+}
