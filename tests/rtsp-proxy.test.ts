@@ -7,6 +7,7 @@ import type { Service } from "../lib/core/service.ts";
 import { createRtspService } from "../lib/bambu/rtsp.ts";
 import { simIdentity } from "../lib/sim/bambu.ts";
 import { startSimRtsp, type SimRtsp } from "../lib/sim/rtsp.ts";
+import { encodeFrame, header, type RtspResponse } from "../lib/rtsp/message.ts";
 import { ACCESS_CODE, VIEWER_CODE, ffmpegDecode, proxyContext, rawClient, run, waitFor, type RawClient } from "./rtsp-fixtures.ts";
 
 const SIM = "127.0.5.1";
@@ -15,14 +16,19 @@ const PATH = "/streaming/live/1";
 const url = (host: string, password = ACCESS_CODE) => `rtsps://bblp:${password}@${host}:322${PATH}`;
 const LINGER_MS = 4_000;
 const STALL_MS = 3_000;
+/** A second proxy with a short session timeout (the default 60 s would make the test slow). */
+const SHORT = "127.0.5.3";
+const SHORT_SESSION_MS = 1_500;
+const KEEPALIVE_EVERY_MS = 400;
 
 let sim: SimRtsp;
 let service: Service;
+let shortService: Service;
 const ctx = proxyContext({ bind: PROXY, printerHost: SIM, printerRtsp: 322, plain: 8554 });
 const details = () => service.status().details ?? {};
 
-/** DESCRIBE, SETUP, PLAY as a raw client; frames land in `client.frames`. */
-async function play(host = PROXY, password = ACCESS_CODE): Promise<RawClient> {
+/** DESCRIBE, SETUP, PLAY as a raw client; frames land in `client.frames`, the PLAY reply in `client.played`. */
+async function play(host = PROXY, password = ACCESS_CODE): Promise<RawClient & { played: RtspResponse; session: string }> {
   const client = await rawClient(host, 322, { user: "bblp", password });
   const described = await client.request("DESCRIBE", `rtsps://${host}:322${PATH}`);
   expect(described.status).toBe(200);
@@ -31,16 +37,19 @@ async function play(host = PROXY, password = ACCESS_CODE): Promise<RawClient> {
   const session = setup.headers.find(([n]) => n === "Session")?.[1]?.split(";")[0] ?? "";
   const played = await client.request("PLAY", `rtsps://${host}:322${PATH}`, [["Session", session]]);
   expect(played.status).toBe(200);
-  return client;
+  return Object.assign(client, { played, session });
 }
 
 beforeAll(async () => {
   sim = await startSimRtsp(simIdentity({ host: SIM, model: "X1C", accessCode: ACCESS_CODE, ports: { rtsp: 322 } }), { cameraWidth: 640, cameraHeight: 360, cameraFps: 15 });
   service = createRtspService(ctx, { lingerMs: LINGER_MS, stallTimeoutMs: STALL_MS, backoffMinMs: 300 });
   await service.start();
+  shortService = createRtspService(proxyContext({ bind: SHORT, printerHost: SIM, printerRtsp: 322 }), { lingerMs: 1_000, backoffMinMs: 300, sessionTimeoutMs: SHORT_SESSION_MS });
+  await shortService.start();
 });
 
 afterAll(async () => {
+  await shortService?.stop();
   await service?.stop();
   await sim?.stop();
 });
@@ -128,6 +137,24 @@ describe("RTSPS camera through pandaproxy (simulated X1C)", () => {
     reader.close();
   }, 30_000);
 
+  test("PLAY answers RTP-Info like live555: the seq and rtptime of the reader's first packet", async () => {
+    const readers = [await play(), await play()];
+    for (const reader of readers) {
+      const info = header(reader.played.headers, "rtp-info") ?? "";
+      const match = /^url=rtsps:\/\/[^;]+\/streaming\/live\/1\/track1;seq=(\d+);rtptime=(\d+)$/.exec(info);
+      expect(match).not.toBeNull();
+      await waitFor("video", () => reader.frames.some((f) => f.channel === 0));
+      const first = reader.frames.find((f) => f.channel === 0)!;
+      expect(first.payload.readUInt16BE(2)).toBe(Number(match![1]));
+      expect(first.payload.readUInt32BE(4)).toBe(Number(match![2]));
+      // Numbering runs on from there without gaps.
+      await waitFor("more video", () => reader.frames.filter((f) => f.channel === 0).length >= 20);
+      const seqs = reader.frames.filter((f) => f.channel === 0).slice(0, 20).map((f) => f.payload.readUInt16BE(2));
+      for (let i = 1; i < seqs.length; i++) expect((seqs[i]! - seqs[i - 1]!) & 0xffff).toBe(1);
+      reader.close();
+    }
+  }, 30_000);
+
   test("the web page's CameraFeed gets JPEG frames while claimed", async () => {
     const feed = ctx.hub.camera!;
     expect(feed.kind).toBe("rtsp");
@@ -179,4 +206,33 @@ describe("RTSPS camera through pandaproxy (simulated X1C)", () => {
     // The process is really gone.
     expect(() => process.kill(pid, 0)).toThrow();
   }, 30_000);
+});
+
+describe("RTSP session timeout (shortened to 1.5 s)", () => {
+  test("an idle session is closed; GET_PARAMETER keepalives and RTCP receiver reports keep theirs alive", async () => {
+    const idle = await play(SHORT);
+    const idleSince = Date.now();
+    const viaGet = await play(SHORT);
+    const viaRtcp = await play(SHORT);
+    expect(header(idle.played.headers, "session")).toBe(`${idle.session};timeout=2`);
+    const closedAt = new Map<RawClient, number>();
+    for (const c of [idle, viaGet, viaRtcp]) c.socket.once("close", () => closedAt.set(c, Date.now()));
+    // An RTCP receiver report (RFC 3550 6.4.2) with no report blocks, on the RTCP channel of interleaved=0-1.
+    const receiverReport = Buffer.from([0x80, 201, 0x00, 0x01, 0x12, 0x34, 0x56, 0x78]);
+    const until = Date.now() + SHORT_SESSION_MS * 3;
+    while (Date.now() < until) {
+      expect((await viaGet.request("GET_PARAMETER", `rtsps://${SHORT}:322${PATH}`, [["Session", viaGet.session]])).status).toBe(200);
+      viaRtcp.socket.write(encodeFrame(1, receiverReport));
+      await Bun.sleep(KEEPALIVE_EVERY_MS);
+    }
+    await waitFor("the idle session to be closed", () => closedAt.has(idle), SHORT_SESSION_MS * 2);
+    expect(closedAt.get(idle)! - idleSince).toBeGreaterThanOrEqual(SHORT_SESSION_MS);
+    expect(closedAt.has(viaGet)).toBe(false);
+    expect(closedAt.has(viaRtcp)).toBe(false);
+    // Still playing, not just connected.
+    const counts = [viaGet.frames.length, viaRtcp.frames.length];
+    await waitFor("video on the kept sessions", () => viaGet.frames.length > counts[0]! + 10 && viaRtcp.frames.length > counts[1]! + 10);
+    viaGet.close();
+    viaRtcp.close();
+  }, 40_000);
 });

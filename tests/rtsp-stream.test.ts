@@ -94,4 +94,31 @@ describe("RTSP stream fan-out", () => {
     const ts = reader.got.map((b) => b.readUInt32BE(4 + 4));
     expect((ts[2]! - ts[1]!) >>> 0).toBe(3000);
   });
+
+  test("a reader's first packet carries the seq and rtptime its RTP-Info announced; sender reports follow the shift", () => {
+    const stream = createStream("/s", serviceLogger("t", "rtsp"));
+    stream.publish(SDP);
+    stream.ingest(0, rtp(10, 90_000, 0x67), false);
+    stream.ingest(0, rtp(11, 93_000, 0x41), false);
+    const reader = fakeReader("late");
+    const handle = stream.addReader(reader);
+    const start = handle.rtpInfo[0]!;
+    stream.ingest(0, rtp(12, 96_000, 0x41), false); // not a key frame: skipped
+    stream.ingest(0, rtp(13, 99_000, 0x67), false);
+    stream.ingest(0, rtp(14, 102_000, 0x41), false);
+    expect(reader.got.map(seqOf)).toEqual([start.seq, (start.seq + 1) & 0xffff]);
+    const ts = reader.got.map((b) => b.readUInt32BE(4 + 4));
+    expect(ts[0]).toBe(start.rtptime);
+    expect((ts[1]! - ts[0]!) >>> 0).toBe(3_000);
+    // A sender report for RTP time 102000 reaches the reader on its RTCP channel with the reader's rtptime.
+    const report = Buffer.alloc(28);
+    report[0] = 0x80;
+    report[1] = 200;
+    report.writeUInt16BE(6, 2);
+    report.writeUInt32BE(102_000, 16);
+    stream.ingest(0, report, true);
+    const sr = reader.got[2]!;
+    expect(sr[1]).toBe(1);
+    expect(sr.readUInt32BE(4 + 16)).toBe(ts[1]!);
+  });
 });

@@ -32,6 +32,8 @@ export interface RtspServiceOptions {
   lingerMs?: number;
   stallTimeoutMs?: number;
   backoffMinMs?: number;
+  /** Readers' RTSP session timeout (default SESSION_TIMEOUT_MS: 60 s). */
+  sessionTimeoutMs?: number;
   /** Sees every RTP packet as our server receives it from FFmpeg (bench/rtsp.ts measures added latency). */
   onPacket?: (packet: Buffer) => void;
 }
@@ -153,7 +155,7 @@ export function createRtspService(ctx: ServiceContext, options: RtspServiceOptio
         jpeg.start();
 
         server = createRtspServer({
-          log, streams,
+          log, streams, sessionTimeoutMs: options.sessionTimeoutMs,
           readerAuth: createAuthenticator({ realm: LIVE555_REALM, allowBasic: true, credentials }),
         });
         const s = server;

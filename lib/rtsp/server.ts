@@ -10,10 +10,12 @@ import type { Authenticator, Credential } from "./auth.ts";
 import { createRtspParser, encodeResponse, header, parseTransport, RtspParseError, type Headers, type RtspRequest } from "./message.ts";
 import type { ReaderHandle, Stream } from "./stream.ts";
 
-/** A session with no request and no RTCP from its client for this long is closed. */
-export const SESSION_TIMEOUT_S = 60;
+/** A session with no request and no RTCP from its client for this long is closed (announced in Session:). */
+export const SESSION_TIMEOUT_MS = 60_000;
 /** A connection that never sets up a session is closed after this long without a request. */
 export const IDLE_TIMEOUT_MS = 30_000;
+/** How often idle connections are looked for (at most; shorter when the timeouts are shorter). */
+const IDLE_CHECK_INTERVAL_MS = 5_000;
 /** How long DESCRIBE waits for FFmpeg to start publishing before answering 503. */
 export const DESCRIBE_WAIT_MS = 20_000;
 const SERVER_NAME = "pandaproxy";
@@ -25,6 +27,9 @@ export interface RtspServerOptions {
   readerAuth: Authenticator;
   /** Present only on the loopback listener FFmpeg publishes to. */
   publisherAuth?: Authenticator;
+  /** Defaults SESSION_TIMEOUT_MS and IDLE_TIMEOUT_MS (tests shorten them). */
+  sessionTimeoutMs?: number;
+  idleTimeoutMs?: number;
 }
 
 export interface RtspServer {
@@ -45,6 +50,10 @@ export function pathOf(uri: string): string {
 export function createRtspServer(options: RtspServerOptions): RtspServer {
   let playing = 0;
   let sessionsOpened = 0;
+  const sessionTimeoutMs = options.sessionTimeoutMs ?? SESSION_TIMEOUT_MS;
+  const idleTimeoutMs = options.idleTimeoutMs ?? IDLE_TIMEOUT_MS;
+  const checkEveryMs = Math.max(100, Math.min(IDLE_CHECK_INTERVAL_MS, sessionTimeoutMs / 4, idleTimeoutMs / 4));
+  const sessionTimeoutS = Math.max(1, Math.round(sessionTimeoutMs / 1000));
 
   const resolve = (uri: string): { stream: Stream; track?: string } | undefined => {
     const path = pathOf(uri);
@@ -73,12 +82,12 @@ export function createRtspServer(options: RtspServerOptions): RtspServer {
 
     const timer = setInterval(() => {
       const idle = Date.now() - lastActivity;
-      const limit = sessionId ? SESSION_TIMEOUT_S * 1000 : IDLE_TIMEOUT_MS;
+      const limit = sessionId ? sessionTimeoutMs : idleTimeoutMs;
       if (idle > limit && !recording) {
-        log.info(`closing: ${sessionId ? "session" : "connection"} idle for ${Math.round(idle / 1000)} s`);
+        log.info(`closing: ${sessionId ? "session" : "connection"} idle for ${(idle / 1000).toFixed(1)} s (no request, no RTCP)`);
         socket.destroy();
       }
-    }, 5_000);
+    }, checkEveryMs);
     timer.unref?.();
 
     const stopPlaying = () => {
@@ -111,7 +120,7 @@ export function createRtspServer(options: RtspServerOptions): RtspServer {
       if (!socket.destroyed) socket.write(encodeResponse(status, all, body));
     };
 
-    const sessionHeader = (): [string, string] => ["Session", `${sessionId};timeout=${SESSION_TIMEOUT_S}`];
+    const sessionHeader = (): [string, string] => ["Session", `${sessionId};timeout=${sessionTimeoutS}`];
 
     const authorize = (request: RtspRequest, auth: Authenticator): boolean => {
       if (credential && auth === (role === "publisher" ? options.publisherAuth : options.readerAuth)) return true;
@@ -208,18 +217,24 @@ export function createRtspServer(options: RtspServerOptions): RtspServer {
           if (!authorize(request, options.readerAuth)) return;
           if (!checkSession(request) || !stream) return;
           if (!channels.some(Boolean)) return reply(request, 455);
-          reply(request, 200, [sessionHeader(), ["Range", "npt=0.000-"]]);
-          if (!reader) {
-            const s = stream;
-            reader = s.addReader({
-              label: `reader ${client.peer}`,
-              channels,
-              backlog: () => socket.writableLength,
-              write: (bytes) => void (!socket.destroyed && socket.write(bytes)),
-            });
-            playing++;
-            log.info(`playing ${s.path}`);
-          }
+          if (reader) return reply(request, 200, [sessionHeader(), ["Range", "npt=0.000-"]]);
+          const s = stream;
+          reader = s.addReader({
+            label: `reader ${client.peer}`,
+            channels,
+            backlog: () => socket.writableLength,
+            write: (bytes) => void (!socket.destroyed && socket.write(bytes)),
+          });
+          playing++;
+          // Like live555: RTP-Info gives each track's first seq/rtptime (the reader's first packet carries them).
+          const aggregate = request.uri.replace(/\/+$/, "");
+          const base = resolve(request.uri)?.track ? aggregate.slice(0, aggregate.lastIndexOf("/")) : aggregate;
+          const rtpInfo = reader.rtpInfo
+            .map((start, i) => (start ? `url=${base}/${s.tracks[i]?.control};seq=${start.seq};rtptime=${start.rtptime}` : undefined))
+            .filter((v) => v !== undefined)
+            .join(",");
+          reply(request, 200, [sessionHeader(), ["Range", "npt=0.000-"], ...(rtpInfo ? [["RTP-Info", rtpInfo] as [string, string]] : [])]);
+          log.info(`playing ${s.path}`);
           return;
         }
         case "PAUSE":

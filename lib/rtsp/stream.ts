@@ -2,7 +2,8 @@
 // Every reader gets the same packets; a new reader starts at the next H.264 key frame (SPS/PPS are in the
 // SDP), a reader whose socket is backed up drops packets up to the next key frame instead of delaying others.
 // RTP sequence numbers, timestamps and SSRC are rewritten to run on across publisher restarts, so readers
-// stay connected when FFmpeg is restarted.
+// stay connected when FFmpeg is restarted. Each reader's numbering is shifted so that its first packet carries
+// exactly the seq/rtptime its PLAY reply announced in RTP-Info (as live555 does).
 import { randomBytes } from "node:crypto";
 import type { Logger } from "../log.ts";
 import { encodeFrame } from "./message.ts";
@@ -12,6 +13,7 @@ export const MAX_READER_BACKLOG_BYTES = 1024 * 1024;
 export const DROP_REPORT_INTERVAL_MS = 5_000;
 /** RTP clock ticks (90 kHz) inserted between the last packet of one publisher and the first of the next. */
 const REPUBLISH_GAP_TICKS = 3_000;
+const DEFAULT_CLOCK_RATE = 90_000;
 
 export interface StreamReader {
   label: string;
@@ -22,8 +24,16 @@ export interface StreamReader {
   write(bytes: Buffer): void;
 }
 
+/** Where a reader's numbering starts on one track: the RTP-Info `seq` and `rtptime` of its first packet. */
+export interface RtpStart {
+  seq: number;
+  rtptime: number;
+}
+
 export interface ReaderHandle {
   detach(): void;
+  /** Per track index (undefined for tracks the reader did not set up): its first packet's seq and rtptime. */
+  readonly rtpInfo: readonly (RtpStart | undefined)[];
   readonly delivered: number;
   readonly dropped: number;
 }
@@ -33,6 +43,8 @@ export interface StreamTrack {
   media: string;
   control: string;
   h264: boolean;
+  /** RTP clock rate from a=rtpmap (90000 for video). */
+  clockRate: number;
 }
 
 export interface Stream {
@@ -112,7 +124,15 @@ interface TrackState {
   firstOfPublisher: boolean;
   lastOutSeq: number;
   lastOutTs: number;
+  /** performance.now() when lastOutTs went out, to estimate the RTP clock now. */
+  lastOutAt: number;
   endedFrame: boolean;
+}
+
+/** A reader's numbering relative to the stream's on one track, fixed by its first packet. */
+interface ReaderShift {
+  seq: number;
+  ts: number;
 }
 
 interface ReaderState {
@@ -123,6 +143,8 @@ interface ReaderState {
   delivered: number;
   dropped: number;
   droppedSinceReport: number;
+  start: (RtpStart | undefined)[];
+  shift: (ReaderShift | undefined)[];
 }
 
 export function createStream(path: string, log: Logger): Stream {
@@ -150,7 +172,10 @@ export function createStream(path: string, log: Logger): Stream {
   const trackState = (index: number): TrackState => {
     let s = state[index];
     if (!s) {
-      s = { ssrc: randomBytes(4).readUInt32BE(0), seqOffset: 0, tsOffset: 0, firstOfPublisher: true, lastOutSeq: -1, lastOutTs: 0, endedFrame: true };
+      s = {
+        ssrc: randomBytes(4).readUInt32BE(0), seqOffset: 0, tsOffset: 0, firstOfPublisher: true, lastOutSeq: -1, lastOutTs: 0,
+        lastOutAt: 0, endedFrame: true,
+      };
       state[index] = s;
     }
     return s;
@@ -164,10 +189,12 @@ export function createStream(path: string, log: Logger): Stream {
       tracks = parts.media.map((lines, i) => {
         const control = `track${i + 1}`;
         const kept = lines.filter((l) => !l.startsWith("a=control:"));
+        const rate = lines.map((l) => /^a=rtpmap:\d+ [^/]+\/(\d+)/i.exec(l)?.[1]).find(Boolean);
         return {
           media: [...kept, `a=control:${control}`].join("\r\n"),
           control,
           h264: lines.some((l) => /^a=rtpmap:\d+ H264\//i.test(l)),
+          clockRate: rate ? Number(rate) : DEFAULT_CLOCK_RATE,
         };
       });
       for (let i = 0; i < tracks.length; i++) trackState(i).firstOfPublisher = true;
@@ -197,10 +224,14 @@ export function createStream(path: string, log: Logger): Stream {
         // Only sender reports, rewritten to our SSRC and timestamp line; readers need nothing else from us.
         if (packet.length < 28 || packet[1] !== 200 || s.lastOutSeq < 0) return;
         packet.writeUInt32BE(s.ssrc, 4);
-        packet.writeUInt32BE((packet.readUInt32BE(16) + s.tsOffset) >>> 0, 16);
+        const ts = (packet.readUInt32BE(16) + s.tsOffset) >>> 0;
         for (const r of readers) {
           const channels = r.reader.channels[index];
-          if (channels && !r.waitingKey) r.reader.write(encodeFrame(channels[1], packet));
+          const shift = r.shift[index];
+          if (!channels || !shift || r.waitingKey) continue;
+          const framed = encodeFrame(channels[1], packet);
+          framed.writeUInt32BE((ts + shift.ts) >>> 0, 4 + 16);
+          r.reader.write(framed);
         }
         return;
       }
@@ -224,6 +255,7 @@ export function createStream(path: string, log: Logger): Stream {
       s.lastOutSeq = outSeq;
       s.lastOutTs = outTs;
       lastPacketAt = performance.now();
+      s.lastOutAt = lastPacketAt;
       packetsIn++;
       const key = track.h264 ? startsKeyFrame(packet.subarray(payloadAt), s.endedFrame) : true;
       s.endedFrame = (packet[1]! & 0x80) !== 0;
@@ -250,15 +282,36 @@ export function createStream(path: string, log: Logger): Stream {
           r.droppedSinceReport++;
           continue;
         }
-        framed ??= new Map();
-        let bytes = framed.get(channels[0]);
-        if (!bytes) framed.set(channels[0], (bytes = encodeFrame(channels[0], packet)));
-        r.reader.write(bytes);
+        let shift = r.shift[index];
+        if (!shift) {
+          const start = r.start[index] ?? { seq: outSeq, rtptime: outTs };
+          shift = r.shift[index] = { seq: (start.seq - outSeq) & 0xffff, ts: (start.rtptime - outTs) >>> 0 };
+        }
+        if (shift.seq === 0 && shift.ts === 0) {
+          framed ??= new Map();
+          let bytes = framed.get(channels[0]);
+          if (!bytes) framed.set(channels[0], (bytes = encodeFrame(channels[0], packet)));
+          r.reader.write(bytes);
+        } else {
+          const bytes = encodeFrame(channels[0], packet);
+          bytes.writeUInt16BE((outSeq + shift.seq) & 0xffff, 4 + 2);
+          bytes.writeUInt32BE((outTs + shift.ts) >>> 0, 4 + 4);
+          r.reader.write(bytes);
+        }
         r.delivered++;
       }
     },
     addReader(reader) {
-      const r: ReaderState = { reader, waitingKey: true, dropping: false, delivered: 0, dropped: 0, droppedSinceReport: 0 };
+      // The next packet on the stream and the RTP clock now: what a live555 reader would get next.
+      const start = reader.channels.map((channels, index) => {
+        const track = tracks[index];
+        if (!channels || !track) return undefined;
+        const s = trackState(index);
+        if (s.lastOutSeq < 0) return { seq: randomBytes(2).readUInt16BE(0), rtptime: randomBytes(4).readUInt32BE(0) };
+        const elapsed = Math.max(0, performance.now() - s.lastOutAt);
+        return { seq: (s.lastOutSeq + 1) & 0xffff, rtptime: (s.lastOutTs + Math.round((elapsed / 1000) * track.clockRate)) >>> 0 };
+      });
+      const r: ReaderState = { reader, waitingKey: true, dropping: false, delivered: 0, dropped: 0, droppedSinceReport: 0, start, shift: [] };
       readers.add(r);
       if (!reportTimer) {
         reportTimer = setInterval(report, DROP_REPORT_INTERVAL_MS);
@@ -273,6 +326,7 @@ export function createStream(path: string, log: Logger): Stream {
             reportTimer = undefined;
           }
         },
+        rtpInfo: start,
         get delivered() {
           return r.delivered;
         },
