@@ -42,17 +42,24 @@ interface Reader {
   arrivals: Map<number, number>;
   firstSeq?: number;
   lastSeq?: number;
+  /** seq and payload fingerprint of the first packets: each reader's numbering is shifted (RTP-Info), the
+   * fingerprint finds the stream's seq of the same packet. */
+  early: [number, string][];
   received: number;
   bytes: number;
 }
 
+const EARLY_PACKETS = 20;
+const fingerprint = (packet: Buffer) => Bun.hash(packet.subarray(12)).toString(16);
+
 async function openReader(): Promise<Reader> {
   const client = await rawClient(PROXY, 322, { user: "bblp", password: ACCESS_CODE });
-  const reader: Reader = { client, arrivals: new Map(), received: 0, bytes: 0 };
+  const reader: Reader = { client, arrivals: new Map(), early: [], received: 0, bytes: 0 };
   client.onFrame = (frame) => {
     if (frame.channel !== 0) return;
     const seq = frame.payload.readUInt16BE(2);
     reader.arrivals.set(seq, now());
+    if (reader.early.length < EARLY_PACKETS) reader.early.push([seq, fingerprint(frame.payload)]);
     reader.firstSeq ??= seq;
     reader.lastSeq = seq;
     reader.received++;
@@ -69,6 +76,7 @@ async function main() {
   const sim = await startSimRtsp(simIdentity({ host: SIM, model: "X1C", accessCode: ACCESS_CODE, ports: { rtsp: 322 } }), { cameraWidth: 1280, cameraHeight: 720, cameraFps: 15 });
   const proxy = Bun.spawn([process.execPath, import.meta.path, "--proxy"], { stdout: "pipe", stderr: "inherit", stdin: "ignore" });
   const serverTimes = new Map<number, number>();
+  const serverSeqOf = new Map<string, number>();
   let ready!: () => void;
   const isReady = new Promise<void>((resolve) => (ready = resolve));
   void (async () => {
@@ -80,8 +88,10 @@ async function main() {
       for (const line of lines) {
         if (line === "READY") ready();
         else if (line.startsWith("P ")) {
-          const [, seq, ns] = line.split(" ");
+          const [, seq, ns, fp] = line.split(" ");
           serverTimes.set(Number(seq), Number(ns));
+          // A payload seen twice cannot tell the shift: mark it unusable.
+          if (fp) serverSeqOf.set(fp, serverSeqOf.has(fp) ? -1 : Number(seq));
         }
       }
     }
@@ -97,10 +107,12 @@ async function main() {
       for (const r of readers) {
         r.arrivals.clear();
         r.firstSeq = undefined;
+        r.early = [];
         r.received = 0;
         r.bytes = 0;
       }
       serverTimes.clear();
+      serverSeqOf.clear();
       const ffmpegPids = childrenOf(proxy.pid);
       const cpu0 = cpuSeconds(proxy.pid);
       const ff0 = ffmpegPids.reduce((s, p) => s + cpuSeconds(p), 0);
@@ -117,8 +129,11 @@ async function main() {
         if (r.firstSeq === undefined || r.lastSeq === undefined) continue;
         const expected = ((r.lastSeq - r.firstSeq) & 0xffff) + 1;
         lost += Math.max(0, expected - r.received);
+        const known = r.early.find(([, fp]) => (serverSeqOf.get(fp) ?? -1) >= 0);
+        if (!known) continue;
+        const shift = (known[0] - serverSeqOf.get(known[1])!) & 0xffff;
         for (const [seq, at] of r.arrivals) {
-          const sent = serverTimes.get(seq);
+          const sent = serverTimes.get((seq - shift) & 0xffff);
           if (sent !== undefined) latencies.push(at - sent);
         }
       }
@@ -143,7 +158,7 @@ async function proxyProcess() {
   // The proxy process: the RTSPS camera service, reporting when each RTP packet reached our server.
   const ctx = proxyContext({ bind: PROXY, printerHost: SIM, printerRtsp: 322 });
   let lines: string[] = [];
-  const service = createRtspService(ctx, { lingerMs: 60_000, onPacket: (packet) => lines.push(`P ${packet.readUInt16BE(2)} ${now().toFixed(3)}\n`) });
+  const service = createRtspService(ctx, { lingerMs: 60_000, onPacket: (packet) => lines.push(`P ${packet.readUInt16BE(2)} ${now().toFixed(3)} ${fingerprint(packet)}\n`) });
   await service.start();
   setInterval(() => {
     if (lines.length) process.stdout.write(lines.join(""));
