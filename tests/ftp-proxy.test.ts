@@ -15,7 +15,7 @@ import { captureLogs, setupLogging } from "../lib/log.ts";
 import { startSimulatedBambu, type SimPrinter } from "../lib/sim/bambu.ts";
 import type { SimFtpService } from "../lib/sim/ftp.ts";
 import { ACCESS_CODE, proxyContext, VIEWER_CODE } from "./chamber-fixtures.ts";
-import { run } from "./ftp-helpers.ts";
+import { rawControl, run } from "./ftp-helpers.ts";
 
 const PRINTER = "127.0.3.20";
 const PROXY = "127.0.3.21";
@@ -202,4 +202,111 @@ describe("FTPS proxy against a one-session simulated printer", () => {
       rmSync(join(ftp.root, "big.3mf"), { force: true });
     }
   }, 120_000);
+});
+
+// A printer with firmware quirks: 0.0.0.0 in its PASV reply, no EPSV, and 426 after an upload that arrived whole.
+const QUIRKY_PRINTER = "127.0.3.30";
+const QUIRKY_PROXY = "127.0.3.31";
+const PRINTER_IDLE_MS = 400;
+const DATA_PORTS = { first: 41610, last: 41614 };
+
+describe("FTPS proxy against a printer with firmware quirks", () => {
+  let sim: SimPrinter;
+  let ftp: SimFtpService;
+  let proxy: Service;
+  let dir: string;
+  beforeAll(async () => {
+    setupLogging("info", { quiet: true });
+    sim = await startSimulatedBambu({
+      host: QUIRKY_PRINTER, services: ["ftp"], accessCode: ACCESS_CODE, ftpMaxSessions: 1,
+      ftpPasvAddress: "0.0.0.0", ftpRefuseEpsv: true, ftpUpload426: true,
+    });
+    ftp = sim.service<SimFtpService>("ftp")!;
+    proxy = createFtpService(
+      proxyContext({ name: "ftp-quirks", proxy: QUIRKY_PROXY, printer: QUIRKY_PRINTER, extra: `ftp_data_ports = "${DATA_PORTS.first}-${DATA_PORTS.last}"\n` }),
+      { printerIdleCloseMs: PRINTER_IDLE_MS },
+    );
+    await proxy.start();
+    dir = mkdtempSync(join(tmpdir(), "pp-ftp-quirks-"));
+  });
+  afterAll(async () => {
+    await proxy?.stop();
+    await sim?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  test("the simulator really has the quirks: 0.0.0.0 in PASV, EPSV refused, 426 after a whole upload", async () => {
+    writeFileSync(join(dir, "direct.bin"), randomBytes(50_000));
+    const up = await run(["curl", "-sS", "-k", "-u", `bblp:${ACCESS_CODE}`, "--ftp-skip-pasv-ip", "-T", join(dir, "direct.bin"), `ftps://${QUIRKY_PRINTER}/direct.3mf`]);
+    expect(up.err).toContain("426");
+    expect(readFileSync(join(ftp.root, "direct.3mf")).length).toBe(50_000);
+    const control = rawControl(QUIRKY_PRINTER);
+    try {
+      await control.waitFor(/^220 /m);
+      control.send("USER bblp", `PASS ${ACCESS_CODE}`, "EPSV", "PASV");
+      expect(await control.waitFor(/^227 .*\(0,0,0,0,\d+,\d+\)/m)).toBeDefined();
+      expect(control.text).toMatch(/^500 /m);
+    } finally {
+      control.close();
+    }
+  });
+
+  test("a printer saying 0.0.0.0 in PASV: the proxy connects to the configured host; a 426 after every byte arrived, confirmed by SIZE, reaches the client as 226", async () => {
+    const body = randomBytes(1_500_000);
+    writeFileSync(join(dir, "up.bin"), body);
+    const up = await run(["curl", "-sS", "-k", "-v", "-u", `bblp:${ACCESS_CODE}`, "-T", join(dir, "up.bin"), `ftps://${QUIRKY_PROXY}/quirky.3mf`]);
+    expect(up.code).toBe(0);
+    expect(up.err).toMatch(/^< 226 /m);
+    expect(sha(readFileSync(join(ftp.root, "quirky.3mf")))).toBe(sha(body));
+    const down = await run(["curl", "-sS", "-k", "-u", `bblp:${ACCESS_CODE}`, "-o", join(dir, "down.bin"), `ftps://${QUIRKY_PROXY}/quirky.3mf`]);
+    expect(down.err).toBe("");
+    expect(sha(readFileSync(join(dir, "down.bin")))).toBe(sha(body));
+  });
+
+  test("PASV and EPSV replies carry the proxy's address and a port from ftp_data_ports", async () => {
+    const control = rawControl(QUIRKY_PROXY);
+    try {
+      await control.waitFor(/^220 /m);
+      control.send("USER bblp", `PASS ${ACCESS_CODE}`);
+      await control.waitFor(/^230 /m);
+      const pasv = /^227 .*\((\d+,\d+,\d+,\d+),(\d+),(\d+)\)/gm;
+      const epsv = /^229 .*\(\|\|\|(\d+)\|\)/gm;
+      for (let i = 1; i <= 3; i++) {
+        control.send("PASV");
+        await control.waitForCount(pasv, i);
+        control.send("EPSV");
+        await control.waitForCount(epsv, i);
+      }
+      const ports: number[] = [];
+      for (const m of control.text.matchAll(pasv)) {
+        expect(m[1]).toBe(QUIRKY_PROXY.replaceAll(".", ","));
+        ports.push(Number(m[2]) * 256 + Number(m[3]));
+      }
+      for (const m of control.text.matchAll(epsv)) ports.push(Number(m[1]));
+      expect(ports).toHaveLength(6);
+      for (const port of ports) {
+        expect(port).toBeGreaterThanOrEqual(DATA_PORTS.first);
+        expect(port).toBeLessThanOrEqual(DATA_PORTS.last);
+      }
+    } finally {
+      control.close();
+    }
+  });
+
+  test("an idle printer session is closed after the (injected) idle time, and the next command opens a new one", async () => {
+    const client = new Client(30_000);
+    try {
+      await client.access({ host: QUIRKY_PROXY, port: 990, user: "bblp", password: ACCESS_CODE, secure: "implicit", secureOptions: { rejectUnauthorized: false } });
+      expect(await client.pwd()).toBe("/");
+      expect(ftp.sessions).toBe(1);
+      const before = ftp.connections;
+      for (let i = 0; i < 100 && ftp.sessions > 0; i++) await Bun.sleep(25);
+      expect(ftp.sessions).toBe(0);
+      // The client stays connected; its next command gets a fresh printer session.
+      expect(await client.pwd()).toBe("/");
+      expect(ftp.connections).toBe(before + 1);
+    } finally {
+      client.close();
+    }
+  });
 });

@@ -154,7 +154,16 @@ interface Waiter {
   reject(error: Error): void;
 }
 
-export function createPrinterPool(options: { max: number; log: Logger; connect(): Promise<PrinterSession> }): PrinterPool {
+export interface PrinterPoolOptions {
+  max: number;
+  log: Logger;
+  connect(): Promise<PrinterSession>;
+  /** Closes a session nobody used for this long (default PRINTER_IDLE_CLOSE_MS; tests inject a short one). */
+  idleCloseMs?: number;
+}
+
+export function createPrinterPool(options: PrinterPoolOptions): PrinterPool {
+  const idleCloseMs = options.idleCloseMs ?? PRINTER_IDLE_CLOSE_MS;
   const idle = new Map<PrinterSession, ReturnType<typeof setTimeout>>();
   const busy = new Set<PrinterSession>();
   const waiters: Waiter[] = [];
@@ -174,10 +183,10 @@ export function createPrinterPool(options: { max: number; log: Logger; connect()
       return;
     }
     idle.set(s, setTimeout(() => {
-      options.log.debug(`printer session ${s.id} idle for ${PRINTER_IDLE_CLOSE_MS / 1000} s: closing it`);
+      options.log.debug(`printer session ${s.id} idle for ${idleCloseMs / 1000} s: closing it`);
       forget(s);
       s.close();
-    }, PRINTER_IDLE_CLOSE_MS));
+    }, idleCloseMs));
   };
   const give = (s: PrinterSession, w: Waiter) => {
     clearTimeout(idle.get(s));

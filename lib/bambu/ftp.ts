@@ -42,7 +42,12 @@ const codeMatches = (given: string, wanted: string | undefined) => {
 };
 const plainIp = (address: string | undefined) => address?.replace(/^::ffff:/, "") ?? "";
 
-export function createFtpService(ctx: ServiceContext): Service {
+export interface FtpServiceOptions {
+  /** How long an unused printer session stays open (default PRINTER_IDLE_CLOSE_MS, 30 s). */
+  printerIdleCloseMs?: number;
+}
+
+export function createFtpService(ctx: ServiceContext, options: FtpServiceOptions = {}): Service {
   const printer = ctx.printer;
   const log = serviceLogger(printer.name, "ftp");
   let listening: Listening | undefined;
@@ -51,6 +56,7 @@ export function createFtpService(ctx: ServiceContext): Service {
     max: printer.ftpSessions,
     log,
     connect: () => openPrinterSession(printer, log),
+    idleCloseMs: options.printerIdleCloseMs,
   });
   let state = "stopped";
 

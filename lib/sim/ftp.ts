@@ -268,7 +268,7 @@ export const startSimulatedFtp: SimStarter = async (identity: SimIdentity, optio
       });
       transferAbort = undefined;
       link.raw.destroy();
-      if (!ok) return reply(426, "Failure reading network stream.");
+      if (!ok || options.ftpUpload426) return reply(426, "Failure reading network stream.");
       reply(226, "Transfer complete.");
     };
 
@@ -344,9 +344,10 @@ export const startSimulatedFtp: SimStarter = async (identity: SimIdentity, optio
           return arg.trim().toUpperCase() === "F" ? reply(200, "Structure set to F.") : reply(504, "Bad STRU command.");
         case "PASV": {
           const port = await openPassive();
-          return send(formatPasvReply(identity.host, port));
+          return send(formatPasvReply(options.ftpPasvAddress ?? identity.host, port));
         }
         case "EPSV":
+          if (options.ftpRefuseEpsv) return reply(500, "Unknown command.");
           if (arg.trim().toUpperCase() === "ALL") return reply(200, "EPSV ALL ok.");
           return send(formatEpsvReply(await openPassive()));
         case "REST": {

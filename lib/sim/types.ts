@@ -26,6 +26,13 @@ export interface SimOptions {
   ftpMaxSessions?: number;
   /** Directory served over FTPS (default: a fresh temporary directory). */
   ftpRoot?: string;
+  /** The address put in PASV replies (default the printer's own; some firmware says 0.0.0.0). */
+  ftpPasvAddress?: string;
+  /** Answer EPSV with 500, so clients fall back to PASV. */
+  ftpRefuseEpsv?: boolean;
+  /** Answer 426 after an upload that arrived whole, as some X1C firmware does when the data connection ends
+   * without close_notify. */
+  ftpUpload426?: boolean;
   /** Chamber camera frames per second and size. */
   cameraFps?: number;
   cameraWidth?: number;
