@@ -1,4 +1,4 @@
-// The simulated printer's FTPS server against curl and Python ftplib: session reuse required, limits, PORT.
+// The simulated printer's FTPS server against curl, lftp and Python ftplib: session reuse required, limits, PORT.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -36,6 +36,18 @@ describe("simulated printer FTPS", () => {
     const down = await run(["curl", "-sS", "-k", "-u", `bblp:${CODE}`, "-o", join(dir, "out.bin"), `ftps://${HOST}/job.3mf`]);
     expect(down.code).toBe(0);
     expect(sha(readFileSync(join(dir, "out.bin")))).toBe(sha(body));
+  });
+
+  test("lftp (PASV, session reuse) uploads and downloads (SHA-256 verified)", async () => {
+    const body = randomBytes(1_200_000);
+    writeFileSync(join(dir, "lftp.bin"), body);
+    const before = ftp.reuseRefusals;
+    const settings = "set ssl:verify-certificate no; set ftp:ssl-force true; set ftp:ssl-protect-data true; set ftp:prefer-epsv false; set net:max-retries 1";
+    const r = await run(["lftp", "-c", `${settings}; open -u bblp,${CODE} ftps://${HOST}; put ${join(dir, "lftp.bin")} -o lftp.3mf; get lftp.3mf -o ${join(dir, "lftp.out")}`]);
+    expect(r.err).toBe("");
+    expect(sha(readFileSync(join(ftp.root, "lftp.3mf")))).toBe(sha(body));
+    expect(sha(readFileSync(join(dir, "lftp.out")))).toBe(sha(body));
+    expect(ftp.reuseRefusals).toBe(before);
   });
 
   test("a client that does not reuse the session gets 522 (curl --no-sessionid, ftplib without session)", async () => {

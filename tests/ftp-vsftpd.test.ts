@@ -1,6 +1,7 @@
 // Interop: the FTPS proxy in front of a real vsftpd configured like a printer (implicit TLS, require_ssl_reuse,
 // max_clients 2, passive only), with curl (EPSV), lftp (PASV), Python ftplib (PASV/PORT/EPRT, session reuse)
-// and npm basic-ftp; four concurrent uploads over one printer session; an upload cut off mid-way.
+// and npm basic-ftp; read-only and wrong logins; four concurrent uploads over one printer session; an upload
+// cut off mid-way.
 //
 // curl's active mode (-P) is not tested: curl 7.88.1 (Debian 12) fails it against vsftpd itself, uploads with
 // "(55) sa_addr inet_ntop() failed with errno 97" (curl/curl#10622) and downloads hang (the active-FTPS
@@ -8,7 +9,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { Client } from "basic-ftp";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { connect as netConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -17,7 +18,7 @@ import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import { createFtpService } from "../lib/bambu/ftp.ts";
 import type { Service } from "../lib/core/service.ts";
 import { setupLogging } from "../lib/log.ts";
-import { ACCESS_CODE, proxyContext } from "./chamber-fixtures.ts";
+import { ACCESS_CODE, proxyContext, VIEWER_CODE } from "./chamber-fixtures.ts";
 import { run } from "./ftp-helpers.ts";
 import { startPrinterLikeVsftpd, type PrinterLikeVsftpd } from "./ftp-vsftpd.ts";
 
@@ -25,9 +26,9 @@ const PRINTER = "127.0.13.10";
 const PROXY = "127.0.13.11";
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 
-async function basicFtp(host = PROXY): Promise<Client> {
+async function basicFtp(host = PROXY, password = ACCESS_CODE): Promise<Client> {
   const client = new Client(30_000);
-  await client.access({ host, port: 990, user: "bblp", password: ACCESS_CODE, secure: "implicit", secureOptions: { rejectUnauthorized: false } });
+  await client.access({ host, port: 990, user: "bblp", password, secure: "implicit", secureOptions: { rejectUnauthorized: false } });
   return client;
 }
 
@@ -116,6 +117,32 @@ describe("FTPS proxy against vsftpd configured like a printer", () => {
     } finally {
       client.close();
     }
+  });
+
+  test("the viewer code logs in read-only: listing and downloads work, uploads and deletes get 550 and never reach vsftpd", async () => {
+    const client = await basicFtp(PROXY, VIEWER_CODE);
+    try {
+      expect((await client.list()).map((f) => f.name)).toContain("basic.3mf");
+      const chunks: Buffer[] = [];
+      await client.downloadTo(new Writable({ write: (c, _e, cb) => (chunks.push(c), cb()) }), "basic.3mf");
+      expect(sha(Buffer.concat(chunks))).toBe(onPrinter("basic.3mf"));
+      await expect(client.uploadFrom(Readable.from([Buffer.from("x")]), "viewer.3mf")).rejects.toThrow(/550/);
+      await expect(client.remove("basic.3mf")).rejects.toThrow(/550/);
+      await expect(client.rename("basic.3mf", "renamed.3mf")).rejects.toThrow(/550/);
+    } finally {
+      client.close();
+    }
+    expect(logged(/viewer\.3mf|DELE|RNFR/)).toHaveLength(0);
+    expect(existsSync(join(vsftpd.root, "basic.3mf"))).toBe(true);
+  });
+
+  test("a wrong code gets 530 and never reaches vsftpd (no connection, no login attempt)", async () => {
+    const connects = logged(/CONNECT: Client/).length;
+    const failed = logged(/FAIL LOGIN/).length;
+    await expect(basicFtp(PROXY, "00000000")).rejects.toThrow(/530/);
+    await Bun.sleep(200);
+    expect(logged(/CONNECT: Client/)).toHaveLength(connects);
+    expect(logged(/FAIL LOGIN/)).toHaveLength(failed);
   });
 
   test("a 0-byte file goes up and comes back", async () => {
