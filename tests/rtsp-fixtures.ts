@@ -1,15 +1,10 @@
 // Shared pieces of the RTSP tests: a proxy service context for a printer at a given address, child-process
 // helpers for ffprobe/ffmpeg/GStreamer, and a tiny raw RTSP client.
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { serviceContext } from "./support.ts";
 import { connect as tlsConnect } from "node:tls";
 import type { Socket } from "node:net";
-import { parseConfig, type PrinterConfig } from "../lib/config.ts";
-import { createMetrics } from "../lib/core/metrics.ts";
-import { createPrinterHub, type ServiceContext } from "../lib/core/service.ts";
-import { serviceLogger, setupLogging } from "../lib/log.ts";
-import { printerTlsMaterial } from "../lib/tls.ts";
+import { type ServiceContext } from "../lib/core/service.ts";
+import { setupLogging } from "../lib/log.ts";
 import { authorizationFor } from "../lib/rtsp/auth.ts";
 import { createRtspParser, encodeRequest, header, headerAll, type InterleavedFrame, type RtspResponse } from "../lib/rtsp/message.ts";
 
@@ -19,29 +14,13 @@ export const VIEWER_CODE = "27182818";
 export function proxyContext(options: { bind: string; printerHost: string; printerRtsp: number; model?: string; plain?: number; serial?: string }): ServiceContext {
   if (!process.env.RTSP_TEST_LOGS) setupLogging("warn", { quiet: true });
   else setupLogging("debug");
-  const stateDir = mkdtempSync(join(tmpdir(), "pp-rtsp-"));
-  const config = parseConfig(`
-[proxy]
-state_dir = "${stateDir}"
-[web]
-listen = ""
-[[printer]]
-name = "x1c"
-host = "${options.printerHost}"
-serial = "${options.serial ?? "00M09A350100123"}"
-access_code = "${ACCESS_CODE}"
-viewer_access_code = "${VIEWER_CODE}"
-bind = "${options.bind}"
-model = "${options.model ?? "X1C"}"
-services = ["camera"]
-ports = { rtsp = 322, rtsp_plain = ${options.plain ?? 0} }
-printer_ports = { rtsp = ${options.printerRtsp} }
-`);
-  const printer = config.printers[0] as PrinterConfig;
-  return {
-    printer, proxy: config.proxy, tls: printerTlsMaterial(stateDir, printer), log: serviceLogger(printer.name, "rtsp"),
-    metrics: createMetrics(), hub: createPrinterHub(),
-  };
+  return serviceContext(
+    `name = "x1c"\nhost = "${options.printerHost}"\nserial = "${options.serial ?? "00M09A350100123"}"\n` +
+      `access_code = "${ACCESS_CODE}"\nviewer_access_code = "${VIEWER_CODE}"\nbind = "${options.bind}"\n` +
+      `model = "${options.model ?? "X1C"}"\nservices = ["camera"]\n` +
+      `ports = { rtsp = 322, rtsp_plain = ${options.plain ?? 0} }\nprinter_ports = { rtsp = ${options.printerRtsp} }`,
+    `[web]\nlisten = ""`,
+  );
 }
 
 export interface Ran {

@@ -1,5 +1,8 @@
 // Shared by tests and benchmarks: the ServiceContext one printer entry gives a service, built from the
 // [[printer]] lines as a user would write them, with in-memory test certificates (no state directory).
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { parseConfig, type Config } from "../lib/config.ts";
 import { createMetrics } from "../lib/core/metrics.ts";
 import { createPrinterHub, type ServiceContext } from "../lib/core/service.ts";
@@ -7,6 +10,20 @@ import { serviceLogger } from "../lib/log.ts";
 import { makeCa, makeLeaf, type KeyPair } from "../lib/tls.ts";
 
 let testCa: KeyPair | undefined;
+let stateRoot: string | undefined;
+let contexts = 0;
+
+/** A fresh state directory (for files a test or service writes), removed when the process exits. */
+export function testStateDir(): string {
+  if (!stateRoot) {
+    const root = mkdtempSync(join(tmpdir(), "pp-test-state-"));
+    process.once("exit", () => rmSync(root, { recursive: true, force: true }));
+    stateRoot = root;
+  }
+  const dir = join(stateRoot, String(++contexts));
+  mkdirSync(dir, { recursive: true });
+  return dir;
+}
 
 /** The CA every test proxy certificate is signed by (made once per process). */
 export function testProxyCa(): KeyPair {
@@ -16,10 +33,11 @@ export function testProxyCa(): KeyPair {
 
 /**
  * `printerLines` is the body of one [[printer]] entry, e.g. 'name = "p1s"\nhost = "127.0.4.1"\n…'.
- * `configLines` may add [proxy]/[web] sections before it.
+ * `configLines` may add [proxy]/[web] sections before it; without a state_dir each context gets its own.
  */
 export function serviceContext(printerLines: string, configLines = ""): ServiceContext & { config: Config } {
-  const config = parseConfig(`${configLines}\n[[printer]]\n${printerLines}\n`, "test printers.toml");
+  const proxySection = /state_dir\s*=/.test(configLines) ? "" : `[proxy]\nstate_dir = "${testStateDir()}"\n`;
+  const config = parseConfig(`${proxySection}${configLines}\n[[printer]]\n${printerLines}\n`, "test printers.toml");
   const printer = config.printers[0]!;
   const ca = testProxyCa();
   const ips = printer.bind === "0.0.0.0" ? ["127.0.0.1"] : [printer.bind];
