@@ -2,8 +2,8 @@
 // child process, and 1, 10, 50 and 100 TLS viewers. Prints frames delivered per viewer, added latency p50/p99
 // (the simulator stamps each JPEG with its sequence number and the time it wrote it) and the proxy's CPU and RSS.
 // Run: node_modules/.bin/bun bench/chamber.ts [--seconds 10] [--viewers 1,10,50,100] [--fps 30]
+import { cpuSeconds, memoryMiB, percentile } from "./support.ts";
 import { spawn, type ChildProcess } from "node:child_process";
-import { readFileSync } from "node:fs";
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import { parseArgs } from "node:util";
 import { encodeLogin, FRAME_HEADER_SIZE } from "../lib/bambu/chamber-codec.ts";
@@ -13,7 +13,6 @@ const PROXY_HOST = "127.0.4.101";
 const PORT = 6000;
 const ACCESS_CODE = "12345678";
 const WARMUP_MS = 2_000;
-const CLOCK_TICKS_PER_SECOND = 100;
 const STAMP_BYTES = 64;
 
 const { values } = parseArgs({
@@ -35,23 +34,13 @@ async function runSimulator(): Promise<void> {
 }
 
 async function runProxy(): Promise<void> {
-  const { parseConfig } = await import("../lib/config.ts");
-  const { createMetrics } = await import("../lib/core/metrics.ts");
-  const { createPrinterHub } = await import("../lib/core/service.ts");
-  const { serviceLogger, setupLogging } = await import("../lib/log.ts");
-  const { makeCa, makeLeaf } = await import("../lib/tls.ts");
+  const { setupLogging } = await import("../lib/log.ts");
+  const { serviceContext } = await import("../tests/support.ts");
   const { createChamberService } = await import("../lib/bambu/chamber.ts");
   setupLogging("warn");
-  const config = parseConfig(
-    `[[printer]]\nname = "bench"\nhost = "${SIM_HOST}"\nserial = "01P00A000000001"\naccess_code = "${ACCESS_CODE}"\nbind = "${PROXY_HOST}"\nmodel = "P1S"\n`,
-  );
-  const printer = config.printers[0]!;
-  const ca = makeCa("bench CA", "pandaproxy bench");
-  const leaf = makeLeaf(ca, printer.serial, { dns: [], ips: [PROXY_HOST] });
-  const service = createChamberService({
-    printer, proxy: config.proxy, tls: { key: leaf.key, cert: leaf.cert + ca.cert, ca: ca.cert },
-    log: serviceLogger(printer.name, "printer"), metrics: createMetrics(), hub: createPrinterHub({}),
-  });
+  const service = createChamberService(serviceContext(
+    `name = "bench"\nhost = "${SIM_HOST}"\nserial = "01P00A000000001"\naccess_code = "${ACCESS_CODE}"\nbind = "${PROXY_HOST}"\nmodel = "P1S"\n`,
+  ));
   await service.start();
   console.log("ready");
 }
@@ -110,18 +99,6 @@ function viewer(host: string, onFrame: (frame: Received) => void, onBytes: (n: n
   return { socket };
 }
 
-function cpuTicks(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-  return Number(fields[11]) + Number(fields[12]); // utime, stime
-}
-
-function rssMb(pid: number): { rss: number; peak: number } {
-  const status = readFileSync(`/proc/${pid}/status`, "utf8");
-  const kb = (key: string) => Number(new RegExp(`${key}:\\s+(\\d+)`).exec(status)?.[1] ?? 0);
-  return { rss: kb("VmRSS") / 1024, peak: kb("VmHWM") / 1024 };
-}
-
-const percentile = (sorted: number[], p: number) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((sorted.length - 1) * p))]! : NaN);
 
 async function measure(host: string, count: number, seconds: number, proxyPid?: number) {
   const perViewer: Received[][] = Array.from({ length: count }, () => []);
@@ -129,10 +106,10 @@ async function measure(host: string, count: number, seconds: number, proxyPid?: 
   let bytes = 0;
   const viewers = perViewer.map((frames) => viewer(host, (f) => measuring && frames.push(f), (n) => void (measuring && (bytes += n))));
   await Bun.sleep(WARMUP_MS);
-  const ticksBefore = proxyPid ? cpuTicks(proxyPid) : 0;
+  const cpuBefore = proxyPid ? cpuSeconds(proxyPid) : 0;
   let rssMax = 0;
   const sampler = setInterval(() => {
-    if (proxyPid) rssMax = Math.max(rssMax, rssMb(proxyPid).rss);
+    if (proxyPid) rssMax = Math.max(rssMax, memoryMiB(proxyPid).rss);
   }, 500);
   measuring = true;
   const started = performance.now();
@@ -140,8 +117,8 @@ async function measure(host: string, count: number, seconds: number, proxyPid?: 
   measuring = false;
   const elapsed = (performance.now() - started) / 1000;
   clearInterval(sampler);
-  const cpu = proxyPid ? ((cpuTicks(proxyPid) - ticksBefore) / CLOCK_TICKS_PER_SECOND / elapsed) * 100 : NaN;
-  const memory = proxyPid ? rssMb(proxyPid) : { rss: NaN, peak: NaN };
+  const cpu = proxyPid ? ((cpuSeconds(proxyPid) - cpuBefore) / elapsed) * 100 : NaN;
+  const memory = proxyPid ? memoryMiB(proxyPid) : { rss: NaN, peak: NaN };
   for (const v of viewers) v.socket.destroy();
 
   // Frames the printer made during the window: from the first to the last sequence any viewer saw.

@@ -14,9 +14,10 @@
 // Bun's fresh 512 KB read buffers awaiting GC; the ratio is bounded by the proxy's extra TLS work competing with
 // curl, vsftpd and this process's SHA-256 for the same cores.
 // Run (as root: port 990, PAM): node_modules/.bin/bun bench/ftp.ts [--mb 200] [--rounds 5]
+import { cpuSeconds, memoryMiB } from "./support.ts";
 import { spawn, type ChildProcess } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { readFileSync, rmSync } from "node:fs";
+import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { startPrinterLikeVsftpd } from "../tests/ftp-vsftpd.ts";
@@ -27,7 +28,6 @@ const ACCESS_CODE = "12345678";
 const RSS_SAMPLE_MS = 100;
 const BLOCK = 1024 * 1024;
 const TARGET_RATIO = 0.8;
-const CLOCK_TICKS_PER_SECOND = 100;
 const WARM_UP_MB = 4;
 const TARGET_RSS_GROWTH_MB = 30;
 
@@ -47,24 +47,14 @@ const { values } = parseArgs({
 });
 
 async function runProxy(): Promise<void> {
-  const { parseConfig } = await import("../lib/config.ts");
-  const { createMetrics } = await import("../lib/core/metrics.ts");
-  const { createPrinterHub } = await import("../lib/core/service.ts");
-  const { serviceLogger, setupLogging } = await import("../lib/log.ts");
-  const { makeCa, makeLeaf } = await import("../lib/tls.ts");
+  const { setupLogging } = await import("../lib/log.ts");
+  const { serviceContext } = await import("../tests/support.ts");
   const { createFtpService } = await import("../lib/bambu/ftp.ts");
   setupLogging("warn");
-  const config = parseConfig(
-    `[[printer]]\nname = "bench"\nhost = "${PRINTER_HOST}"\nserial = "01P00A000000001"\naccess_code = "${ACCESS_CODE}"\n` +
+  const service = createFtpService(serviceContext(
+    `name = "bench"\nhost = "${PRINTER_HOST}"\nserial = "01P00A000000001"\naccess_code = "${ACCESS_CODE}"\n` +
       `bind = "${PROXY_HOST}"\nmodel = "P1S"\nprinter_ca = "${values["printer-ca"]}"\nftp_data_ports = "41300-41399"\n`,
-  );
-  const printer = config.printers[0]!;
-  const ca = makeCa("bench CA", "pandaproxy bench");
-  const leaf = makeLeaf(ca, printer.serial, { dns: [], ips: [PROXY_HOST] });
-  const service = createFtpService({
-    printer, proxy: config.proxy, tls: { key: leaf.key, cert: leaf.cert + ca.cert, ca: ca.cert },
-    log: serviceLogger(printer.name, "printer"), metrics: createMetrics(), hub: createPrinterHub({}),
-  });
+  ));
   await service.start();
   console.log("ready");
 }
@@ -79,27 +69,16 @@ function startProxy(caFile: string): Promise<ChildProcess> {
   });
 }
 
-/** utime + stime in seconds. */
-function cpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
-}
-
-function rssMb(pid: number): number {
-  const status = readFileSync(`/proc/${pid}/status`, "utf8");
-  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024;
-}
-
 /** Samples `pid`'s RSS while `work` runs (the baseline before it, the peak during it) and its CPU time. */
 async function withRss<T>(pid: number | undefined, work: () => Promise<T>): Promise<{ result: T; growthMb: number; peakMb: number; cpuSeconds: number }> {
   if (!pid) return { result: await work(), growthMb: NaN, peakMb: NaN, cpuSeconds: NaN };
-  const baseline = rssMb(pid);
+  const baseline = memoryMiB(pid).rss;
   const cpuBefore = cpuSeconds(pid);
   let peak = baseline;
-  const sampler = setInterval(() => (peak = Math.max(peak, rssMb(pid))), RSS_SAMPLE_MS);
+  const sampler = setInterval(() => (peak = Math.max(peak, memoryMiB(pid).rss)), RSS_SAMPLE_MS);
   try {
     const result = await work();
-    peak = Math.max(peak, rssMb(pid));
+    peak = Math.max(peak, memoryMiB(pid).rss);
     return { result, growthMb: peak - baseline, peakMb: peak, cpuSeconds: cpuSeconds(pid) - cpuBefore };
   } finally {
     clearInterval(sampler);

@@ -3,6 +3,7 @@
 // p50/p99 for both. Loopback only (127.0.2.x); pandaproxy and the subscribers run in their own processes so
 // neither side shares an event loop with the measurement.
 //   node_modules/.bin/bun bench/mqtt.ts   (needs Debian mosquitto; takes about a minute)
+import { percentile } from "./support.ts";
 import { spawn, type ChildProcess } from "node:child_process";
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -115,7 +116,6 @@ async function expectLine(worker: Worker, prefix: string, timeoutMs = READY_TIME
   }
 }
 
-const percentile = (sorted: number[], p: number) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]! : NaN);
 
 async function main(): Promise<void> {
   const { setupLogging } = await import("../lib/log.ts");
@@ -198,7 +198,7 @@ async function main(): Promise<void> {
         }));
         const latencies = summaries.flatMap((s) => s.latencies).sort((a, b) => a - b);
         const delivered = summaries.flatMap((s) => s.received).reduce((a, b) => a + b, 0);
-        results[name]!.push({ phase, delivered, expected: sent * SUBSCRIBERS, p50: percentile(latencies, 50), p99: percentile(latencies, 99), max: latencies.at(-1) ?? NaN });
+        results[name]!.push({ phase, delivered, expected: sent * SUBSCRIBERS, p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), max: latencies.at(-1) ?? NaN });
         if (phase.startsWith("steady")) {
           // Workers print once and exit: start a fresh set for the burst.
           workers.splice(0, workers.length, ...Array.from({ length: WORKERS }, () => startWorker(["subscribers", JSON.stringify({ host, count: SUBSCRIBERS / WORKERS, topic })])));

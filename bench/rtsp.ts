@@ -2,6 +2,7 @@
 // and 50 raw RTSPS readers. Prints packets delivered, lost packets for readers that keep up, added latency
 // (our server receiving a packet from FFmpeg -> a reader parsing it, across two processes) p50/p99, and the
 // proxy process's CPU and RSS. Run: node_modules/.bin/bun bench/rtsp.ts
+import { cpuSeconds, memoryMiB, percentile } from "./support.ts";
 import { readFileSync } from "node:fs";
 import { createRtspService } from "../lib/bambu/rtsp.ts";
 import { simIdentity } from "../lib/sim/bambu.ts";
@@ -14,20 +15,11 @@ const PATH = "/streaming/live/1";
 const ROUNDS = [1, 10, 50];
 const WARMUP_MS = 3_000;
 const MEASURE_MS = 10_000;
-const CLOCK_TICKS = 100;
 
 // Bun's hrtime starts at process start; timeOrigin + now() is wall-clock time with sub-millisecond precision,
 // comparable across the two processes.
 const now = () => performance.timeOrigin + performance.now();
 
-function cpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
-}
-function rssMiB(pid: number): number {
-  const line = readFileSync(`/proc/${pid}/status`, "utf8").split("\n").find((l) => l.startsWith("VmRSS:")) ?? "VmRSS: 0 kB";
-  return Number(line.split(/\s+/)[1]) / 1024;
-}
 function childrenOf(pid: number): number[] {
   try {
     return readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number);
@@ -35,7 +27,6 @@ function childrenOf(pid: number): number[] {
     return [];
   }
 }
-const percentile = (sorted: number[], p: number) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))]! : NaN);
 
 interface Reader {
   client: RawClient;
@@ -121,7 +112,7 @@ async function main() {
       const elapsed = (performance.now() - t0) / 1000;
       const cpu = ((cpuSeconds(proxy.pid) - cpu0) / elapsed) * 100;
       const ff = ((ffmpegPids.reduce((s, p) => { try { return s + cpuSeconds(p); } catch { return s; } }, 0) - ff0) / elapsed) * 100;
-      const rss = rssMiB(proxy.pid);
+      const rss = memoryMiB(proxy.pid).rss;
       await Bun.sleep(200); // let the last tap lines arrive
       const latencies: number[] = [];
       let lost = 0;
@@ -141,7 +132,7 @@ async function main() {
       const minDelivered = Math.min(...readers.map((r) => r.received));
       console.log(
         `${String(count).padStart(7)} | ${String(serverTimes.size).padStart(10)} | ${String(minDelivered).padStart(22)} | ${String(lost).padStart(28)} | ${((readers[0]!.bytes * 8) / elapsed / 1e6).toFixed(2).padStart(17)} | ` +
-          `${percentile(latencies, 50).toFixed(2).padStart(11)} / ${percentile(latencies, 99).toFixed(2).padEnd(12)} | ${cpu.toFixed(1).padStart(11)} | ${ff.toFixed(1).padStart(12)} | ${rss.toFixed(1).padStart(13)}`,
+          `${percentile(latencies, 0.5).toFixed(2).padStart(11)} / ${percentile(latencies, 0.99).toFixed(2).padEnd(12)} | ${cpu.toFixed(1).padStart(11)} | ${ff.toFixed(1).padStart(12)} | ${rss.toFixed(1).padStart(13)}`,
       );
       for (const r of readers) r.client.close();
       await Bun.sleep(500);
