@@ -58,6 +58,8 @@ export interface PrinterConfig {
   /** How many FTP sessions the printer itself is given at once. */
   ftpSessions: number;
   ssdpTargets: string[];
+  /** Listen for the printer's own SSDP announcements to learn its model and firmware. */
+  ssdpListen: boolean;
   tlsCert?: string;
   tlsKey?: string;
   /** Verify the printer's certificate against this CA file (off by default: printers use BBL CA). */
@@ -113,7 +115,7 @@ export const PROXY_KEYS = ["state_dir", "log_level", "ffmpeg"];
 export const WEB_KEYS = ["listen", "username", "password"];
 export const PRINTER_KEYS = [
   "name", "type", "host", "serial", "access_code", "access_code_file", "check_code", "bind", "services", "camera",
-  "model", "viewer_access_code", "ports", "printer_ports", "ftp_data_ports", "ftp_sessions", "ssdp_targets",
+  "model", "viewer_access_code", "ports", "printer_ports", "ftp_data_ports", "ftp_sessions", "ssdp_targets", "ssdp_listen",
   "tls_cert", "tls_key", "printer_ca",
 ];
 
@@ -245,6 +247,7 @@ function parsePrinter(entry: unknown, index: number, file: string, at: At): Prin
       at(label, "ssdp_targets", 'must be a list of IPv4 addresses, e.g. ["255.255.255.255"]');
     } else ssdpTargets = entry.ssdp_targets as string[];
   }
+  const ssdpListen = optionalBoolean(entry, "ssdp_listen", label, at) ?? true;
   const tlsCert = optionalString(entry, "tls_cert", label, at);
   const tlsKey = optionalString(entry, "tls_key", label, at);
   if ((tlsCert === undefined) !== (tlsKey === undefined)) at(label, "", "tls_cert and tls_key must be set together");
@@ -252,7 +255,7 @@ function parsePrinter(entry: unknown, index: number, file: string, at: At): Prin
 
   return {
     name, type, host, serial, accessCode, viewerAccessCode, bind, services, camera: isBambu ? camera : "none", model,
-    ports, printerPorts, ftpDataPorts, ftpSessions, ssdpTargets, tlsCert, tlsKey, printerCa,
+    ports, printerPorts, ftpDataPorts, ftpSessions, ssdpTargets, ssdpListen, tlsCert, tlsKey, printerCa,
   };
 }
 
@@ -412,6 +415,16 @@ function optionalString(t: Record<string, unknown>, key: string, where: string, 
   if (value === undefined) return undefined;
   if (typeof value !== "string") {
     at(where, key, `must be a string (in quotes), not ${JSON.stringify(value)}`);
+    return undefined;
+  }
+  return value;
+}
+
+function optionalBoolean(t: Record<string, unknown>, key: string, where: string, at: At): boolean | undefined {
+  const value = t[key];
+  if (value === undefined) return undefined;
+  if (typeof value !== "boolean") {
+    at(where, key, `must be true or false (no quotes), not ${JSON.stringify(value)}`);
     return undefined;
   }
   return value;

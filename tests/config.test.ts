@@ -231,6 +231,12 @@ describe("every error is reported, naming the file, the printer and the key", ()
     );
   });
 
+  test("ssdp_listen is on unless set to false, and must be a boolean", () => {
+    expect(parseConfig(base + bambu("a"), "test.toml").printers[0]!.ssdpListen).toBe(true);
+    expect(parseConfig(base + bambu("a", "ssdp_listen = false"), "test.toml").printers[0]!.ssdpListen).toBe(false);
+    expect(problemsOf(base + bambu("a", 'ssdp_listen = "no"'))).toEqual(['test.toml: printer "a": key "ssdp_listen" must be true or false (no quotes), not "no"']);
+  });
+
   test("an unknown model is an error that lists the known ones", () => {
     const problems = problemsOf(base + bambu("a", 'model = "P9X"'));
     expect(problems).toHaveLength(1);

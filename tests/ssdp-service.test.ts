@@ -130,6 +130,24 @@ describe("SSDP announcer", () => {
 });
 
 describe("SSDP announcer edge cases", () => {
+  test('ssdp_listen = false: the printer\'s own announcements are not listened for', async () => {
+    const ctx = context(`serial = "01P00A000000002"\nbind = "127.0.6.70"\nssdp_targets = ["127.0.6.71"]\nssdp_listen = false`);
+    const ssdp = createSsdpService(ctx, { intervalMs: INTERVAL_MS });
+    const sim = await startSimulatedBambu({
+      host: "127.0.6.72", model: "P1P", serial: "01P00A000000002", firmware: "01.09.01.00", services: ["ssdp"],
+      ports: { ssdp: SSDP_PORT }, ssdpTargets: ["127.0.6.70"], ssdpIntervalMs: INTERVAL_MS,
+    });
+    try {
+      await ssdp.start();
+      expect(ssdp.status().details?.listen).toBe("off");
+      await Bun.sleep(INTERVAL_MS * 4);
+      expect(ctx.hub.info.firmware).toBeUndefined();
+    } finally {
+      await sim.stop();
+      await ssdp.stop();
+    }
+  });
+
   test("bind 0.0.0.0 announces this host's primary address", async () => {
     setupLogging("debug", { quiet: true });
     const slicer = await slicerSocket("127.0.6.52", SSDP_PORT);

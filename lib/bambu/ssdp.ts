@@ -139,7 +139,7 @@ export function createSsdpService(ctx: ServiceContext, options: SsdpServiceOptio
       }
       sender.setBroadcast(true);
       sender.on("message", onDatagram);
-      if (options.listen !== false) {
+      if ((options.listen ?? printer.ssdpListen) !== false) {
         // 0.0.0.0: broadcasts reach only sockets bound to the wildcard address; reuseAddr lets every printer
         // entry (and a slicer on this host) share the port.
         for (const port of new Set([printer.ports.ssdp, printer.printerPorts.ssdp])) {
