@@ -40,7 +40,8 @@ describe("RTSP message codec", () => {
   test("transports: TCP interleaved, UDP client ports, record mode", () => {
     const [tcp, udp] = parseTransport("RTP/AVP/TCP;unicast;interleaved=2-3;mode=record,RTP/AVP;unicast;client_port=5000-5001");
     expect(tcp).toMatchObject({ tcp: true, interleaved: [2, 3], record: true });
-    expect(udp).toMatchObject({ tcp: false, clientPort: [5000, 5001], record: false });
+    expect(udp).toMatchObject({ tcp: false, clientPort: [5000, 5001], multicast: false, record: false });
+    expect(parseTransport("RTP/AVP;multicast;port=5000-5001")[0]).toMatchObject({ tcp: false, multicast: true });
   });
 
   test("paths ignore scheme, host, query and trailing slashes", () => {

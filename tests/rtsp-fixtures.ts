@@ -2,7 +2,7 @@
 // helpers for ffprobe/ffmpeg/GStreamer, and a tiny raw RTSP client.
 import { serviceContext } from "./support.ts";
 import { connect as tlsConnect } from "node:tls";
-import type { Socket } from "node:net";
+import { connect as tcpConnect, type Socket } from "node:net";
 import { type ServiceContext } from "../lib/core/service.ts";
 import { setupLogging } from "../lib/log.ts";
 import { authorizationFor } from "../lib/rtsp/auth.ts";
@@ -39,8 +39,8 @@ export async function run(argv: string[], timeoutMs = 30_000): Promise<Ran> {
 }
 
 /** Decodes `frames` video frames from `url` with ffmpeg; resolves to the number of frames decoded. */
-export async function ffmpegDecode(url: string, frames: number, timeoutMs = 40_000): Promise<{ frames: number; ran: Ran }> {
-  const ran = await run(["ffmpeg", "-hide_banner", "-nostdin", "-rtsp_transport", "tcp", "-i", url, "-frames:v", String(frames), "-f", "null", "-"], timeoutMs);
+export async function ffmpegDecode(url: string, frames: number, timeoutMs = 40_000, transport: "tcp" | "udp" = "tcp"): Promise<{ frames: number; ran: Ran }> {
+  const ran = await run(["ffmpeg", "-hide_banner", "-nostdin", "-rtsp_transport", transport, "-i", url, "-frames:v", String(frames), "-f", "null", "-"], timeoutMs);
   const all = [...ran.stderr.matchAll(/frame=\s*(\d+)/g)];
   return { frames: all.length ? Number(all[all.length - 1]![1]) : 0, ran };
 }
@@ -53,10 +53,11 @@ export interface RawClient {
   close(): void;
 }
 
-/** A minimal RTSPS client for protocol-level tests (answers challenges when given a password). */
-export function rawClient(host: string, port: number, credentials?: { user: string; password: string }): Promise<RawClient> {
+/** A minimal RTSPS (or, with `plain`, RTSP) client for protocol-level tests (answers challenges when given a
+ * password). */
+export function rawClient(host: string, port: number, credentials?: { user: string; password: string }, plain = false): Promise<RawClient> {
   return new Promise((resolve, reject) => {
-    const socket = tlsConnect({ host, port, rejectUnauthorized: false }, () => resolve(client));
+    const socket = plain ? tcpConnect({ host, port }, () => resolve(client)) : tlsConnect({ host, port, rejectUnauthorized: false }, () => resolve(client));
     socket.once("error", reject);
     const parser = createRtspParser();
     let cseq = 0;

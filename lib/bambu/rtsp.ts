@@ -1,7 +1,7 @@
 // The RTSPS camera (X1/H2/P2, port 322): one FFmpeg pulls the printer's stream (`-c copy`) through our
 // credential relay and publishes it into our own RTSP server, which serves any number of RTSPS (and optional
 // plain RTSP) clients on the printer's path. A second FFmpeg, run only while the web page watches, turns the
-// stream into JPEG frames for the CameraFeed.
+// stream into JPEG frames for the CameraFeed. RTP over UDP is offered on the plain port only.
 import { createLatestBroadcast } from "../core/broadcast.ts";
 import { listen, type Listening } from "../core/server.ts";
 import type { CameraFeed, CameraFrame, Service, ServiceContext, ServiceStatus } from "../core/service.ts";
@@ -166,7 +166,7 @@ export function createRtspService(ctx: ServiceContext, options: RtspServiceOptio
         if (printer.ports.rtsp_plain) {
           listeners.push(await listen({
             log, what: "plain RTSP camera", host: printer.bind, port: printer.ports.rtsp_plain,
-            maxClients: RTSP_MAX_CLIENTS, onClient: s.handle,
+            maxClients: RTSP_MAX_CLIENTS, onClient: (socket, client) => s.handle(socket, client, { udp: true }),
           }));
         }
       } catch (error) {
@@ -190,6 +190,7 @@ export function createRtspService(ctx: ServiceContext, options: RtspServiceOptio
         upstream: publisher?.upstream.state,
         details: {
           playing: server?.playing ?? 0,
+          udpPortPairs: server?.udpPortPairs ?? 0,
           ffmpegStarts: publisher?.starts ?? 0,
           ffmpegPid: publisher?.pid,
           stalls: publisher?.stalls ?? 0,

@@ -144,6 +144,8 @@ export interface Transport {
   tcp: boolean;
   interleaved?: [number, number];
   clientPort?: [number, number];
+  /** `multicast` asked for instead of `unicast` (we serve unicast only). */
+  multicast: boolean;
   record: boolean;
 }
 
@@ -167,6 +169,7 @@ export function parseTransport(value: string): Transport[] {
       tcp: /\/TCP$/i.test(profile) || params.has("interleaved"),
       interleaved: pair(params.get("interleaved")),
       clientPort: pair(params.get("client_port")),
+      multicast: params.has("multicast"),
       record: mode === "record" || mode === "receive",
     };
   });

@@ -1,14 +1,17 @@
 // Our RTSP server, one connection at a time: readers (OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN,
 // GET_PARAMETER) and, where allowed, a publisher (ANNOUNCE, SETUP mode=record, RECORD). RTP goes over the
-// RTSP connection (TCP interleaved); UDP is answered 461 so clients fall back to TCP. Plug `handle` into
-// core/server.ts listen() as onClient.
+// RTSP connection (TCP interleaved) or, on connections handled with `{ udp: true }` (plain RTSP only: over TLS,
+// UDP would carry the stream unencrypted), to the client's UDP ports; otherwise UDP is answered 461 so clients
+// fall back to TCP. Plug `handle` into core/server.ts listen() as onClient.
 import { randomBytes } from "node:crypto";
 import type { Socket } from "node:net";
+import type { TLSSocket } from "node:tls";
 import type { ClientInfo } from "../core/server.ts";
 import type { Logger } from "../log.ts";
 import type { Authenticator, Credential } from "./auth.ts";
-import { createRtspParser, encodeResponse, header, parseTransport, RtspParseError, type Headers, type RtspRequest } from "./message.ts";
+import { createRtspParser, encodeResponse, header, parseTransport, RtspParseError, type Headers, type RtspRequest, type Transport } from "./message.ts";
 import type { ReaderHandle, Stream } from "./stream.ts";
+import { openUdpPair, type UdpPair } from "./udp.ts";
 
 /** A session with no request and no RTCP from its client for this long is closed (announced in Session:). */
 export const SESSION_TIMEOUT_MS = 60_000;
@@ -32,10 +35,18 @@ export interface RtspServerOptions {
   idleTimeoutMs?: number;
 }
 
+export interface ConnectionOptions {
+  /** Readers may ask for RTP over UDP (never honoured on a TLS socket). */
+  udp?: boolean;
+}
+
 export interface RtspServer {
-  handle(socket: Socket, client: ClientInfo): void;
+  handle(socket: Socket, client: ClientInfo, options?: ConnectionOptions): void;
   /** Reader sessions now playing. */
   readonly playing: number;
+  /** UDP port pairs now open for readers (each SETUP over UDP opens one; TEARDOWN or the connection's end
+   * closes it). */
+  readonly udpPortPairs: number;
   /** Every session count ever set up (tests prove "one upstream session" with it). */
   readonly sessionsOpened: number;
 }
@@ -50,6 +61,7 @@ export function pathOf(uri: string): string {
 export function createRtspServer(options: RtspServerOptions): RtspServer {
   let playing = 0;
   let sessionsOpened = 0;
+  let udpPortPairs = 0;
   const sessionTimeoutMs = options.sessionTimeoutMs ?? SESSION_TIMEOUT_MS;
   const idleTimeoutMs = options.idleTimeoutMs ?? IDLE_TIMEOUT_MS;
   const checkEveryMs = Math.max(100, Math.min(IDLE_CHECK_INTERVAL_MS, sessionTimeoutMs / 4, idleTimeoutMs / 4));
@@ -65,8 +77,12 @@ export function createRtspServer(options: RtspServerOptions): RtspServer {
     return undefined;
   };
 
-  const handle = (socket: Socket, client: ClientInfo) => {
+  const handle = (socket: Socket, client: ClientInfo, connection: ConnectionOptions = {}) => {
     const log = client.log;
+    const encrypted = (socket as TLSSocket).encrypted === true;
+    const udpAllowed = connection.udp === true && !encrypted;
+    /** Per track index: the UDP ports of a reader that set that track up over UDP. */
+    const udpTracks: (UdpPair | undefined)[] = [];
     const parser = createRtspParser();
     let credential: Credential | undefined;
     let sessionId: string | undefined;
@@ -98,11 +114,21 @@ export function createRtspServer(options: RtspServerOptions): RtspServer {
       }
     };
 
+    const closeUdp = () => {
+      for (const pair of udpTracks) {
+        if (!pair) continue;
+        pair.close();
+        udpPortPairs--;
+      }
+      udpTracks.length = 0;
+    };
+
     const cleanup = () => {
       if (closed) return;
       closed = true;
       clearInterval(timer);
       stopPlaying();
+      closeUdp();
       release?.();
       release = undefined;
       if (role === "publisher" && recording && stream) {
@@ -199,19 +225,58 @@ export function createRtspServer(options: RtspServerOptions): RtspServer {
           }
           const index = found.track ? stream.tracks.findIndex((t) => t.control === found.track) : stream.tracks.length === 1 ? 0 : -1;
           if (index < 0) return reply(request, 404);
-          const transports = parseTransport(header(request.headers, "transport") ?? "");
-          const tcp = transports.find((t) => t.tcp);
-          if (!tcp) {
-            log.info(`SETUP asked for UDP only (${header(request.headers, "transport") ?? "no Transport"}); answering 461: use TCP`);
+          const asked = header(request.headers, "transport") ?? "";
+          const transports = parseTransport(asked);
+          const udpOk = (t: Transport) => !t.tcp && !t.multicast && t.clientPort !== undefined && /^RTP\/AVP(\/UDP)?$/i.test(t.profile);
+          const usable = (t: Transport) => t.tcp || (udpAllowed && udpOk(t));
+          // A session already set up keeps its transport kind when the client offers both.
+          const sessionKind = channels.some(Boolean) ? (udpTracks.some(Boolean) ? "udp" : "tcp") : undefined;
+          const chosen = transports.find((t) => usable(t) && (t.tcp ? "tcp" : "udp") === sessionKind) ?? transports.find(usable);
+          if (!chosen) {
+            const why = transports.every((t) => t.multicast) ? "multicast is not served, only unicast"
+              : encrypted ? "RTP over UDP would carry the stream unencrypted beside this TLS connection"
+              : !udpAllowed ? "UDP is not served on this port"
+              : "no usable RTP/AVP unicast client_port";
+            log.info(`SETUP asked for ${asked || "no Transport"}; answering 461: ${why}; use TCP`);
             return reply(request, 461);
           }
-          const pair = tcp.interleaved ?? [index * 2, index * 2 + 1];
-          channels[index] = pair;
-          if (!sessionId) {
-            sessionId = randomBytes(8).toString("hex").toUpperCase();
-            sessionsOpened++;
-          } else if (!checkSession(request)) return;
-          return reply(request, 200, [["Transport", `RTP/AVP/TCP;unicast;interleaved=${pair[0]}-${pair[1]}`], sessionHeader()]);
+          // One session, one transport: live555 does the same, and it keeps the reader's write path simple.
+          if (sessionKind !== undefined && sessionKind !== (chosen.tcp ? "tcp" : "udp")) {
+            log.info(`SETUP mixes TCP and UDP in one session; answering 461`);
+            return reply(request, 461);
+          }
+          if (sessionId && !checkSession(request)) return;
+          if (chosen.tcp) {
+            const pair = chosen.interleaved ?? [index * 2, index * 2 + 1];
+            channels[index] = pair;
+            openSession();
+            return reply(request, 200, [["Transport", `RTP/AVP/TCP;unicast;interleaved=${pair[0]}-${pair[1]}`], sessionHeader()]);
+          }
+          const clientPorts = chosen.clientPort!;
+          let udp: UdpPair;
+          try {
+            udp = await openUdpPair({
+              localAddress: socket.localAddress ?? "0.0.0.0",
+              clientAddress: socket.remoteAddress ?? "",
+              clientPorts,
+              onRtcp: () => void (lastActivity = Date.now()),
+              onError: (error) => log.debug(`UDP socket error: ${error.message}`),
+            });
+          } catch (error) {
+            log.warn(`SETUP over UDP failed: ${(error as Error).message}; answering 500`);
+            return reply(request, 500);
+          }
+          if (closed) return udp.close();
+          const previous = udpTracks[index];
+          if (previous) previous.close();
+          else udpPortPairs++;
+          udpTracks[index] = udp;
+          // Our stream writes `$`-framed packets on these channels; the reader's write turns them into datagrams.
+          channels[index] = [index * 2, index * 2 + 1];
+          openSession();
+          const [c, d] = udp.serverPorts;
+          log.debug(`track ${index + 1} over UDP: ${client.peer.replace(/:\d+$/, "")}:${clientPorts[0]}-${clientPorts[1]} from ports ${c}-${d}`);
+          return reply(request, 200, [["Transport", `RTP/AVP;unicast;client_port=${clientPorts[0]}-${clientPorts[1]};server_port=${c}-${d}`], sessionHeader()]);
         }
         case "PLAY": {
           if (!authorize(request, options.readerAuth)) return;
@@ -219,7 +284,13 @@ export function createRtspServer(options: RtspServerOptions): RtspServer {
           if (!channels.some(Boolean)) return reply(request, 455);
           if (reader) return reply(request, 200, [sessionHeader(), ["Range", "npt=0.000-"]]);
           const s = stream;
-          reader = s.addReader({
+          reader = s.addReader(udpTracks.some(Boolean) ? {
+            label: `UDP reader ${client.peer}`,
+            channels,
+            // No backlog: a datagram that finds the socket buffer full is dropped by the kernel.
+            backlog: () => 0,
+            write: (bytes) => udpTracks[bytes[1]! >> 1]?.send(bytes.subarray(4), (bytes[1]! & 1) === 1),
+          } : {
             label: `reader ${client.peer}`,
             channels,
             backlog: () => socket.writableLength,
@@ -261,12 +332,20 @@ export function createRtspServer(options: RtspServerOptions): RtspServer {
         case "TEARDOWN":
           reply(request, 200);
           stopPlaying();
+          closeUdp();
+          channels.length = 0;
           sessionId = undefined;
           if (role === "publisher") socket.end();
           return;
         default:
           return reply(request, 501);
       }
+    };
+
+    const openSession = () => {
+      if (sessionId) return;
+      sessionId = randomBytes(8).toString("hex").toUpperCase();
+      sessionsOpened++;
     };
 
     let announcedSdp = "";
@@ -329,6 +408,9 @@ export function createRtspServer(options: RtspServerOptions): RtspServer {
     },
     get sessionsOpened() {
       return sessionsOpened;
+    },
+    get udpPortPairs() {
+      return udpPortPairs;
     },
   };
 }
