@@ -27,8 +27,6 @@ let service: Service;
 let shortService: Service;
 const ctx = proxyContext({ bind: PROXY, printerHost: SIM, printerRtsp: 322, plain: PLAIN });
 const shortCtx = proxyContext({ bind: SHORT, printerHost: SIM, printerRtsp: 322, plain: PLAIN });
-// The 461 reasons are info lines.
-if (!process.env.RTSP_TEST_LOGS) setupLogging("info", { quiet: true });
 const udpPairs = (s: Service = service) => Number(s.status().details?.udpPortPairs);
 
 interface Received {
@@ -106,6 +104,8 @@ async function playUdp(reader: UdpReader, host = PROXY): Promise<RtspResponse> {
 }
 
 beforeAll(async () => {
+  // The 461 reasons are info lines.
+  if (!process.env.RTSP_TEST_LOGS) setupLogging("info", { quiet: true });
   sim = await startSimRtsp(simIdentity({ host: SIM, model: "X1C", accessCode: ACCESS_CODE, ports: { rtsp: 322 } }), { cameraWidth: 640, cameraHeight: 360, cameraFps: 15 });
   service = createRtspService(ctx, { lingerMs: 4_000, backoffMinMs: 300 });
   await service.start();
