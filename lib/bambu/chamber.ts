@@ -43,6 +43,8 @@ interface Viewer {
   joinedAt: number;
   /** When the frame being written started; undefined while the viewer has taken everything. */
   busySince?: number;
+  /** Stop sending to this viewer and let the upstream go (idempotent; also runs on the socket's close). */
+  leave(): void;
 }
 
 export function createChamberService(ctx: ServiceContext, options: ChamberOptions = {}): Service {
@@ -193,17 +195,19 @@ export function createChamberService(ctx: ServiceContext, options: ChamberOption
     for (const viewer of viewers) {
       if (viewer.busySince !== undefined && now - viewer.busySince > stallTimeoutMs) {
         viewer.log.warn(`closing: the viewer accepted nothing for ${Math.round(stallTimeoutMs / 1000)} s`);
+        viewer.leave(); // at once: the socket's close event may come much later
         viewer.socket.destroy();
       } else if (now - Math.max(lastFrameAt, viewer.joinedAt) > noFramesCloseMs) {
         const why = upstream.lastError ? ` (${upstream.lastError})` : "";
         viewer.log.warn(`closing: no frames from the printer for ${Math.round(noFramesCloseMs / 1000)} s; upstream ${upstream.state}${why}`);
+        viewer.leave();
         viewer.socket.destroy();
       }
     }
   };
 
   const startViewer = (socket: Socket, peer: string, viewerLog: Logger) => {
-    const viewer: Viewer = { socket, log: viewerLog, joinedAt: Date.now() };
+    const viewer: Viewer = { socket, log: viewerLog, joinedAt: Date.now(), leave: () => {} };
     viewers.add(viewer);
     const release = upstream.claim();
     // Viewers have nothing more to say; keep reading so their bytes never pile up.
@@ -222,12 +226,16 @@ export function createChamberService(ctx: ServiceContext, options: ChamberOption
       },
       { replayLatest: true, label: `viewer ${peer}` },
     );
-    socket.once("close", () => {
+    let left = false;
+    viewer.leave = () => {
+      if (left) return;
+      left = true;
       subscription.unsubscribe();
       viewers.delete(viewer);
       release();
       viewerLog.info(`viewer left (${viewers.size} watching)`);
-    });
+    };
+    socket.once("close", viewer.leave);
     viewerLog.info(`viewer logged in (${viewers.size} watching)`);
     if (!watchdog) {
       watchdog = setInterval(watch, WATCHDOG_INTERVAL_MS);

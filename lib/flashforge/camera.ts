@@ -184,6 +184,7 @@ export function createFlashforgeCamera(ctx: ServiceContext, options: FlashforgeC
         if (socket.destroyed) return done();
         stallTimer = setTimeout(() => {
           clientLog.warn(`closing: accepted nothing for ${Math.round(viewerStallMs / 1000)} s`);
+          leave(); // at once: the socket's close event may come much later
           socket.destroy();
         }, viewerStallMs);
         socket.write(mjpegPart(frame), () => {
@@ -193,11 +194,15 @@ export function createFlashforgeCamera(ctx: ServiceContext, options: FlashforgeC
       },
       { replayLatest: fresh(frames.latest()), label: `camera viewer ${peer}` },
     );
-    socket.on("close", () => {
+    let left = false;
+    const leave = () => {
+      if (left) return;
+      left = true;
       clearTimeout(stallTimer);
       subscription.unsubscribe();
       release();
-    });
+    };
+    socket.on("close", leave);
   };
 
   const serveSnapshot = async (socket: Socket) => {
