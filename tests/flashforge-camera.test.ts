@@ -1,7 +1,8 @@
 // The FlashForge MJPEG camera: one upstream stream from the simulated printer, many viewers and the web feed.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { connect } from "node:net";
-import { createFlashforgeCamera, createMjpegParser, mjpegPart } from "../lib/flashforge/camera.ts";
+import { mjpegPart } from "../lib/core/mjpeg.ts";
+import { createFlashforgeCamera, createMjpegParser } from "../lib/flashforge/camera.ts";
 import type { CameraFrame } from "../lib/core/service.ts";
 import { captureLogs, setupLogging } from "../lib/log.ts";
 import { readJpegStamp } from "../lib/sim/jpeg-picture.ts";

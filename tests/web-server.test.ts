@@ -43,7 +43,7 @@ describe("web camera and API", () => {
     const viewer = await watchMjpeg(`${url}/printers/p1s/camera.mjpeg`);
     try {
       expect(viewer.response.status).toBe(200);
-      expect(viewer.response.headers.get("content-type")).toBe(`multipart/x-mixed-replace; boundary=${MJPEG_BOUNDARY}`);
+      expect(viewer.response.headers.get("content-type")).toBe(`multipart/x-mixed-replace;boundary=${MJPEG_BOUNDARY}`);
       await viewer.until(15);
       expect(camera.claims).toBe(1);
       for (const part of viewer.parts) {

@@ -7,6 +7,7 @@ import { request as httpRequest, type ClientRequest, type IncomingMessage } from
 import type { Socket } from "node:net";
 import { createLatestBroadcast } from "../core/broadcast.ts";
 import { listen, type Listening } from "../core/server.ts";
+import { MJPEG_CONTENT_TYPE, mjpegPart } from "../core/mjpeg.ts";
 import { createUpstream, upstreamProblem, type Link } from "../core/upstream.ts";
 import type { CameraFeed, CameraFrame, Service, ServiceContext } from "../core/service.ts";
 import { serviceLogger, type Logger } from "../log.ts";
@@ -25,7 +26,6 @@ export const STALE_FRAME_MS = 3_000;
 export const SNAPSHOT_WAIT_MS = 10_000;
 export const MAX_CAMERA_VIEWERS = 64;
 const FRAME_RATE_WINDOW_MS = 5_000;
-export const MJPEG_BOUNDARY = "boundarydonotcross";
 
 export interface FlashforgeCameraOptions {
   lingerMs?: number;
@@ -78,12 +78,6 @@ export function createMjpegParser(boundary: string) {
       }
     },
   };
-}
-
-/** One MJPEG part as mjpg-streamer writes it. */
-export function mjpegPart(frame: CameraFrame): Buffer {
-  const head = `--${MJPEG_BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: ${frame.jpeg.length}\r\nX-Timestamp: ${(frame.receivedAt / 1000).toFixed(6)}\r\n\r\n`;
-  return Buffer.concat([Buffer.from(head), frame.jpeg, Buffer.from("\r\n")]);
 }
 
 interface StreamConnection {
@@ -175,7 +169,7 @@ export function createFlashforgeCamera(ctx: ServiceContext, options: FlashforgeC
   const serveStream = (socket: Socket, clientLog: Logger, peer: string) => {
     socket.write(
       "HTTP/1.0 200 OK\r\nConnection: close\r\nServer: pandaproxy\r\nCache-Control: no-store, no-cache, must-revalidate, max-age=0\r\n" +
-        `Pragma: no-cache\r\nContent-Type: multipart/x-mixed-replace;boundary=${MJPEG_BOUNDARY}\r\n\r\n`,
+        `Pragma: no-cache\r\nContent-Type: ${MJPEG_CONTENT_TYPE}\r\n\r\n`,
     );
     const release = upstream.claim();
     let stallTimer: ReturnType<typeof setTimeout> | undefined;

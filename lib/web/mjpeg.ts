@@ -3,29 +3,13 @@
 import type { Logger } from "../log.ts";
 import type { Subscription } from "../core/broadcast.ts";
 import type { CameraFeed, CameraFrame } from "../core/service.ts";
+import { mjpegPart } from "../core/mjpeg.ts";
 
-export const MJPEG_BOUNDARY = "pandaproxy-frame";
-export const MJPEG_CONTENT_TYPE = `multipart/x-mixed-replace; boundary=${MJPEG_BOUNDARY}`;
-/** A browser that takes no frame for this long while one is waiting is disconnected (it stopped reading). */
+export { MJPEG_BOUNDARY, MJPEG_CONTENT_TYPE } from "../core/mjpeg.ts";
+
 export const MJPEG_STALL_MS = 30_000;
 /** How often a stream checks that its printer still has this camera (a reload or restart replaces the feed). */
 export const FEED_CHECK_MS = 2_000;
-
-const CRLF = Buffer.from("\r\n");
-
-// Every viewer of one frame sends the same bytes: encode each part once.
-const parts = new WeakMap<CameraFrame, Uint8Array>();
-
-/** One multipart part: boundary, Content-Type and Content-Length headers, the JPEG, CRLF. */
-export function mjpegPart(frame: CameraFrame): Uint8Array {
-  let part = parts.get(frame);
-  if (!part) {
-    const head = Buffer.from(`--${MJPEG_BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: ${frame.jpeg.length}\r\n\r\n`);
-    part = Buffer.concat([head, frame.jpeg, CRLF]);
-    parts.set(frame, part);
-  }
-  return part;
-}
 
 export interface MjpegViewerHooks {
   /** "web viewer 127.0.0.1:5000", for the broadcast's aggregated "too slow" lines. */
