@@ -1,8 +1,10 @@
 // Certificates and TLS profiles. A local CA (10 years) is made once in state_dir; each printer gets a leaf
-// signed by it (CN = serial, SAN = the printer's bind address and this host's names and addresses), renewed
-// when it nears expiry or its SAN no longer fits. Every service takes its TLS options from here.
-import { generateKeyPairSync, randomBytes } from "node:crypto";
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+// signed by it (CN = serial, SAN = DNS:<serial> first, then the printer's bind address and this host's names
+// and addresses), renewed when it nears expiry or its SAN no longer fits. Slicers connect by IP and check the
+// name against the serial; RFC 6125 verifiers ignore the CN once a SAN has a DNS name, hence DNS:<serial>.
+// Every service takes its TLS options from here.
+import { createPublicKey, generateKeyPairSync, randomBytes } from "node:crypto";
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { hostname, networkInterfaces } from "node:os";
 import { join } from "node:path";
 import type { ConnectionOptions, TlsOptions } from "node:tls";
@@ -47,20 +49,36 @@ function newRsaKey(): { privatePem: string; publicPem: string } {
   };
 }
 
+function keyPairOf(privatePem: string): { privatePem: string; publicPem: string } {
+  const publicKey = createPublicKey(privatePem);
+  return { privatePem, publicPem: publicKey.export({ type: "spki", format: "pem" }).toString() };
+}
+
+function publicKeyOf(certPem: string): string {
+  return createPublicKey(certPem).export({ type: "spki", format: "pem" }).toString();
+}
+
 function serialNumber(): string {
   const bytes = randomBytes(16);
   bytes[0]! &= 0x7f; // positive
   return bytes.toString("hex");
 }
 
-function writePrivate(path: string, text: string): void {
-  writeFileSync(path, text, { mode: 0o600 });
-  chmodSync(path, 0o600);
+/** Written beside and renamed into place, so a crash never leaves half a file. */
+function writeAtomically(path: string, text: string, mode: number): void {
+  const temporary = `${path}.${process.pid}.tmp`;
+  writeFileSync(temporary, text, { mode });
+  chmodSync(temporary, mode);
+  renameSync(temporary, path);
 }
 
-/** A self-signed CA, in memory. */
-export function makeCa(commonName: string, organization: string, now = Date.now()): KeyPair {
-  const { privatePem, publicPem } = newRsaKey();
+function writePrivate(path: string, text: string): void {
+  writeAtomically(path, text, 0o600);
+}
+
+/** A self-signed CA, in memory; with `existingKey`, for that key (a CA whose certificate was lost). */
+export function makeCa(commonName: string, organization: string, now = Date.now(), existingKey?: string): KeyPair {
+  const { privatePem, publicPem } = existingKey ? keyPairOf(existingKey) : newRsaKey();
   const cert = forge.pki.createCertificate();
   cert.publicKey = forge.pki.publicKeyFromPem(publicPem);
   cert.serialNumber = serialNumber();
@@ -104,7 +122,11 @@ export function makeLeaf(ca: KeyPair, commonName: string, san: { dns: string[]; 
   return { key: privatePem, cert: forge.pki.certificateToPem(cert) };
 }
 
-/** The local CA: made once, reused forever (clients trust it once). */
+/**
+ * The local CA: made once, reused forever (clients trust it once). The key is written (atomically) before the
+ * certificate, and a key without its certificate is completed rather than replaced, so a crash between the
+ * two writes never makes a CA that every slicer would have to trust again.
+ */
 export function ensureCa(stateDir: string): KeyPair {
   mkdirSync(stateDir, { recursive: true, mode: 0o700 });
   const keyPath = join(stateDir, "ca.key");
@@ -112,21 +134,26 @@ export function ensureCa(stateDir: string): KeyPair {
   if (existsSync(keyPath) && existsSync(certPath)) {
     return { key: readFileSync(keyPath, "utf8"), cert: readFileSync(certPath, "utf8") };
   }
-  const ca = makeCa(`pandaproxy local CA (${hostname()})`, "pandaproxy");
+  const ca = existsSync(keyPath)
+    ? makeCa(`pandaproxy local CA (${hostname()})`, "pandaproxy", Date.now(), readFileSync(keyPath, "utf8"))
+    : makeCa(`pandaproxy local CA (${hostname()})`, "pandaproxy");
   writePrivate(keyPath, ca.key);
-  writeFileSync(certPath, ca.cert, { mode: 0o644 });
+  writeAtomically(certPath, ca.cert, 0o644);
   return ca;
 }
 
-/** Names a printer's leaf must carry: its bind address and every name and address of this host. */
-export function wantedSubjectAltNames(bind: string): { dns: string[]; ips: string[] } {
+/**
+ * Names a printer's leaf must carry: the printer's serial first (what slicers verify), then this host's
+ * names, the bind address and every address of this host (what browsers and Home Assistant may verify).
+ */
+export function wantedSubjectAltNames(bind: string, serial: string): { dns: string[]; ips: string[] } {
   const ips = new Set<string>(["127.0.0.1"]);
   if (bind !== "0.0.0.0") ips.add(bind);
   for (const list of Object.values(networkInterfaces())) {
     for (const iface of list ?? []) if (iface.family === "IPv4") ips.add(iface.address);
   }
   const host = hostname();
-  const dns = [...new Set([host, `${host}.local`, "localhost"])];
+  const dns = [...new Set([serial, host, `${host}.local`, "localhost"])];
   return { dns, ips: [...ips] };
 }
 
@@ -143,10 +170,11 @@ export function certificateNames(certPem: string): { dns: string[]; ips: string[
   return { dns, ips, notAfter: cert.validity.notAfter, commonName };
 }
 
-function leafIsCurrent(certPem: string, serial: string, wanted: { dns: string[]; ips: string[] }, now: number): boolean {
+function leafIsCurrent(leaf: KeyPair, serial: string, wanted: { dns: string[]; ips: string[] }, now: number): boolean {
   try {
-    const names = certificateNames(certPem);
-    if (names.commonName !== serial) return false;
+    if (keyPairOf(leaf.key).publicPem !== publicKeyOf(leaf.cert)) return false; // a crash between the two writes
+    const names = certificateNames(leaf.cert);
+    if (names.commonName !== serial || names.dns[0] !== serial) return false;
     if (names.notAfter.getTime() - now < RENEW_BEFORE_DAYS * DAY_MS) return false;
     return wanted.ips.every((ip) => names.ips.includes(ip)) && wanted.dns.every((d) => names.dns.includes(d));
   } catch {
@@ -160,10 +188,10 @@ export function ensurePrinterCertificate(stateDir: string, printer: Pick<Printer
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const keyPath = join(dir, `${printer.name}.key`);
   const certPath = join(dir, `${printer.name}.crt`);
-  const wanted = wantedSubjectAltNames(printer.bind);
+  const wanted = wantedSubjectAltNames(printer.bind, printer.serial);
   if (existsSync(keyPath) && existsSync(certPath)) {
     const existing = { key: readFileSync(keyPath, "utf8"), cert: readFileSync(certPath, "utf8") };
-    if (leafIsCurrent(existing.cert, printer.serial, wanted, now)) return existing;
+    if (leafIsCurrent(existing, printer.serial, wanted, now)) return existing;
   }
   const leaf = makeLeaf(ca, printer.serial, wanted, now);
   writePrivate(keyPath, leaf.key);

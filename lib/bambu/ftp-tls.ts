@@ -5,6 +5,7 @@
 // `new TLSSocket(raw, { isServer })` never resumes), but a socket emitted into the same server does.
 import type { Socket } from "node:net";
 import { createServer, type TLSSocket, type TlsOptions } from "node:tls";
+import { describeTlsClientError } from "../core/server.ts";
 
 export const FTPS_HANDSHAKE_TIMEOUT_MS = 10_000;
 
@@ -34,7 +35,7 @@ export function createFtpsTls(options: TlsOptions): FtpsTls {
     pending.delete(key);
     socket.destroy();
     waiter?.raw.destroy();
-    waiter?.reject(new Error(`TLS handshake failed: ${error.message}`));
+    waiter?.reject(new Error(describeTlsClientError(error)));
   });
   return {
     secure(raw) {

@@ -3,6 +3,7 @@
 import { createServer as createTcpServer, type Server, type Socket } from "node:net";
 import { createServer as createTlsServer, type TLSSocket, type TlsOptions } from "node:tls";
 import type { Logger } from "../log.ts";
+import { TCP_KEEPALIVE_MS } from "./edge.ts";
 
 export const TLS_HANDSHAKE_TIMEOUT_MS = 10_000;
 export const DEFAULT_MAX_CLIENTS = 64;
@@ -37,14 +38,47 @@ export function peerOf(socket: Socket): string {
   return `${socket.remoteAddress?.replace(/^::ffff:/, "") ?? "?"}:${socket.remotePort ?? "?"}`;
 }
 
+/** What a client's TLS alert means for the person reading the log. */
+const CLIENT_ALERTS: Record<string, string> = {
+  SSLV3_ALERT_BAD_CERTIFICATE: "bad certificate",
+  TLSV1_ALERT_UNKNOWN_CA: "unknown CA",
+  SSLV3_ALERT_CERTIFICATE_UNKNOWN: "certificate unknown",
+  TLSV1_ALERT_ACCESS_DENIED: "access denied",
+  SSLV3_ALERT_UNSUPPORTED_CERTIFICATE: "unsupported certificate",
+  SSLV3_ALERT_CERTIFICATE_EXPIRED: "certificate expired",
+  TLSV1_ALERT_DECRYPT_ERROR: "decrypt error",
+  // Bun reports a TLS 1.3 client's alert (sent under the handshake keys) as a bad packet length; in practice
+  // that is a client that verified our certificate and refused it (docs/protocol-notes.md).
+  BAD_PACKET_LENGTH: "an alert Bun cannot decode, as TLS 1.3 clients send when they refuse the certificate",
+};
+
+export const TRUST_HINT = "slicers and Home Assistant must trust the proxy's CA, see `pandaproxy ca`";
+
+/** One log line for a failed TLS handshake, in words, with what to do about it when we know. */
+export function describeTlsClientError(error: Error & { code?: string }): string {
+  const code = (error.code ?? "").replace(/^ERR_SSL_/, "");
+  const alert = CLIENT_ALERTS[code];
+  if (alert) return `the client did not accept our certificate (${alert}): ${TRUST_HINT}`;
+  if (code === "HTTP_REQUEST") return "TLS handshake failed: the client spoke plain HTTP to a TLS port";
+  if (code === "WRONG_VERSION_NUMBER" || code === "UNSUPPORTED_PROTOCOL") return `TLS handshake failed: not TLS, or a TLS version we do not offer (${code})`;
+  if (code === "NO_SHARED_CIPHER") return "TLS handshake failed: the client offers no cipher suite we accept";
+  if (error.code === "ECONNRESET" || /hang up/.test(error.message)) return "the client closed the connection during the TLS handshake";
+  if (/timed? ?out/i.test(error.message)) return `no TLS handshake within ${TLS_HANDSHAKE_TIMEOUT_MS / 1000} s`;
+  return `TLS handshake failed: ${error.message}`;
+}
+
 export function listen(options: ListenOptions): Promise<Listening> {
   const maxClients = options.maxClients ?? DEFAULT_MAX_CLIENTS;
   const sockets = new Set<Socket>();
   let accepted = 0;
+  // The address is read when the connection arrives: once a handshake has failed the socket may be gone.
+  const peers = new WeakMap<Socket, string>();
+  const peerAtAccept = (socket: Socket) => peers.get(socket) ?? peerOf(socket);
 
   const admit = (socket: Socket) => {
-    const peer = peerOf(socket);
+    const peer = peerAtAccept(socket);
     const log = options.log.with({ peer });
+    socket.setKeepAlive?.(true, TCP_KEEPALIVE_MS);
     socket.on("error", (error) => log.debug(`socket error: ${error.message}`));
     if (sockets.size >= maxClients) {
       log.warn(`refused: ${options.what} already has ${maxClients} clients (the limit)`);
@@ -66,12 +100,13 @@ export function listen(options: ListenOptions): Promise<Listening> {
   if (options.tls) {
     server = createTlsServer({ ...options.tls, handshakeTimeout: TLS_HANDSHAKE_TIMEOUT_MS }, (socket) => admit(socket));
     server.on("tlsClientError", (error: Error, socket: Socket) => {
-      options.log.with({ peer: peerOf(socket) }).info(`TLS handshake failed: ${error.message}`);
+      options.log.with({ peer: peerAtAccept(socket) }).info(describeTlsClientError(error));
       socket.destroy();
     });
   } else {
     server = createTcpServer((socket) => admit(socket));
   }
+  server.on("connection", (socket: Socket) => peers.set(socket, peerOf(socket)));
 
   return new Promise((resolve, reject) => {
     const onError = (error: NodeJS.ErrnoException) => {
