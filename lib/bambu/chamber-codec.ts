@@ -1,7 +1,7 @@
 // The chamber camera's wire format (A1/P1, TLS port 6000), as pure functions of bytes: the 80-byte viewer login,
 // the 16-byte frame header, JPEG sanity, and a parser that cuts a byte stream into frames.
 // Sources: Doridian/OpenBambuAPI video.md; greghesp/ha-bambulab pybambu bambu_client.py (../shared/PROTOCOLS.md).
-import { timingSafeEqual } from "node:crypto";
+import { sameSecret } from "../core/edge.ts";
 
 export const LOGIN_SIZE = 80;
 export const FRAME_HEADER_SIZE = 16;
@@ -47,13 +47,12 @@ export function decodeLogin(bytes: Buffer): ChamberLogin | { error: string } {
 
 /** Constant-time check of a login's user and code against the codes we accept. */
 export function loginMatches(login: ChamberLogin, accessCodes: readonly (string | undefined)[]): boolean {
-  const userOk = timingSafeEqual(field(login.username), field("bblp"));
+  const userOk = sameSecret(login.username, "bblp");
   let codeOk = false;
-  const offered = field(login.accessCode);
   for (const code of accessCodes) {
     if (code === undefined) continue;
     // Every candidate is compared, so the time does not tell which one matched.
-    if (timingSafeEqual(offered, field(code)) && login.accessCode.length > 0) codeOk = true;
+    if (sameSecret(login.accessCode, code.slice(0, NAME_FIELD))) codeOk = true;
   }
   return userOk && codeOk;
 }

@@ -1,8 +1,8 @@
 // The simulated printer's MQTT broker (TLS 8883), with the firmware's habits: login `bblp` / access code, at most
 // N connections, a client subscribing to `#` or to the request topic is dropped, a wrong serial in SUBSCRIBE
 // closes the connection silently, a publish anywhere but the request topic is dropped with the connection.
-import { timingSafeEqual } from "node:crypto";
 import type { Socket } from "node:net";
+import { sameSecret } from "../core/edge.ts";
 import { listen, type Listening } from "../core/server.ts";
 import { serviceLogger } from "../log.ts";
 import { serverTlsOptions } from "../tls.ts";
@@ -68,7 +68,7 @@ export async function startSimMqtt(identity: SimIdentity, options: SimOptions): 
           socket.end(connackBytes(CONNACK_UNACCEPTABLE_PROTOCOL));
           return;
         }
-        if (packet.username !== "bblp" || !sameCode(packet.password, identity.accessCode)) {
+        if (packet.username !== "bblp" || !sameSecret(packet.password, identity.accessCode)) {
           peerLog.info("refused login: wrong user or access code");
           socket.end(connackBytes(CONNACK_NOT_AUTHORIZED));
           return;
@@ -165,10 +165,4 @@ export async function startSimMqtt(identity: SimIdentity, options: SimOptions): 
       await listening.close();
     },
   };
-}
-
-function sameCode(given: Buffer | undefined, expected: string): boolean {
-  const wanted = Buffer.from(expected);
-  if (!given || given.length !== wanted.length) return false;
-  return timingSafeEqual(given, wanted);
 }

@@ -1,6 +1,6 @@
 // The web server (Bun.serve): status page, /api/printers, camera MJPEG and snapshots, /metrics.
 // Optional basic auth from [web] username/password.
-import { timingSafeEqual } from "node:crypto";
+import { sameSecret } from "../core/edge.ts";
 import type { WebConfig } from "../config.ts";
 import { processLogger, serviceLogger } from "../log.ts";
 import type { Counter, Metrics } from "../core/metrics.ts";
@@ -78,9 +78,8 @@ function authorized(request: Request, web: WebConfig): boolean {
   if (web.username === undefined || web.password === undefined) return true;
   const header = request.headers.get("authorization") ?? "";
   if (!header.startsWith("Basic ")) return false;
-  const given = Buffer.from(Buffer.from(header.slice(6), "base64").toString("utf8"));
-  const wanted = Buffer.from(`${web.username}:${web.password}`);
-  return given.length === wanted.length && timingSafeEqual(given, wanted);
+  const given = Buffer.from(header.slice(6), "base64").toString("utf8");
+  return sameSecret(given, `${web.username}:${web.password}`);
 }
 
 const text = (status: number, body: string) =>
