@@ -1,6 +1,6 @@
 // `pandaproxy demo` and `pandaproxy simulate`, run as a user runs them: child processes, real sockets.
 import { afterAll, describe, expect, test } from "bun:test";
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -81,6 +81,19 @@ describe("pandaproxy demo", () => {
     const p1sSerial = /p1s \(simulated P1S, serial (\S+)\)/.exec(demo.output())![1]!;
     const report = await firstReport({ host: "127.0.0.21", port: 18883, ca: join(state, "ca.crt"), serial: p1sSerial });
     expect(report).toHaveProperty("print");
+
+    // Every TLS port of the demo verifies by the printer's serial, as slicers check it (issue: slicers check the name).
+    let verified = 0;
+    for (const [name, ip, ports] of [["p1s", "127.0.0.21", [18883, 10990, 16000, 13002]], ["x1c", "127.0.0.22", [18883, 10990, 10322, 13002]]] as const) {
+      const serial = new RegExp(`${name} \\(simulated \\w+, serial (\\S+)\\)`).exec(demo.output())?.[1];
+      if (!serial) continue; // the X1C is left out without FFmpeg
+      for (const port of ports) {
+        const r = spawnSync("openssl", ["s_client", "-connect", `${ip}:${port}`, "-CAfile", join(state, "ca.crt"), "-verify_hostname", serial, "-verify_return_error"], { input: "", encoding: "utf8", timeout: 10_000 });
+        expect(`${name}:${port} ${r.status} ${/Verify return code: \d+ \([^)]*\)/.exec(r.stdout)?.[0]}`).toBe(`${name}:${port} 0 Verify return code: 0 (ok)`);
+        verified++;
+      }
+    }
+    expect(verified).toBeGreaterThanOrEqual(4);
 
     const printers = (await (await fetch("http://127.0.0.1:18181/api/printers")).json()) as { name: string }[];
     expect(printers.map((p) => p.name)).toContain("p1s");

@@ -47,6 +47,26 @@ describe("the local CA", () => {
   });
 });
 
+describe("the local CA after a crash between its two writes", () => {
+  test("a key without its certificate gets a certificate for the same key, so trust in the key survives", () => {
+    const stateDir = join(dir, "ca-crash");
+    const first = ensureCa(stateDir);
+    rmSync(join(stateDir, "ca.crt"));
+    const again = ensureCa(stateDir);
+    expect(again.key).toBe(first.key);
+    expect(readFileSync(join(stateDir, "ca.crt"), "utf8")).toBe(again.cert);
+    const pub = (pem: string) => openssl("x509", "-noout", "-pubkey", "-in", writeTemp(pem)).out;
+    expect(pub(again.cert)).toBe(pub(first.cert));
+    expect(mode(join(stateDir, "ca.key"))).toBe(0o600);
+  });
+});
+
+function writeTemp(text: string): string {
+  const path = join(dir, `t-${Math.random().toString(36).slice(2)}.pem`);
+  writeFileSync(path, text);
+  return path;
+}
+
 describe("a printer's leaf certificate", () => {
   const stateDir = join(dir, "leaf");
   const p = printer(stateDir, "x1c", "127.0.1.20");
@@ -64,6 +84,7 @@ describe("a printer's leaf certificate", () => {
     const subject = openssl("x509", "-in", leafPath, "-noout", "-subject").out;
     expect(subject).toMatch(new RegExp(`CN ?= ?${p.serial}\\b`));
     const san = openssl("x509", "-in", leafPath, "-noout", "-ext", "subjectAltName").out;
+    expect(san).toMatch(new RegExp(`Subject Alternative Name:\\s*DNS:${p.serial},`)); // the serial first: slicers verify it
     expect(san).toContain("IP Address:127.0.1.20");
     expect(san).toContain("IP Address:127.0.0.1");
     expect(san).toContain(`DNS:${hostname()}`);
@@ -109,6 +130,29 @@ describe("a printer's leaf certificate", () => {
     expect(certificateNames(moved.cert).ips).toContain("127.0.1.21");
     const reserialed = ensurePrinterCertificate(stateDir, { ...p, bind: "127.0.1.21", serial: "NEWSERIAL" }, ca);
     expect(certificateNames(reserialed.cert).commonName).toBe("NEWSERIAL");
+  });
+
+  test("a leaf issued before without DNS:<serial> is renewed, with the serial first", () => {
+    const ca = ensureCa(stateDir);
+    const names = certificateNames(ensurePrinterCertificate(stateDir, p, ca).cert);
+    const old = makeLeaf(ca, p.serial, { dns: names.dns.filter((d) => d !== p.serial), ips: names.ips });
+    writeFileSync(join(stateDir, "printers", "x1c.crt"), old.cert);
+    writeFileSync(join(stateDir, "printers", "x1c.key"), old.key);
+    const renewed = ensurePrinterCertificate(stateDir, p, ca);
+    expect(renewed.cert).not.toBe(old.cert);
+    expect(certificateNames(renewed.cert).dns[0]).toBe(p.serial);
+  });
+
+  test("a leaf whose key does not match its certificate (a crash between the writes) is made again", () => {
+    const ca = ensureCa(stateDir);
+    const current = ensurePrinterCertificate(stateDir, p, ca);
+    const stranger = makeLeaf(ca, p.serial, { dns: [], ips: [] });
+    writeFileSync(join(stateDir, "printers", "x1c.key"), stranger.key);
+    const remade = ensurePrinterCertificate(stateDir, p, ca);
+    expect(remade.cert).not.toBe(current.cert);
+    expect(remade.key).not.toBe(current.key);
+    const check = openssl("x509", "-in", join(stateDir, "printers", "x1c.crt"), "-noout", "-pubkey").out;
+    expect(check).toContain(openssl("pkey", "-in", join(stateDir, "printers", "x1c.key"), "-pubout").out.trim());
   });
 
   test("tls_cert and tls_key win over the local CA", () => {
