@@ -41,7 +41,7 @@ export function serviceContext(printerLines: string, configLines = ""): ServiceC
   const printer = config.printers[0]!;
   const ca = testProxyCa();
   const ips = printer.bind === "0.0.0.0" ? ["127.0.0.1"] : [printer.bind];
-  const leaf = makeLeaf(ca, printer.serial, { dns: ["localhost"], ips });
+  const leaf = makeLeaf(ca, printer.serial, { dns: [printer.serial, "localhost"], ips }); // named as lib/tls.ts names them
   return {
     config,
     printer,
