@@ -62,6 +62,19 @@ describe("simulated printer FTPS", () => {
     expect(reused.out).toContain("job.3mf");
   });
 
+  test("the card has the folders a printer's has: LIST / shows them, uploads to /cache and to the root work", async () => {
+    const listing = await run(["curl", "-sS", "-k", "-u", `bblp:${CODE}`, `ftps://${HOST}/`]);
+    expect(listing.err).toBe("");
+    const folders = listing.out.split(/\r?\n/).filter((l) => l.startsWith("d")).map((l) => l.split(/\s+/).at(-1));
+    expect(folders).toEqual(expect.arrayContaining(["cache", "image", "logger", "model", "timelapse"]));
+    writeFileSync(join(dir, "cached.bin"), randomBytes(10_000));
+    for (const target of ["cache/cached.3mf", "root.3mf"]) {
+      const up = await run(["curl", "-sS", "-k", "-u", `bblp:${CODE}`, "-T", join(dir, "cached.bin"), `ftps://${HOST}/${target}`]);
+      expect(up.err).toBe("");
+      expect(readFileSync(join(ftp.root, target))).toEqual(readFileSync(join(dir, "cached.bin")));
+    }
+  });
+
   test("wrong access code: 530; PORT is not implemented (500), as on the printers", async () => {
     const wrong = await run(["curl", "-sS", "-k", "-u", "bblp:00000000", `ftps://${HOST}/`]);
     expect(wrong.err).toContain("530");

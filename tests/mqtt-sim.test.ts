@@ -1,9 +1,10 @@
 // The simulated printer's MQTT service behaves like the firmware: third-party clients work against it directly,
 // and its limits (connections, `#` and request-topic subscribers, wrong serials, wrong codes) bite as they do.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import mqttPacket from "mqtt-packet";
-import { ACCESS_CODE, MQTT_PORT, PYTHON, closedPromise, collect, npmClient, rawTls, run, startSim, until, type TestClient } from "./mqtt-helpers.ts";
+import { ACCESS_CODE, MQTT_PORT, PYTHON, closedPromise, collect, npmClient, rawTls, run, startSim, tempDir, until, type TestClient } from "./mqtt-helpers.ts";
 import type { SimPrinter } from "../lib/sim/bambu.ts";
 import type { SimMqtt } from "../lib/sim/mqtt.ts";
 
@@ -14,15 +15,26 @@ let caFile: string;
 let serial: string;
 let report: string;
 let request: string;
+const card = tempDir("pp-sim-card-");
 
 beforeAll(async () => {
-  ({ sim, mqtt: simMqtt, caFile } = await startSim(SIM_HOST, { mqttMaxClients: 2, mqttReportIntervalMs: 100 }));
+  ({ sim, mqtt: simMqtt, caFile } = await startSim(SIM_HOST, { mqttMaxClients: 2, mqttReportIntervalMs: 100, ftpRoot: card }));
   serial = sim.identity.serial;
   report = `device/${serial}/report`;
   request = `device/${serial}/request`;
 });
 afterAll(async () => {
   await sim?.stop();
+  rmSync(card, { recursive: true, force: true });
+});
+
+/** The request Bambu Studio sends to print a .3mf from the card (OpenBambuAPI mqtt.md, print.project_file). */
+const projectFile = (sequenceId: string, url: string, subtaskName: string) => ({
+  print: {
+    sequence_id: sequenceId, command: "project_file", param: "Metadata/plate_1.gcode", project_id: "0", profile_id: "0",
+    task_id: "0", subtask_id: "0", subtask_name: subtaskName, url, md5: "", timelapse: true, bed_type: "auto",
+    bed_levelling: true, flow_cali: true, vibration_cali: true, layer_inspect: true, ams_mapping: "", use_ams: false,
+  },
 });
 
 const tlsArgs = () => ["-h", SIM_HOST, "-p", String(MQTT_PORT), "--cafile", caFile, "--insecure", "-u", "bblp"];
@@ -135,5 +147,70 @@ describe("simulated printer MQTT", () => {
     const sub = run("mosquitto_sub", [...tlsArgs(), "-P", "wrongcod", "-t", report, "-C", "1", "-W", "5"]);
     expect(await sub.exited).not.toBe(0);
     expect(sub.stderr()).toMatch(/not authori[sz]ed/i);
+  });
+
+  test("project_file starts the job it names from the card: reports carry its name and file, PREPARE then RUNNING, progress; stop ends it", async () => {
+    writeFileSync(join(card, "cube.3mf"), "not really a zip");
+    const c = await npmClient(SIM_HOST);
+    try {
+      await c.client.subscribeAsync(report);
+      await c.client.publishAsync(request, JSON.stringify(projectFile("40", "ftp:///cube.3mf", "cube")));
+      const reply = await c.next((j) => j.print?.command === "project_file" && j.print.sequence_id === "40");
+      expect(reply.print).toMatchObject({ result: "success", param: "Metadata/plate_1.gcode", subtask_name: "cube", url: "ftp:///cube.3mf" });
+      const started = await c.next((j) => j.print?.msg === 1 && j.print.subtask_name === "cube");
+      expect(started.print).toMatchObject({ gcode_state: "PREPARE", gcode_file: "cube.3mf", mc_percent: 0, layer_num: 0 });
+      await c.next((j) => j.print?.gcode_state === "RUNNING", 10_000);
+      await c.next((j) => j.print?.mc_percent > 0, 10_000);
+      await c.client.publishAsync(request, JSON.stringify({ pushing: { sequence_id: "41", command: "pushall" } }));
+      const full = await c.next((j) => j.print?.msg === 0 && j.print.sequence_id === "41");
+      expect(full.print).toMatchObject({ subtask_name: "cube", gcode_file: "cube.3mf", gcode_state: "RUNNING" });
+      expect(full.print.layer_num).toBeGreaterThan(0);
+      await c.client.publishAsync(request, JSON.stringify({ print: { sequence_id: "42", command: "stop", param: "" } }));
+      expect((await c.next((j) => j.print?.sequence_id === "42")).print.result).toBe("success");
+      await c.next((j) => j.print?.msg === 1 && j.print.gcode_state === "FAILED");
+      // A job a slicer started stays ended: the simulator starts no print of its own after it.
+      for (let i = 0; i < 30; i++) simMqtt.tick();
+      expect(simMqtt.print.gcodeState).toBe("FAILED");
+    } finally {
+      await c.end();
+    }
+  }, 20_000);
+
+  test("project_file finds the file by every URL form slicers send: ftp:///cache/..., file:///sdcard/..., file:///mnt/sdcard/...", async () => {
+    mkdirSync(join(card, "cache"), { recursive: true });
+    writeFileSync(join(card, "cache", "cached.3mf"), "x");
+    writeFileSync(join(card, "plain.3mf"), "x");
+    const c = await npmClient(SIM_HOST);
+    try {
+      await c.client.subscribeAsync(report);
+      const urls = ["ftp:///cache/cached.3mf", "file:///sdcard/plain.3mf", "file:///mnt/sdcard/cache/cached.3mf"];
+      for (const [i, url] of urls.entries()) {
+        await c.client.publishAsync(request, JSON.stringify(projectFile(String(50 + i), url, `job${i}`)));
+        const reply = await c.next((j) => j.print?.command === "project_file" && j.print.sequence_id === String(50 + i));
+        expect(reply.print).toMatchObject({ result: "success", url });
+        await c.next((j) => j.print?.msg === 1 && j.print.subtask_name === `job${i}` && j.print.gcode_state === "PREPARE");
+      }
+    } finally {
+      await c.end();
+    }
+  });
+
+  test("project_file for a file not on the card is the printer's failure reply naming the file; nothing starts", async () => {
+    const c = await npmClient(SIM_HOST);
+    try {
+      await c.client.subscribeAsync(report);
+      const before = simMqtt.print.full("0").print as Record<string, unknown>;
+      await c.client.publishAsync(request, JSON.stringify(projectFile("60", "ftp:///missing.3mf", "missing")));
+      const reply = await c.next((j) => j.print?.command === "project_file" && j.print.sequence_id === "60");
+      expect(reply.print.result).toBe("failed");
+      expect(reply.print.reason).toContain("missing.3mf");
+      await c.client.publishAsync(request, JSON.stringify(projectFile("61", "https://example.com/x.3mf", "remote")));
+      expect((await c.next((j) => j.print?.sequence_id === "61")).print.result).toBe("failed");
+      const after = simMqtt.print.full("0").print as Record<string, unknown>;
+      expect(after.subtask_name).toBe(before.subtask_name);
+      expect(after.gcode_state).toBe(before.gcode_state);
+    } finally {
+      await c.end();
+    }
   });
 });

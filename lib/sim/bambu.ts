@@ -11,6 +11,7 @@ import { startSimRtsp } from "./rtsp.ts";
 import { startSimulatedChamber } from "./chamber.ts";
 import { startSimBind } from "./bind.ts";
 import { startSimSsdp } from "./ssdp.ts";
+import { openSdCard } from "./sdcard.ts";
 
 export type SimServiceName = "mqtt" | "ftp" | "chamber" | "tunnel" | "rtsp" | "bind" | "ssdp";
 
@@ -72,20 +73,27 @@ export async function startSimulatedBambu(options: SimPrinterOptions): Promise<S
   const identity = simIdentity(options);
   const wanted = options.services ?? servicesOfModel(identity.model);
   const started: SimService[] = [];
+  // One card for FTPS and MQTT, so a `project_file` command finds what was uploaded.
+  const card = openSdCard(options.ftpRoot);
+  const shared: SimOptions = { ...options, ftpRoot: card.root };
+  const stopAll = async () => {
+    await Promise.allSettled(started.map((s) => s.stop()));
+    card.remove();
+  };
   try {
     for (const name of wanted) {
       const start = SIM_SERVICES[name];
       if (!start) throw new Error(`simulator: service "${name}" is not simulated yet`);
-      started.push(await start(identity, options));
+      started.push(await start(identity, shared));
     }
   } catch (error) {
-    await Promise.allSettled(started.map((s) => s.stop()));
+    await stopAll();
     throw error;
   }
   return {
     identity,
     services: started,
     service: <T extends SimService>(name: SimServiceName) => started.find((s) => s.name === name) as T | undefined,
-    stop: async () => void (await Promise.allSettled(started.map((s) => s.stop()))),
+    stop: stopAll,
   };
 }

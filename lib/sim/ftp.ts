@@ -1,20 +1,20 @@
 // The simulated printer's FTPS server (implicit TLS, port 990), behaving like the vsftpd on Bambu printers:
 // bblp/access code, PROT P required, passive data only (PORT/EPRT unknown), data connections that must
 // resume the control connection's TLS session, TLS 1.2 only, no close_notify on data, a session limit.
-import { createReadStream, createWriteStream, mkdtempSync, rmSync } from "node:fs";
+import { createReadStream, createWriteStream } from "node:fs";
 import { mkdir, readdir, rename, rmdir, stat, unlink } from "node:fs/promises";
 import { createServer, type Server, type Socket } from "node:net";
-import { tmpdir } from "node:os";
 import { join, posix } from "node:path";
-import { timingSafeEqual } from "node:crypto";
 import type { TLSSocket } from "node:tls";
 import { serverTlsOptions } from "../tls.ts";
 import { processLogger } from "../log.ts";
+import { sameSecret } from "../core/edge.ts";
 import {
   createLineSplitter, formatEpsvReply, formatPasvReply, formatReply, parseCommand, quotePath,
 } from "../bambu/ftp-codec.ts";
 import { createFtpsTls, endWithoutCloseNotify } from "../bambu/ftp-tls.ts";
 import { peekClientHelloSessionId, sessionIdOf } from "./ftp-reuse.ts";
+import { openSdCard } from "./sdcard.ts";
 import type { SimIdentity, SimOptions, SimService, SimStarter } from "./types.ts";
 
 /** vsftpd's max_clients on the printers we know of. */
@@ -29,7 +29,7 @@ export const SIM_FTP_MAX_LOGIN_FAILS = 3;
 export const SESSION_REUSE_REQUIRED = "522 SSL connection failed: session reuse required";
 
 export interface SimFtpService extends SimService {
-  /** The directory served as "/". */
+  /** The directory served as "/" (the SD card, with its folders). */
   readonly root: string;
   /** Control sessions open now, and the most ever open at once (tests prove limits with it). */
   readonly sessions: number;
@@ -40,7 +40,6 @@ export interface SimFtpService extends SimService {
   readonly reuseRefusals: number;
 }
 
-const within = (root: string, virtualPath: string) => join(root, posix.resolve("/", virtualPath));
 
 function listingLine(name: string, size: number, mtime: Date, dir: boolean): string {
   const month = mtime.toLocaleString("en-US", { month: "short", timeZone: "UTC" });
@@ -53,8 +52,8 @@ const mdtm = (d: Date) => d.toISOString().replace(/[-:T]/g, "").slice(0, 14);
 
 export const startSimulatedFtp: SimStarter = async (identity: SimIdentity, options: SimOptions) => {
   const log = processLogger("sim").with({ printer: identity.name, service: "ftp" });
-  const madeRoot = !options.ftpRoot;
-  const root = options.ftpRoot ?? mkdtempSync(join(tmpdir(), "pandaproxy-sim-ftp-"));
+  const card = openSdCard(options.ftpRoot);
+  const root = card.root;
   const maxSessions = options.ftpMaxSessions ?? SIM_FTP_DEFAULT_SESSIONS;
   const tls = createFtpsTls(serverTlsOptions(identity.tls, { tls12Only: true }));
   const sockets = new Set<Socket>();
@@ -196,10 +195,10 @@ export const startSimulatedFtp: SimStarter = async (identity: SimIdentity, optio
       const target = path(arg.replace(/^-\S+\s*/, ""));
       let entries: { name: string; size: number; mtime: Date; dir: boolean }[] = [];
       try {
-        const st = await stat(within(root, target));
+        const st = await stat(card.hostPath(target));
         if (st.isDirectory()) {
-          for (const name of (await readdir(within(root, target))).sort()) {
-            const s = await stat(within(root, posix.join(target, name))).catch(() => undefined);
+          for (const name of (await readdir(card.hostPath(target))).sort()) {
+            const s = await stat(card.hostPath(posix.join(target, name))).catch(() => undefined);
             if (s) entries.push({ name, size: s.size, mtime: s.mtime, dir: s.isDirectory() });
           }
         } else entries = [{ name: posix.basename(target), size: st.size, mtime: st.mtime, dir: false }];
@@ -214,7 +213,7 @@ export const startSimulatedFtp: SimStarter = async (identity: SimIdentity, optio
     };
 
     const retrieve = async (arg: string) => {
-      const file = within(root, path(arg));
+      const file = card.hostPath(path(arg));
       const st = await stat(file).catch(() => undefined);
       if (!st?.isFile()) return reply(550, "Failed to open file.");
       const offset = rest;
@@ -240,7 +239,7 @@ export const startSimulatedFtp: SimStarter = async (identity: SimIdentity, optio
     };
 
     const store = async (verb: string, arg: string) => {
-      const file = within(root, path(arg));
+      const file = card.hostPath(path(arg));
       const offset = rest;
       rest = 0;
       const parent = await stat(join(file, "..")).catch(() => undefined);
@@ -286,9 +285,7 @@ export const startSimulatedFtp: SimStarter = async (identity: SimIdentity, optio
         case "PASS": {
           if (loggedIn) return reply(230, "Already logged in.");
           if (user === undefined) return reply(503, "Login with USER first.");
-          const given = Buffer.from(arg);
-          const wanted = Buffer.from(identity.accessCode);
-          if (user === "bblp" && given.length === wanted.length && timingSafeEqual(given, wanted)) {
+          if (user === "bblp" && sameSecret(arg, identity.accessCode)) {
             loggedIn = true;
             return reply(230, "Login successful.");
           }
@@ -326,7 +323,7 @@ export const startSimulatedFtp: SimStarter = async (identity: SimIdentity, optio
         case "CDUP":
         case "XCUP": {
           const target = verb.endsWith("UP") ? posix.resolve(cwd, "..") : path(arg);
-          const st = await stat(within(root, target)).catch(() => undefined);
+          const st = await stat(card.hostPath(target)).catch(() => undefined);
           if (!st?.isDirectory()) return reply(550, "Failed to change directory.");
           cwd = target;
           return reply(250, "Directory successfully changed.");
@@ -357,23 +354,23 @@ export const startSimulatedFtp: SimStarter = async (identity: SimIdentity, optio
           return reply(350, `Restart position accepted (${n}).`);
         }
         case "SIZE": {
-          const st = await stat(within(root, path(arg))).catch(() => undefined);
+          const st = await stat(card.hostPath(path(arg))).catch(() => undefined);
           return st?.isFile() ? reply(213, String(st.size)) : reply(550, "Could not get file size.");
         }
         case "MDTM": {
-          const st = await stat(within(root, path(arg))).catch(() => undefined);
+          const st = await stat(card.hostPath(path(arg))).catch(() => undefined);
           return st?.isFile() ? reply(213, mdtm(st.mtime)) : reply(550, "Could not get file modification time.");
         }
         case "DELE":
-          return unlink(within(root, path(arg))).then(() => reply(250, "Delete operation successful."), () => reply(550, "Delete operation failed."));
+          return unlink(card.hostPath(path(arg))).then(() => reply(250, "Delete operation successful."), () => reply(550, "Delete operation failed."));
         case "MKD":
         case "XMKD":
-          return mkdir(within(root, path(arg))).then(() => reply(257, `${quotePath(path(arg))} created`), () => reply(550, "Create directory operation failed."));
+          return mkdir(card.hostPath(path(arg))).then(() => reply(257, `${quotePath(path(arg))} created`), () => reply(550, "Create directory operation failed."));
         case "RMD":
         case "XRMD":
-          return rmdir(within(root, path(arg))).then(() => reply(250, "Remove directory operation successful."), () => reply(550, "Remove directory operation failed."));
+          return rmdir(card.hostPath(path(arg))).then(() => reply(250, "Remove directory operation successful."), () => reply(550, "Remove directory operation failed."));
         case "RNFR": {
-          const st = await stat(within(root, path(arg))).catch(() => undefined);
+          const st = await stat(card.hostPath(path(arg))).catch(() => undefined);
           if (!st) return reply(550, "RNFR command failed.");
           renameFrom = path(arg);
           return reply(350, "Ready for RNTO.");
@@ -382,7 +379,7 @@ export const startSimulatedFtp: SimStarter = async (identity: SimIdentity, optio
           if (!renameFrom) return reply(503, "RNFR required first.");
           const from = renameFrom;
           renameFrom = undefined;
-          return rename(within(root, from), within(root, path(arg))).then(() => reply(250, "Rename successful."), () => reply(550, "Rename failed."));
+          return rename(card.hostPath(from), card.hostPath(path(arg))).then(() => reply(250, "Rename successful."), () => reply(550, "Rename failed."));
         }
         case "ABOR":
           return reply(225, "No transfer to ABOR.");
@@ -448,7 +445,7 @@ export const startSimulatedFtp: SimStarter = async (identity: SimIdentity, optio
         setTimeout(done, 500).unref?.();
       });
       tls.close();
-      if (madeRoot) rmSync(root, { recursive: true, force: true });
+      card.remove();
     },
   };
   return service;

@@ -13,6 +13,7 @@ import {
   encodePublish, type Packet,
 } from "../bambu/mqtt-wire.ts";
 import { createSimPrint, type SimPrint } from "./print-state.ts";
+import { openSdCard } from "./sdcard.ts";
 import type { SimIdentity, SimOptions, SimService } from "./types.ts";
 
 export const SIM_MQTT_MAX_CLIENTS = 4;
@@ -41,7 +42,9 @@ interface SimClient {
 
 export async function startSimMqtt(identity: SimIdentity, options: SimOptions): Promise<SimMqtt> {
   const log = serviceLogger(identity.name, "sim-mqtt");
-  const print = createSimPrint(identity);
+  // The card FTPS serves (lib/sim/bambu.ts passes one root to both), read by `project_file`.
+  const card = openSdCard(options.ftpRoot);
+  const print = createSimPrint(identity, card);
   const report = reportTopic(identity.serial);
   const request = requestTopic(identity.serial);
   const clients = new Set<SimClient>();
@@ -163,6 +166,7 @@ export async function startSimMqtt(identity: SimIdentity, options: SimOptions): 
     async stop() {
       if (timer) clearInterval(timer);
       await listening.close();
+      card.remove();
     },
   };
 }

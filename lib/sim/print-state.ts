@@ -1,8 +1,12 @@
 // The simulated printer's status as its MQTT reports carry it: a print that progresses (PREPARE, RUNNING,
 // FINISH, then a new print), temperatures settling around their targets, AMS trays, lights, and the address
 // fields (`net.info[].ip` as a little-endian u32, `ipcam.rtsp_url` on RTSP models). Full state for `pushall`
-// (`"msg": 0`), small deltas otherwise (`"msg": 1`), as P1/A1 firmware sends them.
+// (`"msg": 0`), small deltas otherwise (`"msg": 1`), as P1/A1 firmware sends them. Until a slicer sends
+// `project_file`, the simulator prints its own jobs one after another (so the demo always shows progress); the
+// job a slicer starts comes from a file on the SD card and, once ended, stays ended as on a real printer.
+import { posix } from "node:path";
 import type { SimIdentity } from "./types.ts";
+import { cardPathOfUrl, type SdCard } from "./sdcard.ts";
 import { ipv4ToLittleEndian, type Json, type JsonObject } from "../bambu/mqtt-state.ts";
 
 /** Layers of each simulated print and ticks spent on each layer. */
@@ -25,13 +29,17 @@ export interface SimPrint {
 
 type Section = Record<string, Json>;
 
-export function createSimPrint(identity: SimIdentity): SimPrint {
+/** The card is where `project_file` looks for the file it names; without one every such command fails. */
+export function createSimPrint(identity: SimIdentity, card?: SdCard): SimPrint {
   let pushSequence = 0;
   let gcodeState = "PREPARE";
   let layer = 0;
   let tickInLayer = 0;
   let finishTicks = 0;
   let printNumber = 1;
+  /** The job being printed; the simulator's own until a slicer starts one. */
+  let job = { subtaskName: "sim_benchy_1", gcodeFile: "sim_benchy_1.gcode.3mf", projectId: "0", profileId: "", taskId: "0", subtaskId: "0" };
+  let ownJobs = true;
   let chamberLight = "on";
   const nozzleTarget = 220;
   const bedTarget = 55;
@@ -40,7 +48,6 @@ export function createSimPrint(identity: SimIdentity): SimPrint {
   let humidity = 4;
   const percent = () => Math.min(100, Math.floor((layer / SIM_PRINT_LAYERS) * 100));
   const remainingMinutes = () => Math.max(0, Math.round((SIM_PRINT_LAYERS - layer) * 0.75));
-  const jobName = () => `sim_benchy_${printNumber}`;
 
   const trays = (): Json[] =>
     [["PLA", "FFFFFFFF", 82], ["PLA", "000000FF", 47], ["PETG", "F95D73FF", 100], ["PLA", "00AE42FF", 12]].map(([type, color, remain], id) => ({
@@ -63,7 +70,7 @@ export function createSimPrint(identity: SimIdentity): SimPrint {
       ams: ams(), ams_rfid_status: 6, ams_status: 0,
       bed_target_temper: bedTarget, bed_temper: round(bed), big_fan1_speed: "0", big_fan2_speed: "0",
       chamber_temper: 28, command: "push_status", cooling_fan_speed: "15", fail_reason: "0", fan_gear: 0,
-      force_upgrade: false, gcode_file: `${jobName()}.gcode.3mf`, gcode_file_prepare_percent: "100",
+      force_upgrade: false, gcode_file: job.gcodeFile, gcode_file_prepare_percent: "100",
       gcode_start_time: String(Math.floor(Date.now() / 1000)), gcode_state: gcodeState, heatbreak_fan_speed: "15",
       hms: [], home_flag: 6, hw_switch_state: 1,
       ipcam: {
@@ -77,9 +84,9 @@ export function createSimPrint(identity: SimIdentity): SimPrint {
       net: { conf: 0, info: [{ ip: ipv4ToLittleEndian(identity.host), mask: ipv4ToLittleEndian("255.255.255.0") }, { ip: 0, mask: 0 }] },
       nozzle_diameter: "0.4", nozzle_target_temper: nozzleTarget, nozzle_temper: round(nozzle), nozzle_type: "stainless_steel",
       online: { ahb: false, rfid: false, version: 7 }, print_error: 0, print_gcode_action: 0, print_real_action: 0,
-      print_type: "local", profile_id: "", project_id: "0", queue_number: 0, s_obj: [], sdcard: true,
+      print_type: "local", profile_id: job.profileId, project_id: job.projectId, queue_number: 0, s_obj: [], sdcard: true,
       sequence_id: sequenceId, spd_lvl: 2, spd_mag: 100, stg: [2, 14, 1], stg_cur: gcodeState === "RUNNING" ? 0 : 1,
-      subtask_id: "0", subtask_name: jobName(), task_id: "0", total_layer_num: SIM_PRINT_LAYERS,
+      subtask_id: job.subtaskId, subtask_name: job.subtaskName, task_id: job.taskId, total_layer_num: SIM_PRINT_LAYERS,
       upgrade_state: { status: "IDLE", progress: "", message: "", module: "null", new_version_state: 2, ota_new_version_number: "" },
       upload: { status: "idle", progress: 0, message: "" },
       vt_tray: { id: "254", tray_type: "", tray_color: "00000000", remain: 0 },
@@ -117,11 +124,10 @@ export function createSimPrint(identity: SimIdentity): SimPrint {
           Object.assign(changed, { gcode_state: gcodeState, mc_print_stage: stage() });
         }
       }
-    } else if ((gcodeState === "FINISH" || gcodeState === "FAILED") && ++finishTicks >= SIM_FINISH_TICKS) {
+    } else if (ownJobs && (gcodeState === "FINISH" || gcodeState === "FAILED") && ++finishTicks >= SIM_FINISH_TICKS) {
       printNumber++;
-      layer = 0;
-      gcodeState = "PREPARE";
-      Object.assign(changed, { gcode_state: gcodeState, layer_num: 0, mc_percent: 0, subtask_name: jobName(), gcode_file: `${jobName()}.gcode.3mf` });
+      const name = `sim_benchy_${printNumber}`;
+      Object.assign(changed, begin({ ...job, subtaskName: name, gcodeFile: `${name}.gcode.3mf` }));
     }
     if (pushSequence % 15 === 14) {
       humidity = humidity === 4 ? 3 : 4;
@@ -144,6 +150,36 @@ export function createSimPrint(identity: SimIdentity): SimPrint {
     };
   };
 
+  /** Starts `next` from its first layer; the fields that changed. */
+  const begin = (next: typeof job): Section => {
+    job = next;
+    layer = 0;
+    tickInLayer = 0;
+    gcodeState = "PREPARE";
+    return {
+      gcode_state: gcodeState, layer_num: 0, mc_percent: 0, mc_remaining_time: remainingMinutes(), mc_print_stage: stage(),
+      subtask_name: job.subtaskName, gcode_file: job.gcodeFile, total_layer_num: SIM_PRINT_LAYERS,
+      project_id: job.projectId, profile_id: job.profileId, task_id: job.taskId, subtask_id: job.subtaskId,
+    };
+  };
+
+  /** `print.project_file`: print a .3mf from the card; a file that is not there fails the command. */
+  const projectFile = (body: Section, sequenceId: string): JsonObject[] => {
+    const url = typeof body.url === "string" ? body.url : "";
+    const cardPath = cardPathOfUrl(url);
+    const failed = (reason: string): JsonObject[] => [{ print: { ...body, result: "failed", reason, sequence_id: sequenceId } }];
+    if (!cardPath) return failed(`not a file on the SD card: "${url}"`);
+    if (!card?.hasFile(cardPath)) return failed(`file not found on the SD card: ${cardPath}`);
+    const text = (key: string, otherwise: string) => (typeof body[key] === "string" && body[key] !== "" ? (body[key] as string) : otherwise);
+    const fileName = posix.basename(cardPath);
+    ownJobs = false;
+    const changed = begin({
+      subtaskName: text("subtask_name", fileName.replace(/(\.gcode)?\.3mf$/i, "")), gcodeFile: fileName,
+      projectId: text("project_id", "0"), profileId: text("profile_id", "0"), taskId: text("task_id", "0"), subtaskId: text("subtask_id", "0"),
+    });
+    return [{ print: { ...body, result: "success", reason: "success", sequence_id: sequenceId } }, delta(changed)];
+  };
+
   const command = (request: JsonObject): JsonObject[] => {
     const [section, body] = Object.entries(request)[0] ?? [];
     if (!section || typeof body !== "object" || body === null || Array.isArray(body)) return [];
@@ -151,6 +187,7 @@ export function createSimPrint(identity: SimIdentity): SimPrint {
     const name = String(body.command ?? "");
     if (section === "pushing" && name === "pushall") return [full(sequenceId)];
     if (section === "info" && name === "get_version") return [version(sequenceId)];
+    if (section === "print" && name === "project_file") return projectFile(body as Section, sequenceId);
     const reply: JsonObject = { [section]: { ...body, result: "success", reason: "success", sequence_id: sequenceId } };
     const followUp: Section = {};
     if (section === "print" && name === "pause" && gcodeState === "RUNNING") followUp.gcode_state = gcodeState = "PAUSE";
