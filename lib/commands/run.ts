@@ -1,6 +1,7 @@
 // `pandaproxy [run] --config FILE`: serve every printer in the file until SIGINT/SIGTERM; SIGHUP reloads.
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, type Command } from "../cli.ts";
 import { processLogger, setupLogging } from "../log.ts";
+import { installProcessPolicy } from "../process-policy.ts";
 import { startSupervisor } from "../supervisor.ts";
 import { versionString } from "../version.ts";
 import { loadOrReport, resolveConfigPath } from "./load.ts";
@@ -18,6 +19,7 @@ export const command: Command = {
     const config = loadOrReport(values.config as string | undefined, "run");
     if (!config) return EXIT_USAGE;
     setupLogging(values.verbose ? "debug" : config.proxy.logLevel);
+    installProcessPolicy();
     const log = processLogger();
     log.info(`${versionString()} starting with ${config.file}`);
     // SIGHUP's default action ends the process: hold a reload asked for while we start, run it once started.

@@ -4,6 +4,7 @@ import { createServer as createTcpServer, type Server, type Socket } from "node:
 import { createServer as createTlsServer, type TLSSocket, type TlsOptions } from "node:tls";
 import type { Logger } from "../log.ts";
 import { TCP_KEEPALIVE_MS } from "./edge.ts";
+import { runForClient } from "./client-context.ts";
 
 export const TLS_HANDSHAKE_TIMEOUT_MS = 10_000;
 export const DEFAULT_MAX_CLIENTS = 64;
@@ -88,12 +89,7 @@ export function listen(options: ListenOptions): Promise<Listening> {
     sockets.add(socket);
     accepted++;
     socket.once("close", () => sockets.delete(socket));
-    try {
-      options.onClient(socket, { peer, log });
-    } catch (error) {
-      log.error(`closing: ${(error as Error).message}`);
-      socket.destroy();
-    }
+    runForClient({ log, socket }, () => options.onClient(socket, { peer, log }));
   };
 
   let server: Server;
