@@ -1,5 +1,6 @@
 // FTP control-channel wire format, as pure functions: command lines, replies (single and multi-line), and the
 // data-address arguments of PASV/EPSV/PORT/EPRT. Shared by the FTPS proxy and the simulated printer.
+import { StringDecoder } from "node:string_decoder";
 
 /** Longest command line we accept; vsftpd's own limit is 4096 bytes. */
 export const MAX_COMMAND_LINE = 4096;
@@ -48,8 +49,10 @@ export function replyMessage(reply: FtpReply): string {
 /** Splits a byte stream into CRLF (or bare LF) lines; refuses lines longer than MAX_COMMAND_LINE. */
 export function createLineSplitter(onLine: (line: string) => void, onTooLong: () => void): (chunk: Buffer) => void {
   let pending = "";
+  // A UTF-8 character split across two TLS records must not become U+FFFD.
+  const decoder = new StringDecoder("utf8");
   return (chunk) => {
-    pending += chunk.toString("utf8");
+    pending += decoder.write(chunk);
     let nl: number;
     while ((nl = pending.indexOf("\n")) >= 0) {
       const line = pending.slice(0, nl).replace(/\r$/, "");
