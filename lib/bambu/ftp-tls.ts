@@ -17,9 +17,9 @@ export interface FtpsTls {
 
 const keyOf = (s: Socket) => `${s.localAddress}|${s.localPort}|${s.remoteAddress}|${s.remotePort}`;
 
-export function createFtpsTls(options: TlsOptions): FtpsTls {
+export function createFtpsTls(options: TlsOptions, handshakeTimeoutMs = FTPS_HANDSHAKE_TIMEOUT_MS): FtpsTls {
   const pending = new Map<string, { resolve(s: TLSSocket): void; reject(e: Error): void; raw: Socket }>();
-  const server = createServer({ ...options, handshakeTimeout: FTPS_HANDSHAKE_TIMEOUT_MS }, (socket) => {
+  const server = createServer({ ...options, handshakeTimeout: handshakeTimeoutMs }, (socket) => {
     const key = keyOf(socket);
     const waiter = pending.get(key);
     pending.delete(key);
@@ -46,8 +46,8 @@ export function createFtpsTls(options: TlsOptions): FtpsTls {
           if (pending.get(key)?.raw !== raw) return;
           pending.delete(key);
           raw.destroy();
-          reject(new Error(`no TLS handshake within ${FTPS_HANDSHAKE_TIMEOUT_MS / 1000} s`));
-        }, FTPS_HANDSHAKE_TIMEOUT_MS + 1_000);
+          reject(new Error(`no TLS handshake within ${handshakeTimeoutMs / 1000} s`));
+        }, handshakeTimeoutMs + 1_000);
         const onClose = () => {
           if (pending.get(key)?.raw !== raw) return;
           pending.delete(key);

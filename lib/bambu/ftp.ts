@@ -1,11 +1,11 @@
 // The FTPS proxy (implicit TLS, port 990): clients log in here (access code, or the read-only viewer code),
 // use any data mode (PASV, EPSV, PORT, EPRT), and each command borrows one of the few printer sessions, which
 // always use passive mode and resume their control session's TLS session on data connections.
-import { timingSafeEqual } from "node:crypto";
 import type { Socket } from "node:net";
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
+import { commandLane, endAndDestroy, idleDeadline, sameSecret, type IdleDeadline } from "../core/edge.ts";
 import type { Service, ServiceContext } from "../core/service.ts";
-import { listen, type ClientInfo, type Listening } from "../core/server.ts";
+import { listen, TRUST_HINT, type ClientInfo, type Listening } from "../core/server.ts";
 import { serviceLogger, type Logger } from "../log.ts";
 import { printerClientTlsOptions, serverTlsOptions } from "../tls.ts";
 import {
@@ -34,17 +34,19 @@ const READ_ONLY = new Set(["LIST", "NLST", "MLSD", "RETR", "SIZE", "MDTM", "CWD"
 const BEFORE_LOGIN = new Set(["USER", "PASS", "QUIT", "FEAT", "OPTS", "PBSZ", "PROT", "AUTH", "SYST", "NOOP", "HELP"]);
 const FEATURES = ["EPRT", "EPSV", "MDTM", "PASV", "PBSZ", "PROT", "REST STREAM", "SIZE", "TVFS", "UTF8"];
 
-const codeMatches = (given: string, wanted: string | undefined) => {
-  if (!wanted) return false;
-  const a = Buffer.from(given);
-  const b = Buffer.from(wanted);
-  return a.length === b.length && timingSafeEqual(a, b);
-};
+/** Commands whose refusal by the printer is worth a log line (the path and the printer's reply). */
+const CHANGES = new Set(["DELE", "MKD", "XMKD", "RMD", "XRMD", "RNFR", "RNTO", "SITE"]);
 const plainIp = (address: string | undefined) => address?.replace(/^::ffff:/, "") ?? "";
 
 export interface FtpServiceOptions {
   /** How long an unused printer session stays open (default PRINTER_IDLE_CLOSE_MS, 30 s). */
   printerIdleCloseMs?: number;
+  /** A client silent this long is closed (default CLIENT_IDLE_MS; tests shorten it). */
+  clientIdleMs?: number;
+  /** A client's TLS handshake, on the control and on data connections (default FTPS_HANDSHAKE_TIMEOUT_MS). */
+  handshakeTimeoutMs?: number;
+  /** Commands a client may have waiting before it is closed (default MAX_PENDING_COMMANDS in core/edge.ts). */
+  maxPendingCommands?: number;
 }
 
 export function createFtpService(ctx: ServiceContext, options: FtpServiceOptions = {}): Service {
@@ -63,7 +65,7 @@ export function createFtpService(ctx: ServiceContext, options: FtpServiceOptions
   return {
     name: "ftp",
     async start() {
-      tls = createFtpsTls(serverTlsOptions(ctx.tls, { tls12Only: true }));
+      tls = createFtpsTls(serverTlsOptions(ctx.tls, { tls12Only: true }), options.handshakeTimeoutMs);
       const engine = tls;
       listening = await listen({
         log,
@@ -73,7 +75,10 @@ export function createFtpService(ctx: ServiceContext, options: FtpServiceOptions
         onClient(raw, client) {
           raw.pause();
           engine.secure(raw as Socket).then(
-            (socket) => serveClient(socket, raw as Socket, client, { printer: ctx.printer, pool, tls: engine, log: client.log }),
+            (socket) => serveClient(socket, raw as Socket, client, {
+              printer: ctx.printer, pool, tls: engine, log: client.log,
+              idleMs: options.clientIdleMs ?? CLIENT_IDLE_MS, maxPendingCommands: options.maxPendingCommands,
+            }),
             (error: Error) => client.log.info(`FTPS client dropped: ${error.message}`),
           );
         },
@@ -102,6 +107,8 @@ interface ClientContext {
   pool: PrinterPool;
   tls: FtpsTls;
   log: Logger;
+  idleMs: number;
+  maxPendingCommands?: number;
 }
 
 function serveClient(socket: TLSSocket, raw: Socket, client: ClientInfo, ctx: ClientContext): void {
@@ -118,8 +125,9 @@ function serveClient(socket: TLSSocket, raw: Socket, client: ClientInfo, ctx: Cl
   let plan: ClientDataPlan | undefined;
   let transfer: { abort(reason: string): void } | undefined;
   let closed = false;
+  /** We decided the connection is over (QUIT, idle, too many wrong codes, a flood). */
+  let closing = false;
   const cancels = new Set<() => void>();
-  let queue = Promise.resolve();
 
   socket.on("error", (e) => log.debug(`control connection error: ${e.message}`));
   const send = (text: string) => {
@@ -131,19 +139,31 @@ function serveClient(socket: TLSSocket, raw: Socket, client: ClientInfo, ctx: Cl
     plan?.close();
     plan = undefined;
   };
-  let idle: ReturnType<typeof setTimeout> | undefined;
-  const touch = () => {
-    clearTimeout(idle);
-    idle = setTimeout(() => {
-      log.info(`FTPS client idle for ${CLIENT_IDLE_MS / 1000} s: closing`);
-      reply(421, "Timeout.");
-      socket.end();
-    }, CLIENT_IDLE_MS);
+  /** Our last reply, then the connection ends (destroyed shortly after, whatever the client does). */
+  const close = (code: number, text: string) => {
+    if (closing || closed) return;
+    closing = true;
+    lane.close();
+    endAndDestroy(socket, formatReply(code, text));
   };
-  touch();
+  const onIdle = () => {
+    // A transfer (or a wait for the printer) is not the client being silent.
+    if (lane.pending > 0 && !closing) return void (idle = idleDeadline(ctx.idleMs, onIdle));
+    log.info(`FTPS client sent no command for ${ctx.idleMs / 1000} s: closing`);
+    close(421, "Timeout.");
+  };
+  let idle: IdleDeadline = idleDeadline(ctx.idleMs, onIdle);
   socket.once("close", () => {
     closed = true;
-    clearTimeout(idle);
+    idle.clear();
+    lane.close();
+    // The listener counts the TCP socket under the TLS one: it must go too.
+    raw.destroy();
+    if (!closing && login === "none") {
+      log.info(user === undefined
+        ? `FTPS client closed the connection after the TLS handshake, before logging in (no USER): a slicer that does this may not trust our certificate; ${TRUST_HINT}`
+        : "FTPS client closed the connection before logging in (USER but no accepted PASS)");
+    }
     dropPlan();
     for (const cancel of cancels) cancel();
     transfer?.abort("the client closed its control connection");
@@ -151,6 +171,9 @@ function serveClient(socket: TLSSocket, raw: Socket, client: ClientInfo, ctx: Cl
 
   /** Borrows a printer session for `work`; the client is removed from the queue if it leaves first. */
   const withPrinter = async (upload: boolean, work: (s: PrinterSession) => Promise<void>) => {
+    // Keep reading while the printer is busy: a paused socket would not notice the client leave (Bun: no
+    // close event while paused), nor an ABOR. What it sends meanwhile waits in the lane, bounded.
+    if (!socket.destroyed) socket.resume();
     const ticket = pool.acquire(upload);
     cancels.add(ticket.cancel);
     let lease;
@@ -198,10 +221,16 @@ function serveClient(socket: TLSSocket, raw: Socket, client: ClientInfo, ctx: Cl
         renameFrom = undefined;
         if (!from) return reply(503, "RNFR required first.");
         const r = await s.command(`RNFR ${from}`);
-        if (r.code !== 350) return relay(r);
-        return relay(await s.command(line));
+        if (r.code !== 350) {
+          log.warn(`RNFR ${from}: the printer refused: ${replyMessage(r)}`);
+          return relay(r);
+        }
+        const to = await s.command(line);
+        if (to.code >= 400) log.warn(`RNTO ${argOf(line)} (from ${from}): the printer refused: ${replyMessage(to)}`);
+        return relay(to);
       }
       const r = await s.command(line);
+      if (CHANGES.has(verb) && r.code >= 400) log.warn(`${verb} ${argOf(line)}: the printer refused: ${replyMessage(r)}`);
       if (["CWD", "XCWD", "CDUP", "XCUP"].includes(verb) && r.code >= 200 && r.code < 300) {
         const where = parseQuotedPath(replyMessage(await s.command("PWD")));
         if (where) cwd = s.cwd = where;
@@ -255,6 +284,7 @@ function serveClient(socket: TLSSocket, raw: Socket, client: ClientInfo, ctx: Cl
       if (preliminary.code >= 200) {
         printerRaw.destroy();
         clientRaw.destroy();
+        if (preliminary.code >= 400) log.warn(`${`${verb} ${arg}`.trim()}: the printer refused: ${replyMessage(preliminary)}`);
         return relay(preliminary);
       }
       // vsftpd begins the data connection's TLS handshake only after its 150.
@@ -315,7 +345,9 @@ function serveClient(socket: TLSSocket, raw: Socket, client: ClientInfo, ctx: Cl
       }
       if (!upload) await closeQuietly(clientData, clientRaw);
       const seconds = (Date.now() - started) / 1000;
-      log.info(`${what}: ${flow.bytes} bytes ${upload ? "uploaded" : "downloaded"} in ${seconds.toFixed(1)} s; printer said ${final.code}`);
+      const moved = `${flow.bytes} bytes ${upload ? "uploaded" : "downloaded"} in ${seconds.toFixed(1)} s`;
+      if (final.code >= 400) log.warn(`${what}: ${moved}, then the printer refused: ${replyMessage(final)}`);
+      else log.info(`${what}: ${moved}; printer said ${final.code}`);
       relay(final);
     });
     myPlan.close();
@@ -341,7 +373,7 @@ function serveClient(socket: TLSSocket, raw: Socket, client: ClientInfo, ctx: Cl
     });
 
   const command = async (line: string) => {
-    touch();
+    idle.touch();
     const { verb, arg } = parseCommand(line);
     if (login === "none" && !BEFORE_LOGIN.has(verb)) return reply(530, "Please login with USER and PASS.");
     if (login === "read-only" && !READ_ONLY.has(verb) && !isLocal(verb)) {
@@ -356,17 +388,16 @@ function serveClient(socket: TLSSocket, raw: Socket, client: ClientInfo, ctx: Cl
       case "PASS": {
         if (login !== "none") return reply(230, "Already logged in.");
         if (user === undefined) return reply(503, "Login with USER first.");
-        if (user === "bblp" && codeMatches(arg, printer.accessCode)) login = "full";
-        else if (user === "bblp" && codeMatches(arg, printer.viewerAccessCode)) login = "read-only";
+        if (user === "bblp" && sameSecret(arg, printer.accessCode)) login = "full";
+        else if (user === "bblp" && sameSecret(arg, printer.viewerAccessCode)) login = "read-only";
         if (login !== "none") {
           log.info(`FTPS login${login === "read-only" ? " (read-only viewer code)" : ""}`);
           return reply(230, "Login successful.");
         }
         loginFails++;
         log.warn(`FTPS login refused: wrong user or access code (${loginFails} of ${MAX_LOGIN_FAILS})`);
-        reply(530, "Login incorrect.");
-        if (loginFails >= MAX_LOGIN_FAILS) socket.end();
-        return;
+        if (loginFails >= MAX_LOGIN_FAILS) return close(530, "Login incorrect.");
+        return reply(530, "Login incorrect.");
       }
       case "AUTH":
         return reply(534, "This port is implicit TLS already.");
@@ -391,9 +422,7 @@ function serveClient(socket: TLSSocket, raw: Socket, client: ClientInfo, ctx: Cl
       case "NOOP":
         return reply(200, "NOOP ok.");
       case "QUIT":
-        reply(221, "Goodbye.");
-        socket.end();
-        return;
+        return close(221, "Goodbye.");
       case "TYPE": {
         const t = arg.trim().toUpperCase();
         if (t === "I" || t === "L 8") type = "I";
@@ -451,22 +480,39 @@ function serveClient(socket: TLSSocket, raw: Socket, client: ClientInfo, ctx: Cl
     }
   };
 
+  // One command at a time, the socket paused meanwhile (except while the printer works: see withPrinter).
+  const lane = commandLane<string>(socket, async (line) => {
+    await command(line);
+    idle.touch();
+  }, {
+    max: ctx.maxPendingCommands,
+    onOverflow(max) {
+      log.warn(`FTPS client sent more than ${max} commands without waiting for the replies: closing`);
+      close(421, `Too many commands at once (more than ${max}); closing.`);
+    },
+    onError(error) {
+      log.warn(`FTPS command failed: ${(error as Error).message}; closing`);
+      close(421, "Local error; closing.");
+    },
+  });
   reply(220, `pandaproxy FTPS for ${printer.name} ready.`);
   socket.on("data", createLineSplitter(
     (line) => {
+      if (closing) return;
       if (/^\s*ABOR\s*$/i.test(line) && transfer) return transfer.abort("ABOR");
-      queue = queue.then(() => command(line)).catch((error) => {
-        log.warn(`command failed: ${(error as Error).message}`);
-        reply(451, "Local error.");
-      });
+      lane.push(line);
     },
     () => {
-      log.warn("command line too long: closing");
-      reply(500, "Command line too long.");
-      socket.end();
+      log.warn("FTPS command line too long: closing");
+      close(500, "Command line too long.");
     },
   ));
   void client;
+}
+
+/** The argument of a command line, for log lines. */
+function argOf(line: string): string {
+  return parseCommand(line).arg;
 }
 
 function isLocal(verb: string): boolean {
