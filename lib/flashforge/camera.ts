@@ -10,7 +10,9 @@ import { listen, type Listening } from "../core/server.ts";
 import { MJPEG_CONTENT_TYPE, mjpegPart } from "../core/mjpeg.ts";
 import { createUpstream, upstreamProblem, type Link } from "../core/upstream.ts";
 import type { CameraFeed, CameraFrame, Service, ServiceContext } from "../core/service.ts";
+import { endAndDestroy } from "../core/edge.ts";
 import { serviceLogger, type Logger } from "../log.ts";
+import { parseCameraRequestLine } from "./camera-request.ts";
 
 export const CONNECT_TIMEOUT_MS = 10_000;
 /** No frame from the printer for this long: the stream is stuck, reconnect. */
@@ -30,6 +32,8 @@ const FRAME_RATE_WINDOW_MS = 5_000;
 export interface FlashforgeCameraOptions {
   lingerMs?: number;
   viewerStallMs?: number;
+  /** Tests shorten REQUEST_HEAD_TIMEOUT_MS with this. */
+  requestHeadTimeoutMs?: number;
 }
 
 /**
@@ -88,6 +92,7 @@ export function createFlashforgeCamera(ctx: ServiceContext, options: FlashforgeC
   const { printer } = ctx;
   const log = serviceLogger(printer.name, "camera");
   const viewerStallMs = options.viewerStallMs ?? VIEWER_STALL_MS;
+  const requestHeadTimeoutMs = options.requestHeadTimeoutMs ?? REQUEST_HEAD_TIMEOUT_MS;
   const where = `http://${printer.host}:${printer.printerPorts.camera}/?action=stream`;
   const frames = createLatestBroadcast<CameraFrame>({ log, what: "camera frames" });
   const arrivals: number[] = [];
@@ -227,9 +232,9 @@ export function createFlashforgeCamera(ctx: ServiceContext, options: FlashforgeC
   const onClient = (socket: Socket, info: { peer: string; log: Logger }) => {
     let head: Buffer = Buffer.alloc(0);
     const timer = setTimeout(() => {
-      info.log.info(`closing: no HTTP request within ${REQUEST_HEAD_TIMEOUT_MS / 1000} s`);
+      info.log.info(`closing: no HTTP request within ${requestHeadTimeoutMs / 1000} s`);
       socket.destroy();
-    }, REQUEST_HEAD_TIMEOUT_MS);
+    }, requestHeadTimeoutMs);
     socket.on("close", () => clearTimeout(timer));
     const onData = (chunk: Buffer) => {
       head = Buffer.concat([head, chunk]);
@@ -244,15 +249,15 @@ export function createFlashforgeCamera(ctx: ServiceContext, options: FlashforgeC
       socket.off("data", onData);
       clearTimeout(timer);
       const requestLine = head.subarray(0, head.indexOf("\r\n")).toString("latin1");
-      const m = /^(\S+) (\S+) HTTP\/1\.[01]$/.exec(requestLine);
-      if (!m) {
-        info.log.warn(`closing: not an HTTP request (${JSON.stringify(requestLine.slice(0, 60))})`);
-        return socket.destroy();
-      }
+      const request = parseCameraRequestLine(requestLine);
       // Viewers only read from here on; anything they send is ignored.
       socket.resume();
-      if (m[1] !== "GET") return respond(socket, 405, "text/plain", Buffer.from("only GET\n"));
-      const action = new URL(m[2]!, "http://camera").searchParams.get("action");
+      if (request === "invalid") {
+        info.log.warn(`closing: not an HTTP request we can read (${JSON.stringify(requestLine.slice(0, 60))})`);
+        return respond(socket, 400, "text/plain", Buffer.from("400: Bad Request\n"));
+      }
+      if (request.method !== "GET") return respond(socket, 405, "text/plain", Buffer.from("only GET\n"));
+      const action = request.action;
       if (action === "stream") return serveStream(socket, info.log, info.peer);
       if (action === "snapshot") return void serveSnapshot(socket);
       respond(socket, 404, "text/plain", Buffer.from("404: Not Found!\n"));
@@ -286,8 +291,8 @@ export function createFlashforgeCamera(ctx: ServiceContext, options: FlashforgeC
 }
 
 function respond(socket: Socket, status: number, type: string, body: Buffer): void {
-  const reason = status === 200 ? "OK" : status === 404 ? "Not Found" : status === 405 ? "Method Not Allowed" : "Service Unavailable";
-  socket.end(Buffer.concat([
+  const reason = status === 200 ? "OK" : status === 400 ? "Bad Request" : status === 404 ? "Not Found" : status === 405 ? "Method Not Allowed" : "Service Unavailable";
+  endAndDestroy(socket, Buffer.concat([
     Buffer.from(`HTTP/1.0 ${status} ${reason}\r\nConnection: close\r\nServer: pandaproxy\r\nCache-Control: no-store\r\nContent-Type: ${type}\r\nContent-Length: ${body.length}\r\n\r\n`),
     body,
   ]));

@@ -1,6 +1,8 @@
 // The simulated printer's camera: mjpg-streamer on 8080 (`/?action=stream`, `/?action=snapshot`), serving one
 // stream viewer at a time like the stock firmware (a second one gets 503); each frame is stamped with its number.
 import { createServer, type Socket } from "node:net";
+import { endAndDestroy } from "../../core/edge.ts";
+import { parseCameraRequestLine } from "../../flashforge/camera-request.ts";
 import { createChamberPicture, stampJpeg } from "../jpeg-picture.ts";
 import type { FlashforgeSimState } from "./state.ts";
 
@@ -38,7 +40,7 @@ export async function startSimCamera(state: FlashforgeSimState, options: SimCame
 
   // A raw socket server, as mjpg-streamer answers: HTTP/1.0, no chunking, the stream until the viewer leaves.
   const respond = (socket: Socket, status: string, type: string, body: Buffer) =>
-    socket.end(Buffer.concat([Buffer.from(`HTTP/1.0 ${status}\r\nContent-Type: ${type}\r\nContent-Length: ${body.length}\r\n\r\n`), body]));
+    endAndDestroy(socket, Buffer.concat([Buffer.from(`HTTP/1.0 ${status}\r\nContent-Type: ${type}\r\nContent-Length: ${body.length}\r\n\r\n`), body]));
 
   const stream = (socket: Socket) => {
     if (viewer) {
@@ -79,8 +81,8 @@ export async function startSimCamera(state: FlashforgeSimState, options: SimCame
       }
       socket.off("data", onData);
       socket.resume();
-      const target = /^GET (\S+) HTTP/.exec(head)?.[1];
-      const action = target ? new URL(target, "http://camera").searchParams.get("action") : null;
+      const request = parseCameraRequestLine(head.slice(0, head.indexOf("\r\n")));
+      const action = request !== "invalid" && request.method === "GET" ? request.action : undefined;
       if (action === "snapshot") {
         const jpeg = frame();
         return respond(socket, "200 OK", "image/jpeg", jpeg);
