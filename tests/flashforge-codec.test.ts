@@ -21,8 +21,8 @@ const feed = (reader: ReturnType<typeof createReplyReader>, bytes: Buffer, step:
 
 describe("command lines", () => {
   test("G/M commands with or without ~ are accepted; garbage is not", () => {
-    expect(parseCommand("~M601 S1\r")).toEqual({ line: "~M601 S1", code: "M601", args: "S1" });
-    expect(parseCommand("M23 0:/user/My Part.gx")).toEqual({ line: "M23 0:/user/My Part.gx", code: "M23", args: "0:/user/My Part.gx" });
+    expect(parseCommand("~M601 S1\r")).toEqual({ line: "~M601 S1", code: "M601", args: "S1", wire: Buffer.from("~M601 S1\r\n") });
+    expect(parseCommand("M23 0:/user/My Part.gx")).toMatchObject({ line: "M23 0:/user/My Part.gx", code: "M23", args: "0:/user/My Part.gx" });
     expect(parseCommand("~g28")?.code).toBe("G28");
     expect(parseCommand("")).toBeUndefined();
     expect(parseCommand("GET / HTTP/1.1")).toBeUndefined();

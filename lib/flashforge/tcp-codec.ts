@@ -16,23 +16,32 @@ export const FILE_ENTRY_MAGIC = Buffer.from([0x3a, 0x3a, 0xa3, 0xa3]);
 export const THUMBNAIL_MAGIC = Buffer.from([0x2a, 0x2a, 0xa2, 0xa2]);
 
 export interface Command {
-  /** The line as the client wrote it, without the line end ("~M115", "M23 0:/user/a.gx"). */
+  /** The line as the client wrote it, without the line end ("~M115", "M23 0:/user/a.gx"), read as UTF-8. */
   line: string;
   /** The G/M code, upper case, without "~": "M115", "G28". */
   code: string;
   /** Everything after the code. */
   args: string;
+  /** What goes to the printer: the client's own bytes and "\r\n", so a file name arrives as the client wrote it. */
+  wire: Buffer;
 }
 
-/** Parses one command line; undefined when it is not a G/M command (garbage, binary, empty). */
-export function parseCommand(line: string): Command | undefined {
-  const trimmed = line.replace(/\r$/, "");
-  if (trimmed.length === 0 || trimmed.length > MAX_COMMAND_LINE_BYTES) return undefined;
+const CRLF = Buffer.from("\r\n");
+
+/**
+ * Parses one command line (the bytes before "\n"; a string is taken as UTF-8); undefined when it is not a G/M
+ * command (garbage, binary, empty). Bytes above 0x7F are kept as they are for the printer, whatever they encode.
+ */
+export function parseCommand(line: string | Buffer): Command | undefined {
+  const bytes = typeof line === "string" ? Buffer.from(line) : line;
+  const raw = bytes[bytes.length - 1] === 0x0d ? bytes.subarray(0, bytes.length - 1) : bytes;
+  if (raw.length === 0 || raw.length > MAX_COMMAND_LINE_BYTES) return undefined;
+  const trimmed = raw.toString("utf8");
   // Printable ASCII and the odd UTF-8 file name; control characters mean the client is not speaking this protocol.
   if (/[\x00-\x08\x0a-\x1f\x7f]/.test(trimmed)) return undefined;
-  const m = /^~?([GMgm]\d{1,4})(?:\s+(.*))?$/.exec(trimmed);
+  const m = /^~?([GMgm]\d{1,4})(?:\s+([\s\S]*))?$/.exec(trimmed);
   if (!m) return undefined;
-  return { line: trimmed, code: m[1]!.toUpperCase(), args: (m[2] ?? "").trim() };
+  return { line: trimmed, code: m[1]!.toUpperCase(), args: (m[2] ?? "").trim(), wire: Buffer.concat([raw, CRLF]) };
 }
 
 export function encodeCommand(line: string): Buffer {
@@ -152,7 +161,7 @@ export function createReplyReader() {
 
   const finish = (end: number, binary?: Buffer): ReplyStep => {
     const bytes = Buffer.from(buffer.subarray(0, end));
-    const text = bytes.subarray(0, textEnd).toString("latin1");
+    const text = bytes.subarray(0, textEnd).toString("utf8");
     buffer = buffer.subarray(end);
     expecting = undefined;
     textEnd = -1;

@@ -4,6 +4,7 @@
 // ~M28 uploads stream the client's raw bytes to the printer while no other command may interleave.
 import { connect as tcpConnect, type Socket } from "node:net";
 import { listen, type Listening } from "../core/server.ts";
+import { commandLane, endAndDestroy, idleDeadline, type CommandLane, type IdleDeadline } from "../core/edge.ts";
 import { createUpstream, type Link } from "../core/upstream.ts";
 import type { Service, ServiceContext } from "../core/service.ts";
 import { serviceLogger, type Logger } from "../log.ts";
@@ -21,8 +22,13 @@ export const SLOW_REPLY_TIMEOUT_MS = 10 * 60_000;
 const SLOW_COMMANDS = new Set(["G28", "M109", "M190", "M29", "M23"]);
 /** After "ok" of ~M661/~M662 the binary part follows; if nothing starts within this, there is none. */
 export const BINARY_GRACE_MS = 2_000;
-/** A client that sends nothing for this long is closed (real clients poll every few seconds). */
+/**
+ * A client that sends no command for this long is closed (real clients poll every few seconds). Bytes that do
+ * not finish a line do not count, so a half-sent line is closed too; the deadline waits while the client's own
+ * command is with the printer (G28, M109, M190 take minutes).
+ */
 export const CLIENT_IDLE_TIMEOUT_MS = 60_000;
+/** Commands a client may pipeline before it is told so and closed; its socket is paused while one is pending. */
 export const MAX_PENDING_PER_CLIENT = 32;
 /** Reply bytes a client has not read yet; beyond this it is too slow and is closed. */
 export const MAX_CLIENT_BACKLOG_BYTES = 8 * 1024 * 1024;
@@ -43,10 +49,17 @@ export interface FlashforgeTcpOptions {
   lingerMs?: number;
   /** Tests shorten MAX_CLIENT_BACKLOG_BYTES with this. */
   maxClientBacklogBytes?: number;
+  /** Tests shorten MAX_PENDING_PER_CLIENT with this. */
+  maxPendingPerClient?: number;
 }
 
 interface UpstreamConnection {
   socket: Socket;
+  /**
+   * After ~M28 the printer takes the next bytes as the file, so a command (even ~M602) sent now would become
+   * file data: a session dropped in this state is destroyed without one.
+   */
+  owesUploadBytes: boolean;
   request(command: Command, timeoutMs: number): Promise<Reply>;
   write(bytes: Buffer): Promise<void>;
 }
@@ -54,13 +67,15 @@ interface UpstreamConnection {
 interface Client {
   socket: Socket;
   log: Logger;
-  pending: number;
   closed: boolean;
   upload?: ClientUpload;
+  lane: CommandLane<Command>;
+  idle: IdleDeadline;
   close(why: string): void;
 }
 
 interface ClientUpload {
+  size: number;
   remaining: number;
   chunks: Buffer[];
   buffered: number;
@@ -71,6 +86,8 @@ interface Job {
   command: Command;
   client?: Client;
   onReply?(reply: Reply): void;
+  /** Called once the job is over, answered or not (the client's command lane waits for it). */
+  done?(): void;
 }
 
 export function createFlashforgeTcp(ctx: ServiceContext, options: FlashforgeTcpOptions = {}): Service {
@@ -79,11 +96,13 @@ export function createFlashforgeTcp(ctx: ServiceContext, options: FlashforgeTcpO
   const keepaliveMs = options.keepaliveMs ?? KEEPALIVE_INTERVAL_MS;
   const clientIdleMs = options.clientIdleTimeoutMs ?? CLIENT_IDLE_TIMEOUT_MS;
   const maxBacklogBytes = options.maxClientBacklogBytes ?? MAX_CLIENT_BACKLOG_BYTES;
+  const maxPending = options.maxPendingPerClient ?? MAX_PENDING_PER_CLIENT;
   const where = `${printer.host}:${printer.printerPorts.tcp}`;
   const queue: Job[] = [];
   const clients = new Set<Client>();
   let listening: Listening | undefined;
   let busy = false;
+  let inFlight: Job | undefined;
   let exclusiveFor: Client | undefined;
   let loginLine = DEFAULT_LOGIN_LINE;
   let keepaliveTimer: ReturnType<typeof setTimeout> | undefined;
@@ -123,9 +142,10 @@ export function createFlashforgeTcp(ctx: ServiceContext, options: FlashforgeTcpO
       socket.on("close", () => resolve(new Error("the printer closed the connection")));
     });
     const close = () => {
+      if (connection.owesUploadBytes) return socket.destroy();
       // Without ~M602 the printer keeps control reserved and refuses the next session for a while.
-      if (!socket.destroyed && socket.writable) socket.end(encodeCommand("~M602"));
-      setTimeout(() => socket.destroy(), STOP_GRACE_MS).unref?.();
+      if (!socket.destroyed && socket.writable) endAndDestroy(socket, encodeCommand("~M602"), STOP_GRACE_MS);
+      else socket.destroy();
     };
     try {
       const login = await connection.request(parseCommand("~M601 S1")!, REPLY_TIMEOUT_MS);
@@ -185,6 +205,7 @@ export function createFlashforgeTcp(ctx: ServiceContext, options: FlashforgeTcpO
     socket.on("close", () => settle(new Error("the printer closed the connection")));
     return {
       socket,
+      owesUploadBytes: false,
       request(command, timeoutMs) {
         if (waiter) return Promise.reject(new Error("a command is already in flight"));
         return new Promise<Reply>((resolve, reject) => {
@@ -193,7 +214,7 @@ export function createFlashforgeTcp(ctx: ServiceContext, options: FlashforgeTcpO
           replyTimer = setTimeout(() => {
             settle(new Error(`no reply to ${command.code} within ${Math.round(timeoutMs / 1000)} s`));
           }, timeoutMs);
-          socket.write(encodeCommand(command.line));
+          socket.write(command.wire);
         });
       },
       write: (bytes) =>
@@ -227,36 +248,55 @@ export function createFlashforgeTcp(ctx: ServiceContext, options: FlashforgeTcpO
     const job = nextJob();
     if (!job) return scheduleKeepalive();
     busy = true;
+    inFlight = job;
     clearTimeout(keepaliveTimer);
     const { command, client } = job;
     try {
       if (client?.closed) return;
       counters.commands.inc();
       const timeout = SLOW_COMMANDS.has(command.code) ? SLOW_REPLY_TIMEOUT_MS : REPLY_TIMEOUT_MS;
+      if (command.code === "M28" && client?.upload && client.upload.size > 0) conn.owesUploadBytes = true;
       const reply = await conn.request(command, timeout);
       if (client) {
-        client.pending--;
         deliver(client, reply.bytes);
         if (command.code === "M28" && client.upload) await streamUpload(conn, client);
         if (command.code === "M29" && exclusiveFor === client) exclusiveFor = undefined;
+        if (client.closed && exclusiveFor === client) endAbandonedUpload(client);
       }
       job.onReply?.(reply);
     } catch (e) {
       const why = (e as Error).message;
       if (client && !client.closed) client.close(`the printer did not answer ${command.code}: ${why}`);
-      else if (!client) log.warn(`keepalive ${command.code} failed: ${why}`);
-      if (exclusiveFor === client) exclusiveFor = undefined;
+      else if (!client) log.warn(`${command.code} (sent by the proxy) failed: ${why}`);
+      if (client && exclusiveFor === client) {
+        exclusiveFor = undefined;
+        if (conn.owesUploadBytes) client.log.warn(`upload abandoned after ${client.upload ? client.upload.size - client.upload.remaining : "?"} bytes: dropping the printer session (it takes anything we send now as file data)`);
+      }
       upstream.reconnect(`${command.code}: ${why}`);
     } finally {
       busy = false;
+      inFlight = undefined;
+      job.done?.();
       void pump();
     }
   }
+
+  /**
+   * The uploader sent the whole file but left before its ~M29: the printer is told ~M29 (it closes the file, as
+   * it would for the client) and the console is free again for everyone.
+   */
+  const endAbandonedUpload = (client: Client) => {
+    exclusiveFor = undefined;
+    client.log.warn("the uploader left before ~M29: sending ~M29 for it so the printer closes the file; the console is free again");
+    queue.unshift({ command: parseCommand("~M29")! });
+    void pump();
+  };
 
   /** After ~M28's reply: the client's raw bytes go to the printer, nothing else in between, until ~M29. */
   async function streamUpload(conn: UpstreamConnection, client: Client): Promise<void> {
     const upload = client.upload!;
     exclusiveFor = client;
+    conn.owesUploadBytes = upload.size > 0;
     while (upload.remaining > 0 || upload.chunks.length > 0) {
       const chunk = upload.chunks.shift();
       if (chunk) {
@@ -266,6 +306,8 @@ export function createFlashforgeTcp(ctx: ServiceContext, options: FlashforgeTcpO
         continue;
       }
       if (client.closed) throw new Error("the client left in the middle of an upload");
+      // The client's command lane paused its socket while ~M28 is pending; the file's bytes must flow.
+      if (upload.buffered < UPLOAD_BUFFER_BYTES && client.socket.isPaused()) client.socket.resume();
       const arrived = await new Promise<boolean>((resolve) => {
         const timer = setTimeout(() => resolve(false), UPLOAD_STALL_MS);
         upload.wake = () => {
@@ -279,6 +321,7 @@ export function createFlashforgeTcp(ctx: ServiceContext, options: FlashforgeTcpO
         throw new Error("the upload stalled");
       }
     }
+    conn.owesUploadBytes = false;
     client.upload = undefined;
   }
 
@@ -288,50 +331,75 @@ export function createFlashforgeTcp(ctx: ServiceContext, options: FlashforgeTcpO
       return client.close(`does not read its replies (${client.socket.writableLength} bytes waiting)`);
     }
     client.socket.write(bytes);
+    client.idle.touch();
+  };
+
+  /** A client's command, taken from its lane: answered here (~M601/~M602) or queued for the printer. */
+  const handleCommand = (client: Client, command: Command): Promise<void> | void => {
+    if (command.code === "M601") return deliver(client, textReply("M601", [loginLine]));
+    if (command.code === "M602") return deliver(client, textReply("M602", ["Control Release."]));
+    return new Promise<void>((done) => {
+      queue.push({ command, client, done });
+      void pump();
+    });
   };
 
   const onClient = (socket: Socket, info: { peer: string; log: Logger }) => {
     const release = upstream.claim();
     socket.setNoDelay(true);
     let buffer: Buffer = Buffer.alloc(0);
+    const idleFor = `silent for ${Math.round(clientIdleMs / 1000)} s`;
+    const onIdle = () => {
+      // Its own command is still with the printer: not idle, only waiting.
+      if (client.lane.pending > 0) client.idle = idleDeadline(clientIdleMs, onIdle);
+      else client.close(idleFor);
+    };
     const client: Client = {
-      socket, log: info.log, pending: 0, closed: false,
+      socket, log: info.log, closed: false,
+      lane: commandLane<Command>(socket, (command) => handleCommand(client, command), {
+        max: maxPending,
+        onOverflow: (max) => client.close(`sent more than ${max} commands without waiting for the replies`),
+        onError: (e) => client.close(`its command failed: ${(e as Error).message}`),
+      }),
+      idle: idleDeadline(clientIdleMs, onIdle),
       close(why) {
         if (client.closed) return;
         client.closed = true;
+        client.lane.close();
+        client.idle.clear();
         info.log.warn(`closing: ${why}`);
         socket.destroy();
       },
     };
     clients.add(client);
-    socket.setTimeout(clientIdleMs, () => client.close(`silent for ${Math.round(clientIdleMs / 1000)} s`));
     socket.on("close", () => {
       client.closed = true;
+      client.lane.close();
+      client.idle.clear();
       clients.delete(client);
       client.upload?.wake?.();
-      for (let i = queue.length - 1; i >= 0; i--) if (queue[i]!.client === client) queue.splice(i, 1);
+      for (let i = queue.length - 1; i >= 0; i--) if (queue[i]!.client === client) queue.splice(i, 1)[0]!.done?.();
+      // Between the last file byte and ~M29 nothing else may reach the printer; with the uploader gone, end it.
+      if (exclusiveFor === client && inFlight?.client !== client) endAbandonedUpload(client);
       release();
     });
 
-    const onLine = (raw: string) => {
+    const onLine = (raw: Buffer) => {
       const command = parseCommand(raw);
       if (!command) {
-        const shown = JSON.stringify(raw.slice(0, 40));
+        const shown = JSON.stringify(raw.toString("utf8").slice(0, 40));
         return client.close(`sent something that is not a G/M command: ${shown}`);
       }
-      if (command.code === "M601") return deliver(client, textReply("M601", [loginLine]));
-      if (command.code === "M602") return deliver(client, textReply("M602", ["Control Release."]));
+      client.idle.touch();
       if (command.code === "M28") {
+        if (client.upload) return client.close("sent ~M28 before its previous upload was written");
         const m = /^(\d+)\s+\S/.exec(command.args);
         const size = m ? Number(m[1]) : NaN;
         if (!(size >= 0 && size <= MAX_UPLOAD_BYTES)) return client.close(`sent ~M28 without a valid size: ${JSON.stringify(command.args.slice(0, 60))}`);
-        client.upload = { remaining: size, chunks: [], buffered: 0 };
+        client.upload = { size, remaining: size, chunks: [], buffered: 0 };
         info.log.info(`upload of ${size} bytes: ${command.args.replace(/^\d+\s+/, "")}`);
       }
-      if (client.pending >= MAX_PENDING_PER_CLIENT) return client.close(`has ${client.pending} commands waiting (the limit): it does not wait for replies`);
-      client.pending++;
-      queue.push({ command, client });
-      void pump();
+      client.lane.push(command);
     };
 
     socket.on("data", (chunk: Buffer) => {
@@ -353,7 +421,7 @@ export function createFlashforgeTcp(ctx: ServiceContext, options: FlashforgeTcpO
           if (buffer.length > MAX_COMMAND_LINE_BYTES) client.close(`sent ${buffer.length} bytes without a line end`);
           return;
         }
-        const line = buffer.subarray(0, nl).toString("latin1");
+        const line = buffer.subarray(0, nl);
         buffer = buffer.subarray(nl + 1);
         onLine(line);
       }

@@ -10,16 +10,21 @@ export const SIM_TCP_IDLE_TIMEOUT_MS = 10_000;
 /** Pause between a reply's text and its binary part: clients must not assume both arrive in one read. */
 const BINARY_GAP_MS = 15;
 
+/** Commands the machine takes its time over (homing, heating and waiting): answered after `slowCommandMs`. */
+const SLOW_COMMANDS = new Set(["G28", "M109", "M190"]);
+
 export interface SimTcpOptions {
   idleTimeoutMs?: number;
+  /** How long G28/M109/M190 take before their reply (default 0); later replies wait behind them, as on the printer. */
+  slowCommandMs?: number;
 }
 
 export interface SimTcp {
   readonly name: "tcp";
   /** TCP sessions accepted so far. */
   readonly sessions: number;
-  /** Every command line received, with the session number that sent it. */
-  readonly commands: readonly { session: number; line: string }[];
+  /** Every command line received, with the session number that sent it, and its bytes (without the line end). */
+  readonly commands: readonly { session: number; line: string; bytes: Buffer }[];
   /** Sessions dropped for idling. */
   readonly idleDrops: number;
   stop(): Promise<void>;
@@ -29,7 +34,8 @@ export async function startSimTcp(state: FlashforgeSimState, options: SimTcpOpti
   const idleTimeoutMs = options.idleTimeoutMs ?? SIM_TCP_IDLE_TIMEOUT_MS;
   const { identity } = state;
   const sockets = new Set<Socket>();
-  const commands: { session: number; line: string }[] = [];
+  const slowCommandMs = options.slowCommandMs ?? 0;
+  const commands: { session: number; line: string; bytes: Buffer }[] = [];
   let holder: Socket | undefined;
   let sessions = 0;
   let idleDrops = 0;
@@ -112,11 +118,12 @@ export async function startSimTcp(state: FlashforgeSimState, options: SimTcpOpti
       });
     };
 
-    const handleLine = (raw: string) => {
+    const handleLine = (raw: Buffer) => {
       const command = parseCommand(raw);
       if (!command) return;
-      commands.push({ session, line: command.line });
+      commands.push({ session, line: command.line, bytes: command.wire.subarray(0, command.wire.length - 2) });
       const { code, args } = command;
+      if (SLOW_COMMANDS.has(code) && slowCommandMs > 0 && holder === socket) writing = writing.then(() => Bun.sleep(slowCommandMs));
       if (code === "M601") {
         if (!holder || holder === socket) {
           holder = socket;
@@ -161,7 +168,7 @@ export async function startSimTcp(state: FlashforgeSimState, options: SimTcpOpti
           if (buffer.length > 4096) socket.destroy();
           return;
         }
-        const line = buffer.subarray(0, nl).toString("latin1");
+        const line = buffer.subarray(0, nl);
         buffer = buffer.subarray(nl + 1);
         handleLine(line);
       }
