@@ -3,10 +3,10 @@
 // {code, message} shape. Good ones are forwarded; uploads stream through, honouring Expect: 100-continue.
 // node:http rather than Bun.serve + fetch: it lets us check credentials at "checkContinue" before the client sends
 // its body, and relay the printer's own 100 Continue, so a refused upload costs no bytes and an accepted one streams.
-import { createHash, timingSafeEqual } from "node:crypto";
 import { Agent, createServer, request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import type { Service, ServiceContext } from "../core/service.ts";
+import { sameSecret } from "../core/edge.ts";
 import { peerOf } from "../core/server.ts";
 import { serviceLogger } from "../log.ts";
 
@@ -30,18 +30,15 @@ export function createFlashforgeHttp(ctx: ServiceContext): Service {
   const log = serviceLogger(printer.name, "http");
   const agent = new Agent({ keepAlive: true, maxSockets: MAX_PRINTER_REQUESTS });
   const sockets = new Set<Socket>();
-  const digest = (s: string) => createHash("sha256").update(s).digest();
-  const serialDigest = digest(printer.serial);
-  const codeDigest = digest(printer.accessCode);
   const refusals = ctx.metrics.counter("pandaproxy_flashforge_http_refused_total", "Requests refused for wrong credentials", { printer: printer.name });
   let listening = false;
   let error: string | undefined;
 
   const credentialsOk = (serial: unknown, code: unknown) => {
-    // Both compared, always, in constant time; non-strings compare against an impossible value.
-    const serialOk = timingSafeEqual(digest(typeof serial === "string" ? serial : "\0"), serialDigest);
-    const codeOk = timingSafeEqual(digest(typeof code === "string" ? code : "\0"), codeDigest);
-    return serialOk && codeOk && typeof serial === "string" && typeof code === "string";
+    // Both compared, always, in constant time; a missing or non-string value never matches.
+    const serialOk = sameSecret(typeof serial === "string" ? serial : undefined, printer.serial);
+    const codeOk = sameSecret(typeof code === "string" ? code : undefined, printer.accessCode);
+    return serialOk && codeOk;
   };
 
   const reply = (res: ServerResponse, body: unknown, status = 200, close = false) => {
