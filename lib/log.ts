@@ -69,6 +69,11 @@ export function setupLogging(level: Level, options: { quiet?: boolean } = {}): v
   });
 }
 
+/** A new level (a reload), keeping where lines go. */
+export function changeLogLevel(level: Level): void {
+  setupLogging(level, { quiet });
+}
+
 /** Collects formatted lines (tests use it to prove what is and is not logged). */
 export function captureLogs(): { lines: string[]; stop(): void } {
   const lines: string[] = [];

@@ -1,19 +1,28 @@
 // The process policy, proven in child processes: an error nobody caught is one log line and the process goes
 // on; an error thrown in one client's callback closes that client alone while another client and another
-// printer keep being served.
+// printer keep being served. Reloads run one at a time; a printer whose TLS files cannot be read fails alone;
+// a stop that passes its deadline exits the process.
 import { afterAll, describe, expect, test } from "bun:test";
 import { spawn, type ChildProcess } from "node:child_process";
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { connect, type Socket } from "node:net";
+import { connect as connectTls } from "node:tls";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { loadConfig } from "../lib/config.ts";
+import { captureLogs, setupLogging } from "../lib/log.ts";
+import { startSupervisor } from "../lib/supervisor.ts";
 
 const ROOT = join(import.meta.dir, "..");
 const BUN = join(ROOT, "node_modules/.bin/bun");
 const CLIENT_ADDRESS = "127.0.25.10";
 const WAIT_MS = 5_000;
 const children: ChildProcess[] = [];
+const dir = mkdtempSync(join(tmpdir(), "pp-process-policy-"));
 
 afterAll(() => {
   for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  rmSync(dir, { recursive: true, force: true });
 });
 
 async function until(what: string, check: () => boolean, lines: string[], timeoutMs = WAIT_MS): Promise<void> {
@@ -132,4 +141,110 @@ describe("an error in one client's handler", () => {
     await client.closed;
     await until("the stack", () => lines.some((l) => /^\s+at .*process-policy-child\.ts/.test(l)), lines);
   }, 15_000);
+});
+
+/** A Bambu printer entry running only the bind service, on high ports. */
+function bindPrinter(name: string, bind: string, extra = ""): string {
+  return `[[printer]]\nname = "${name}"\nhost = "192.168.1.50"\nserial = "01P00A0000000${name}"\naccess_code = "Ab12Cd34"\nmodel = "P1S"\nbind = "${bind}"\nservices = ["bind"]\nports = { bind = ${BIND_PORT}, bind_tls = ${BIND_TLS_PORT} }\n${extra}`;
+}
+const BIND_PORT = 13000;
+const BIND_TLS_PORT = 13002;
+const header = (stateDir: string) => `[proxy]\nstate_dir = "${stateDir}"\nlog_level = "info"\n[web]\nlisten = ""\n`;
+
+function accepts(host: string, port = BIND_PORT): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host, port, localAddress: CLIENT_ADDRESS });
+    socket.once("connect", () => (socket.destroy(), resolve(true)));
+    socket.once("error", () => resolve(false));
+  });
+}
+
+function handshakes(host: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connectTls({ socket: connect({ host, port: BIND_TLS_PORT, localAddress: CLIENT_ADDRESS }), rejectUnauthorized: false });
+    socket.once("secureConnect", () => (socket.destroy(), resolve(true)));
+    socket.once("error", () => resolve(false));
+  });
+}
+
+describe("reloads", () => {
+  test("run one at a time: reloads asked for during one collapse into one run after it, with the newest file", async () => {
+    setupLogging("info", { quiet: true });
+    const capture = captureLogs();
+    const file = join(dir, "serialized.toml");
+    const write = (hostB: string) =>
+      writeFileSync(file, header(join(dir, "state-serialized")) + bindPrinter("a", "127.0.25.31") + bindPrinter("b", "127.0.25.32").replace("192.168.1.50", hostB));
+    write("192.168.1.50");
+    const supervisor = await startSupervisor(loadConfig(file), { configFile: file });
+    try {
+      const mark = capture.lines.length;
+      write("192.168.1.99");
+      const first = supervisor.reload();
+      write("192.168.1.100");
+      const [second, third] = [supervisor.reload(), supervisor.reload()];
+      expect(await Promise.all([first, second, third])).toEqual([true, true, true]);
+      const since = capture.lines.slice(mark);
+      const count = (text: string) => since.filter((l) => l.includes(text)).length;
+      expect(count('printer "b" stopped')).toBe(2);
+      expect(count("[b/printer] serving 192.168.1.99")).toBe(1);
+      expect(count("[b/printer] serving 192.168.1.100")).toBe(1);
+      expect(count("reloaded:")).toBe(2);
+      expect(count("cannot listen")).toBe(0);
+      expect(count("[a/")).toBe(0);
+      expect(supervisor.printers.map((p) => [p.config.name, p.config.host])).toEqual([["a", "192.168.1.50"], ["b", "192.168.1.100"]]);
+      expect(await accepts("127.0.25.32")).toBe(true);
+    } finally {
+      await supervisor.stop();
+      capture.stop();
+    }
+  }, 20_000);
+});
+
+describe("a printer whose TLS files cannot be read", () => {
+  test("fails alone with a line naming it, the file and the reason, at start and on reload; fixed files are picked up on the next reload", async () => {
+    const stateDir = join(dir, "state-tls");
+    const file = join(dir, "tls.toml");
+    const missingKey = join(dir, "b.key");
+    const missingCert = join(dir, "b.crt");
+    const tlsFiles = (key: string, cert: string) => `tls_key = "${key}"\ntls_cert = "${cert}"\n`;
+    writeFileSync(file, header(stateDir) + bindPrinter("a", "127.0.25.21") + bindPrinter("b", "127.0.25.22", tlsFiles(missingKey, missingCert)) + bindPrinter("c", "127.0.25.23"));
+    const { child, lines } = spawnChild("../main.ts", ["--config", file]);
+    const logged = (mark: number, text: string) => lines.slice(mark).some((l) => l.includes(text));
+    await until("startup", () => logged(0, "[a/printer] serving") && logged(0, "[c/printer] serving"), lines, 15_000);
+    await until("b's line", () => logged(0, `[b/printer] not served: cannot read tls_key "${missingKey}": no such file or directory (ENOENT)`), lines);
+    expect([await accepts("127.0.25.21"), await accepts("127.0.25.22"), await accepts("127.0.25.23")]).toEqual([true, false, true]);
+
+    // b's files appear (its entry unchanged); a's new entry names a directory as its key; c is untouched.
+    copyFileSync(join(stateDir, "printers", "a.key"), missingKey);
+    copyFileSync(join(stateDir, "printers", "a.crt"), missingCert);
+    const directory = join(dir, "not-a-key");
+    mkdirSync(directory, { recursive: true });
+    writeFileSync(file, header(stateDir) + bindPrinter("a", "127.0.25.21", tlsFiles(directory, missingCert)) + bindPrinter("b", "127.0.25.22", tlsFiles(missingKey, missingCert)) + bindPrinter("c", "127.0.25.23"));
+    const mark = lines.length;
+    child.kill("SIGHUP");
+    await until("reload", () => logged(mark, "reloaded: 2 printer(s) (re)started, 1 unchanged"), lines);
+    expect(logged(mark, `[a/printer] not served: cannot read tls_key "${directory}": illegal operation on a directory (EISDIR)`)).toBe(true);
+    expect(logged(mark, "[b/printer] serving")).toBe(true);
+    expect(logged(mark, "[c/printer]") || logged(mark, 'printer "c" stopped')).toBe(false);
+    expect([await accepts("127.0.25.21"), await accepts("127.0.25.22"), await accepts("127.0.25.23")]).toEqual([false, true, true]);
+    expect(await handshakes("127.0.25.22")).toBe(true);
+    expect(lines.filter((l) => /^\s+at /.test(l))).toEqual([]);
+    expect(lines.join("\n")).not.toContain("Ab12Cd34");
+    expect(child.exitCode).toBeNull();
+    child.kill("SIGTERM");
+  }, 30_000);
+});
+
+describe("the stop deadline", () => {
+  test("a service whose stop() never resolves: the process exits at the deadline, naming it", async () => {
+    const { child, lines, exit } = spawnChild("stop-deadline-child.ts", [join(dir, "state-stop"), "127.0.25.41", "127.0.25.42"]);
+    await until("startup", () => lines.some((l) => l.includes("[a/printer] serving")) && lines.some((l) => l.includes("[b/printer] serving")), lines, 15_000);
+    const asked = Date.now();
+    child.kill("SIGTERM");
+    const code = await Promise.race([exit, Bun.sleep(WAIT_MS).then(() => "still running" as const)]);
+    expect(code).toBe(1);
+    expect(Date.now() - asked).toBeLessThan(3_000);
+    expect(lines.some((l) => l.includes("a/stuck did not stop within 0.3 s; exiting anyway"))).toBe(true);
+    expect(lines.some((l) => l.includes("b/fine"))).toBe(false);
+  }, 20_000);
 });
