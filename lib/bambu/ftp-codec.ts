@@ -46,21 +46,28 @@ export function replyMessage(reply: FtpReply): string {
   return reply.lines.map((l, i) => (i === 0 || i === reply.lines.length - 1 ? l.slice(4) : l)).join("\n");
 }
 
-/** Splits a byte stream into CRLF (or bare LF) lines; refuses lines longer than MAX_COMMAND_LINE. */
+/**
+ * Splits a byte stream into CRLF (or bare LF) lines; a line longer than MAX_COMMAND_LINE (its CR included) calls
+ * onTooLong once, wherever the chunks were cut, and nothing after it is read (the caller closes).
+ */
 export function createLineSplitter(onLine: (line: string) => void, onTooLong: () => void): (chunk: Buffer) => void {
   let pending = "";
+  let refused = false;
   // A UTF-8 character split across two TLS records must not become U+FFFD.
   const decoder = new StringDecoder("utf8");
   return (chunk) => {
+    if (refused) return;
     pending += decoder.write(chunk);
     let nl: number;
-    while ((nl = pending.indexOf("\n")) >= 0) {
+    // A long line that arrives whole, line end and all, is refused like one that is still arriving.
+    while ((nl = pending.indexOf("\n")) >= 0 && nl <= MAX_COMMAND_LINE) {
       const line = pending.slice(0, nl).replace(/\r$/, "");
       pending = pending.slice(nl + 1);
       onLine(line);
     }
-    if (pending.length > MAX_COMMAND_LINE) {
+    if (nl > MAX_COMMAND_LINE || pending.length > MAX_COMMAND_LINE) {
       pending = "";
+      refused = true;
       onTooLong();
     }
   };
@@ -79,7 +86,8 @@ export function createReplyAssembler(onReply: (reply: FtpReply) => void): (line:
       }
       return;
     }
-    const m = /^(\d{3})([ -]?)/.exec(line);
+    // RFC 959 4.2: the first digit is 1-5. A "090-" must not open a reply whose end ("90 ") never comes.
+    const m = /^([1-5]\d\d)([ -]?)/.exec(line);
     if (!m) return; // noise between replies: ignore, as FTP clients do
     const code = Number(m[1]);
     if (m[2] === "-") open = { code, lines: [line] };

@@ -10,6 +10,10 @@ export type JsonObject = { [key: string]: Json };
 const ACK_KEYS = new Set(["command", "result", "reason", "sequence_id", "msg", "param", "err_code"]);
 /** Commands whose reply is state worth keeping: the status push and the version list. */
 const STATE_COMMANDS = new Set(["push_status", "get_version"]);
+/** Printers nest a report a few levels deep; a section far deeper is not a report, and would overflow the merge. */
+export const MAX_REPORT_DEPTH = 64;
+/** JSON.parse makes `"__proto__"` an own key; assigning it would set a prototype (Object.prototype's, merged). */
+const UNSAFE_KEY = "__proto__";
 
 export const isObject = (value: unknown): value is JsonObject =>
   typeof value === "object" && value !== null && !Array.isArray(value);
@@ -17,10 +21,26 @@ export const isObject = (value: unknown): value is JsonObject =>
 /** Objects merged recursively, everything else (arrays included) replaced. */
 export function mergeInto(target: JsonObject, delta: JsonObject): void {
   for (const [key, value] of Object.entries(delta)) {
+    if (key === UNSAFE_KEY) continue;
     const current = target[key];
     if (isObject(value) && isObject(current)) mergeInto(current, value);
     else target[key] = isObject(value) ? structuredClone(value) : Array.isArray(value) ? structuredClone(value) : value;
   }
+}
+
+/** Whether `value` nests objects or arrays deeper than `limit` levels (counted without recursion). */
+export function deeperThan(value: Json, limit: number): boolean {
+  const stack: [Json, number][] = [[value, 1]];
+  while (stack.length) {
+    const [current, depth] = stack.pop()!;
+    const children = Array.isArray(current) ? current : isObject(current) ? Object.values(current) : [];
+    for (const child of children) {
+      if (typeof child !== "object" || child === null) continue;
+      if (depth + 1 > limit) return true;
+      stack.push([child, depth + 1]);
+    }
+  }
+  return false;
 }
 
 /** Whether a report section is state to keep (not the echo of some command). */
@@ -32,8 +52,8 @@ export function isStateSection(section: Json | undefined): section is JsonObject
 }
 
 export interface ReportState {
-  /** Apply one report from the printer. */
-  apply(report: JsonObject): void;
+  /** Apply one report from the printer; says why a part of it was not kept (for the caller's log), if one was not. */
+  apply(report: JsonObject): string | undefined;
   /** True once a full report arrived since the session (re)connected. */
   readonly primed: boolean;
   /** The session dropped: the state is no longer current until the next full report. */
@@ -56,8 +76,13 @@ export function createReportState(): ReportState {
         state.print = {};
         primed = true;
       }
+      const skipped: string[] = [];
       for (const [name, section] of Object.entries(report)) {
-        if (!isStateSection(section)) continue;
+        if (name === UNSAFE_KEY || !isStateSection(section)) continue;
+        if (deeperThan(section, MAX_REPORT_DEPTH)) {
+          skipped.push(name);
+          continue;
+        }
         if (name === "info") {
           state.info = structuredClone(section);
           continue;
@@ -66,6 +91,7 @@ export function createReportState(): ReportState {
         if (isObject(current)) mergeInto(current, section);
         else state[name] = structuredClone(section);
       }
+      return skipped.length ? `report section ${skipped.join(", ")} nested deeper than ${MAX_REPORT_DEPTH} levels: not kept` : undefined;
     },
     get primed() {
       return primed;
