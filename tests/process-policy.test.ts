@@ -10,7 +10,9 @@ import { connect as connectTls } from "node:tls";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadConfig } from "../lib/config.ts";
-import { captureLogs, setupLogging } from "../lib/log.ts";
+import { currentClient, outsideClient } from "../lib/core/client-context.ts";
+import { listen } from "../lib/core/server.ts";
+import { captureLogs, serviceLogger, setupLogging } from "../lib/log.ts";
 import { startSupervisor } from "../lib/supervisor.ts";
 
 const ROOT = join(import.meta.dir, "..");
@@ -141,6 +143,33 @@ describe("an error in one client's handler", () => {
     await client.closed;
     await until("the stack", () => lines.some((l) => /^\s+at .*process-policy-child\.ts/.test(l)), lines);
   }, 15_000);
+});
+
+describe("the client context", () => {
+  test("follows a client's timers and socket events; work started with outsideClient() (a shared upstream) is not charged to it", async () => {
+    const seen: Record<string, string | undefined> = {};
+    const peerNow = () => currentClient() && `${currentClient()!.socket.remoteAddress}:${currentClient()!.socket.remotePort}`;
+    const server = await listen({
+      log: serviceLogger("ctx", "echo"), what: "echo", host: "127.0.25.7", port: 0,
+      onClient(socket) {
+        seen.handler = peerNow();
+        socket.once("data", () => {
+          seen.data = peerNow();
+          setTimeout(() => (seen.timer = peerNow()), 1);
+          outsideClient(() => setTimeout(() => (seen.upstream = peerNow() ?? "none"), 1));
+        });
+      },
+    });
+    try {
+      const client = await echoClient("127.0.25.7", server.address.port);
+      client.socket.write("x");
+      await until("the timers", () => "timer" in seen && "upstream" in seen, []);
+      expect(seen).toEqual({ handler: client.peer, data: client.peer, timer: client.peer, upstream: "none" });
+      client.socket.destroy();
+    } finally {
+      await server.close();
+    }
+  });
 });
 
 /** A Bambu printer entry running only the bind service, on high ports. */
