@@ -3,6 +3,7 @@
 import { describe, expect, test } from "bun:test";
 import { createReportState, MAX_REPORT_DEPTH } from "../lib/bambu/mqtt-state.ts";
 import { createLineSplitter, createReplyAssembler, MAX_COMMAND_LINE, type FtpReply } from "../lib/bambu/ftp-codec.ts";
+import { parseTransport } from "../lib/rtsp/message.ts";
 
 describe("merged MQTT state", () => {
   test("a report with a __proto__ key does not change Object.prototype", () => {
@@ -47,5 +48,16 @@ describe("FTP control lines", () => {
     const assemble = createReplyAssembler((reply) => replies.push(reply));
     for (const line of ["090-noise", "230 Login successful."]) assemble(line);
     expect(replies).toEqual([{ code: 230, lines: ["230 Login successful."] }]);
+  });
+});
+
+describe("RTSP Transport header", () => {
+  test("interleaved channels outside one byte and client ports outside 1-65535 are no pair", () => {
+    expect(parseTransport("RTP/AVP/TCP;unicast;interleaved=255")[0]!.interleaved).toBeUndefined(); // would be 255-256
+    expect(parseTransport("RTP/AVP/TCP;unicast;interleaved=300-301")[0]!.interleaved).toBeUndefined();
+    expect(parseTransport("RTP/AVP;unicast;client_port=70000-70001")[0]!.clientPort).toBeUndefined();
+    expect(parseTransport("RTP/AVP;unicast;client_port=0-1")[0]!.clientPort).toBeUndefined();
+    expect(parseTransport("RTP/AVP/TCP;unicast;interleaved=254-255")[0]!.interleaved).toEqual([254, 255]);
+    expect(parseTransport("RTP/AVP;unicast;client_port=65534-65535")[0]!.clientPort).toEqual([65534, 65535]);
   });
 });

@@ -157,18 +157,21 @@ export function parseTransport(value: string): Transport[] {
       const eq = p.indexOf("=");
       return eq < 0 ? [p.trim().toLowerCase(), ""] : [p.slice(0, eq).trim().toLowerCase(), p.slice(eq + 1).trim()];
     }));
-    const pair = (v: string | undefined): [number, number] | undefined => {
+    // Interleaved channels are one byte on the wire (RFC 2326 10.12); a UDP port is 1-65535 (dgram throws on
+    // others). A pair outside its range is no pair.
+    const pair = (v: string | undefined, min: number, max: number): [number, number] | undefined => {
       if (v === undefined) return undefined;
       const [a, b] = v.split("-").map(Number);
       if (a === undefined || !Number.isInteger(a)) return undefined;
-      return [a, b !== undefined && Number.isInteger(b) ? b : a + 1];
+      const out: [number, number] = [a, b !== undefined && Number.isInteger(b) ? b : a + 1];
+      return out.every((n) => n >= min && n <= max) ? out : undefined;
     };
     const mode = (params.get("mode") ?? "").replace(/"/g, "").toLowerCase();
     return {
       profile,
       tcp: /\/TCP$/i.test(profile) || params.has("interleaved"),
-      interleaved: pair(params.get("interleaved")),
-      clientPort: pair(params.get("client_port")),
+      interleaved: pair(params.get("interleaved"), 0, 255),
+      clientPort: pair(params.get("client_port"), 1, 65_535),
       multicast: params.has("multicast"),
       record: mode === "record" || mode === "receive",
     };
