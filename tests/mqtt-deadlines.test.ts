@@ -1,5 +1,6 @@
 // The MQTT service's deadlines and pre-login limits, with the CONNECT deadline shortened through the service's
-// options: a silent connection, an oversized CONNECT, keepalive (1.5 x, and 0 meaning never).
+// options: a silent connection, an oversized CONNECT, keepalive (1.5 x, and 0 meaning none: only the proxy's
+// long idle deadline applies, tested in mqtt-edge.test.ts).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import mqttPacket from "mqtt-packet";
 import { MAX_CONNECT_BYTES } from "../lib/bambu/mqtt.ts";
@@ -92,7 +93,7 @@ describe("MQTT keepalive", () => {
     expect(logs.lines.filter((l) => l.includes("silent for 1.5 s (1.5 x its keepalive)"))).toHaveLength(1);
   });
 
-  test("keepalive 0 means no deadline at all", async () => {
+  test("keepalive 0 means no keepalive deadline (only the proxy's idle deadline of minutes)", async () => {
     const socket = await rawTls(PROXY_HOST);
     const got = collect(socket);
     let closed = false;

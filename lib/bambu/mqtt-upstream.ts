@@ -21,6 +21,15 @@ export const UPSTREAM_PUBACK_TIMEOUT_MS = 10_000;
 export const UPSTREAM_MAX_PACKET_BYTES = 4 << 20;
 /** Our own requests use sequence ids from here, so they never collide with a client's. */
 export const PROXY_SEQUENCE_BASE = 2_000_000_000;
+/** Request bytes waiting for the printer's socket past which client publishes are refused (a printer that
+ * stops reading must not make us buffer every client's commands). */
+export const PRINTER_WRITE_BUFFER_BYTES = 256 * 1024;
+/** MQTT packet identifiers are 1..65535 (3.1.1 section 2.3.1). */
+const MAX_MESSAGE_ID = 65_535;
+
+export interface PrinterSessionOptions {
+  writeBufferBytes?: number;
+}
 
 export interface PrinterSession {
   start(): void;
@@ -30,6 +39,10 @@ export interface PrinterSession {
    * written to the socket), false when there is no session or it was lost first.
    */
   publish(payload: Buffer, qos: 0 | 1): Promise<boolean>;
+  /** False when a request of `bytes` would take the bytes waiting for the printer past the limit. */
+  hasRoomFor(bytes: number): boolean;
+  /** Bytes written to the printer's socket that it has not taken yet. */
+  readonly writeBacklog: number;
   /** Each report as the printer sent it. */
   onReport(listener: (payload: Buffer) => void): () => void;
   onConnected(listener: () => void): () => void;
@@ -40,11 +53,13 @@ export interface PrinterSession {
 
 interface PrinterLink {
   socket: TLSSocket;
-  nextMessageId(): number;
+  /** A packet id not waiting for its PUBACK; undefined when all 65,535 are. */
+  nextMessageId(): number | undefined;
   acks: Map<number, (ok: boolean) => void>;
 }
 
-export function createPrinterSession(printer: PrinterConfig, log: Logger): PrinterSession {
+export function createPrinterSession(printer: PrinterConfig, log: Logger, options: PrinterSessionOptions = {}): PrinterSession {
+  const writeBufferBytes = options.writeBufferBytes ?? PRINTER_WRITE_BUFFER_BYTES;
   const report = reportTopic(printer.serial);
   const request = requestTopic(printer.serial);
   const clientId = `pandaproxy_${printer.serial}`;
@@ -57,10 +72,18 @@ export function createPrinterSession(printer: PrinterConfig, log: Logger): Print
     new Promise<{ connection: PrinterLink; closed: Promise<unknown>; close(): void }>((resolve, reject) => {
       const socket = connectToPrinter({ ...printerClientTlsOptions(printer), port: printer.printerPorts.mqtt });
       let messageId = 0;
+      const acks = new Map<number, (ok: boolean) => void>();
       const link: PrinterLink = {
         socket,
-        nextMessageId: () => (messageId = (messageId % 65535) + 1),
-        acks: new Map(),
+        // After the wrap an id may still be waiting for its PUBACK; reusing it would answer the wrong publish.
+        nextMessageId: () => {
+          for (let tried = 0; tried < MAX_MESSAGE_ID; tried++) {
+            messageId = (messageId % MAX_MESSAGE_ID) + 1;
+            if (!acks.has(messageId)) return messageId;
+          }
+          return undefined;
+        },
+        acks,
       };
       let phase: "tls" | "connack" | "suback" | "ready" = "tls";
       let settled = false;
@@ -165,6 +188,10 @@ export function createPrinterSession(printer: PrinterConfig, log: Logger): Print
       return Promise.resolve(true);
     }
     const id = link.nextMessageId();
+    if (id === undefined) {
+      log.warn(`all ${MAX_MESSAGE_ID} MQTT packet ids are waiting for the printer's PUBACK; a request was not sent`);
+      return Promise.resolve(false);
+    }
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
         if (link.acks.delete(id)) resolve(false);
@@ -208,6 +235,14 @@ export function createPrinterSession(printer: PrinterConfig, log: Logger): Print
     onDisconnected(listener) {
       disconnectedListeners.add(listener);
       return () => disconnectedListeners.delete(listener);
+    },
+    hasRoomFor(bytes) {
+      const waiting = upstream.current()?.socket.writableLength ?? 0;
+      // An empty buffer takes any request, however large: the limit is on what piles up.
+      return waiting === 0 || waiting + bytes <= writeBufferBytes;
+    },
+    get writeBacklog() {
+      return upstream.current()?.socket.writableLength ?? 0;
     },
     get connected() {
       return upstream.state === "connected";

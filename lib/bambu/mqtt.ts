@@ -2,10 +2,10 @@
 // subscription matching, QoS 0/1 acknowledged only once the printer has a message, only the request topic
 // reaches the printer (byte for byte), viewers get status but send no commands, `pushall` and `get_version`
 // answered from the merged state, and report fields naming the printer's address rewritten to the proxy's.
-import { createHash, timingSafeEqual } from "node:crypto";
 import type { Socket } from "node:net";
 import type { Service, ServiceContext, ServiceStatus } from "../core/service.ts";
 import { createBoundedQueue, type BoundedQueue } from "../core/broadcast.ts";
+import { END_DESTROY_MS, endAndDestroy, idleDeadline, sameSecret, type IdleDeadline } from "../core/edge.ts";
 import { listen, type Listening } from "../core/server.ts";
 import type { Logger } from "../log.ts";
 import { serviceLogger } from "../log.ts";
@@ -33,11 +33,24 @@ export const CLIENT_WRITE_BUFFER_BYTES = 512 * 1024;
 export const CLIENT_QUEUE_MESSAGES = 1_000;
 /** A client is dropped after 1.5 x its keepalive without a packet (MQTT 3.1.1 section 3.1.2.10). */
 export const KEEPALIVE_GRACE = 1.5;
+/** A client that asked for no keepalive (0) is closed after this long without a packet of its own. */
+export const NO_KEEPALIVE_IDLE_MS = 5 * 60_000;
+/** Topic filters one client may hold; Bambu clients subscribe to one report topic, dashboards to a few. */
+export const MAX_SUBSCRIPTIONS_PER_CLIENT = 64;
+/** Publishes refused to one client before it is closed: a client that keeps sending them is misconfigured. */
+export const MAX_REFUSED_PUBLISHES = 16;
 export const MAX_CLIENTS = 256;
 
-/** Deadlines tests shorten; the defaults are the constants above. */
+/** Deadlines and limits tests shorten; the defaults are the constants above (and PRINTER_WRITE_BUFFER_BYTES). */
 export interface MqttServiceOptions {
   connectTimeoutMs?: number;
+  /** After a refused login, how long the client has to close its side before we destroy the socket. */
+  endDestroyMs?: number;
+  noKeepaliveIdleMs?: number;
+  maxSubscriptions?: number;
+  /** Request bytes waiting for the printer's socket past which a client's publish is refused. */
+  printerWriteBufferBytes?: number;
+  maxClients?: number;
 }
 
 type Role = "owner" | "viewer";
@@ -47,6 +60,9 @@ interface Client {
   log: Logger;
   role: Role;
   subscriptions: Map<string, number>;
+  /** Said once per client, so a flood of SUBSCRIBEs over the limit is one log line. */
+  toldSubscriptionLimit: boolean;
+  refusedPublishes: number;
   queue: BoundedQueue<Buffer>;
   /** The proxy's address as this client sees it: what rewritten reports point at. */
   proxyAddress: string;
@@ -63,10 +79,13 @@ interface Outgoing {
 export function createMqttService(ctx: ServiceContext, options: MqttServiceOptions = {}): Service {
   const { printer } = ctx;
   const connectTimeoutMs = options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS;
+  const endDestroyMs = options.endDestroyMs ?? END_DESTROY_MS;
+  const noKeepaliveIdleMs = options.noKeepaliveIdleMs ?? NO_KEEPALIVE_IDLE_MS;
+  const maxSubscriptions = options.maxSubscriptions ?? MAX_SUBSCRIPTIONS_PER_CLIENT;
   const log = serviceLogger(printer.name, "mqtt");
   const report = reportTopic(printer.serial);
   const request = requestTopic(printer.serial);
-  const session = createPrinterSession(printer, log);
+  const session = createPrinterSession(printer, log, { writeBufferBytes: options.printerWriteBufferBytes });
   const state = createReportState();
   const clients = new Set<Client>();
   /** Viewers (or owners while the printer is away) waiting for the state to answer their pushall. */
@@ -175,23 +194,17 @@ export function createMqttService(ctx: ServiceContext, options: MqttServiceOptio
     client.socket.destroy();
   };
 
-  const codeMatches = (given: Buffer | undefined, code: string | undefined) => {
-    // Hashing first makes the comparison constant time whatever the lengths.
-    const digest = (b: Buffer) => createHash("sha256").update(b).digest();
-    const a = digest(given ?? Buffer.alloc(0));
-    const b = digest(Buffer.from(code ?? ""));
-    return timingSafeEqual(a, b) && code !== undefined && given !== undefined;
-  };
-
   const onPublish = (client: Client, packet: Extract<Packet, { cmd: "publish" }>) => {
     const qos = packet.qos;
     const messageId = packet.messageId ?? 0;
     const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
     const refuse = (why: string) => {
       refusedCounter.inc();
+      const line = `refused a publish to "${packet.topic}": ${why}`;
       // A QoS 1/2 publish we drop cannot be acknowledged; closing is the only honest answer (MQTT 3.1.1 3.3.5).
-      if (qos > 0) closeClient(client, `refused a publish to "${packet.topic}": ${why}`, "warn");
-      else client.log.warn(`refused a publish to "${packet.topic}": ${why}`);
+      if (qos > 0) closeClient(client, line, "warn");
+      else if (++client.refusedPublishes >= MAX_REFUSED_PUBLISHES) closeClient(client, `${line} (${MAX_REFUSED_PUBLISHES} refused publishes: the client keeps sending what the printer does not take)`, "warn");
+      else client.log.warn(line);
     };
     const acknowledge = () => {
       if (qos === 1) deliver(client, encode({ cmd: "puback", messageId }));
@@ -236,6 +249,9 @@ export function createMqttService(ctx: ServiceContext, options: MqttServiceOptio
       if (qos > 0) closeClient(client, "cannot deliver a QoS 1 request while the printer is away");
       return;
     }
+    if (!session.hasRoomFor(payload.length)) {
+      return refuse(`the printer is not taking requests as fast as they come (${session.writeBacklog} bytes waiting for it)`);
+    }
     forwardedCounter.inc();
     void session.publish(payload, qos > 0 ? 1 : 0).then((delivered) => {
       if (delivered) acknowledge();
@@ -247,15 +263,12 @@ export function createMqttService(ctx: ServiceContext, options: MqttServiceOptio
   const onClient = (socket: Socket, peerLog: Logger) => {
     let client: Client | undefined;
     let protocolVersion: 3 | 4 = 4;
-    let keepaliveMs = 0;
-    let keepaliveTimer: ReturnType<typeof setTimeout> | undefined;
-    const armKeepalive = () => {
-      if (keepaliveMs <= 0) return;
-      if (keepaliveTimer) clearTimeout(keepaliveTimer);
-      keepaliveTimer = setTimeout(() => {
-        if (client) closeClient(client, `silent for ${keepaliveMs / 1000} s (1.5 x its keepalive)`);
-        else socket.destroy();
-      }, keepaliveMs);
+    /** Refused before login: what the client sends while we close is not read (no second try on one socket). */
+    let refused = false;
+    let idle: IdleDeadline | undefined;
+    const refuseLogin = (connack: Buffer) => {
+      refused = true;
+      endAndDestroy(socket, connack, endDestroyMs);
     };
     const connectTimer = setTimeout(() => {
       peerLog.info(`no CONNECT within ${connectTimeoutMs / 1000} s; closing`);
@@ -266,21 +279,20 @@ export function createMqttService(ctx: ServiceContext, options: MqttServiceOptio
       clearTimeout(connectTimer);
       if (packet.protocolVersion === 5) {
         peerLog.info("refused: MQTT 5 client (the printer speaks MQTT 3.1.1; configure the client for 3.1.1)");
-        socket.end(connackBytes(CONNACK_UNACCEPTABLE_PROTOCOL));
-        return;
+        return refuseLogin(connackBytes(CONNACK_UNACCEPTABLE_PROTOCOL));
       }
       protocolVersion = packet.protocolVersion === 3 ? 3 : 4;
-      const owner = packet.username === "bblp" && codeMatches(packet.password, printer.accessCode);
-      const viewer = !owner && packet.username === "bblp" && printer.viewerAccessCode !== undefined && codeMatches(packet.password, printer.viewerAccessCode);
+      const owner = packet.username === "bblp" && sameSecret(packet.password, printer.accessCode);
+      const viewer = !owner && packet.username === "bblp" && printer.viewerAccessCode !== undefined && sameSecret(packet.password, printer.viewerAccessCode);
       if (!owner && !viewer) {
         peerLog.warn(`refused login${packet.username === "bblp" ? ": wrong access code" : `: user "${packet.username ?? ""}" (expected bblp)`}`);
-        socket.end(connackBytes(CONNACK_NOT_AUTHORIZED));
-        return;
+        return refuseLogin(connackBytes(CONNACK_NOT_AUTHORIZED));
       }
       const log = peerLog.with({ client: packet.clientId });
       const proxyAddress = printer.bind !== "0.0.0.0" ? printer.bind : (socket.localAddress ?? "127.0.0.1").replace(/^::ffff:/, "");
       const c: Client = {
-        socket, log, role: owner ? "owner" : "viewer", subscriptions: new Map(), proxyAddress, closed: false,
+        socket, log, role: owner ? "owner" : "viewer", subscriptions: new Map(), toldSubscriptionLimit: false, refusedPublishes: 0,
+        proxyAddress, closed: false,
         queue: createBoundedQueue<Buffer>(CLIENT_QUEUE_MESSAGES, () => {
           slowCounter.inc();
           closeClient(c, `cannot keep up (${CLIENT_QUEUE_MESSAGES} messages waiting); it may reconnect and ask for pushall`, "warn");
@@ -288,21 +300,24 @@ export function createMqttService(ctx: ServiceContext, options: MqttServiceOptio
       };
       client = c;
       clients.add(c);
-      keepaliveMs = (packet.keepalive ?? 0) * 1000 * KEEPALIVE_GRACE;
-      armKeepalive();
+      const keepaliveMs = (packet.keepalive ?? 0) * 1000 * KEEPALIVE_GRACE;
+      idle = keepaliveMs > 0
+        ? idleDeadline(keepaliveMs, () => closeClient(c, `silent for ${keepaliveMs / 1000} s (1.5 x its keepalive)`))
+        : idleDeadline(noKeepaliveIdleMs, () => closeClient(c, `no packet for ${noKeepaliveIdleMs / 1000} s from a client that asked for no keepalive (0)`));
       socket.write(encode({ cmd: "connack", returnCode: CONNACK_ACCEPTED, sessionPresent: false }, protocolVersion));
       log.info(`connected as ${c.role} (MQTT ${protocolVersion === 3 ? "3.1" : "3.1.1"}, id "${packet.clientId}")`);
       if (packet.will) log.info("ignoring the client's will message: the printer takes requests from connected clients only");
     };
 
     const onPacket = (packet: Packet) => {
+      if (refused) return;
       if (!client) {
         if (client === undefined && packet.cmd === "connect") return onConnect(packet);
         peerLog.info(`sent ${packet.cmd} before CONNECT; closing`);
         socket.destroy();
         return;
       }
-      armKeepalive();
+      idle?.touch();
       switch (packet.cmd) {
         case "subscribe": {
           const granted: number[] = [];
@@ -311,6 +326,13 @@ export function createMqttService(ctx: ServiceContext, options: MqttServiceOptio
           for (const { topic, qos } of packet.subscriptions) {
             if (!validFilter(topic)) {
               client.log.info(`invalid topic filter "${topic}"`);
+              granted.push(SUBACK_FAILURE);
+              continue;
+            }
+            // MQTT 3.1.1 (3.9.3) lets a server refuse each filter on its own: 0x80 for those over the limit.
+            if (!client.subscriptions.has(topic) && client.subscriptions.size >= maxSubscriptions) {
+              if (!client.toldSubscriptionLimit) client.log.warn(`refused topic filter "${topic.slice(0, 80)}" and any further ones: a client may hold ${maxSubscriptions} subscriptions`);
+              client.toldSubscriptionLimit = true;
               granted.push(SUBACK_FAILURE);
               continue;
             }
@@ -351,7 +373,7 @@ export function createMqttService(ctx: ServiceContext, options: MqttServiceOptio
 
     const reader = createPacketReader(() => (client ? MAX_CLIENT_PACKET_BYTES : MAX_CONNECT_BYTES), onPacket);
     socket.on("data", (chunk: Buffer) => {
-      if (client?.closed) return;
+      if (client?.closed || refused) return;
       try {
         reader.push(chunk);
       } catch (error) {
@@ -366,7 +388,7 @@ export function createMqttService(ctx: ServiceContext, options: MqttServiceOptio
     socket.on("drain", () => client && flush(client));
     socket.on("close", () => {
       clearTimeout(connectTimer);
-      if (keepaliveTimer) clearTimeout(keepaliveTimer);
+      idle?.clear();
       if (client && !client.closed) {
         client.closed = true;
         clients.delete(client);
@@ -386,7 +408,7 @@ export function createMqttService(ctx: ServiceContext, options: MqttServiceOptio
         host: printer.bind,
         port: printer.ports.mqtt,
         tls: serverTlsOptions(ctx.tls),
-        maxClients: MAX_CLIENTS,
+        maxClients: options.maxClients ?? MAX_CLIENTS,
         onClient: (socket, info) => onClient(socket, info.log),
       });
       session.start();
