@@ -187,3 +187,25 @@ describe("an on-demand upstream", () => {
     expect(up.current()).toBeUndefined();
   });
 });
+
+describe("the printer link belongs to no client", () => {
+  test("a claim made while handling one client opens the link outside that client's context", async () => {
+    const { runForClient, currentClient } = await import("../lib/core/client-context.ts");
+    const { Socket } = await import("node:net");
+    let contextAtConnect: unknown = "not called";
+    const printer = fakePrinter();
+    const up = createUpstream({
+      log, describe: "fake printer", onDemand: true, lingerMs: 20, backoffMinMs: 10, backoffMaxMs: 50,
+      connect: async () => ((contextAtConnect = currentClient()), printer.connect()),
+    });
+    up.start();
+    const viewer = new Socket();
+    let release!: () => void;
+    runForClient({ log, socket: viewer }, () => (release = up.claim()));
+    await until("the link", () => up.state === "connected");
+    expect(contextAtConnect).toBeUndefined();
+    release();
+    await up.stop();
+    viewer.destroy();
+  });
+});

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { defaultStateDir, parseConfig } from "../config.ts";
 import { EXIT_FAILURE, EXIT_OK, type Command } from "../cli.ts";
 import { processLogger, setupLogging } from "../log.ts";
+import { installProcessPolicy } from "../process-policy.ts";
 import type { SimEntry } from "../sim/config.ts";
 import { startSimulated, type RunningSim } from "../sim/start.ts";
 import { startSupervisor } from "../supervisor.ts";
@@ -67,6 +68,7 @@ export const command: Command = {
   options: { web: { type: "string" }, "state-dir": { type: "string" } },
   async run(values) {
     setupLogging(values.verbose ? "debug" : "info");
+    installProcessPolicy();
     const log = processLogger("demo");
     const web = (values.web as string | undefined) ?? "127.0.0.1:8080";
     const stateDir = (values["state-dir"] as string | undefined) ?? join(defaultStateDir(), "demo");

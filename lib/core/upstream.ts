@@ -1,6 +1,7 @@
 // A reconnecting connection to one printer service. On demand (opened while someone holds a claim, closed after
 // a linger with none) or always on; exponential backoff between attempts; a refused login waits the longest
 // backoff instead of retrying in a tight loop. State changes are events the status page shows.
+import { outsideClient } from "./client-context.ts";
 import type { Logger } from "../log.ts";
 
 export const DEFAULT_LINGER_MS = 30_000;
@@ -190,21 +191,22 @@ export function createUpstream<C>(options: UpstreamOptions<C>): Upstream<C> {
         retryTimer = undefined;
         setState("idle");
       }
-      // A pending retry is the backoff at work: the claim is served when it fires.
-      if (!retryTimer) void open();
+      // A pending retry is the backoff at work: the claim is served when it fires. The link is the printer's,
+      // shared by every client: it must not run in the context of the client whose claim opened it.
+      if (!retryTimer) outsideClient(() => void open());
       let released = false;
       return () => {
         if (released) return;
         released = true;
         claims--;
         if (claims === 0 && options.onDemand && started) {
-          lingerTimer = setTimeout(() => {
+          lingerTimer = outsideClient(() => setTimeout(() => {
             lingerTimer = undefined;
             if (claims === 0) {
               if (link) options.log.info(`no clients for ${Math.round(lingerMs / 1000)} s: closing ${options.describe}`);
               closeNow();
             }
-          }, lingerMs);
+          }, lingerMs));
         }
       };
     },
