@@ -169,3 +169,52 @@ describe("bind responder identity and ports", () => {
     }
   });
 });
+
+describe("bind responder edge policy (127.0.22.30)", () => {
+  const HOST = "127.0.22.30";
+  const END_DESTROY_MS = 300;
+
+  /** A slicer that reads our reply and then never closes its side. */
+  function halfOpen(port: number, tls: boolean): Promise<{ socket: Socket; reply: () => Buffer }> {
+    return new Promise((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      const onConnect = () => socket.write(encodeBindFrame(detectRequest()));
+      // allowHalfOpen: the client does not answer our FIN with its own.
+      const socket: Socket = tls
+        ? tlsConnect({ host: HOST, port, rejectUnauthorized: false, ...{ allowHalfOpen: true } }, onConnect)
+        : tcpConnect({ host: HOST, port, allowHalfOpen: true }, onConnect);
+      socket.on("end", () => {});
+      socket.on("error", () => {});
+      socket.on("data", (chunk: Buffer) => {
+        chunks.push(chunk);
+        if (decodeBindFrame(Buffer.concat(chunks)).kind === "frame") resolve({ socket, reply: () => Buffer.concat(chunks) });
+      });
+      socket.once("close", () => reject(new Error("closed before the reply")));
+    });
+  }
+
+  test("slicers that keep their side open after the reply are destroyed within the deadline and free their slots", async () => {
+    setupLogging("info", { quiet: true });
+    const ctx = serviceContext(`name = "p1s-edge"\nhost = "127.0.22.31"\nserial = "${SERIAL}"\naccess_code = "12345678"\nbind = "${HOST}"\nmodel = "P1S"\nports = { bind = 3000, bind_tls = 3002 }`);
+    const bind = createBindService(ctx, { silenceMs: SILENCE_MS, endDestroyMs: END_DESTROY_MS, maxClients: 2 });
+    await bind.start();
+    const held: Socket[] = [];
+    try {
+      for (const [port, tls] of [[3000, false], [3002, true]] as const) {
+        for (let i = 0; i < 2; i++) held.push((await halfOpen(port, tls)).socket);
+      }
+      // Two per listener: every slot is taken now.
+      expect(bind.status().clients).toBe(4);
+      const started = Date.now();
+      while (bind.status().clients > 0 && Date.now() - started < 3_000) await Bun.sleep(20);
+      expect(bind.status().clients).toBe(0);
+      expect(Date.now() - started).toBeLessThan(END_DESTROY_MS + 500);
+      // The freed slots answer the next slicers.
+      expect(decodeBindFrame(await exchange(3000, false, encodeBindFrame(detectRequest()), HOST)).kind).toBe("frame");
+      expect(decodeBindFrame(await exchange(3002, true, encodeBindFrame(detectRequest()), HOST)).kind).toBe("frame");
+    } finally {
+      for (const socket of held) socket.destroy();
+      await bind.stop();
+    }
+  });
+});

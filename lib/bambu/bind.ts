@@ -1,6 +1,7 @@
 // The slicer's bind/detect responder on TCP 3000 (plain) and 3002 (TLS): Bambu Studio and Orca add a LAN
 // printer only after this exchange, so the proxy answers it itself with the printer's identity.
 import type { Socket } from "node:net";
+import { END_DESTROY_MS, endAndDestroy } from "../core/edge.ts";
 import { listen, type ClientInfo, type Listening } from "../core/server.ts";
 import type { PrinterHub, Service, ServiceContext, ServiceStatus } from "../core/service.ts";
 import type { PrinterConfig } from "../config.ts";
@@ -28,6 +29,8 @@ export interface DetectExchangeOptions {
   identity(): DetectIdentity | undefined;
   nextSequenceId(): number;
   silenceMs?: number;
+  /** After our reply, how long the slicer has to close its side before we destroy the socket. */
+  endDestroyMs?: number;
 }
 
 export type DetectOutcome = "answered" | "refused";
@@ -64,7 +67,7 @@ export function serveDetectExchange(socket: Socket, client: ClientInfo, options:
         return finish("refused", "cannot answer detect: the printer's model is not known yet (set `model` in printers.toml)");
       }
       const sequenceId = options.nextSequenceId();
-      socket.end(encodeBindFrame(detectReply(identity, sequenceId)));
+      endAndDestroy(socket, encodeBindFrame(detectReply(identity, sequenceId)), options.endDestroyMs ?? END_DESTROY_MS);
       log.info(`answered detect as ${identity.modelCode} ${identity.serial} (sequence_id ${sequenceId})`);
       finish("answered");
     };
@@ -78,6 +81,8 @@ export function serveDetectExchange(socket: Socket, client: ClientInfo, options:
 
 export interface BindServiceOptions {
   silenceMs?: number;
+  endDestroyMs?: number;
+  maxClients?: number;
 }
 
 export function createBindService(ctx: ServiceContext, options: BindServiceOptions = {}): Service {
@@ -108,6 +113,7 @@ export function createBindService(ctx: ServiceContext, options: BindServiceOptio
       identity,
       nextSequenceId: () => sequenceId++,
       silenceMs: options.silenceMs,
+      endDestroyMs: options.endDestroyMs,
     }).then((outcome) => {
       if (outcome === "answered") {
         answered++;
@@ -128,7 +134,7 @@ export function createBindService(ctx: ServiceContext, options: BindServiceOptio
             host: printer.bind,
             port: l.port,
             tls: l.tls ? serverTlsOptions(ctx.tls) : undefined,
-            maxClients: BIND_MAX_CLIENTS,
+            maxClients: options.maxClients ?? BIND_MAX_CLIENTS,
             onClient,
           });
         }),
