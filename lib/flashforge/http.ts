@@ -66,25 +66,6 @@ export function createFlashforgeHttp(ctx: ServiceContext): Service {
     return headers;
   };
 
-  /** Puts the proxy's address where /detail names the printer's (ipAddr, cameraStreamUrl). */
-  const rewriteDetail = (text: string, localAddress: string): string => {
-    try {
-      const body = JSON.parse(text) as { detail?: Record<string, unknown> };
-      const detail = body.detail;
-      if (!detail) return text;
-      if (typeof detail.ipAddr === "string") detail.ipAddr = localAddress;
-      if (typeof detail.cameraStreamUrl === "string" && detail.cameraStreamUrl) {
-        const url = new URL(detail.cameraStreamUrl);
-        url.hostname = localAddress;
-        url.port = String(printer.ports.camera);
-        detail.cameraStreamUrl = url.toString();
-      }
-      return JSON.stringify(body);
-    } catch {
-      return text;
-    }
-  };
-
   const relayResponse = (req: IncomingMessage, res: ServerResponse, upstreamRes: IncomingMessage) => {
     const headers: OutgoingHttpHeaders = {};
     for (let i = 0; i + 1 < upstreamRes.rawHeaders.length; i += 2) {
@@ -104,7 +85,7 @@ export function createFlashforgeHttp(ctx: ServiceContext): Service {
       else chunks.push(c);
     });
     upstreamRes.on("end", () => {
-      const text = rewriteDetail(Buffer.concat(chunks).toString("utf8"), (req.socket.localAddress ?? printer.bind).replace(/^::ffff:/, ""));
+      const text = rewriteDetail(Buffer.concat(chunks).toString("utf8"), (req.socket.localAddress ?? printer.bind).replace(/^::ffff:/, ""), printer.ports.camera);
       for (const name of Object.keys(headers)) if (name.toLowerCase() === "content-length") delete headers[name];
       headers["Content-Length"] = Buffer.byteLength(text);
       res.writeHead(upstreamRes.statusCode ?? 502, headers);
@@ -222,6 +203,32 @@ export function createFlashforgeHttp(ctx: ServiceContext): Service {
       }),
     status: () => ({ state: error ? `error: ${error}` : listening ? "listening" : "stopped", clients: sockets.size }),
   };
+}
+
+/**
+ * Puts the proxy's address where the printer's /detail answer names the printer's own (ipAddr, cameraStreamUrl).
+ * Anything that is not such an answer (not JSON, no detail object, a URL that does not parse) passes unchanged.
+ */
+export function rewriteDetail(text: string, localAddress: string, cameraPort: number): string {
+  try {
+    const body = JSON.parse(text) as { detail?: unknown };
+    const detail = body?.detail;
+    if (!detail || typeof detail !== "object" || Array.isArray(detail)) return text;
+    const fields = detail as Record<string, unknown>;
+    if (typeof fields.ipAddr === "string") fields.ipAddr = localAddress;
+    if (typeof fields.cameraStreamUrl === "string" && fields.cameraStreamUrl) {
+      const url = new URL(fields.cameraStreamUrl);
+      // Only an http(s) URL has a host to change (URL ignores a hostname set on "a:b").
+      if (url.protocol === "http:" || url.protocol === "https:") {
+        url.hostname = localAddress;
+        url.port = String(cameraPort);
+        fields.cameraStreamUrl = url.toString();
+      }
+    }
+    return JSON.stringify(body);
+  } catch {
+    return text;
+  }
 }
 
 function pathOf(req: IncomingMessage): string {
