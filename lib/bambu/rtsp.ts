@@ -34,6 +34,12 @@ export interface RtspServiceOptions {
   backoffMinMs?: number;
   /** Readers' RTSP session timeout (default SESSION_TIMEOUT_MS: 60 s). */
   sessionTimeoutMs?: number;
+  /** A connection without a session and without requests (default IDLE_TIMEOUT_MS: 30 s). */
+  idleTimeoutMs?: number;
+  /** A connection's first whole request (default FIRST_REQUEST_TIMEOUT_MS: 10 s). */
+  firstRequestTimeoutMs?: number;
+  /** Requests a client may have waiting before it is closed (default MAX_PENDING_COMMANDS). */
+  maxPendingRequests?: number;
   /** Sees every RTP packet as our server receives it from FFmpeg (bench/rtsp.ts measures added latency). */
   onPacket?: (packet: Buffer) => void;
 }
@@ -155,7 +161,8 @@ export function createRtspService(ctx: ServiceContext, options: RtspServiceOptio
         jpeg.start();
 
         server = createRtspServer({
-          log, streams, sessionTimeoutMs: options.sessionTimeoutMs,
+          log, streams, sessionTimeoutMs: options.sessionTimeoutMs, idleTimeoutMs: options.idleTimeoutMs,
+          firstRequestTimeoutMs: options.firstRequestTimeoutMs, maxPendingRequests: options.maxPendingRequests,
           readerAuth: createAuthenticator({ realm: LIVE555_REALM, allowBasic: true, credentials }),
         });
         const s = server;

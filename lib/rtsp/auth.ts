@@ -1,6 +1,7 @@
 // RTSP authentication (RFC 2617 as RTSP uses it): the server side checks Basic and Digest in constant time;
 // the client side answers a Digest or Basic challenge (our loopback relay logs in to the printer with it).
-import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
+import { sameSecret } from "../core/edge.ts";
 
 /** live555's realm; Bambu printers send exactly this, and clients do not care what it says. */
 export const LIVE555_REALM = "LIVE555 Streaming Media";
@@ -28,17 +29,6 @@ export interface Authenticator {
   challenge(): string[];
   /** The credential that signed this request, or undefined (then answer 401 with `challenge()`). */
   check(method: string, authorization: string | undefined): Credential | undefined;
-}
-
-function sameText(a: string, b: string): boolean {
-  const left = Buffer.from(a);
-  const right = Buffer.from(b);
-  // Compare equal-length buffers so the time taken says nothing about where they differ.
-  if (left.length !== right.length) {
-    timingSafeEqual(left, left);
-    return false;
-  }
-  return timingSafeEqual(left, right);
 }
 
 /** `Digest realm="x", nonce="y", uri="z"` -> { realm: "x", nonce: "y", uri: "z" }. */
@@ -78,7 +68,7 @@ export function createAuthenticator(options: AuthOptions): Authenticator {
         const user = decoded.slice(0, colon);
         const password = decoded.slice(colon + 1);
         let found: Credential | undefined;
-        for (const c of credentials) if (sameText(user, c.user) && sameText(password, c.password) && !found) found = c;
+        for (const c of credentials) if (sameSecret(user, c.user) && sameSecret(password, c.password) && !found) found = c;
         return found;
       }
       if (scheme !== "digest") return undefined;
@@ -87,9 +77,9 @@ export function createAuthenticator(options: AuthOptions): Authenticator {
       if (p.realm !== undefined && p.realm !== options.realm) return undefined;
       let found: Credential | undefined;
       for (const c of credentials) {
-        if (!sameText(p.username, c.user)) continue;
+        if (!sameSecret(p.username, c.user)) continue;
         const expected = digestResponse({ user: c.user, password: c.password, realm: options.realm, nonce: p.nonce, method, uri: p.uri, qop: p.qop, nc: p.nc, cnonce: p.cnonce });
-        if (sameText(p.response.toLowerCase(), expected) && !found) found = c;
+        if (sameSecret(p.response.toLowerCase(), expected) && !found) found = c;
       }
       return found;
     },

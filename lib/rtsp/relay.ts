@@ -13,6 +13,8 @@ import { createRtspParser, encodeFrame, encodeRequest, encodeResponse, header, h
 export const PRINTER_CONNECT_TIMEOUT_MS = 10_000;
 /** FFmpeg is the only client; a second one at once would be a second printer session, which printers hate. */
 const MAX_RELAY_CLIENTS = 2;
+/** Bytes waiting for one side before we stop reading the other (a stalled FFmpeg must not fill our memory). */
+export const RELAY_MAX_BACKLOG_BYTES = 1024 * 1024;
 
 export interface RelayOptions {
   log: Logger;
@@ -22,6 +24,8 @@ export interface RelayOptions {
   tls: ConnectionOptions;
   user: string;
   password: () => string;
+  /** Default RELAY_MAX_BACKLOG_BYTES (tests shorten it). */
+  maxBacklogBytes?: number;
 }
 
 export interface Relay {
@@ -64,6 +68,9 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
       });
       printer.on("close", end);
       ffmpeg.on("close", end);
+      const maxBacklog = options.maxBacklogBytes ?? RELAY_MAX_BACKLOG_BYTES;
+      const toFfmpeg = heldWhileFull(printer, ffmpeg, maxBacklog);
+      const toPrinterSide = heldWhileFull(ffmpeg, printer, maxBacklog);
 
       let challenges: string[] = [];
       const pending = new Map<string, { request: RtspRequest; retried: boolean }>();
@@ -73,14 +80,14 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
           const auth = authorizationFor(challenges, options.user, options.password(), request.method, request.uri);
           if (auth) headers.push(["Authorization", auth]);
         }
-        printer.write(encodeRequest(request.method, request.uri, headers, request.body));
+        toPrinterSide(encodeRequest(request.method, request.uri, headers, request.body));
       };
 
       const fromFfmpeg = createRtspParser();
       ffmpeg.on("data", (chunk: Buffer) => {
         try {
           for (const m of fromFfmpeg.push(chunk)) {
-            if (m.kind === "frame") printer.write(encodeFrame(m.channel, m.payload));
+            if (m.kind === "frame") toPrinterSide(encodeFrame(m.channel, m.payload));
             else if (m.kind === "request") {
               const uri = m.uri.startsWith(localBase) ? printerBase + m.uri.slice(localBase.length) : m.uri;
               const request = { ...m, uri };
@@ -98,7 +105,7 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
       printer.on("data", (chunk: Buffer) => {
         try {
           for (const m of fromPrinter.push(chunk)) {
-            if (m.kind === "frame") ffmpeg.write(encodeFrame(m.channel, m.payload));
+            if (m.kind === "frame") toFfmpeg(encodeFrame(m.channel, m.payload));
             else if (m.kind === "response") {
               const cseq = header(m.headers, "cseq") ?? "";
               const waiting = pending.get(cseq);
@@ -113,7 +120,7 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
                 options.log.error(`printer camera refused user "${options.user}" with the access code: check access_code`);
               } else if (m.status < 300) refused = false;
               pending.delete(cseq);
-              ffmpeg.write(encodeResponse(m.status, m.headers, m.body));
+              toFfmpeg(encodeResponse(m.status, m.headers, m.body));
             }
           }
         } catch (error) {
@@ -133,5 +140,25 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
       return refused;
     },
     close: () => listening.close(),
+  };
+}
+
+/**
+ * A writer to `to` that stops reading `from` while more than `max` bytes wait for `to`, until it drains.
+ * Tied to write()'s own answer, so a "drain" is sure to follow.
+ */
+function heldWhileFull(from: Socket, to: Socket, max: number): (bytes: Buffer) => void {
+  let held = false;
+  to.on("drain", () => {
+    if (!held) return;
+    held = false;
+    if (!from.destroyed) from.resume();
+  });
+  return (bytes) => {
+    if (to.destroyed) return;
+    if (!to.write(bytes) && to.writableLength > max && !held) {
+      held = true;
+      from.pause();
+    }
   };
 }

@@ -6,6 +6,7 @@
 import { randomBytes } from "node:crypto";
 import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
+import { commandLane, endAndDestroy } from "../core/edge.ts";
 import type { ClientInfo } from "../core/server.ts";
 import type { Logger } from "../log.ts";
 import type { Authenticator, Credential } from "./auth.ts";
@@ -17,6 +18,8 @@ import { openUdpPair, type UdpPair } from "./udp.ts";
 export const SESSION_TIMEOUT_MS = 60_000;
 /** A connection that never sets up a session is closed after this long without a request. */
 export const IDLE_TIMEOUT_MS = 30_000;
+/** A connection's first whole request must arrive within this long (silent and slow-loris clients). */
+export const FIRST_REQUEST_TIMEOUT_MS = 10_000;
 /** How often idle connections are looked for (at most; shorter when the timeouts are shorter). */
 const IDLE_CHECK_INTERVAL_MS = 5_000;
 /** How long DESCRIBE waits for FFmpeg to start publishing before answering 503. */
@@ -30,9 +33,12 @@ export interface RtspServerOptions {
   readerAuth: Authenticator;
   /** Present only on the loopback listener FFmpeg publishes to. */
   publisherAuth?: Authenticator;
-  /** Defaults SESSION_TIMEOUT_MS and IDLE_TIMEOUT_MS (tests shorten them). */
+  /** Defaults SESSION_TIMEOUT_MS, IDLE_TIMEOUT_MS and FIRST_REQUEST_TIMEOUT_MS (tests shorten them). */
   sessionTimeoutMs?: number;
   idleTimeoutMs?: number;
+  firstRequestTimeoutMs?: number;
+  /** Requests a client may have waiting before it is closed (default MAX_PENDING_COMMANDS in core/edge.ts). */
+  maxPendingRequests?: number;
 }
 
 export interface ConnectionOptions {
@@ -64,7 +70,8 @@ export function createRtspServer(options: RtspServerOptions): RtspServer {
   let udpPortPairs = 0;
   const sessionTimeoutMs = options.sessionTimeoutMs ?? SESSION_TIMEOUT_MS;
   const idleTimeoutMs = options.idleTimeoutMs ?? IDLE_TIMEOUT_MS;
-  const checkEveryMs = Math.max(100, Math.min(IDLE_CHECK_INTERVAL_MS, sessionTimeoutMs / 4, idleTimeoutMs / 4));
+  const firstRequestTimeoutMs = Math.min(options.firstRequestTimeoutMs ?? FIRST_REQUEST_TIMEOUT_MS, idleTimeoutMs);
+  const checkEveryMs = Math.max(100, Math.min(IDLE_CHECK_INTERVAL_MS, sessionTimeoutMs / 4, idleTimeoutMs / 4, firstRequestTimeoutMs / 4));
   const sessionTimeoutS = Math.max(1, Math.round(sessionTimeoutMs / 1000));
 
   const resolve = (uri: string): { stream: Stream; track?: string } | undefined => {
@@ -95,11 +102,17 @@ export function createRtspServer(options: RtspServerOptions): RtspServer {
     let recording = false;
     let closed = false;
     let lastActivity = Date.now();
+    let requests = 0;
+    const connectedAt = Date.now();
 
     const timer = setInterval(() => {
       const idle = Date.now() - lastActivity;
+      if (requests === 0 && Date.now() - connectedAt > firstRequestTimeoutMs) {
+        log.info(`closing: no whole request within ${(firstRequestTimeoutMs / 1000).toFixed(1)} s of connecting`);
+        return void socket.destroy();
+      }
       const limit = sessionId ? sessionTimeoutMs : idleTimeoutMs;
-      if (idle > limit && !recording) {
+      if (idle > limit && !recording && lane.pending === 0) {
         log.info(`closing: ${sessionId ? "session" : "connection"} idle for ${(idle / 1000).toFixed(1)} s (no request, no RTCP)`);
         socket.destroy();
       }
@@ -127,6 +140,7 @@ export function createRtspServer(options: RtspServerOptions): RtspServer {
       if (closed) return;
       closed = true;
       clearInterval(timer);
+      lane.close();
       stopPlaying();
       closeUdp();
       release?.();
@@ -189,6 +203,7 @@ export function createRtspServer(options: RtspServerOptions): RtspServer {
           stream = found.stream;
           release ??= stream.claim();
           try {
+            keepReading();
             await stream.whenLive(DESCRIBE_WAIT_MS);
           } catch (error) {
             log.warn(`DESCRIBE ${stream.path}: ${(error as Error).message}; answering 503`);
@@ -218,6 +233,7 @@ export function createRtspServer(options: RtspServerOptions): RtspServer {
           release ??= stream.claim();
           if (!stream.live) {
             try {
+              keepReading();
               await stream.whenLive(DESCRIBE_WAIT_MS);
             } catch {
               return reply(request, 503);
@@ -335,7 +351,7 @@ export function createRtspServer(options: RtspServerOptions): RtspServer {
           closeUdp();
           channels.length = 0;
           sessionId = undefined;
-          if (role === "publisher") socket.end();
+          if (role === "publisher") endAndDestroy(socket);
           return;
         default:
           return reply(request, 501);
@@ -372,8 +388,21 @@ export function createRtspServer(options: RtspServerOptions): RtspServer {
       return reply(request, 200, [["Transport", `RTP/AVP/TCP;unicast;interleaved=${tcp.interleaved[0]}-${tcp.interleaved[1]};mode=record`], sessionHeader()]);
     };
 
-    // Requests are answered one at a time, in order, even when DESCRIBE waits for the publisher.
-    let queue: Promise<void> = Promise.resolve();
+    // Requests are answered one at a time, in order, even when DESCRIBE waits for the publisher; the socket is
+    // paused meanwhile, and a client with too many requests waiting is closed.
+    const lane = commandLane<RtspRequest>(socket, onRequest, {
+      max: options.maxPendingRequests,
+      onOverflow(max) {
+        log.warn(`closing: more than ${max} requests sent without waiting for the answers`);
+        endAndDestroy(socket);
+      },
+      onError(error) {
+        log.error(`closing: a request failed: ${(error as Error).message}`);
+        socket.destroy();
+      },
+    });
+    /** While a request waits for the stream: Bun emits no close on a paused socket, so keep reading (bounded). */
+    const keepReading = () => void (!socket.destroyed && socket.resume());
     socket.on("data", (chunk: Buffer) => {
       let messages;
       try {
@@ -388,12 +417,10 @@ export function createRtspServer(options: RtspServerOptions): RtspServer {
           if (recording && stream) {
             const target = publisherChannels.get(message.channel);
             if (target) stream.ingest(target.track, message.payload, target.rtcp);
-          } else lastActivity = Date.now(); // a reader's RTCP receiver report keeps its session alive
+          } else if (sessionId) lastActivity = Date.now(); // a reader's RTCP receiver report keeps its session alive
         } else if (message.kind === "request") {
-          queue = queue.then(() => onRequest(message)).catch((error) => {
-            log.error(`${message.method} failed: ${(error as Error).message}`);
-            socket.destroy();
-          });
+          requests++;
+          if (!lane.push(message)) return;
         }
       }
     });
