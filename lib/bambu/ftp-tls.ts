@@ -35,7 +35,9 @@ export function createFtpsTls(options: TlsOptions, handshakeTimeoutMs = FTPS_HAN
     pending.delete(key);
     socket.destroy();
     waiter?.raw.destroy();
-    waiter?.reject(new Error(describeTlsClientError(error)));
+    // describeTlsClientError speaks of the listeners' own deadline; ours may be another (injected) one.
+    const timedOut = /timed? ?out/i.test(error.message);
+    waiter?.reject(new Error(timedOut ? `no TLS handshake within ${handshakeTimeoutMs / 1000} s` : describeTlsClientError(error)));
   });
   return {
     secure(raw) {

@@ -5,7 +5,7 @@ import type { Socket } from "node:net";
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import { commandLane, endAndDestroy, idleDeadline, sameSecret, type IdleDeadline } from "../core/edge.ts";
 import type { Service, ServiceContext } from "../core/service.ts";
-import { listen, TRUST_HINT, type ClientInfo, type Listening } from "../core/server.ts";
+import { listen, peerOf, TRUST_HINT, type ClientInfo, type Listening } from "../core/server.ts";
 import { serviceLogger, type Logger } from "../log.ts";
 import { printerClientTlsOptions, serverTlsOptions } from "../tls.ts";
 import {
@@ -296,9 +296,10 @@ function serveClient(socket: TLSSocket, raw: Socket, client: ClientInfo, ctx: Cl
         return final ? relay(final) : reply(425, "Cannot open a data connection to the printer.");
       }
       relay(preliminary);
+      const dataPeer = peerOf(clientRaw);
       const clientData = await ctx.tls.secure(clientRaw).catch((e: Error) => e);
       if (clientData instanceof Error) {
-        log.info(`client data connection failed: ${clientData.message}`);
+        log.info(`client data connection (from ${dataPeer}) failed: ${clientData.message}`);
         abortPrinterSide(printerData, printerRaw);
         await s.next(TRANSFER_REPLY_TIMEOUT_MS).catch(() => undefined);
         return reply(425, "Data connection failed: TLS handshake.");
