@@ -139,3 +139,54 @@ describe("file tunnel relay (P2S port 6000) against the simulated tunnel peer", 
     expect(camera.received).toBe(24);
   });
 });
+
+describe("file tunnel deadlines (127.0.22.40-42)", () => {
+  const EDGE_SIM = "127.0.22.40";
+  const EDGE_PROXY = "127.0.22.41";
+  const IDLE_MS = 600;
+  let sim: SimPrinter;
+  let proxy: Service;
+  const tunnel = () => sim.service<SimTunnel>("tunnel")!;
+
+  beforeAll(async () => {
+    setupLogging("info", { quiet: true });
+    sim = await startSimulatedBambu({ host: EDGE_SIM, model: "P2S", accessCode: ACCESS_CODE, services: ["tunnel"] });
+    proxy = createTunnelService(proxyContext({ name: "p2s", proxy: EDGE_PROXY, printer: EDGE_SIM }), { idleTimeoutMs: IDLE_MS, loginTimeoutMs: 500, endDestroyMs: 300 });
+    await proxy.start();
+  });
+  afterAll(async () => {
+    await proxy?.stop();
+    await sim?.stop();
+  });
+
+  test("a session with no bytes either way is closed after the idle time with a log line; a busy one stays", async () => {
+    const logs = captureLogs();
+    const idle = session(EDGE_PROXY, encodeTunnelLogin(ACCESS_CODE));
+    const busy = session(EDGE_PROXY, encodeTunnelLogin(ACCESS_CODE));
+    let busyClosed = false;
+    void busy.closed.then(() => (busyClosed = true));
+    try {
+      await idle.request(CMD_LIST_INFO, 1, { path: "/" });
+      const started = Date.now();
+      let sequence = 10;
+      // Busy: a request every 200 ms, for twice the idle time.
+      const working = (async () => {
+        while (Date.now() - started < 2 * IDLE_MS) {
+          await busy.request(CMD_MEDIA_ABILITY, sequence++);
+          await Bun.sleep(200);
+        }
+      })();
+      await idle.closed;
+      expect(Date.now() - started).toBeGreaterThanOrEqual(IDLE_MS - 50);
+      expect(Date.now() - started).toBeLessThan(IDLE_MS + 700);
+      await working;
+      expect(busyClosed).toBe(false);
+      await waitFor("the idle session's printer side to close", () => tunnel().sessions === 1);
+    } finally {
+      logs.stop();
+      busy.socket.destroy();
+      idle.socket.destroy();
+    }
+    expect(logs.lines.filter((l) => l.includes("[p2s/tunnel]") && l.includes(`no bytes either way for ${IDLE_MS / 1000} s`))).toHaveLength(1);
+  });
+});

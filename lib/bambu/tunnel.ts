@@ -4,10 +4,10 @@
 // Login forms (../shared/PROTOCOLS.md, Doridian/OpenBambuAPI lan-file-tunnel.md; the sources disagree):
 // a 16-byte header (magic 3F 01 at bytes 4..5, subchannel 01) + `bblp` and the code in 8 bytes each, or a bare
 // 64-byte packet (`bblp` in 8, the code in 32, 24 reserved).
-import { timingSafeEqual } from "node:crypto";
 import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import { connectToPrinter, dropPrinterSocket } from "../core/printer-socket.ts";
+import { END_DESTROY_MS, endAndDestroy, idleDeadline, sameSecret } from "../core/edge.ts";
 import { listen, readExactly, type Listening } from "../core/server.ts";
 import type { Service, ServiceContext, ServiceStatus } from "../core/service.ts";
 import { registerSecret, serviceLogger, type Logger } from "../log.ts";
@@ -15,12 +15,16 @@ import { printerClientTlsOptions, serverTlsOptions } from "../tls.ts";
 
 export const TUNNEL_LOGIN_TIMEOUT_MS = 10_000;
 export const TUNNEL_CONNECT_TIMEOUT_MS = 10_000;
+/** A session with no bytes either way for this long is closed (Studio's file browser polls while it is open). */
+export const TUNNEL_IDLE_TIMEOUT_MS = 5 * 60_000;
 /** Studio opens a few sessions (browser, upload); this bounds what a misbehaving client can make us open. */
 export const MAX_TUNNEL_SESSIONS = 16;
 const HEADER_SIZE = 16;
 const MAGIC_LOW = 0x013f;
 const SUBCHANNEL_LOGIN = 0x01;
 const FRAMED_LOGIN_PAYLOAD = 16;
+/** The framed login: its 16-byte header and 16 bytes of user and code. */
+export const FRAMED_LOGIN_SIZE = HEADER_SIZE + FRAMED_LOGIN_PAYLOAD;
 const BARE_LOGIN_SIZE = 64;
 const BARE_USER = Buffer.from("bblp\0\0\0\0");
 
@@ -31,10 +35,18 @@ export interface TunnelLogin {
   credentials?: { username: Buffer; accessCode: Buffer };
 }
 
+/**
+ * True when these first 16 bytes are the framed login's header: length 16, magic 3F 01, subchannel 01. The
+ * chamber camera's login starts u32 0x40, u32 0x3000 instead, so 16 bytes tell the two apart.
+ */
+export function isFramedLoginHeader(first: Buffer): boolean {
+  return first.length >= HEADER_SIZE && first.readUInt32LE(0) === FRAMED_LOGIN_PAYLOAD && first.readUInt16LE(4) === MAGIC_LOW && first[6] === SUBCHANNEL_LOGIN;
+}
+
 /** Reads the client's login in either known form (or just its first 16 bytes when it is neither). */
 export async function readTunnelLogin(socket: Socket, timeoutMs = TUNNEL_LOGIN_TIMEOUT_MS): Promise<TunnelLogin> {
   const first = await readExactly(socket, HEADER_SIZE, timeoutMs);
-  if (first.readUInt16LE(4) === MAGIC_LOW && first[6] === SUBCHANNEL_LOGIN && first.readUInt32LE(0) === FRAMED_LOGIN_PAYLOAD) {
+  if (isFramedLoginHeader(first)) {
     const payload = await readExactly(socket, FRAMED_LOGIN_PAYLOAD, timeoutMs);
     return { bytes: Buffer.concat([first, payload]), credentials: { username: payload.subarray(0, 8), accessCode: payload.subarray(8, 16) } };
   }
@@ -54,13 +66,16 @@ function padded(text: string, size: number): Buffer {
 
 /** Constant time; the file tunnel uploads and deletes, so only the full access code opens it. */
 export function tunnelLoginMatches(credentials: NonNullable<TunnelLogin["credentials"]>, accessCode: string): boolean {
-  const userOk = timingSafeEqual(credentials.username, padded("bblp", credentials.username.length));
-  const codeOk = timingSafeEqual(credentials.accessCode, padded(accessCode, credentials.accessCode.length));
-  return userOk && codeOk;
+  const userOk = sameSecret(credentials.username, padded("bblp", credentials.username.length));
+  const codeOk = sameSecret(credentials.accessCode, padded(accessCode, credentials.accessCode.length));
+  return userOk && codeOk && accessCode.length > 0;
 }
 
-/** Pipes bytes one way with backpressure; ends the other side when this side ends. */
-function pipe(from: Socket, to: Socket, count: (n: number) => void): void {
+/**
+ * Pipes bytes one way with backpressure. When this side ends, the other is ended and destroyed after
+ * `endDestroyMs` (a peer that keeps its half open must not hold the session).
+ */
+function pipe(from: Socket, to: Socket, count: (n: number) => void, endDestroyMs: number): void {
   from.on("data", (chunk: Buffer) => {
     count(chunk.length);
     if (!to.write(chunk)) {
@@ -68,12 +83,21 @@ function pipe(from: Socket, to: Socket, count: (n: number) => void): void {
       to.once("drain", () => from.resume());
     }
   });
-  from.once("end", () => to.end());
+  from.once("end", () => endAndDestroy(to, undefined, endDestroyMs));
   from.once("close", () => to.destroy());
 }
 
-export function createTunnelService(ctx: ServiceContext): Service {
+export interface TunnelOptions {
+  loginTimeoutMs?: number;
+  idleTimeoutMs?: number;
+  endDestroyMs?: number;
+}
+
+export function createTunnelService(ctx: ServiceContext, options: TunnelOptions = {}): Service {
   const { printer } = ctx;
+  const loginTimeoutMs = options.loginTimeoutMs ?? TUNNEL_LOGIN_TIMEOUT_MS;
+  const idleTimeoutMs = options.idleTimeoutMs ?? TUNNEL_IDLE_TIMEOUT_MS;
+  const endDestroyMs = options.endDestroyMs ?? END_DESTROY_MS;
   const log = serviceLogger(printer.name, "tunnel");
   registerSecret(printer.accessCode);
   const labels = { printer: printer.name, service: "tunnel" };
@@ -108,7 +132,7 @@ export function createTunnelService(ctx: ServiceContext): Service {
   const onClient = async (client: Socket, info: { peer: string; log: Logger }) => {
     let login: TunnelLogin;
     try {
-      login = await readTunnelLogin(client);
+      login = await readTunnelLogin(client, loginTimeoutMs);
     } catch (error) {
       info.log.info(`closing: no login: ${(error as Error).message}`);
       return void client.destroy();
@@ -138,11 +162,25 @@ export function createTunnelService(ctx: ServiceContext): Service {
     upstream.once("close", () => upstreams.delete(upstream));
     upstream.write(login.bytes);
     bytesUp.inc(login.bytes.length);
-    pipe(client, upstream, (n) => bytesUp.inc(n));
-    pipe(upstream, client, (n) => bytesDown.inc(n));
+    const idle = idleDeadline(idleTimeoutMs, () => {
+      info.log.info(`closing: no bytes either way for ${idleTimeoutMs / 1000} s`);
+      client.destroy();
+      upstream.destroy();
+    });
+    pipe(client, upstream, (n) => {
+      idle.touch();
+      bytesUp.inc(n);
+    }, endDestroyMs);
+    pipe(upstream, client, (n) => {
+      idle.touch();
+      bytesDown.inc(n);
+    }, endDestroyMs);
     client.resume();
     info.log.info(`file tunnel session open (${upstreams.size} at once)`);
-    client.once("close", () => info.log.info("file tunnel session closed"));
+    client.once("close", () => {
+      idle.clear();
+      info.log.info("file tunnel session closed");
+    });
   };
 
   return {
