@@ -4,6 +4,7 @@ import type { SimChamber } from "../lib/sim/chamber.ts";
 import type { Service, ServiceContext } from "../lib/core/service.ts";
 import { createChamberService } from "../lib/bambu/chamber.ts";
 import { captureLogs, setupLogging } from "../lib/log.ts";
+import { encodeTunnelLogin } from "../lib/sim/tunnel.ts";
 import { ACCESS_CODE, haClient, proxyContext, sequenceOf, slowClient, VIEWER_CODE, watch, waitFor, type TestViewer } from "./chamber-fixtures.ts";
 
 const SIM = "127.0.4.30";
@@ -131,3 +132,43 @@ describe("chamber camera proxy in front of a simulated P1S (2 viewer slots)", ()
   }, 15_000);
 });
 
+
+describe("Bambu Studio's file-tunnel login on a P1S camera port (127.0.22.50-51)", () => {
+  const EDGE_SIM = "127.0.22.50";
+  const EDGE_PROXY = "127.0.22.51";
+  let sim: SimPrinter;
+  let proxy: Service;
+
+  beforeAll(async () => {
+    setupLogging("info", { quiet: true });
+    sim = await startSimulatedBambu({ host: EDGE_SIM, model: "P1S", accessCode: ACCESS_CODE, services: ["chamber"], cameraFps: 10 });
+    // The login deadline stays at its 10 s default: the tunnel login must be recognised, not timed out.
+    proxy = createChamberService(proxyContext({ name: "p1s", proxy: EDGE_PROXY, printer: EDGE_SIM }), { lingerMs: 60_000, endDestroyMs: 300 });
+    await proxy.start();
+  });
+  afterAll(async () => {
+    await proxy?.stop();
+    await sim?.stop();
+  });
+
+  test("is closed well within 1 s with a log line in words, while a viewer on the same port keeps its frames", async () => {
+    const logs = captureLogs();
+    const viewer = watch(EDGE_PROXY, 6000, { accessCode: ACCESS_CODE });
+    try {
+      await viewer.moreFrames(2);
+      const started = performance.now();
+      const studio = watch(EDGE_PROXY, 6000, Buffer.concat(encodeTunnelLogin(ACCESS_CODE)));
+      await studio.closed;
+      expect(performance.now() - started).toBeLessThan(1_000);
+      expect(studio.bytes).toBe(0);
+      await viewer.moreFrames(3);
+      expect(viewer.isClosed).toBe(false);
+    } finally {
+      logs.stop();
+      viewer.close();
+    }
+    const line = logs.lines.find((l) => l.includes("[p1s/chamber]") && l.includes("a file-tunnel login on the camera port (Bambu Studio fetching the job's cover image); this printer has no file tunnel, closing"));
+    expect(line).toMatch(/\d+\.\d+\.\d+\.\d+:\d+ a file-tunnel login/);
+    expect(logs.lines.join("\n")).not.toContain(ACCESS_CODE);
+  });
+});

@@ -11,9 +11,13 @@ import { listen, readExactly, type Listening } from "../core/server.ts";
 import type { CameraFeed, CameraFrame, Service, ServiceContext, ServiceStatus } from "../core/service.ts";
 import { createUpstream, LoginRefused, upstreamProblem, type Link } from "../core/upstream.ts";
 import { printerClientTlsOptions, serverTlsOptions } from "../tls.ts";
+import { END_DESTROY_MS, endAndDestroy } from "../core/edge.ts";
 import { createFrameParser, decodeLogin, encodeFrameHeader, encodeLogin, FRAME_HEADER_SIZE, LOGIN_SIZE, loginMatches } from "./chamber-codec.ts";
+import { FRAMED_LOGIN_SIZE, isFramedLoginHeader } from "./tunnel.ts";
 
 export const VIEWER_LOGIN_TIMEOUT_MS = 10_000;
+/** The login's first bytes, enough to tell a camera login from Bambu Studio's file-tunnel login. */
+const LOGIN_KIND_BYTES = 16;
 /** A viewer that takes not one frame in this long is gone (or wedged): close it (checked every second). */
 export const VIEWER_STALL_TIMEOUT_MS = 30_000;
 /** Viewers stay connected through upstream drops shorter than this; then they are closed so they notice. */
@@ -35,6 +39,8 @@ export interface ChamberOptions {
   backoffMaxMs?: number;
   viewerStallTimeoutMs?: number;
   noFramesCloseMs?: number;
+  viewerLoginTimeoutMs?: number;
+  endDestroyMs?: number;
 }
 
 interface Viewer {
@@ -52,6 +58,8 @@ export function createChamberService(ctx: ServiceContext, options: ChamberOption
   const log = serviceLogger(printer.name, "chamber");
   const stallTimeoutMs = options.viewerStallTimeoutMs ?? VIEWER_STALL_TIMEOUT_MS;
   const noFramesCloseMs = options.noFramesCloseMs ?? NO_FRAMES_CLOSE_MS;
+  const loginTimeoutMs = options.viewerLoginTimeoutMs ?? VIEWER_LOGIN_TIMEOUT_MS;
+  const endDestroyMs = options.endDestroyMs ?? END_DESTROY_MS;
   registerSecret(printer.accessCode);
   registerSecret(printer.viewerAccessCode);
 
@@ -243,10 +251,27 @@ export function createChamberService(ctx: ServiceContext, options: ChamberOption
     }
   };
 
+  /** The 80-byte camera login, or "file-tunnel" as soon as the first 32 bytes are the file tunnel's login. */
+  const readLogin = async (socket: Socket): Promise<Buffer | "file-tunnel"> => {
+    const deadline = Date.now() + loginTimeoutMs;
+    const left = () => Math.max(1, deadline - Date.now());
+    const first = await readExactly(socket, LOGIN_KIND_BYTES, left());
+    if (isFramedLoginHeader(first)) {
+      await readExactly(socket, FRAMED_LOGIN_SIZE - LOGIN_KIND_BYTES, left());
+      return "file-tunnel";
+    }
+    return Buffer.concat([first, await readExactly(socket, LOGIN_SIZE - LOGIN_KIND_BYTES, left())]);
+  };
+
   const onClient = (socket: Socket, client: { peer: string; log: Logger }) => {
     socket.setNoDelay?.(true);
-    readExactly(socket, LOGIN_SIZE, VIEWER_LOGIN_TIMEOUT_MS).then(
+    readLogin(socket).then(
       (bytes) => {
+        if (bytes === "file-tunnel") {
+          // What a real P1S answers here is not known yet (docs/protocol-notes.md); a camera-only port closes.
+          client.log.info("a file-tunnel login on the camera port (Bambu Studio fetching the job's cover image); this printer has no file tunnel, closing");
+          return endAndDestroy(socket, undefined, endDestroyMs);
+        }
         const login = decodeLogin(bytes);
         if ("error" in login) {
           client.log.warn(`closing: ${login.error}`);
