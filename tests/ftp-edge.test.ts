@@ -3,7 +3,9 @@
 // across TLS records survives, a client that leaves after the handshake is logged, and a transfer the printer
 // (a real vsftpd) refuses is logged with the path and the reply, never the access code.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from "node:tls";
 import { createFtpService } from "../lib/bambu/ftp.ts";
@@ -57,7 +59,7 @@ describe("FTPS proxy edge policy (simulated printer)", () => {
   beforeAll(async () => {
     sim = await startSimulatedBambu({ host: SIM, services: ["ftp"], accessCode: ACCESS_CODE });
     ftp = sim.service<SimFtpService>("ftp")!;
-    proxy = createFtpService(proxyContext({ name: "ftp-edge", proxy: PROXY, printer: SIM }));
+    proxy = createFtpService(proxyContext({ name: "ftp-edge", proxy: PROXY, printer: SIM, extra: "ftp_sessions = 1\n" }));
     await proxy.start();
   });
   afterAll(async () => {
@@ -119,6 +121,48 @@ describe("FTPS proxy edge policy (simulated printer)", () => {
     expect(await c.waitFor(/^(257|550) .*$/m)).toBeDefined();
     expect(c.text).toMatch(/^257 /m);
     expect(existsSync(join(ftp.root, name))).toBe(true);
+    c.close();
+  });
+
+  test("a client that leaves while its command waits for the busy printer session is taken out of the queue", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "pp-ftp-edge-"));
+    writeFileSync(join(dir, "slow.bin"), randomBytes(3_000_000));
+    // A slow upload holds the only printer session.
+    const upload = Bun.spawn(["curl", "-sS", "-k", "--limit-rate", "200K", "-u", `bblp:${ACCESS_CODE}`, "-T", join(dir, "slow.bin"), `ftps://${PROXY}/slow.3mf`], { stdout: "ignore", stderr: "ignore" });
+    try {
+      for (let i = 0; i < 200 && proxy.status().details?.waiting === 0 && !/1 busy/.test(proxy.status().upstream ?? ""); i++) await Bun.sleep(25);
+      expect(proxy.status().upstream).toContain("1 busy");
+      const c = await loggedIn(PROXY);
+      c.send("MKD queued");
+      for (let i = 0; i < 200 && proxy.status().details?.waiting !== 1; i++) await Bun.sleep(25);
+      expect(proxy.status().details?.waiting).toBe(1);
+      c.close();
+      for (let i = 0; i < 40 && proxy.status().details?.waiting !== 0; i++) await Bun.sleep(25);
+      expect(proxy.status().details?.waiting).toBe(0);
+      expect(proxy.status().upstream).toContain("1 busy");
+    } finally {
+      upload.kill();
+      await upload.exited;
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 20_000);
+
+  test("ABOR during an upload is read and answered while the transfer is running", async () => {
+    const c = await loggedIn(PROXY);
+    c.send("PBSZ 0", "PROT P", "TYPE I", "EPSV");
+    const epsv = await c.waitFor(/^229 .*\(\|\|\|(\d+)\|\)/m);
+    expect(epsv).toBeDefined();
+    const data = tlsConnect({ host: PROXY, port: Number(epsv![1]), rejectUnauthorized: false });
+    data.on("error", () => {});
+    c.send("STOR aborted.3mf");
+    expect(await c.waitFor(/^150 /m)).toBeDefined();
+    data.write(randomBytes(100_000));
+    await Bun.sleep(200);
+    // The data connection stays open: only ABOR on the control connection can end this transfer.
+    c.send("ABOR");
+    expect(await c.waitFor(/^226 ABOR/m)).toBeDefined();
+    expect(c.text).toMatch(/^426 /m);
+    data.destroy();
     c.close();
   });
 

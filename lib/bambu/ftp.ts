@@ -171,8 +171,8 @@ function serveClient(socket: TLSSocket, raw: Socket, client: ClientInfo, ctx: Cl
 
   /** Borrows a printer session for `work`; the client is removed from the queue if it leaves first. */
   const withPrinter = async (upload: boolean, work: (s: PrinterSession) => Promise<void>) => {
-    // Keep reading while the printer is busy: a paused socket would not notice the client leave (Bun: no
-    // close event while paused), nor an ABOR. What it sends meanwhile waits in the lane, bounded.
+    // Keep reading while the printer works: an ABOR must get through during a transfer. What the client sends
+    // meanwhile waits in the lane, bounded.
     if (!socket.destroyed) socket.resume();
     const ticket = pool.acquire(upload);
     cancels.add(ticket.cancel);

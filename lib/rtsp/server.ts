@@ -401,7 +401,8 @@ export function createRtspServer(options: RtspServerOptions): RtspServer {
         socket.destroy();
       },
     });
-    /** While a request waits for the stream: Bun emits no close on a paused socket, so keep reading (bounded). */
+    /** While a request waits for the stream: Bun emits no close on a paused plain TCP socket, so keep reading
+     * (what arrives waits in the lane, bounded). */
     const keepReading = () => void (!socket.destroyed && socket.resume());
     socket.on("data", (chunk: Buffer) => {
       let messages;
