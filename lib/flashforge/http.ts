@@ -13,7 +13,13 @@ import { serviceLogger } from "../log.ts";
 export const MAX_JSON_BODY_BYTES = 1024 * 1024;
 /** /detail answers are small; we read them whole to put the proxy's address in. */
 export const MAX_REWRITTEN_RESPONSE_BYTES = 4 * 1024 * 1024;
+/**
+ * From the connection (or the end of the last response) to a complete request head. Our own timer: Bun's
+ * node:http ignores `headersTimeout`, and its socket timeouts are not reset by header bytes (docs/protocol-notes.md).
+ */
 export const HEADERS_TIMEOUT_MS = 10_000;
+/** A JSON request's body (at most MAX_JSON_BODY_BYTES) must have arrived this long after its head. */
+export const JSON_BODY_TIMEOUT_MS = 30_000;
 /** A connection with no bytes either way for this long is closed (an upload in progress keeps it busy). */
 export const IDLE_TIMEOUT_MS = 60_000;
 export const UPSTREAM_TIMEOUT_MS = 60_000;
@@ -25,9 +31,20 @@ export const VERIFY_FAILED_CODE = 1001;
 
 const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade", "host"]);
 
-export function createFlashforgeHttp(ctx: ServiceContext): Service {
+export interface FlashforgeHttpOptions {
+  /** Tests shorten HEADERS_TIMEOUT_MS, IDLE_TIMEOUT_MS and JSON_BODY_TIMEOUT_MS with these. */
+  headersTimeoutMs?: number;
+  idleTimeoutMs?: number;
+  jsonBodyTimeoutMs?: number;
+}
+
+export function createFlashforgeHttp(ctx: ServiceContext, options: FlashforgeHttpOptions = {}): Service {
   const { printer } = ctx;
   const log = serviceLogger(printer.name, "http");
+  const headersTimeoutMs = options.headersTimeoutMs ?? HEADERS_TIMEOUT_MS;
+  const idleTimeoutMs = options.idleTimeoutMs ?? IDLE_TIMEOUT_MS;
+  const jsonBodyTimeoutMs = options.jsonBodyTimeoutMs ?? JSON_BODY_TIMEOUT_MS;
+  const headDeadlines = new WeakMap<Socket, ReturnType<typeof setTimeout>>();
   const agent = new Agent({ keepAlive: true, maxSockets: MAX_PRINTER_REQUESTS });
   const sockets = new Set<Socket>();
   const refusals = ctx.metrics.counter("pandaproxy_flashforge_http_refused_total", "Requests refused for wrong credentials", { printer: printer.name });
@@ -134,6 +151,11 @@ export function createFlashforgeHttp(ctx: ServiceContext): Service {
 
   const handleJson = (req: IncomingMessage, res: ServerResponse, expectsContinue: boolean) => {
     if (expectsContinue) res.writeContinue();
+    const bodyDeadline = setTimeout(() => {
+      log.with({ peer: peerOf(req.socket) }).warn(`closing: the body of ${req.method} ${pathOf(req)} did not arrive within ${jsonBodyTimeoutMs / 1000} s`);
+      req.socket.destroy();
+    }, jsonBodyTimeoutMs);
+    req.on("close", () => clearTimeout(bodyDeadline));
     const chunks: Buffer[] = [];
     let size = 0;
     let tooLarge = false;
@@ -143,6 +165,7 @@ export function createFlashforgeHttp(ctx: ServiceContext): Service {
       else chunks.push(c);
     });
     req.on("end", () => {
+      clearTimeout(bodyDeadline);
       if (tooLarge) return refuse(req, res, `body over ${MAX_JSON_BODY_BYTES} bytes`, false);
       const body = Buffer.concat(chunks);
       let parsed: unknown;
@@ -157,21 +180,37 @@ export function createFlashforgeHttp(ctx: ServiceContext): Service {
     });
   };
 
+  /** Until a request head arrives on `socket`, a deadline runs (silent, half-sent and slow-loris clients). */
+  const awaitHead = (socket: Socket) => {
+    clearTimeout(headDeadlines.get(socket));
+    if (socket.destroyed) return;
+    headDeadlines.set(socket, setTimeout(() => {
+      log.with({ peer: peerOf(socket) }).info(`closing: no complete request within ${headersTimeoutMs / 1000} s`);
+      socket.destroy();
+    }, headersTimeoutMs));
+  };
+
   const handle = (req: IncomingMessage, res: ServerResponse, expectsContinue: boolean) => {
+    clearTimeout(headDeadlines.get(req.socket));
+    res.on("finish", () => awaitHead(req.socket));
     if (pathOf(req) === "/uploadGcode") handleUpload(req, res, expectsContinue);
     else handleJson(req, res, expectsContinue);
   };
 
-  const server = createServer({ headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: 0 }, (req, res) => handle(req, res, false));
+  const server = createServer({ headersTimeout: headersTimeoutMs, requestTimeout: 0 }, (req, res) => handle(req, res, false));
   server.on("checkContinue", (req: IncomingMessage, res: ServerResponse) => handle(req, res, true));
   server.maxConnections = MAX_HTTP_CLIENTS;
   server.on("connection", (socket: Socket) => {
     sockets.add(socket);
-    socket.setTimeout(IDLE_TIMEOUT_MS, () => {
-      log.with({ peer: peerOf(socket) }).info(`closing: idle for ${IDLE_TIMEOUT_MS / 1000} s`);
+    socket.setTimeout(idleTimeoutMs, () => {
+      log.with({ peer: peerOf(socket) }).info(`closing: idle for ${idleTimeoutMs / 1000} s`);
       socket.destroy();
     });
-    socket.on("close", () => sockets.delete(socket));
+    awaitHead(socket);
+    socket.on("close", () => {
+      clearTimeout(headDeadlines.get(socket));
+      sockets.delete(socket);
+    });
   });
   server.on("clientError", (e: Error, socket: Socket) => {
     log.with({ peer: peerOf(socket) }).info(`closing: not HTTP (${e.message})`);
