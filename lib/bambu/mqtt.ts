@@ -317,6 +317,8 @@ export function createMqttService(ctx: ServiceContext, options: MqttServiceOptio
         socket.destroy();
         return;
       }
+      // The rest of a pipelined batch after we closed the client is not handled.
+      if (client.closed) return;
       idle?.touch();
       switch (packet.cmd) {
         case "subscribe": {
