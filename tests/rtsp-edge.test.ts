@@ -102,10 +102,17 @@ describe("our RTSP server's requests", () => {
   const FIRST_REQUEST_MS = 600;
   const MAX_PENDING = 16;
   let listening: Listening;
+  /** Readers waiting for the (never live) stream: what keeps FFmpeg running. */
+  let claims = 0;
   beforeAll(async () => {
+    const stream = createStream("/streaming/live/1", log);
+    stream.setDemand(() => {
+      claims++;
+      return () => void claims--;
+    });
     const server = createRtspServer({
       log,
-      streams: new Map([["/streaming/live/1", createStream("/streaming/live/1", log)]]),
+      streams: new Map([["/streaming/live/1", stream]]),
       readerAuth: createAuthenticator({ realm: "test", allowBasic: true, credentials: () => [{ user: "bblp", password: "12345678", role: "access code" }] }),
       firstRequestTimeoutMs: FIRST_REQUEST_MS,
       idleTimeoutMs: 10_000,
@@ -156,5 +163,16 @@ describe("our RTSP server's requests", () => {
     expect(at).toBeGreaterThan(0);
     expect(at - started).toBeLessThan(FIRST_REQUEST_MS + 1_000);
     expect(capture.lines.some((l) => l.includes(c.peer) && l.includes("no whole request within"))).toBe(true);
+  });
+
+  test("a plain RTSP client that leaves while DESCRIBE waits for the stream releases its claim at once", async () => {
+    const c = await connectRaw();
+    const basic = Buffer.from("bblp:12345678").toString("base64");
+    c.socket.write(`DESCRIBE rtsp://${SERVER}:8554/streaming/live/1 RTSP/1.0\r\nCSeq: 1\r\nAuthorization: Basic ${basic}\r\n\r\n`);
+    for (let i = 0; i < 100 && claims === 0; i++) await Bun.sleep(10);
+    expect(claims).toBe(1);
+    c.socket.destroy();
+    for (let i = 0; i < 50 && claims > 0; i++) await Bun.sleep(10);
+    expect(claims).toBe(0);
   });
 });

@@ -203,7 +203,6 @@ export function createRtspServer(options: RtspServerOptions): RtspServer {
           stream = found.stream;
           release ??= stream.claim();
           try {
-            keepReading();
             await stream.whenLive(DESCRIBE_WAIT_MS);
           } catch (error) {
             log.warn(`DESCRIBE ${stream.path}: ${(error as Error).message}; answering 503`);
@@ -233,7 +232,6 @@ export function createRtspServer(options: RtspServerOptions): RtspServer {
           release ??= stream.claim();
           if (!stream.live) {
             try {
-              keepReading();
               await stream.whenLive(DESCRIBE_WAIT_MS);
             } catch {
               return reply(request, 503);
@@ -401,9 +399,6 @@ export function createRtspServer(options: RtspServerOptions): RtspServer {
         socket.destroy();
       },
     });
-    /** While a request waits for the stream: Bun emits no close on a paused plain TCP socket, so keep reading
-     * (what arrives waits in the lane, bounded). */
-    const keepReading = () => void (!socket.destroyed && socket.resume());
     socket.on("data", (chunk: Buffer) => {
       let messages;
       try {
