@@ -492,7 +492,7 @@ const readRest = (socket: PassThrough, ms: number) =>
 
 const tunnelLogin: FuzzTarget = {
   name: "file-tunnel login",
-  costFactor: 20,
+  costFactor: 2,
   property: () =>
     fc.asyncProperty(tunnelInput, cuts(6), accessCode, async ({ stream, form, code }, at, configured) => {
       const { socket, writing } = fedSocket(chunked(stream, at));

@@ -109,7 +109,7 @@ function exchange(host: string, port: number, bytes: Buffer, halfClose: boolean)
 
 const webRoutes: FuzzTarget = {
   name: "web routes",
-  costFactor: 20,
+  costFactor: 4,
   property: () =>
     fc.asyncProperty(request, async (r) => {
       const { open, auth } = await start();
