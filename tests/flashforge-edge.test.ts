@@ -227,6 +227,22 @@ describe("FlashForge TCP at the edge", () => {
     }
   });
 
+  test("a client that leaves while its slow command runs is seen at once: its other commands never reach the printer", async () => {
+    await waitUntil(() => tcp.status().clients === 0);
+    const client = await consoleClient(PROXY_HOST, TCP_PORT);
+    const from = sim.tcp.commands.length;
+    client.send("~G28");
+    await waitUntil(() => sim.tcp.commands.slice(from).some((c) => c.line === "~G28"));
+    expect(tcp.status().clients).toBe(1);
+    // Sent while G28 is pending, then the client goes: its FIN comes after these bytes.
+    client.socket.write("~M119\r\n~M119\r\n");
+    await Bun.sleep(50);
+    client.close();
+    await waitUntil(() => tcp.status().clients === 0, SLOW_COMMAND_MS / 2);
+    await Bun.sleep(SLOW_COMMAND_MS + 300);
+    expect(sim.tcp.commands.slice(from).filter((c) => c.line === "~M119").length).toBe(0);
+  });
+
   test("a flood of thousands of pipelined commands ends that client with a clear line; another is answered", async () => {
     const logs = captureLogs();
     const flooder = await consoleClient(PROXY_HOST, TCP_PORT);

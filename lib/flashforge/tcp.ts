@@ -28,7 +28,7 @@ export const BINARY_GRACE_MS = 2_000;
  * command is with the printer (G28, M109, M190 take minutes).
  */
 export const CLIENT_IDLE_TIMEOUT_MS = 60_000;
-/** Commands a client may pipeline before it is told so and closed; its socket is paused while one is pending. */
+/** Commands a client may pipeline (waiting in its lane, one at a time to the printer) before it is told so and closed. */
 export const MAX_PENDING_PER_CLIENT = 32;
 /** Reply bytes a client has not read yet; beyond this it is too slow and is closed. */
 export const MAX_CLIENT_BACKLOG_BYTES = 8 * 1024 * 1024;
@@ -341,6 +341,10 @@ export function createFlashforgeTcp(ctx: ServiceContext, options: FlashforgeTcpO
     return new Promise<void>((done) => {
       queue.push({ command, client, done });
       void pump();
+      // Reading goes on while the printer works: a paused plain socket does not see its client leave
+      // (docs/protocol-notes.md), and a client that left must not have its other commands sent. What it sends
+      // meanwhile waits in its lane, bounded by MAX_PENDING_PER_CLIENT.
+      if (!client.closed) client.socket.resume();
     });
   };
 
