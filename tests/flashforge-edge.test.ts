@@ -135,6 +135,7 @@ describe("FlashForge TCP at the edge", () => {
   });
 
   test("an uploader that vanished in the middle of its file: the printer session is dropped without a command that would become file data", async () => {
+    const logs = captureLogs();
     const uploader = await consoleClient(PROXY_HOST, TCP_PORT);
     const other = await consoleClient(PROXY_HOST, TCP_PORT);
     try {
@@ -149,7 +150,9 @@ describe("FlashForge TCP at the edge", () => {
       expect((await other.readText()).startsWith("CMD M115 Received.")).toBe(true);
       expect(sim.tcp.sessions).toBe(sessions + 1);
       expect(sim.state.files.has("/data/half.gcode")).toBe(false);
+      expect(logs.lines.some((l) => l.includes("[ff5m/tcp]") && l.includes("upload abandoned (100 of 105 bytes received)"))).toBe(true);
     } finally {
+      logs.stop();
       uploader.close();
       other.close();
     }

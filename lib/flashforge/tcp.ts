@@ -270,7 +270,7 @@ export function createFlashforgeTcp(ctx: ServiceContext, options: FlashforgeTcpO
       else if (!client) log.warn(`${command.code} (sent by the proxy) failed: ${why}`);
       if (client && exclusiveFor === client) {
         exclusiveFor = undefined;
-        if (conn.owesUploadBytes) client.log.warn(`upload abandoned after ${client.upload ? client.upload.size - client.upload.remaining : "?"} bytes: dropping the printer session (it takes anything we send now as file data)`);
+        if (conn.owesUploadBytes) client.log.warn(`upload abandoned (${client.upload ? `${client.upload.size - client.upload.remaining} of ${client.upload.size}` : "some"} bytes received): dropping the printer session, which takes anything we send now as file data`);
       }
       upstream.reconnect(`${command.code}: ${why}`);
     } finally {
