@@ -4,6 +4,7 @@
 import fc from "fast-check";
 import { basename, join } from "node:path";
 import { parseArgs } from "node:util";
+import { setupLogging } from "../lib/log.ts";
 import type { FuzzTarget } from "../tests/fuzz/target.ts";
 
 export const FUZZ_DIR = join(import.meta.dir, "..", "tests", "fuzz");
@@ -85,6 +86,8 @@ async function main(): Promise<number> {
   if (!Number.isInteger(seed)) throw new Error(`--seed must be an integer, not "${values.seed}"`);
   const filter = values.target?.toLowerCase();
 
+  // Lines are formatted (the socket-level target reads them) but not printed.
+  setupLogging("info", { quiet: true });
   const modules = await loadFuzzModules();
   const rows: string[][] = [];
   let failed = 0;

@@ -1,6 +1,6 @@
 // Every fuzz target of every tests/fuzz/*.fuzz.ts module, seeded and short (a few thousand cases; socket-level
 // targets scaled down by their costFactor). `npm run fuzz` runs the same targets for a million cases each.
-import { afterAll, describe, expect, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { setupLogging } from "../lib/log.ts";
 import { DEFAULT_FUZZ_SEED, casesFor, failureReport, loadFuzzModules, runFuzzTarget } from "../scripts/fuzz.ts";
 
@@ -9,7 +9,8 @@ const TEST_CASES = 2_000;
 /** Per target: the socket-level ones start a simulator and a proxy on their first case. */
 const TARGET_TIMEOUT_MS = 45_000;
 
-setupLogging("error", { quiet: true });
+// Lines are formatted (the socket-level target reads them) but not printed.
+beforeAll(() => setupLogging("info", { quiet: true }));
 const modules = await loadFuzzModules();
 
 for (const module of modules) {

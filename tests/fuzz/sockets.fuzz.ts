@@ -11,6 +11,7 @@ import { connect as tcpConnect, type Socket } from "node:net";
 import { connect as tlsConnect } from "node:tls";
 import mqtt from "mqtt";
 import { parseConfig } from "../../lib/config.ts";
+import { captureLogs } from "../../lib/log.ts";
 import { END_DESTROY_MS } from "../../lib/core/edge.ts";
 import { buildServices, type ServiceContext, type ServiceFactories } from "../../lib/core/service.ts";
 import { createBindService } from "../../lib/bambu/bind.ts";
@@ -45,6 +46,8 @@ const HOSTS = {
   ad5m: { sim: "127.0.21.34", proxy: "127.0.21.44" },
 };
 const SSDP_TARGET = "127.0.21.99";
+/** Where the fuzzing clients (and the well-behaved subscriber) connect from. */
+const CLIENT_ADDRESS = "127.0.21.98";
 /** Ports no other test uses, the same on the simulators' and the proxy's addresses. */
 const BAMBU = { chamber: 21600, rtsp: 21322, rtsp_plain: 21554, mqtt: 21883, ftp: 21990, bind: 21300, bind_tls: 21302, ssdp: 21021 };
 const FLASHFORGE = { tcp: 21899, http: 21898, discovery: 21889, camera: 21080 };
@@ -162,6 +165,8 @@ interface Fixture {
   listeners: Listener[];
   /** Thrown out of a handler (or a rejection nobody handled) since the last case began. */
   escaped: unknown[];
+  /** Log lines since the last case began. */
+  logLines: string[];
   stopWatching(): void;
 }
 
@@ -204,6 +209,7 @@ async function startFixture(): Promise<Fixture> {
       : FACTORIES),
   });
 
+  const logs = captureLogs();
   const escaped: unknown[] = [];
   const onEscape = (error: unknown) => void escaped.push(error);
   process.on("uncaughtException", onEscape);
@@ -212,6 +218,8 @@ async function startFixture(): Promise<Fixture> {
   let lastReport = 0;
   const subscriber = mqtt.connect({
     host: HOSTS.p1s.proxy, port: BAMBU.mqtt, protocol: "mqtts", username: "bblp", password: ACCESS_CODE, rejectUnauthorized: false, reconnectPeriod: 500,
+    // mqtt.js hands its options to tls.connect, which takes the source address too.
+    ...({ localAddress: CLIENT_ADDRESS } as object),
   });
   subscriber.on("message", () => void (lastReport = Date.now()));
   subscriber.on("error", () => {});
@@ -221,8 +229,9 @@ async function startFixture(): Promise<Fixture> {
     subscriber.once("message", () => (clearTimeout(timer), resolve()));
   });
   return {
-    supervisor, sims, subscriber, lastReportAt: () => lastReport, listeners: listeners(withRtsp), escaped,
+    supervisor, sims, subscriber, lastReportAt: () => lastReport, listeners: listeners(withRtsp), escaped, logLines: logs.lines,
     stopWatching() {
+      logs.stop();
       process.off("uncaughtException", onEscape);
       process.off("unhandledRejection", onEscape);
     },
@@ -261,8 +270,8 @@ function probe(l: Listener, payload: Buffer, tls: boolean, ending: Ending, waitM
     const host = HOSTS[l.printer].proxy;
     const started = Date.now();
     const socket: Socket = tls
-      ? tlsConnect({ host, port: l.port, rejectUnauthorized: false, ciphers: "AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384", maxVersion: "TLSv1.2" })
-      : tcpConnect({ host, port: l.port });
+      ? tlsConnect({ socket: tcpConnect({ host, port: l.port, localAddress: CLIENT_ADDRESS }), rejectUnauthorized: false, ciphers: "AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384", maxVersion: "TLSv1.2" })
+      : tcpConnect({ host, port: l.port, localAddress: CLIENT_ADDRESS });
     let answered = false;
     let closed = false;
     let connected = false;
@@ -302,7 +311,7 @@ function sendDatagram(l: Listener, payload: Buffer): Promise<void> {
   return new Promise((resolve) => {
     const socket = createSocket("udp4");
     socket.on("error", () => {});
-    socket.bind(0, "127.0.21.98", () => socket.send(payload, l.port, HOSTS[l.printer].proxy, () => setTimeout(() => (socket.close(), resolve()), 20)));
+    socket.bind(0, CLIENT_ADDRESS, () => socket.send(payload, l.port, HOSTS[l.printer].proxy, () => setTimeout(() => (socket.close(), resolve()), 20)));
   });
 }
 
@@ -338,6 +347,7 @@ const sockets: FuzzTarget = {
     fc.asyncProperty(fuzzCase, async (c) => {
       const f = await start();
       f.escaped.length = 0;
+      f.logLines.length = 0;
       const l = f.listeners[c.listener % f.listeners.length]!;
       const payload = payloadOf(l, c.payload);
       const what = `${l.name} (${l.printer} ${HOSTS[l.printer].proxy}:${l.port}), ${c.payload.kind} ${payload.length} bytes, ${c.ending}`;
@@ -363,6 +373,14 @@ const sockets: FuzzTarget = {
         for (let waited = 0; clientsOf(f, l) > baseline; waited += 20) {
           if (waited > SLOT_RELEASE_MS) fail(`${what}: ${l.service} still counts ${clientsOf(f, l)} clients ${SLOT_RELEASE_MS} ms after the client left`);
           await Bun.sleep(20);
+        }
+      }
+      for (const line of f.logLines) {
+        if (/\n\s+at |\(\/.*:\d+:\d+\)/.test(line)) fail(`${what}: a stack trace in the log: ${line.slice(0, 300)}`);
+        if (line.includes(ACCESS_CODE) || line.includes(CHECK_CODE)) fail(`${what}: a code in the log: ${line.slice(0, 300)}`);
+        // What a client caused is logged naming the printer, the service and the peer.
+        if (/^\S+ (WARN|ERROR)/.test(line) && !/^\S+ \w+ +\[[^\]/]+\/[^\]]+\] /.test(line)) {
+          fail(`${what}: a warning that names no printer and service: ${line.slice(0, 300)}`);
         }
       }
       if (f.escaped.length) fail(`${what}: thrown out of a handler: ${f.escaped.map((e) => (e instanceof Error ? e.stack ?? e.message : String(e))).join("\n")}`);
