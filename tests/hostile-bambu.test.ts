@@ -14,7 +14,7 @@ import { createBindService } from "../lib/bambu/bind.ts";
 import { decodeBindFrame, detectRequest, encodeBindFrame } from "../lib/bambu/bind-codec.ts";
 import { encodeLogin } from "../lib/bambu/chamber-codec.ts";
 import { createChamberService } from "../lib/bambu/chamber.ts";
-import { createMqttService, MAX_REFUSED_PUBLISHES } from "../lib/bambu/mqtt.ts";
+import { createMqttService, MAX_REFUSED_PUBLISHES, MAX_SUBSCRIPTIONS_PER_CLIENT } from "../lib/bambu/mqtt.ts";
 import { requestTopic } from "../lib/bambu/mqtt-topics.ts";
 import { createTunnelService } from "../lib/bambu/tunnel.ts";
 import { startSimulatedBambu, type SimPrinter } from "../lib/sim/bambu.ts";
@@ -223,11 +223,17 @@ describe("hostile clients on every Bambu port of the proxy", () => {
   test("an MQTT SUBSCRIBE flood (2,000 pipelined filters) is answered, holds at most the limit, and logs once", async () => {
     await wellBehavedKeepTheirStreams(async () => {
       const flooder = await open(P1S_PROXY, 8883, true);
+      const chunks: Buffer[] = [];
+      flooder.socket.on("data", (c: Buffer) => chunks.push(c));
       const subscribes = Array.from({ length: 2_000 }, (_, i) =>
         mqttPacket.generate({ cmd: "subscribe", messageId: i + 1, subscriptions: [{ topic: `flood/${i}`, qos: 0 }] } as mqttPacket.ISubscribePacket));
       flooder.socket.write(Buffer.concat([mqttConnect(ACCESS_CODE, "subscribe-flood"), ...subscribes]));
       // CONNACK (4 bytes) and 2,000 SUBACKs (5 bytes each).
       await until("every SUBACK", () => flooder.received() >= 4 + 2_000 * 5, 3_000);
+      const subacks = Buffer.concat(chunks).subarray(4);
+      const codes = Array.from({ length: 2_000 }, (_, i) => subacks[i * 5 + 4]);
+      expect(codes.filter((c) => c === 0).length).toBe(MAX_SUBSCRIPTIONS_PER_CLIENT);
+      expect(codes.filter((c) => c === 0x80).length).toBe(2_000 - MAX_SUBSCRIPTIONS_PER_CLIENT);
       expect(logs.lines.filter((l) => l.includes(`${flooder.peer} `) && l.includes("a client may hold")).length).toBe(1);
       flooder.socket.destroy();
     });
