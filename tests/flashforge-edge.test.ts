@@ -6,6 +6,7 @@ import { createHash } from "node:crypto";
 import { connect } from "node:net";
 import { createFlashforgeCamera } from "../lib/flashforge/camera.ts";
 import { parseCameraRequestLine } from "../lib/flashforge/camera-request.ts";
+import { createFlashforgeHttp } from "../lib/flashforge/http.ts";
 import { createFlashforgeTcp } from "../lib/flashforge/tcp.ts";
 import type { Service } from "../lib/core/service.ts";
 import { captureLogs, setupLogging } from "../lib/log.ts";
@@ -22,6 +23,8 @@ const SLOW_COMMAND_MS = 1_200;
 let sim: SimFlashforge;
 let tcp: Service;
 let camera: Service;
+let http: Service;
+const HEAD_DEADLINE_MS = 400;
 
 beforeAll(async () => {
   setupLogging("info", { quiet: true });
@@ -29,13 +32,16 @@ beforeAll(async () => {
   const ctx = flashforgeContext(sim, PROXY_HOST);
   tcp = createFlashforgeTcp(ctx, { lingerMs: 60_000, clientIdleTimeoutMs: CLIENT_IDLE_MS });
   camera = createFlashforgeCamera(ctx, { lingerMs: 500 });
+  http = createFlashforgeHttp(ctx, { headersTimeoutMs: HEAD_DEADLINE_MS, jsonBodyTimeoutMs: 5_000 });
   await tcp.start();
   await camera.start();
+  await http.start();
 });
 
 afterAll(async () => {
   await tcp?.stop();
   await camera?.stop();
+  await http?.stop();
   await sim?.stop();
 });
 
@@ -107,6 +113,32 @@ describe("FlashForge camera at the edge", () => {
       socket.destroy();
     }
   }, 8_000);
+});
+
+describe("FlashForge HTTP at the edge", () => {
+  test("the head deadline stops once a request has arrived (a slow body is answered), and runs again after the answer", async () => {
+    const socket = connect({ host: PROXY_HOST, port: 8898 });
+    socket.on("error", () => {});
+    let answer = "";
+    let closedAt = 0;
+    socket.on("data", (c: Buffer) => void (answer += c.toString("latin1")));
+    socket.on("close", () => void (closedAt = Date.now()));
+    await new Promise<void>((resolve) => socket.once("connect", () => resolve()));
+    const body = JSON.stringify({ serialNumber: sim.identity.serial, checkCode: sim.identity.checkCode });
+    socket.write(`POST /detail HTTP/1.1\r\nHost: printer\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n`);
+    // The body over three head deadlines, in pieces.
+    for (let at = 0; at < body.length; at += Math.ceil(body.length / 6)) {
+      await Bun.sleep(HEAD_DEADLINE_MS / 2);
+      socket.write(body.slice(at, at + Math.ceil(body.length / 6)));
+    }
+    await waitUntil(() => answer.includes('"code":0'), 3_000);
+    const answeredAt = Date.now();
+    expect(answer.startsWith("HTTP/1.1 200")).toBe(true);
+    // Kept alive, but no next request: closed a head deadline later.
+    await waitUntil(() => closedAt > 0, HEAD_DEADLINE_MS + 1_500);
+    expect(closedAt - answeredAt).toBeGreaterThanOrEqual(HEAD_DEADLINE_MS - 50);
+    socket.destroy();
+  });
 });
 
 describe("FlashForge TCP at the edge", () => {

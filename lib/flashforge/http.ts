@@ -45,6 +45,8 @@ export function createFlashforgeHttp(ctx: ServiceContext, options: FlashforgeHtt
   const idleTimeoutMs = options.idleTimeoutMs ?? IDLE_TIMEOUT_MS;
   const jsonBodyTimeoutMs = options.jsonBodyTimeoutMs ?? JSON_BODY_TIMEOUT_MS;
   const headDeadlines = new WeakMap<Socket, ReturnType<typeof setTimeout>>();
+  /** Requests being answered on each connection; the head deadline runs only while there are none. */
+  const answering = new WeakMap<Socket, number>();
   const agent = new Agent({ keepAlive: true, maxSockets: MAX_PRINTER_REQUESTS });
   const sockets = new Set<Socket>();
   const refusals = ctx.metrics.counter("pandaproxy_flashforge_http_refused_total", "Requests refused for wrong credentials", { printer: printer.name });
@@ -191,8 +193,19 @@ export function createFlashforgeHttp(ctx: ServiceContext, options: FlashforgeHtt
   };
 
   const handle = (req: IncomingMessage, res: ServerResponse, expectsContinue: boolean) => {
-    clearTimeout(headDeadlines.get(req.socket));
-    res.on("finish", () => awaitHead(req.socket));
+    const socket = req.socket;
+    clearTimeout(headDeadlines.get(socket));
+    answering.set(socket, (answering.get(socket) ?? 0) + 1);
+    let answered = false;
+    const over = () => {
+      if (answered) return;
+      answered = true;
+      const left = (answering.get(socket) ?? 1) - 1;
+      answering.set(socket, left);
+      if (left === 0) awaitHead(socket);
+    };
+    res.on("finish", over);
+    res.on("close", over);
     if (pathOf(req) === "/uploadGcode") handleUpload(req, res, expectsContinue);
     else handleJson(req, res, expectsContinue);
   };
