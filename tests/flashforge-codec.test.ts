@@ -1,7 +1,7 @@
 // The FlashForge TCP codec: command lines, and where each printer reply ends (binary parts included).
 import { describe, expect, test } from "bun:test";
 import {
-  createReplyReader, decodeFileList, encodeFileList, encodeThumbnail, findOkLineEnd, measureBinary, parseCommand, textReply,
+  FILE_ENTRY_MAGIC, createReplyReader, decodeFileList, encodeFileList, encodeThumbnail, findOkLineEnd, measureBinary, parseCommand, textReply,
 } from "../lib/flashforge/tcp-codec.ts";
 
 const feed = (reader: ReturnType<typeof createReplyReader>, bytes: Buffer, step: number) => {
@@ -71,5 +71,23 @@ describe("reply reader", () => {
   test("a damaged file list is an error, not a hang", () => {
     const bad = Buffer.concat([encodeFileList(["/data/a.gcode"]).subarray(0, 8), Buffer.from("nonsense-bytes")]);
     expect(measureBinary("fileList", bad).state).toBe("invalid");
+  });
+
+  test("a file list of a million entries in 64 KB chunks is read without walking it again on every chunk", () => {
+    // encodeFileList of a million names would leave millions of small buffers for the collector to sweep meanwhile.
+    const entries = 1_000_000;
+    const list = Buffer.alloc(8 + entries * 8);
+    encodeFileList([]).copy(list);
+    list.writeUInt32BE(entries, 4);
+    for (let i = 0; i < entries; i++) FILE_ENTRY_MAGIC.copy(list, 8 + i * 8);
+    const stream = Buffer.concat([textReply("M661", []), list]);
+    const reader = createReplyReader();
+    reader.expect("M661");
+    const started = performance.now();
+    const { replies } = feed(reader, stream, 64 * 1024);
+    // Walked from the start on each of its 123 chunks, and copied whole on each, it took 2.3 s of blocked event loop.
+    expect(performance.now() - started).toBeLessThan(1_000);
+    expect(replies.length).toBe(1);
+    expect(replies[0]!.equals(stream)).toBe(true);
   });
 });
