@@ -65,7 +65,7 @@ export function createFlashforgeDiscovery(ctx: ServiceContext): Service {
   };
 
   const onProbe = (probe: Buffer, from: RemoteInfo) => {
-    if (probe.length > MAX_PROBE_BYTES) return;
+    if (probe.length > MAX_PROBE_BYTES) return log.with({ peer: `${from.address}:${from.port}` }).debug(`ignored a ${probe.length}-byte datagram (probes are small)`);
     const now = Date.now();
     if (now - windowStart >= 1_000) {
       windowStart = now;
@@ -75,13 +75,14 @@ export function createFlashforgeDiscovery(ctx: ServiceContext): Service {
       if (windowCount === MAX_REPLIES_PER_SECOND + 1) log.with({ peer: `${from.address}:${from.port}` }).warn(`more than ${MAX_REPLIES_PER_SECOND} probes a second; ignoring the rest of this second`);
       return;
     }
-    void replyFor(probe).then((reply) => {
+    const peerLog = log.with({ peer: `${from.address}:${from.port}` });
+    replyFor(probe).then((reply) => {
       // Sent from the printer's bind address: clients take the printer's address from the reply's source.
       replySocket?.send(reply, from.port, from.address, (e) => {
-        if (e) log.with({ peer: `${from.address}:${from.port}` }).debug(`reply not sent: ${e.message}`);
+        if (e) peerLog.debug(`reply not sent: ${e.message}`);
         else answered.inc();
       });
-    });
+    }).catch((e) => peerLog.warn(`no discovery reply: ${(e as Error).message}`));
   };
 
   const bind = (address: string) =>
