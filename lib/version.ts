@@ -4,6 +4,6 @@ import pkg from "../package.json" with { type: "json" };
 declare const PANDAPROXY_BUILD: string | undefined;
 
 export function versionString(): string {
-  const build = typeof PANDAPROXY_BUILD === "string" && PANDAPROXY_BUILD ? ` (${PANDAPROXY_BUILD})` : "";
+  const build = typeof PANDAPROXY_BUILD === "string" && PANDAPROXY_BUILD ? ` (commit ${PANDAPROXY_BUILD})` : "";
   return `pandaproxy ${pkg.version}${build}`;
 }
