@@ -73,7 +73,7 @@ describe("reply reader", () => {
     expect(measureBinary("fileList", bad).state).toBe("invalid");
   });
 
-  test("a file list of a million entries in 64 KB chunks is read without walking it again on every chunk", () => {
+  test("a file list of a million entries in 64 KB chunks is read whole, as one reply (speed: bench/flashforge-replies.ts)", () => {
     // encodeFileList of a million names would leave millions of small buffers for the collector to sweep meanwhile.
     const entries = 1_000_000;
     const list = Buffer.alloc(8 + entries * 8);
@@ -83,10 +83,7 @@ describe("reply reader", () => {
     const stream = Buffer.concat([textReply("M661", []), list]);
     const reader = createReplyReader();
     reader.expect("M661");
-    const started = performance.now();
     const { replies } = feed(reader, stream, 64 * 1024);
-    // Walked from the start on each of its 123 chunks, and copied whole on each, it took 2.3 s of blocked event loop.
-    expect(performance.now() - started).toBeLessThan(1_000);
     expect(replies.length).toBe(1);
     expect(replies[0]!.equals(stream)).toBe(true);
   });
