@@ -77,6 +77,10 @@ export interface WebConfig {
   listen?: { host: string; port: number };
   username?: string;
   password?: string;
+  /** true: everything on the web page is served without credentials (a warning is logged at start). */
+  open?: boolean;
+  /** Where the per-printer camera tokens and the /metrics token are kept: <state_dir>/tokens (undefined: no tokens). */
+  tokensDir?: string;
 }
 
 export interface Config {
@@ -112,7 +116,7 @@ export function loadConfig(file: string): Config {
 
 export const TOP_KEYS = ["proxy", "web", "printer"];
 export const PROXY_KEYS = ["state_dir", "log_level", "ffmpeg"];
-export const WEB_KEYS = ["listen", "username", "password"];
+export const WEB_KEYS = ["listen", "username", "password", "open"];
 export const PRINTER_KEYS = [
   "name", "type", "host", "serial", "access_code", "access_code_file", "check_code", "bind", "services", "camera",
   "model", "viewer_access_code", "ports", "printer_ports", "ftp_data_ports", "ftp_sessions", "ssdp_targets", "ssdp_listen",
@@ -150,6 +154,8 @@ export function parseConfig(text: string, file = "printers.toml"): Config {
     listen: listenText === "" ? undefined : parseHostPort(listenText, (what) => at("[web] ", "listen", what)),
     username: optionalString(webRaw, "username", "[web] ", at),
     password: optionalString(webRaw, "password", "[web] ", at),
+    open: optionalBoolean(webRaw, "open", "[web] ", at) ?? false,
+    tokensDir: join(proxy.stateDir, "tokens"),
   };
   if ((web.username === undefined) !== (web.password === undefined)) at("[web] ", "", "username and password must be set together");
 

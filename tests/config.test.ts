@@ -51,7 +51,7 @@ describe("a valid configuration", () => {
     expect(ok(base + bambu("a")).web.listen).toBeUndefined();
     expect(ok(bambu("a")).web.listen).toEqual({ host: "0.0.0.0", port: 8080 });
     expect(ok(`[web]\nlisten = "127.0.1.5:9000"\nusername = "u"\npassword = "p"\n` + bambu("a")).web).toEqual({
-      listen: { host: "127.0.1.5", port: 9000 }, username: "u", password: "p",
+      listen: { host: "127.0.1.5", port: 9000 }, username: "u", password: "p", open: false, tokensDir: expect.stringMatching(/\/tokens$/),
     });
   });
 

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { connect, type Socket } from "node:net";
 import { setupLogging } from "../lib/log.ts";
 import type { WebServer } from "../lib/web/server.ts";
-import { createTestFeed, startTestWeb, testPrinter, watchMjpeg, type TestFeed } from "./web-fixtures.ts";
+import { ADMIN_AUTH, createTestFeed, startTestWeb, testPrinter, watchMjpeg, type TestFeed } from "./web-fixtures.ts";
 
 const HOST = "127.0.19.50";
 /** Bun closes a connection that has not completed a request within about this long (not configurable). */
@@ -78,7 +78,7 @@ describe("the web port on a hostile LAN", () => {
 
     const flood = await open();
     const count = 500;
-    flood.write("GET /api/printers HTTP/1.1\r\nHost: x\r\n\r\n".repeat(count));
+    flood.write(`GET /api/printers HTTP/1.1\r\nHost: x\r\nAuthorization: ${ADMIN_AUTH.Authorization}\r\n\r\n`.repeat(count));
     const deadline = Date.now() + 10_000;
     while ((flood.received().match(/HTTP\/1\.1 200/g) ?? []).length < count && Date.now() < deadline) await Bun.sleep(20);
     expect((flood.received().match(/HTTP\/1\.1 200/g) ?? []).length).toBe(count);

@@ -13,6 +13,8 @@ import type { CameraFeed, CameraFrame } from "../lib/core/service.ts";
 import { takeSnapshot } from "../lib/web/snapshot.ts";
 
 const WEB = "127.0.9.160:18560";
+/** The code the proxy is configured with (the printer wants another): it still opens the web page. */
+const LOGIN = { Authorization: `Basic ${Buffer.from("bblp:WRONG123").toString("base64")}` };
 const state = mkdtempSync(join(tmpdir(), "pp-web-problem-"));
 let sim: SimPrinter;
 let proxy: Supervisor;
@@ -35,14 +37,14 @@ afterAll(async () => {
 
 describe("a printer that refuses the access code", () => {
   test("the snapshot answers 503 naming the refusal, and the API shows the camera's problem", async () => {
-    const response = await fetch(`http://${WEB}/printers/p1s/snapshot.jpg`);
+    const response = await fetch(`http://${WEB}/printers/p1s/snapshot.jpg`, { headers: LOGIN });
     expect(response.status).toBe(503);
     const text = await response.text();
     expect(text).toContain('printer "p1s" (127.0.9.161): no picture: the printer refused the access code');
     expect(text).toContain("check access_code");
     expect(text).not.toContain("WRONG123");
 
-    const [printer] = (await (await fetch(`http://${WEB}/api/printers`)).json()) as { camera: { state: string; problem: string | null } }[];
+    const [printer] = (await (await fetch(`http://${WEB}/api/printers`, { headers: LOGIN })).json()) as { camera: { state: string; problem: string | null } }[];
     expect(printer!.camera.state).toBe("backoff");
     expect(printer!.camera.problem).toContain("the printer refused the access code");
   }, 20_000);

@@ -14,7 +14,7 @@ import { startSimulatedBambu, type SimPrinter } from "../lib/sim/bambu.ts";
 import { SIM_FRAME_STAMP, type SimChamber } from "../lib/sim/chamber.ts";
 import { readJpegStamp } from "../lib/sim/jpeg-picture.ts";
 import type { WebServer } from "../lib/web/server.ts";
-import { startTestWeb, waitFor, watchMjpeg } from "./web-fixtures.ts";
+import { ADMIN_AUTH, startTestWeb, TEST_ADMIN, waitFor, watchMjpeg } from "./web-fixtures.ts";
 
 const PRINTER_HOST = "127.0.8.20";
 const PROXY_HOST = "127.0.8.21";
@@ -74,15 +74,15 @@ describe("web camera through the chamber proxy", () => {
           expect(simSequence(part.jpeg)).toBeGreaterThan(0);
         }
       }
-      const snapshot = await fetch(`${url}/printers/p1s/snapshot.jpg`);
+      const snapshot = await fetch(`${url}/printers/p1s/snapshot.jpg`, { headers: ADMIN_AUTH });
       expect(snapshot.status).toBe(200);
       expect(simSequence(Buffer.from(await snapshot.arrayBuffer()))).toBeGreaterThan(0);
 
-      const [api] = (await (await fetch(`${url}/api/printers`)).json()) as any[];
+      const [api] = (await (await fetch(`${url}/api/printers`, { headers: ADMIN_AUTH })).json()) as any[];
       expect(api.camera).toMatchObject({ kind: "chamber", state: "connected", webViewers: 5 });
       expect(api.camera.fps).toBeGreaterThan(0);
       expect(api.services[0]).toMatchObject({ name: "chamber", upstream: "connected" });
-      const metrics = await (await fetch(`${url}/metrics`)).text();
+      const metrics = await (await fetch(`${url}/metrics`, { headers: ADMIN_AUTH })).text();
       expect(metrics).toMatch(/^pandaproxy_camera_frames_total\{[^}]*printer="p1s"[^}]*\} [1-9]/m);
       expect(metrics).toMatch(/^pandaproxy_web_viewers\{printer="p1s"\} 5$/m);
     } finally {
@@ -95,7 +95,7 @@ describe("web camera through the chamber proxy", () => {
   test("a snapshot while nobody watches connects to the printer and returns a fresh frame", async () => {
     await waitFor("the camera to be idle", () => ctx.hub.camera!.state() === "idle", LINGER_MS + 5_000);
     const before = sim.service<SimChamber>("chamber")!.framesMade;
-    const snapshot = await fetch(`${url}/printers/p1s/snapshot.jpg`);
+    const snapshot = await fetch(`${url}/printers/p1s/snapshot.jpg`, { headers: ADMIN_AUTH });
     expect(snapshot.status).toBe(200);
     expect(simSequence(Buffer.from(await snapshot.arrayBuffer()))!).toBeGreaterThan(before);
   }, 20_000);
@@ -106,7 +106,9 @@ describe("web camera through the chamber proxy", () => {
       args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
     });
     try {
-      const page = await browser.newPage({ viewport: { width: 900, height: 800 } });
+      // Logs in as a person would in the browser's Basic auth dialog.
+      const context = await browser.newContext({ viewport: { width: 900, height: 800 }, httpCredentials: TEST_ADMIN });
+      const page = await context.newPage();
       await page.goto(`${url}/`);
       await page.waitForFunction(`(() => { const img = document.querySelector('section[data-printer="p1s"] img.camera');
         return img !== null && img.naturalWidth === 640; })()`, undefined, { timeout: 15_000 });
@@ -131,7 +133,7 @@ test("a snapshot of a printer that cannot be reached answers 503 after the wait,
   const runtime: PrinterRuntime = { config: printer, hub: ctx.hub, services: [chamber], start: async () => {}, stop: async () => {} };
   const { web, url } = await startTestWeb([runtime], { host: "127.0.8.25", metrics: ctx.metrics });
   try {
-    const response = await fetch(`${url}/printers/gone/snapshot.jpg`);
+    const response = await fetch(`${url}/printers/gone/snapshot.jpg`, { headers: ADMIN_AUTH });
     expect(response.status).toBe(503);
     const body = await response.text();
     expect(body).toContain(`printer "gone" (${unreachable})`);

@@ -7,7 +7,7 @@ import { createChamberPicture } from "../lib/sim/jpeg-picture.ts";
 import type { WebServer } from "../lib/web/server.ts";
 import { STATUS_POLL_MS } from "../lib/web/page.ts";
 import type { PrinterRuntime } from "../lib/core/service.ts";
-import { createTestFeed, startTestWeb, testPrinter, testService, type TestFeed } from "./web-fixtures.ts";
+import { createTestFeed, startTestWeb, TEST_ADMIN, testPrinter, testService, type TestFeed } from "./web-fixtures.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
 const CHROMIUM_ARGS = [
@@ -19,6 +19,7 @@ const ALL_CAMERAS_SHOWN = `(() => { const imgs = [...document.querySelectorAll("
   return imgs.length === 2 && imgs.every((img) => img.naturalWidth > 0); })()`;
 const textIs = (selector: string, text: string) => `document.querySelector(${JSON.stringify(selector)})?.textContent === ${JSON.stringify(text)}`;
 const SCREENSHOT = "/tmp/pandaproxy-status-page.png";
+const A1_MINI_CODE = "A1mini99";
 const PHONE_SCREENSHOT = "/tmp/pandaproxy-status-page-phone.png";
 
 describe.skipIf(!existsSync(CHROMIUM))("status page in Chromium", () => {
@@ -43,6 +44,7 @@ describe.skipIf(!existsSync(CHROMIUM))("status page in Chromium", () => {
       testPrinter("a1-mini", a1.feed, [testService("chamber", { state: "listening", clients: 0, upstream: "backoff: connection refused" })]),
       testPrinter("x1c", undefined, [testService("rtsp", { state: "error: ffmpeg not found", clients: 0 })]),
     ];
+    printers[1]!.config.accessCode = A1_MINI_CODE; // the others keep the test printers' 12345678
     ({ web, url } = await startTestWeb(printers, { host: "127.0.8.6" }));
     browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
   });
@@ -53,7 +55,7 @@ describe.skipIf(!existsSync(CHROMIUM))("status page in Chromium", () => {
   });
 
   test("shows every printer's live camera image and follows status changes", async () => {
-    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 }, httpCredentials: TEST_ADMIN });
     try {
       await page.goto(`${url}/`);
       const p1sImage = page.locator('section[data-printer="p1s"] img.camera');
@@ -86,8 +88,37 @@ describe.skipIf(!existsSync(CHROMIUM))("status page in Chromium", () => {
     expect(feeds[0]!.claims).toBe(0);
   }, 30_000);
 
+  test("asks for credentials; a printer's access code shows that printer's camera and no other printer", async () => {
+    const anonymous = await browser.newPage();
+    try {
+      const statuses: number[] = [];
+      anonymous.on("response", (response) => statuses.push(response.status()));
+      // Headless Chromium has no one to ask, so the navigation fails where a desktop browser shows its login dialog.
+      await expect(anonymous.goto(`${url}/`)).rejects.toThrow("ERR_INVALID_AUTH_CREDENTIALS");
+      expect(statuses).toEqual([401]);
+      expect(await anonymous.locator("img.camera").count()).toBe(0);
+    } finally {
+      await anonymous.close();
+    }
+    // The user is "bblp", as on the printer's own services.
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 }, httpCredentials: { username: "bblp", password: A1_MINI_CODE } });
+    try {
+      await page.goto(`${url}/`);
+      await page.waitForFunction(
+        `(() => { const imgs = [...document.querySelectorAll("img.camera")]; return imgs.length === 1 && imgs[0].naturalWidth > 0; })()`,
+        undefined,
+        { timeout: 10_000 },
+      );
+      expect(await page.locator("section.printer").evaluateAll((sections: any[]) => sections.map((s) => s.dataset.printer))).toEqual(["a1-mini"]);
+      expect(await page.locator("img.camera").getAttribute("src")).toContain("printers/a1-mini/camera.mjpeg");
+      expect(await page.evaluate(`fetch("printers/p1s/snapshot.jpg").then((r) => r.status)`)).toBe(403);
+    } finally {
+      await page.close();
+    }
+  }, 30_000);
+
   test("fits a phone screen", async () => {
-    const page = await browser.newPage({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true });
+    const page = await browser.newPage({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, httpCredentials: TEST_ADMIN });
     try {
       await page.goto(`${url}/`);
       await page.waitForFunction(ALL_CAMERAS_SHOWN, undefined, { timeout: 10_000 });
@@ -105,7 +136,7 @@ describe.skipIf(!existsSync(CHROMIUM))("status page in Chromium", () => {
   }, 30_000);
 
   test("when a printer's camera is replaced (reload, restart) the page reconnects to the new one", async () => {
-    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 }, httpCredentials: TEST_ADMIN });
     try {
       await page.goto(`${url}/`);
       await page.waitForFunction(ALL_CAMERAS_SHOWN, undefined, { timeout: 10_000 });
@@ -133,7 +164,7 @@ describe.skipIf(!existsSync(CHROMIUM))("status page in Chromium", () => {
       many.map((f, i) => testPrinter(`printer-${i + 1}`, f.feed, [])),
       { host: "127.0.8.7" },
     );
-    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 }, httpCredentials: TEST_ADMIN });
     try {
       await page.goto(`${manyUrl}/`);
       await page.waitForFunction(

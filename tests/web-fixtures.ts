@@ -1,6 +1,10 @@
 // Test helpers for the web server: a camera feed backed by a pretend upstream (frames flow while claimed), a
-// PrinterRuntime-shaped printer, a started web server on 127.0.8.x, and an MJPEG multipart reader.
+// PrinterRuntime-shaped printer, a started web server on 127.0.8.x (asking for the admin login below), and an
+// MJPEG multipart reader.
+import { mkdtempSync, rmSync } from "node:fs";
 import { connect, type Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { createLatestBroadcast } from "../lib/core/broadcast.ts";
 import { createMetrics, type Metrics } from "../lib/core/metrics.ts";
 import { createPrinterHub, type CameraFeed, type CameraFrame, type PrinterRuntime, type Service, type ServiceStatus } from "../lib/core/service.ts";
@@ -8,8 +12,15 @@ import type { PrinterConfig } from "../lib/config.ts";
 import { createChamberPicture, readJpegStamp, stampJpeg } from "../lib/sim/jpeg-picture.ts";
 import { startWeb, type WebServer } from "../lib/web/server.ts";
 import { MJPEG_BOUNDARY } from "../lib/web/mjpeg.ts";
+import type { LoginLimitOptions } from "../lib/web/login-limit.ts";
 
 export const WEB_HOST = "127.0.8.1";
+
+/** The [web] username/password the test web servers ask for unless a test says otherwise. */
+export const TEST_ADMIN = { username: "admin", password: "web-test-admin" };
+export const basicAuth = (user: string, password: string) => ({ Authorization: `Basic ${Buffer.from(`${user}:${password}`).toString("base64")}` });
+/** Headers that log in as TEST_ADMIN. */
+export const ADMIN_AUTH = basicAuth(TEST_ADMIN.username, TEST_ADMIN.password);
 
 const pictures = new Map<string, Buffer>();
 /** A real JPEG (cached per size) from the simulator's picture maker. */
@@ -124,19 +135,41 @@ export function testPrinter(name: string, feed?: CameraFeed, services: Service[]
   return { config, hub, services, start: async () => {}, stop: async () => {} };
 }
 
+/** A web server on `host`; its tokens live in a temporary folder (removed at stop) unless `tokensDir` is given. */
 export async function startTestWeb(
   printers: PrinterRuntime[],
-  options: { username?: string; password?: string; host?: string; metrics?: Metrics; mjpegStallMs?: number } = {},
-): Promise<{ web: WebServer; url: string; metrics: Metrics }> {
+  options: {
+    username?: string; password?: string; host?: string; metrics?: Metrics; mjpegStallMs?: number; open?: boolean;
+    tokensDir?: string; loginLimit?: LoginLimitOptions;
+  } = {},
+): Promise<{ web: WebServer; url: string; metrics: Metrics; tokensDir: string }> {
   const metrics = options.metrics ?? createMetrics();
   const host = options.host ?? WEB_HOST;
-  const web = await startWeb({
-    web: { listen: { host, port: 0 }, username: options.username, password: options.password },
-    printers: () => printers,
-    metrics,
-    mjpegStallMs: options.mjpegStallMs,
-  });
-  return { web, url: `http://${host}:${web.port}`, metrics };
+  const ownDir = options.tokensDir === undefined ? mkdtempSync(join(tmpdir(), "pp-web-tokens-")) : undefined;
+  const tokensDir = options.tokensDir ?? join(ownDir!, "tokens");
+  const username = options.username ?? TEST_ADMIN.username;
+  const password = options.password ?? TEST_ADMIN.password;
+  let started: WebServer;
+  try {
+    started = await startWeb({
+      web: { listen: { host, port: 0 }, username, password, open: options.open ?? false, tokensDir },
+      printers: () => printers,
+      metrics,
+      mjpegStallMs: options.mjpegStallMs,
+      loginLimit: options.loginLimit,
+    });
+  } catch (error) {
+    if (ownDir) rmSync(ownDir, { recursive: true, force: true });
+    throw error;
+  }
+  const web: WebServer = {
+    port: started.port,
+    async stop() {
+      await started.stop();
+      if (ownDir) rmSync(ownDir, { recursive: true, force: true });
+    },
+  };
+  return { web, url: `http://${host}:${web.port}`, metrics, tokensDir };
 }
 
 export interface MjpegPart {
@@ -177,10 +210,10 @@ export function createPartParser(onPart: (part: MjpegPart) => void): (chunk: Uin
   };
 }
 
-/** An MJPEG viewer over fetch: collects parts until closed. */
+/** An MJPEG viewer over fetch (logged in as TEST_ADMIN unless `init` has its own headers): collects parts until closed. */
 export async function watchMjpeg(url: string, init: RequestInit = {}) {
   const abort = new AbortController();
-  const response = await fetch(url, { ...init, signal: abort.signal });
+  const response = await fetch(url, { headers: ADMIN_AUTH, ...init, signal: abort.signal });
   const parts: MjpegPart[] = [];
   const waiters: (() => void)[] = [];
   const parse = createPartParser((part) => {
@@ -223,8 +256,8 @@ export async function watchMjpeg(url: string, init: RequestInit = {}) {
   };
 }
 
-/** A viewer on a raw socket, so a test can stop reading (pause) like a stuck browser. */
-export function rawMjpegViewer(host: string, port: number, path: string) {
+/** A viewer on a raw socket (logged in as TEST_ADMIN), so a test can stop reading (pause) like a stuck browser. */
+export function rawMjpegViewer(host: string, port: number, path: string, headers: Record<string, string> = ADMIN_AUTH) {
   const parts: MjpegPart[] = [];
   const parse = createPartParser((part) => parts.push(part));
   let head: Buffer | undefined = Buffer.alloc(0);
@@ -255,7 +288,8 @@ export function rawMjpegViewer(host: string, port: number, path: string) {
     head = undefined;
     dechunk(rest);
   });
-  socket.write(`GET ${path} HTTP/1.1\r\nHost: ${host}\r\n\r\n`);
+  const extra = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join("");
+  socket.write(`GET ${path} HTTP/1.1\r\nHost: ${host}\r\n${extra}\r\n`);
   return { socket, parts, close: () => socket.destroy() };
 }
 

@@ -4,7 +4,7 @@ import jpeg from "jpeg-js";
 import { FEED_CHECK_MS, MJPEG_BOUNDARY } from "../lib/web/mjpeg.ts";
 import { SNAPSHOT_WAIT_MS } from "../lib/web/snapshot.ts";
 import {
-  createTestFeed, frameNumber, padJpeg, rawMjpegViewer, startTestWeb, testJpeg, testPrinter, testService, waitFor,
+  ADMIN_AUTH, createTestFeed, frameNumber, padJpeg, rawMjpegViewer, startTestWeb, testJpeg, testPrinter, testService, waitFor,
   watchMjpeg, type TestFeed,
 } from "./web-fixtures.ts";
 import { startWeb, type WebServer } from "../lib/web/server.ts";
@@ -82,7 +82,7 @@ describe("web camera and API", () => {
     try {
       await Promise.all([a.until(10), b.until(10)]);
       expect(camera.claims).toBe(2);
-      const api = (await (await fetch(`${url}/api/printers`)).json()) as { name: string; camera: { webViewers: number } }[];
+      const api = (await (await fetch(`${url}/api/printers`, { headers: ADMIN_AUTH })).json()) as { name: string; camera: { webViewers: number } }[];
       expect(api.find((p) => p.name === "p1s")!.camera.webViewers).toBe(2);
       expect(metrics.value("pandaproxy_web_viewers", { printer: "p1s" })).toBe(2);
       // Both see the same frames from the one broadcast.
@@ -96,7 +96,7 @@ describe("web camera and API", () => {
 
   test("snapshot returns the newest frame as a JPEG", async () => {
     const newest = camera.publish();
-    const response = await fetch(`${url}/printers/p1s/snapshot.jpg`);
+    const response = await fetch(`${url}/printers/p1s/snapshot.jpg`, { headers: ADMIN_AUTH });
     expect(response.status).toBe(200);
     expect(response.headers.get("content-type")).toBe("image/jpeg");
     const bytes = Buffer.from(await response.arrayBuffer());
@@ -108,7 +108,7 @@ describe("web camera and API", () => {
   test("snapshot with nothing cached starts the camera, waits for a frame, then lets it go", async () => {
     camera.feed.frames.clear();
     const claimedBefore = camera.claimed;
-    const response = await fetch(`${url}/printers/p1s/snapshot.jpg`);
+    const response = await fetch(`${url}/printers/p1s/snapshot.jpg`, { headers: ADMIN_AUTH });
     expect(response.status).toBe(200);
     expect(isJpeg(Buffer.from(await response.arrayBuffer()))).toBe(true);
     expect(camera.claimed).toBe(claimedBefore + 1);
@@ -119,7 +119,7 @@ describe("web camera and API", () => {
     "snapshot answers 503 with a clear text when the printer cannot be reached",
     async () => {
       const started = Date.now();
-      const response = await fetch(`${url}/printers/offline/snapshot.jpg`);
+      const response = await fetch(`${url}/printers/offline/snapshot.jpg`, { headers: ADMIN_AUTH });
       expect(response.status).toBe(503);
       const body = await response.text();
       expect(body).toContain('printer "offline"');
@@ -134,19 +134,19 @@ describe("web camera and API", () => {
 
   test("unknown printers and printers without a camera answer 404", async () => {
     for (const path of ["/printers/nope/camera.mjpeg", "/printers/nope/snapshot.jpg"]) {
-      const response = await fetch(url + path);
+      const response = await fetch(url + path, { headers: ADMIN_AUTH });
       expect(response.status).toBe(404);
       expect(await response.text()).toContain('no printer named "nope"');
     }
-    const nocam = await fetch(`${url}/printers/nocam/snapshot.jpg`);
+    const nocam = await fetch(`${url}/printers/nocam/snapshot.jpg`, { headers: ADMIN_AUTH });
     expect(nocam.status).toBe(404);
     expect(await nocam.text()).toContain("has no camera");
-    expect((await fetch(`${url}/no/such/page`)).status).toBe(404);
+    expect((await fetch(`${url}/no/such/page`, { headers: ADMIN_AUTH })).status).toBe(404);
   });
 
   test("/api/printers describes every printer, its camera and its services", async () => {
     mqtt.current = { ...mqtt.current, clients: 5 };
-    const response = await fetch(`${url}/api/printers`);
+    const response = await fetch(`${url}/api/printers`, { headers: ADMIN_AUTH });
     expect(response.headers.get("content-type")).toContain("application/json");
     const printers = (await response.json()) as Record<string, any>[];
     expect(printers.map((p) => p.name)).toEqual(["p1s", "offline", "nocam"]);
@@ -164,7 +164,7 @@ describe("web camera and API", () => {
   });
 
   test("/metrics has the web counters in Prometheus text", async () => {
-    const response = await fetch(`${url}/metrics`);
+    const response = await fetch(`${url}/metrics`, { headers: ADMIN_AUTH });
     expect(response.headers.get("content-type")).toContain("text/plain");
     const body = await response.text();
     expect(body).toContain("# TYPE pandaproxy_web_frames_sent_total counter");
@@ -236,7 +236,7 @@ describe("a slow browser", () => {
 test("stopping the web server ends every stream and gives the camera back; HEAD never starts it", async () => {
   const camera = createTestFeed({ intervalMs: 20 });
   const { web, url, metrics } = await startTestWeb([testPrinter("p1s", camera.feed)], { host: "127.0.8.8" });
-  const head = await fetch(`${url}/printers/p1s/camera.mjpeg`, { method: "HEAD" });
+  const head = await fetch(`${url}/printers/p1s/camera.mjpeg`, { method: "HEAD", headers: ADMIN_AUTH });
   expect(head.status).toBe(200);
   expect(head.headers.get("content-type")).toContain("multipart/x-mixed-replace");
   expect(camera.claimed).toBe(0);
@@ -264,7 +264,7 @@ test("a stream ends when its printer's camera is replaced, and the API shows the
   const replacement = createTestFeed({ intervalMs: 20 });
   try {
     await viewer.until(3);
-    const idOf = async () => ((await (await fetch(`${url}/api/printers`)).json()) as any[])[0].camera.id as number;
+    const idOf = async () => ((await (await fetch(`${url}/api/printers`, { headers: ADMIN_AUTH })).json()) as any[])[0].camera.id as number;
     const before = await idOf();
     printer.hub.setCamera(replacement.feed); // what a reload or a service restart does
     await waitFor("the old stream to end", () => old.claims === 0, FEED_CHECK_MS * 3);
@@ -287,7 +287,7 @@ describe("basic auth", () => {
   let url: string;
   const camera = createTestFeed();
   beforeAll(async () => {
-    ({ web, url } = await startTestWeb([testPrinter("p1s", camera.feed)], { host: "127.0.8.4", username: "admin", password: "s3cret-pw" }));
+    ({ web, url } = await startTestWeb([testPrinter("p1s", camera.feed)], { host: "127.0.8.4", username: "admin", password: "s3cret-pw", loginLimit: { failuresAllowed: 100 } }));
   });
   afterAll(async () => {
     await web.stop();

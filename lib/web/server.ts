@@ -1,11 +1,13 @@
-// The web server (Bun.serve): status page, /api/printers, camera MJPEG and snapshots, /metrics.
-// Optional basic auth from [web] username/password.
-import { sameSecret } from "../core/edge.ts";
+// The web server (Bun.serve): status page, /api/printers, camera MJPEG and snapshots, /metrics. Every request
+// passes the gate (gate.ts, access.ts): credentials by default, anonymous only with [web] open = true.
 import type { WebConfig } from "../config.ts";
 import { processLogger, serviceLogger } from "../log.ts";
 import type { Counter, Metrics } from "../core/metrics.ts";
 import type { CameraFeed, PrinterRuntime } from "../core/service.ts";
 import { MJPEG_CONTENT_TYPE, mjpegStream } from "./mjpeg.ts";
+import type { WebRoute } from "./access.ts";
+import { createGate } from "./gate.ts";
+import type { LoginLimitOptions } from "./login-limit.ts";
 import { STATUS_PAGE } from "./page.ts";
 import { SNAPSHOT_WAIT_MS, takeSnapshot } from "./snapshot.ts";
 
@@ -23,6 +25,8 @@ export interface WebOptions {
   metrics: Metrics;
   /** Tests shorten MJPEG_STALL_MS with this. */
   mjpegStallMs?: number;
+  /** Tests shorten the failed-login limits with this. */
+  loginLimit?: LoginLimitOptions;
 }
 
 /** What the web side counts per printer; counters live in the shared Metrics, so they survive a web restart. */
@@ -74,18 +78,27 @@ export function printerSummary(p: PrinterRuntime, webViewers = 0) {
   };
 }
 
-function authorized(request: Request, web: WebConfig): boolean {
-  if (web.username === undefined || web.password === undefined) return true;
-  const header = request.headers.get("authorization") ?? "";
-  if (!header.startsWith("Basic ")) return false;
-  const given = Buffer.from(header.slice(6), "base64").toString("utf8");
-  return sameSecret(given, `${web.username}:${web.password}`);
-}
-
 const text = (status: number, body: string) =>
   new Response(body + "\n", { status, headers: { "Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store" } });
 
 const CAMERA_ROUTE = /^\/printers\/([^/]+)\/(camera\.mjpeg|snapshot\.jpg)$/;
+
+/** The route of a path: a WebRoute, or the answer for a path that serves nothing (no credentials needed). */
+function routeOf(path: string): (WebRoute & { file?: string }) | Response {
+  if (path === "/" || path === "/index.html") return { kind: "page" };
+  if (path === "/api/printers") return { kind: "api" };
+  if (path === "/metrics") return { kind: "metrics" };
+  const camera = CAMERA_ROUTE.exec(path);
+  if (camera) {
+    try {
+      return { kind: "camera", printer: decodeURIComponent(camera[1]!), file: camera[2]! };
+    } catch {
+      return text(400, "bad printer name in the URL");
+    }
+  }
+  if (path === "/favicon.ico") return new Response(null, { status: 204 });
+  return text(404, "not found");
+}
 
 export async function startWeb(options: WebOptions): Promise<WebServer> {
   const log = processLogger("web");
@@ -95,6 +108,12 @@ export async function startWeb(options: WebOptions): Promise<WebServer> {
   const unregister: (() => void)[] = [];
 
   const findPrinter = (name: string) => options.printers().find((p) => p.config.name === name);
+  let gate;
+  try {
+    gate = createGate({ web: options.web, printers: () => options.printers().map((p) => p.config), loginLimit: options.loginLimit });
+  } catch (error) {
+    throw new Error(`cannot start the web page: ${(error as Error).message}`);
+  }
 
   const statsFor = (printer: string): WebCameraStats => {
     let s = stats.get(printer);
@@ -202,37 +221,29 @@ export async function startWeb(options: WebOptions): Promise<WebServer> {
       port: listen.port,
       idleTimeout: WEB_IDLE_TIMEOUT_S,
       fetch(request) {
-        if (!authorized(request, options.web)) {
-          return new Response("authentication required\n", { status: 401, headers: { "WWW-Authenticate": 'Basic realm="pandaproxy"' } });
-        }
         if (request.method !== "GET" && request.method !== "HEAD") return text(405, "only GET is served here");
         const url = new URL(request.url);
-        const path = url.pathname;
-        if (path === "/" || path === "/index.html") {
-          return new Response(STATUS_PAGE, { headers: { "Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store" } });
+        const route = routeOf(url.pathname);
+        if (route instanceof Response) return route;
+        const ip = server.requestIP(request);
+        const access = gate.admit(request, url, route, { address: ip?.address ?? "unknown", label: peerOf(request) });
+        if (access instanceof Response) return access;
+        switch (route.kind) {
+          case "page":
+            return new Response(STATUS_PAGE, { headers: { "Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store" } });
+          case "api":
+            return Response.json(
+              options.printers()
+                .filter((p) => access.printers.has(p.config.name))
+                .map((p) => printerSummary(p, stats.get(p.config.name)?.viewers ?? 0)),
+              { headers: { "Cache-Control": "no-store" } },
+            );
+          case "metrics":
+            for (const p of options.printers()) if (p.hub.camera) statsFor(p.config.name);
+            return new Response(metrics.render(), { headers: { "Content-Type": "text/plain; version=0.0.4" } });
+          case "camera":
+            return camera(request, route.printer, route.file!);
         }
-        if (path === "/api/printers") {
-          return Response.json(
-            options.printers().map((p) => printerSummary(p, stats.get(p.config.name)?.viewers ?? 0)),
-            { headers: { "Cache-Control": "no-store" } },
-          );
-        }
-        if (path === "/metrics") {
-          for (const p of options.printers()) if (p.hub.camera) statsFor(p.config.name);
-          return new Response(metrics.render(), { headers: { "Content-Type": "text/plain; version=0.0.4" } });
-        }
-        const route = CAMERA_ROUTE.exec(path);
-        if (route) {
-          let name: string;
-          try {
-            name = decodeURIComponent(route[1]!);
-          } catch {
-            return text(400, "bad printer name in the URL");
-          }
-          return camera(request, name, route[2]!);
-        }
-        if (path === "/favicon.ico") return new Response(null, { status: 204 });
-        return text(404, "not found");
       },
       error(error) {
         log.error(`web request failed: ${error.message}`);
@@ -243,6 +254,12 @@ export async function startWeb(options: WebOptions): Promise<WebServer> {
     throw new Error(`cannot start the web page on ${listen.host}:${listen.port}: ${(error as Error).message}`);
   }
   log.info(`web page on http://${listen.host === "0.0.0.0" ? "<this host>" : listen.host}:${server.port}/`);
+  if (options.web.open) {
+    log.warn(
+      `[web] open = true: the status page, /api, /metrics and every printer's camera are served to anyone who can reach ` +
+        `${listen.host}:${server.port}, without credentials; remove "open" to ask for the printers' access codes again`,
+    );
+  }
   return {
     port: server.port!,
     async stop() {
