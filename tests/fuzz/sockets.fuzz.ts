@@ -76,7 +76,7 @@ const FACTORIES: ServiceFactories = {
   ssdp: (ctx) => [createSsdpService(ctx)],
   ftp: (ctx) => [createFtpService(ctx, { clientIdleMs: SILENT_CLIENT_MS, handshakeTimeoutMs: 2_000 })],
   camera: (ctx: ServiceContext) =>
-    ctx.printer.model === "P2S" ? [createTunnelService(ctx, { loginTimeoutMs: SILENT_CLIENT_MS, idleTimeoutMs: 5_000, endDestroyMs: 300 })]
+    ctx.printer.model === "P2S" ? [createTunnelService(ctx, { loginTimeoutMs: SILENT_CLIENT_MS, idleTimeoutMs: SILENT_CLIENT_MS, endDestroyMs: 300 })]
     : ctx.printer.model === "X1C" ? [createRtspService(ctx, { firstRequestTimeoutMs: SILENT_CLIENT_MS, idleTimeoutMs: 5_000 })]
     : [createChamberService(ctx)],
   tcp: (ctx) => [createFlashforgeTcp(ctx, { clientIdleTimeoutMs: 5_000 })],
