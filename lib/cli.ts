@@ -29,6 +29,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   ca: async () => (await import("./commands/ca.ts")).command,
   discover: async () => (await import("./commands/discover.ts")).command,
   service: async () => (await import("./commands/service.ts")).command,
+  urls: async () => (await import("./commands/urls.ts")).command,
   version: async () => ({
     summary: "print the version",
     usage: "pandaproxy version",
