@@ -95,13 +95,19 @@ describe("pandaproxy demo", () => {
     }
     expect(verified).toBeGreaterThanOrEqual(4);
 
-    const printers = (await (await fetch("http://127.0.0.1:18181/api/printers")).json()) as { name: string }[];
+    // The web page asks for credentials; the demo prints them (an admin login in the page's URL, camera tokens).
+    expect((await fetch("http://127.0.0.1:18181/api/printers")).status).toBe(401);
+    const page = new URL(/Web page, every printer: (\S+)/.exec(demo.output())![1]!);
+    const login = { Authorization: `Basic ${Buffer.from(`${decodeURIComponent(page.username)}:${decodeURIComponent(page.password)}`).toString("base64")}` };
+    const printers = (await (await fetch("http://127.0.0.1:18181/api/printers", { headers: login })).json()) as { name: string }[];
     expect(printers.map((p) => p.name)).toContain("p1s");
     expect(printers.map((p) => p.name)).toContain("ad5m");
 
     // Every camera kind reaches the web page: chamber (P1S), RTSPS through FFmpeg (X1C), MJPEG (Adventurer 5M).
     for (const name of ["p1s", "x1c", "ad5m"]) {
-      const snapshot = await fetch(`http://127.0.0.1:18181/printers/${name}/snapshot.jpg`);
+      const printed = new RegExp(`snapshot:\\s+(http://127\\.0\\.0\\.1:18181/printers/${name}/snapshot\\.jpg\\?token=\\S+)`).exec(demo.output());
+      expect(printed).not.toBeNull();
+      const snapshot = await fetch(printed![1]!);
       expect(`${name}: ${snapshot.status}`).toBe(`${name}: 200`);
       const jpeg = Buffer.from(await snapshot.arrayBuffer());
       expect(jpeg.subarray(0, 2)).toEqual(Buffer.from([0xff, 0xd8]));

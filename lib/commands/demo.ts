@@ -1,8 +1,9 @@
 // `pandaproxy demo`: simulated printers on loopback with pandaproxy in front of them on high ports, plus the
 // web page. Needs no root and no printer; prints what to open or connect to; Ctrl-C stops everything.
 import { spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { join } from "node:path";
-import { defaultStateDir, parseConfig } from "../config.ts";
+import { defaultStateDir, parseConfig, type Config } from "../config.ts";
 import { EXIT_FAILURE, EXIT_OK, type Command } from "../cli.ts";
 import { processLogger, setupLogging } from "../log.ts";
 import { installProcessPolicy } from "../process-policy.ts";
@@ -10,8 +11,12 @@ import type { SimEntry } from "../sim/config.ts";
 import { startSimulated, type RunningSim } from "../sim/start.ts";
 import { startSupervisor } from "../supervisor.ts";
 import { waitForStopSignal } from "./run.ts";
+import { formatUrls } from "./urls.ts";
 
 export const DEMO_ACCESS_CODE = "12345678";
+/** The demo's web admin login; its password is new on every run (the demo may be started on a LAN address). */
+export const DEMO_WEB_USER = "demo";
+const DEMO_WEB_PASSWORD_BYTES = 9;
 /** High ports so no root is needed; simulators and proxy use the same numbers on different addresses. */
 export const DEMO_BAMBU_PORTS = { chamber: 16000, rtsp: 10322, mqtt: 18883, ftp: 10990, bind: 13000, bind_tls: 13002, ssdp: 12021 };
 export const DEMO_FLASHFORGE_PORTS = { tcp: 18899, http: 18898, discovery: 48899, camera: 18080 };
@@ -43,8 +48,11 @@ function inlinePorts(ports: Record<string, number>): string {
   return `{ ${Object.entries(ports).map(([k, v]) => `${k} = ${v}`).join(", ")} }`;
 }
 
-export function demoConfigText(printers: { sim: SimEntry; serial: string; proxyBind: string }[], stateDir: string, web: string): string {
-  const lines = [`[proxy]`, `state_dir = ${JSON.stringify(stateDir)}`, ``, `[web]`, `listen = ${JSON.stringify(web)}`];
+export function demoConfigText(printers: { sim: SimEntry; serial: string; proxyBind: string }[], stateDir: string, web: string, webPassword: string): string {
+  const lines = [
+    `[proxy]`, `state_dir = ${JSON.stringify(stateDir)}`, ``,
+    `[web]`, `listen = ${JSON.stringify(web)}`, `username = "${DEMO_WEB_USER}"`, `password = ${JSON.stringify(webPassword)}`,
+  ];
   for (const { sim, serial, proxyBind } of printers) {
     const ports = sim.type === "flashforge" ? DEMO_FLASHFORGE_PORTS : DEMO_BAMBU_PORTS;
     lines.push(
@@ -91,7 +99,8 @@ export const command: Command = {
       await stopSims();
       return EXIT_FAILURE;
     }
-    const config = parseConfig(demoConfigText(served, stateDir, web), "demo configuration");
+    const webPassword = randomBytes(DEMO_WEB_PASSWORD_BYTES).toString("base64url");
+    const config = parseConfig(demoConfigText(served, stateDir, web, webPassword), "demo configuration");
     let supervisor;
     try {
       supervisor = await startSupervisor(config);
@@ -100,7 +109,16 @@ export const command: Command = {
       await stopSims();
       return EXIT_FAILURE;
     }
-    console.log(demoInstructions(served, stateDir, web));
+    let instructions: string;
+    try {
+      instructions = demoInstructions(served, config);
+    } catch (error) {
+      log.error(`cannot read the web page's tokens: ${(error as Error).message}`);
+      await supervisor.stop();
+      await stopSims();
+      return EXIT_FAILURE;
+    }
+    console.log(instructions);
     await waitForStopSignal();
     log.info("stopping the demo");
     await supervisor.stop();
@@ -109,10 +127,9 @@ export const command: Command = {
   },
 };
 
-function demoInstructions(served: { sim: SimEntry; serial: string; proxyBind: string }[], stateDir: string, web: string): string {
-  const ca = join(stateDir, "ca.crt");
-  const out = [``, `pandaproxy demo is running. Access code (Bambu) / check code (FlashForge): ${DEMO_ACCESS_CODE}`, ``];
-  out.push(`  Web page:      http://${web.replace(/^0\.0\.0\.0:/, "localhost:")}/`);
+function demoInstructions(served: { sim: SimEntry; serial: string; proxyBind: string }[], config: Config): string {
+  const ca = join(config.proxy.stateDir, "ca.crt");
+  const out = [``, `pandaproxy demo is running. Access code (Bambu) / check code (FlashForge): ${DEMO_ACCESS_CODE}`];
   for (const { sim, serial, proxyBind: ip } of served) {
     if (sim.type === "flashforge") {
       const p = DEMO_FLASHFORGE_PORTS;
@@ -128,6 +145,7 @@ function demoInstructions(served: { sim: SimEntry; serial: string; proxyBind: st
     if (sim.model === "X1C") out.push(`    RTSPS:       ffprobe -tls_verify 0 rtsps://bblp:${DEMO_ACCESS_CODE}@${ip}:${p.rtsp}/streaming/live/1`);
     else out.push(`    camera:      TLS ${ip}:${p.chamber} (chamber protocol); in a browser: the web page`);
   }
+  out.push(``, `Client URLs, with their credentials (as \`pandaproxy urls\` prints them):`, ``, formatUrls(config));
   out.push(``, `  The CA the proxy's certificates chain to: ${ca}`, `  Ctrl-C stops everything.`, ``);
   return out.join("\n");
 }

@@ -76,7 +76,7 @@ export function printerUrls(config: Config, p: PrinterConfig): PrinterUrls {
       urls.push({ label: "MJPEG", url: `${path}/camera.mjpeg${query}`, note: "Home Assistant MJPEG camera, OctoPrint webcam stream" });
       urls.push({ label: "snapshot", url: `${path}/snapshot.jpg${query}`, note: "Home Assistant still image, OctoPrint snapshot" });
     }
-    urls.push({ label: "web page", url: config.web.open ? `${base}/` : `${base.replace("://", `://${login(webUserOf(p), p.accessCode)}`)}/`, note: "this printer only" });
+    urls.push({ label: "web page", url: config.web.open ? `${base}/` : `${base.replace("://", `://${login(webUserOf(p), p.accessCode)}`)}/`, note: "the printers with this code" });
   }
   return { printer: p, urls };
 }
