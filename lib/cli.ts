@@ -30,6 +30,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   discover: async () => (await import("./commands/discover.ts")).command,
   service: async () => (await import("./commands/service.ts")).command,
   urls: async () => (await import("./commands/urls.ts")).command,
+  trust: async () => (await import("./commands/trust.ts")).command,
   version: async () => ({
     summary: "print the version",
     usage: "pandaproxy version",

@@ -5,6 +5,8 @@ import { homedir } from "node:os";
 import { join } from "node:path";
 import { parse as parseToml, TomlError } from "smol-toml";
 import { BAMBU_MODELS, findModel, modelOf } from "./bambu/models.ts";
+import { DEFAULT_ALLOW, parseAllowList } from "./core/allow.ts";
+import { KNOWN_PRINTERS_FILE } from "./core/printer-identity.ts";
 import { LOG_LEVELS, type Level } from "./log.ts";
 
 export type PrinterType = "bambu" | "flashforge";
@@ -62,14 +64,20 @@ export interface PrinterConfig {
   ssdpListen: boolean;
   tlsCert?: string;
   tlsKey?: string;
-  /** Verify the printer's certificate against this CA file (off by default: printers use BBL CA). */
+  /** Verify the printer's certificate against this CA file (off by default: the certificate is pinned). */
   printerCa?: string;
+  /** Who may connect to this printer's listeners: its own `allow`, else [proxy] allow (lib/core/allow.ts). */
+  allow: string[];
+  /** Where the printer's certificate is pinned: <state_dir>/known_printers (lib/core/printer-identity.ts). */
+  knownPrintersFile: string;
 }
 
 export interface ProxyConfig {
   stateDir: string;
   logLevel: Level;
   ffmpeg: string;
+  /** Who may connect to the web page, and to printers without their own `allow`. */
+  allow: string[];
 }
 
 export interface WebConfig {
@@ -81,6 +89,8 @@ export interface WebConfig {
   open?: boolean;
   /** Where the per-printer camera tokens and the /metrics token are kept: <state_dir>/tokens (undefined: no tokens). */
   tokensDir?: string;
+  /** Who may use the web page: [proxy] allow (undefined: DEFAULT_ALLOW in lib/core/allow.ts). */
+  allow?: string[];
 }
 
 export interface Config {
@@ -115,12 +125,12 @@ export function loadConfig(file: string): Config {
 }
 
 export const TOP_KEYS = ["proxy", "web", "printer"];
-export const PROXY_KEYS = ["state_dir", "log_level", "ffmpeg"];
+export const PROXY_KEYS = ["state_dir", "log_level", "ffmpeg", "allow"];
 export const WEB_KEYS = ["listen", "username", "password", "open"];
 export const PRINTER_KEYS = [
   "name", "type", "host", "serial", "access_code", "access_code_file", "check_code", "bind", "services", "camera",
   "model", "viewer_access_code", "ports", "printer_ports", "ftp_data_ports", "ftp_sessions", "ssdp_targets", "ssdp_listen",
-  "tls_cert", "tls_key", "printer_ca",
+  "tls_cert", "tls_key", "printer_ca", "allow",
 ];
 
 export function parseConfig(text: string, file = "printers.toml"): Config {
@@ -145,6 +155,7 @@ export function parseConfig(text: string, file = "printers.toml"): Config {
     stateDir: optionalString(proxyRaw, "state_dir", "[proxy] ", at) ?? defaultStateDir(),
     logLevel: logLevel as Level,
     ffmpeg: optionalString(proxyRaw, "ffmpeg", "[proxy] ", at) ?? "ffmpeg",
+    allow: proxyRaw.allow === undefined ? [...DEFAULT_ALLOW] : parseAllowList(proxyRaw.allow, (what) => at("[proxy] ", "allow", what)) ?? [],
   };
 
   const webRaw = table(raw.web, "[web]", at);
@@ -156,6 +167,7 @@ export function parseConfig(text: string, file = "printers.toml"): Config {
     password: optionalString(webRaw, "password", "[web] ", at),
     open: optionalBoolean(webRaw, "open", "[web] ", at) ?? false,
     tokensDir: join(proxy.stateDir, "tokens"),
+    allow: proxy.allow,
   };
   if ((web.username === undefined) !== (web.password === undefined)) at("[web] ", "", "username and password must be set together");
 
@@ -164,7 +176,7 @@ export function parseConfig(text: string, file = "printers.toml"): Config {
   const printers: PrinterConfig[] = [];
   const names = new Set<string>();
   (Array.isArray(printerList) ? printerList : []).forEach((entry, index) => {
-    const printer = parsePrinter(entry, index, file, at);
+    const printer = parsePrinter(entry, index, file, at, proxy);
     if (!printer) return;
     if (names.has(printer.name)) at(`printer "${printer.name}": `, "name", "is used by two printers; names must be unique");
     names.add(printer.name);
@@ -186,7 +198,7 @@ export function parseConfig(text: string, file = "printers.toml"): Config {
 
 type At = (where: string, key: string, what: string) => void;
 
-function parsePrinter(entry: unknown, index: number, file: string, at: At): PrinterConfig | undefined {
+function parsePrinter(entry: unknown, index: number, file: string, at: At, proxy: ProxyConfig): PrinterConfig | undefined {
   if (!isTable(entry)) {
     at(`[[printer]] #${index + 1}: `, "", "must be a table");
     return undefined;
@@ -258,10 +270,14 @@ function parsePrinter(entry: unknown, index: number, file: string, at: At): Prin
   const tlsKey = optionalString(entry, "tls_key", label, at);
   if ((tlsCert === undefined) !== (tlsKey === undefined)) at(label, "", "tls_cert and tls_key must be set together");
   const printerCa = optionalString(entry, "printer_ca", label, at);
+  // A printer's own list replaces [proxy] allow for its listeners (it may be wider or narrower).
+  const allow = entry.allow === undefined ? proxy.allow : parseAllowList(entry.allow, (what) => at(label, "allow", what)) ?? [];
+  const knownPrintersFile = join(proxy.stateDir, KNOWN_PRINTERS_FILE);
 
   return {
     name, type, host, serial, accessCode, viewerAccessCode, bind, services, camera: isBambu ? camera : "none", model,
     ports, printerPorts, ftpDataPorts, ftpSessions, ssdpTargets, ssdpListen, tlsCert, tlsKey, printerCa,
+    allow, knownPrintersFile,
   };
 }
 

@@ -7,9 +7,10 @@ import { createPublicKey, generateKeyPairSync, randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { hostname, networkInterfaces } from "node:os";
 import { join } from "node:path";
-import type { ConnectionOptions, TlsOptions } from "node:tls";
+import type { TlsOptions } from "node:tls";
 import forge from "node-forge";
 import type { PrinterConfig } from "./config.ts";
+import type { PrinterConnectionOptions } from "./core/printer-socket.ts";
 
 export const CA_VALID_YEARS = 10;
 export const LEAF_VALID_DAYS = 825;
@@ -221,10 +222,15 @@ export function serverTlsOptions(material: Pick<TlsMaterial, "key" | "cert">, op
   };
 }
 
-/** Options for connecting to a printer: TLS 1.2, ECDHE and plain-RSA suites, no hostname check. */
-export function printerClientTlsOptions(printer: Pick<PrinterConfig, "host" | "printerCa">): ConnectionOptions {
+/**
+ * Options for connecting to a printer (pass them to connectToPrinter): TLS 1.2, ECDHE and plain-RSA suites.
+ * Without printer_ca the certificate is pinned on first use and must be issued to the serial
+ * (core/printer-identity.ts); with printer_ca the chain is verified instead.
+ */
+export function printerClientTlsOptions(printer: Pick<PrinterConfig, "name" | "host" | "serial" | "printerCa" | "knownPrintersFile">): PrinterConnectionOptions {
   const verify = Boolean(printer.printerCa);
   return {
+    identity: verify ? undefined : { name: printer.name, serial: printer.serial, host: printer.host, knownPrintersFile: printer.knownPrintersFile },
     host: printer.host,
     ciphers: PRINTER_CLIENT_CIPHERS,
     minVersion: "TLSv1.2",

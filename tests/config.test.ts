@@ -3,6 +3,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { DEFAULT_ALLOW } from "../lib/core/allow.ts";
 import {
   BAMBU_PORTS, ConfigErrors, FLASHFORGE_PORTS, PRINTER_KEYS, PROXY_KEYS, WEB_KEYS, listenersOf, loadConfig, parseConfig, suggest,
   type Config,
@@ -44,7 +45,7 @@ describe("a valid configuration", () => {
     });
     expect(p.ports.mqtt).toBe(8883);
     expect(p.printerPorts.ftp).toBe(990);
-    expect(config.proxy).toEqual({ stateDir: `${dir}/state`, logLevel: "info", ffmpeg: "ffmpeg" });
+    expect(config.proxy).toEqual({ stateDir: `${dir}/state`, logLevel: "info", ffmpeg: "ffmpeg", allow: [...DEFAULT_ALLOW] });
   });
 
   test('[web] listen "" disables the web page; the default is 0.0.0.0:8080', () => {
@@ -52,6 +53,7 @@ describe("a valid configuration", () => {
     expect(ok(bambu("a")).web.listen).toEqual({ host: "0.0.0.0", port: 8080 });
     expect(ok(`[web]\nlisten = "127.0.1.5:9000"\nusername = "u"\npassword = "p"\n` + bambu("a")).web).toEqual({
       listen: { host: "127.0.1.5", port: 9000 }, username: "u", password: "p", open: false, tokensDir: expect.stringMatching(/\/tokens$/),
+      allow: [...DEFAULT_ALLOW],
     });
   });
 

@@ -5,15 +5,17 @@ import { parseConfig, type PrinterConfig } from "../lib/config.ts";
 import { createPrinterHub } from "../lib/core/service.ts";
 import { detectCamera, knownCamera, probeChamber, probeRtsp } from "../lib/bambu/detect.ts";
 import { simulatedPrinterTls } from "../lib/sim/tls.ts";
+import { testStateDir } from "./support.ts";
 
 const PRINTER = "127.0.6.20";
 const CHAMBER_PORT = 46000;
 const RTSP_PORT = 46322;
 const PROBE_MS = 1_000;
+const STATE = testStateDir();
 
 function printer(lines: string): PrinterConfig {
   return parseConfig(
-    `[[printer]]\nname = "p"\nhost = "${PRINTER}"\naccess_code = "12345678"\nprinter_ports = { chamber = ${CHAMBER_PORT}, rtsp = ${RTSP_PORT} }\n${lines}`,
+    `[proxy]\nstate_dir = "${STATE}"\n[[printer]]\nname = "p"\nhost = "${PRINTER}"\naccess_code = "12345678"\nprinter_ports = { chamber = ${CHAMBER_PORT}, rtsp = ${RTSP_PORT} }\n${lines}`,
   ).printers[0]!;
 }
 const unknownPrinter = () => printer('serial = "ZZZ00A000000001"');

@@ -5,15 +5,19 @@ import { parseConfig, type PrinterConfig } from "../lib/config.ts";
 import { setupLogging } from "../lib/log.ts";
 import { detectCamera, probeChamber, probeRtsp } from "../lib/bambu/detect.ts";
 import { startSimulatedBambu, type SimPrinter } from "../lib/sim/bambu.ts";
+import { testStateDir } from "./support.ts";
 
 const P1S_HOST = "127.0.6.15";
 const X1C_HOST = "127.0.6.16";
 const PROBE_MS = 3_000;
+/** The serial both simulators present, as the configs below say (the probes check the certificate's name). */
+const SERIAL = "ZZZ00A000000001";
+const STATE = testStateDir();
 
 function unknownModel(sim: SimPrinter): PrinterConfig {
   const { host, ports, accessCode } = sim.identity;
   return parseConfig(
-    `[[printer]]\nname = "p"\nhost = "${host}"\nserial = "ZZZ00A000000001"\naccess_code = "${accessCode}"\n` +
+    `[proxy]\nstate_dir = "${STATE}"\n[[printer]]\nname = "p"\nhost = "${host}"\nserial = "${SERIAL}"\naccess_code = "${accessCode}"\n` +
       `printer_ports = { chamber = ${ports.chamber}, rtsp = ${ports.rtsp} }`,
   ).printers[0]!;
 }
@@ -23,8 +27,8 @@ describe("camera detection against simulated printers", () => {
   let x1c: SimPrinter;
   beforeAll(async () => {
     setupLogging("error", { quiet: true });
-    p1s = await startSimulatedBambu({ host: P1S_HOST, model: "P1S", services: ["chamber"], cameraFps: 5, cameraWidth: 320, cameraHeight: 180 });
-    x1c = await startSimulatedBambu({ host: X1C_HOST, model: "X1C", services: ["rtsp"] });
+    p1s = await startSimulatedBambu({ host: P1S_HOST, model: "P1S", serial: SERIAL, services: ["chamber"], cameraFps: 5, cameraWidth: 320, cameraHeight: 180 });
+    x1c = await startSimulatedBambu({ host: X1C_HOST, model: "X1C", serial: SERIAL, services: ["rtsp"] });
   });
   afterAll(async () => {
     await Promise.all([p1s?.stop(), x1c?.stop()]);

@@ -132,6 +132,7 @@ export function createBindService(ctx: ServiceContext, options: BindServiceOptio
             log,
             what: l.what,
             host: printer.bind,
+            allow: printer.allow,
             port: l.port,
             tls: l.tls ? serverTlsOptions(ctx.tls) : undefined,
             maxClients: options.maxClients ?? BIND_MAX_CLIENTS,

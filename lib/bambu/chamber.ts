@@ -6,10 +6,11 @@ import type { TLSSocket } from "node:tls";
 import { connectToPrinter, dropPrinterSocket } from "../core/printer-socket.ts";
 import type { Socket } from "node:net";
 import { registerSecret, serviceLogger, type Logger } from "../log.ts";
-import { createLatestBroadcast } from "../core/broadcast.ts";
+import { createStream } from "../core/stream.ts";
+import { createRateMeter } from "../core/rate.ts";
 import { listen, readExactly, type Listening } from "../core/server.ts";
 import type { CameraFeed, CameraFrame, Service, ServiceContext, ServiceStatus } from "../core/service.ts";
-import { createUpstream, LoginRefused, upstreamProblem, type Link } from "../core/upstream.ts";
+import { createUpstream, LoginRefused, upstreamProblem, upstreamRefusal, type Link } from "../core/upstream.ts";
 import { printerClientTlsOptions, serverTlsOptions } from "../tls.ts";
 import { END_DESTROY_MS, endAndDestroy } from "../core/edge.ts";
 import { createFrameParser, decodeLogin, encodeFrameHeader, encodeLogin, FRAME_HEADER_SIZE, LOGIN_SIZE, loginMatches } from "./chamber-codec.ts";
@@ -30,7 +31,6 @@ export const UPSTREAM_FIRST_FRAME_TIMEOUT_MS = 15_000;
 export const UPSTREAM_SILENCE_TIMEOUT_MS = 20_000;
 /** Several broken frames in a row mean the stream is out of step: reconnect. */
 export const MAX_BAD_FRAMES_IN_A_ROW = 3;
-export const FRAME_RATE_WINDOW_MS = 5_000;
 const WATCHDOG_INTERVAL_MS = 1_000;
 
 export interface ChamberOptions {
@@ -70,9 +70,9 @@ export function createChamberService(ctx: ServiceContext, options: ChamberOption
   const bytesOut = ctx.metrics.counter("pandaproxy_client_bytes_sent_total", "Bytes sent to clients", labels);
   const reconnects = ctx.metrics.counter("pandaproxy_upstream_reconnects_total", "Upstream connections made after the first", labels);
 
-  const frames = createLatestBroadcast<CameraFrame>({ log, what: "frames" });
+  const frames = createStream<CameraFrame>({ log, what: "frames" });
+  const frameRate = createRateMeter();
   const viewers = new Set<Viewer>();
-  const recentFrames: number[] = [];
   let lastFrameAt = 0;
   let listening: Listening | undefined;
   let failure: string | undefined;
@@ -83,8 +83,7 @@ export function createChamberService(ctx: ServiceContext, options: ChamberOption
   const publish = (header: Buffer, jpeg: Buffer) => {
     const now = Date.now();
     lastFrameAt = now;
-    recentFrames.push(now);
-    while (recentFrames.length && recentFrames[0]! < now - FRAME_RATE_WINDOW_MS) recentFrames.shift();
+    frameRate.tick();
     framesIn.inc();
     frames.publish({ header, jpeg, receivedAt: now });
   };
@@ -182,18 +181,12 @@ export function createChamberService(ctx: ServiceContext, options: ChamberOption
     if (state === "idle") frames.clear();
   });
 
-  const frameRate = () => {
-    const now = Date.now();
-    while (recentFrames.length && recentFrames[0]! < now - FRAME_RATE_WINDOW_MS) recentFrames.shift();
-    return recentFrames.length / (FRAME_RATE_WINDOW_MS / 1000);
-  };
-
   const feed: CameraFeed = {
     kind: "chamber",
     frames,
     claim: () => upstream.claim(),
     state: () => upstream.state,
-    frameRate,
+    frameRate: frameRate.rate,
     problem: () => upstreamProblem(upstream),
   };
   ctx.hub.setCamera(feed);
@@ -220,8 +213,11 @@ export function createChamberService(ctx: ServiceContext, options: ChamberOption
     const release = upstream.claim();
     // Viewers have nothing more to say; keep reading so their bytes never pile up.
     socket.on("data", () => {});
-    const subscription = frames.subscribe(
-      (frame, done) => {
+    // The newest frame whenever the viewer has taken the last one (latest value: a slow viewer skips frames).
+    const consumer = frames.addConsumer({
+      label: `viewer ${peer}`,
+      replayLatest: true,
+      write(frame, done) {
         if (socket.destroyed) return;
         // Separate writes on an idle socket become separate TLS records: strict clients read the header alone.
         socket.write(frame.header ?? encodeFrameHeader(frame.jpeg.length));
@@ -232,13 +228,16 @@ export function createChamberService(ctx: ServiceContext, options: ChamberOption
           done();
         });
       },
-      { replayLatest: true, label: `viewer ${peer}` },
-    );
+      onEnd: () => {
+        viewer.leave();
+        socket.destroy();
+      },
+    });
     let left = false;
     viewer.leave = () => {
       if (left) return;
       left = true;
-      subscription.unsubscribe();
+      consumer.remove();
       viewers.delete(viewer);
       release();
       viewerLog.info(`viewer left (${viewers.size} watching)`);
@@ -295,7 +294,7 @@ export function createChamberService(ctx: ServiceContext, options: ChamberOption
     async start() {
       try {
         listening = await listen({
-          log, what: "chamber camera", host: printer.bind, port: printer.ports.chamber,
+          log, what: "chamber camera", host: printer.bind, allow: printer.allow, port: printer.ports.chamber,
           tls: serverTlsOptions(ctx.tls), maxClients: MAX_VIEWERS, onClient,
         });
       } catch (error) {
@@ -321,9 +320,9 @@ export function createChamberService(ctx: ServiceContext, options: ChamberOption
       return {
         state: failure ? `error: ${failure}` : listening ? "listening" : "stopped",
         clients: viewers.size,
-        upstream: upstream.lastError && upstream.state !== "connected" ? `${upstream.state} (${upstream.lastError})` : upstream.state,
+        upstream: upstreamRefusal(upstream) ?? (upstream.lastError && upstream.state !== "connected" ? `${upstream.state} (${upstream.lastError})` : upstream.state),
         details: {
-          fps: Math.round(frameRate() * 10) / 10,
+          fps: Math.round(frameRate.rate() * 10) / 10,
           lastFrameAgeMs: lastFrameAt ? Date.now() - lastFrameAt : undefined,
           frames: frames.published,
           dropped: framesDropped.value,

@@ -1,7 +1,8 @@
 // Which camera a Bambu printer has: the chamber camera on TLS 6000 (A1/P1) or RTSPS on 322 (X1/H2/P2).
 // Known from `camera = …`, the model (configured or reported) or the serial prefix; otherwise the printer is
 // probed. bambu/camera.ts uses detectCamera to pick its service and retries with backoff while it says "none".
-import { connect as tlsConnect, type TLSSocket } from "node:tls";
+import type { TLSSocket } from "node:tls";
+import { connectToPrinter } from "../core/printer-socket.ts";
 import type { PrinterConfig } from "../config.ts";
 import type { PrinterHub } from "../core/service.ts";
 import { printerClientTlsOptions } from "../tls.ts";
@@ -21,7 +22,7 @@ export interface DetectCameraOptions {
   probe?: boolean;
 }
 
-type PrinterFacts = Pick<PrinterConfig, "camera" | "model" | "serial" | "host" | "accessCode" | "printerPorts" | "printerCa">;
+type PrinterFacts = Pick<PrinterConfig, "name" | "camera" | "model" | "serial" | "host" | "accessCode" | "printerPorts" | "printerCa" | "knownPrintersFile">;
 
 /** The model from what the printer reported (hub), e.g. get_version's product name or SSDP's model code. */
 function reportedModel(hub: PrinterHub | undefined): BambuModel | undefined {
@@ -57,7 +58,7 @@ export async function detectCamera(printer: PrinterFacts, hub?: PrinterHub, opti
 /** A TLS connection to one of the printer's ports, or undefined if it does not complete in time. */
 function connectPrinter(printer: PrinterFacts, port: number, timeoutMs: number): Promise<TLSSocket | undefined> {
   return new Promise((resolve) => {
-    const socket = tlsConnect({ ...printerClientTlsOptions(printer), port });
+    const socket = connectToPrinter({ ...printerClientTlsOptions(printer), port });
     const timer = setTimeout(() => done(undefined), timeoutMs);
     const done = (result: TLSSocket | undefined) => {
       clearTimeout(timer);

@@ -2,7 +2,8 @@
 // use any data mode (PASV, EPSV, PORT, EPRT), and each command borrows one of the few printer sessions, which
 // always use passive mode and resume their control session's TLS session on data connections.
 import type { Socket } from "node:net";
-import { connect as tlsConnect, type TLSSocket } from "node:tls";
+import type { TLSSocket } from "node:tls";
+import { connectToPrinter } from "../core/printer-socket.ts";
 import { commandLane, endAndDestroy, idleDeadline, sameSecret, type IdleDeadline } from "../core/edge.ts";
 import type { Service, ServiceContext } from "../core/service.ts";
 import { listen, peerOf, TRUST_HINT, type ClientInfo, type Listening } from "../core/server.ts";
@@ -71,6 +72,7 @@ export function createFtpService(ctx: ServiceContext, options: FtpServiceOptions
         log,
         what: "FTPS",
         host: printer.bind,
+        allow: printer.allow,
         port: printer.ports.ftp,
         onClient(raw, client) {
           raw.pause();
@@ -357,7 +359,7 @@ function serveClient(socket: TLSSocket, raw: Socket, client: ClientInfo, ctx: Cl
 
   const secureToPrinter = (raw: Socket, s: PrinterSession) =>
     new Promise<TLSSocket>((resolve, reject) => {
-      const data = tlsConnect({ ...printerClientTlsOptions(printer), socket: raw, session: s.tlsSession });
+      const data = connectToPrinter({ ...printerClientTlsOptions(printer), socket: raw, session: s.tlsSession });
       const timer = setTimeout(() => {
         data.destroy();
         reject(new Error("no TLS handshake"));

@@ -7,6 +7,7 @@ import type { Service, ServiceContext, ServiceStatus } from "../core/service.ts"
 import { createBoundedQueue, type BoundedQueue } from "../core/broadcast.ts";
 import { END_DESTROY_MS, endAndDestroy, idleDeadline, sameSecret, type IdleDeadline } from "../core/edge.ts";
 import { listen, type Listening } from "../core/server.ts";
+import { upstreamRefusal } from "../core/upstream.ts";
 import type { Logger } from "../log.ts";
 import { serviceLogger } from "../log.ts";
 import { serverTlsOptions } from "../tls.ts";
@@ -408,6 +409,7 @@ export function createMqttService(ctx: ServiceContext, options: MqttServiceOptio
         log,
         what: "MQTT",
         host: printer.bind,
+        allow: printer.allow,
         port: printer.ports.mqtt,
         tls: serverTlsOptions(ctx.tls),
         maxClients: options.maxClients ?? MAX_CLIENTS,
@@ -427,7 +429,7 @@ export function createMqttService(ctx: ServiceContext, options: MqttServiceOptio
       return {
         state: listening ? "listening" : "stopped",
         clients: clients.size,
-        upstream: session.upstream.state,
+        upstream: upstreamRefusal(session.upstream) ?? session.upstream.state,
         details: { viewers, stateCurrent: state.primed, reports: reportsCounter.value, printerConnects: session.upstream.connects },
       };
     },

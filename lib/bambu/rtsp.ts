@@ -167,12 +167,12 @@ export function createRtspService(ctx: ServiceContext, options: RtspServiceOptio
         });
         const s = server;
         listeners.push(await listen({
-          log, what: "RTSPS camera", host: printer.bind, port: printer.ports.rtsp, tls: serverTlsOptions(ctx.tls),
+          log, what: "RTSPS camera", host: printer.bind, allow: printer.allow, port: printer.ports.rtsp, tls: serverTlsOptions(ctx.tls),
           maxClients: RTSP_MAX_CLIENTS, onClient: s.handle,
         }));
         if (printer.ports.rtsp_plain) {
           listeners.push(await listen({
-            log, what: "plain RTSP camera", host: printer.bind, port: printer.ports.rtsp_plain,
+            log, what: "plain RTSP camera", host: printer.bind, allow: printer.allow, port: printer.ports.rtsp_plain,
             maxClients: RTSP_MAX_CLIENTS, onClient: (socket, client) => s.handle(socket, client, { udp: true }),
           }));
         }

@@ -188,7 +188,7 @@ export function createTunnelService(ctx: ServiceContext, options: TunnelOptions 
     async start() {
       try {
         listening = await listen({
-          log, what: "file tunnel", host: printer.bind, port: printer.ports.chamber,
+          log, what: "file tunnel", host: printer.bind, allow: printer.allow, port: printer.ports.chamber,
           tls: serverTlsOptions(ctx.tls), maxClients: MAX_TUNNEL_SESSIONS,
           onClient: (socket, info) => void onClient(socket, info),
         });

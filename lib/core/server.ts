@@ -3,6 +3,7 @@
 import { createServer as createTcpServer, type Server, type Socket } from "node:net";
 import { createServer as createTlsServer, type TLSSocket, type TlsOptions } from "node:tls";
 import type { Logger } from "../log.ts";
+import { createAllowList } from "./allow.ts";
 import { TCP_KEEPALIVE_MS } from "./edge.ts";
 import { runForClient } from "./client-context.ts";
 
@@ -24,6 +25,8 @@ export interface ListenOptions {
   /** TLS server options; omit for plain TCP. */
   tls?: TlsOptions;
   maxClients?: number;
+  /** Who may connect (CIDR ranges, lib/core/allow.ts); default DEFAULT_ALLOW. Checked before a byte is read. */
+  allow?: readonly string[];
   onClient(socket: Socket | TLSSocket, client: ClientInfo): void;
 }
 
@@ -76,7 +79,11 @@ export function listen(options: ListenOptions): Promise<Listening> {
   const peers = new WeakMap<Socket, string>();
   const peerAtAccept = (socket: Socket) => peers.get(socket) ?? peerOf(socket);
 
+  const allowList = createAllowList(options.allow);
+  const refused = new WeakSet<Socket>();
+
   const admit = (socket: Socket) => {
+    if (socket.destroyed) return; // refused by the allow list at its connection event
     const peer = peerAtAccept(socket);
     const log = options.log.with({ peer });
     socket.setKeepAlive?.(true, TCP_KEEPALIVE_MS);
@@ -96,13 +103,23 @@ export function listen(options: ListenOptions): Promise<Listening> {
   if (options.tls) {
     server = createTlsServer({ ...options.tls, handshakeTimeout: TLS_HANDSHAKE_TIMEOUT_MS }, (socket) => admit(socket));
     server.on("tlsClientError", (error: Error, socket: Socket) => {
+      if (refused.has(socket)) return; // already logged by the allow list; Bun still reports the cut handshake
       options.log.with({ peer: peerAtAccept(socket) }).info(describeTlsClientError(error));
       socket.destroy();
     });
   } else {
     server = createTcpServer((socket) => admit(socket));
   }
-  server.on("connection", (socket: Socket) => peers.set(socket, peerOf(socket)));
+  // Before anything else hears of the connection (a plain server's admit, a TLS server's handshake).
+  server.prependListener("connection", (socket: Socket) => {
+    if (!allowList.admit(socket.remoteAddress, options.log, options.what, socket.remotePort)) {
+      refused.add(socket);
+      socket.on("error", () => {});
+      socket.destroy();
+      return;
+    }
+    peers.set(socket, peerOf(socket));
+  });
 
   return new Promise((resolve, reject) => {
     const onError = (error: NodeJS.ErrnoException) => {

@@ -3,6 +3,7 @@
 // backoff instead of retrying in a tight loop. State changes are events the status page shows.
 import { outsideClient } from "./client-context.ts";
 import type { Logger } from "../log.ts";
+import { PrinterIdentityRefused } from "./printer-identity.ts";
 
 export const DEFAULT_LINGER_MS = 30_000;
 export const BACKOFF_MIN_MS = 1_000;
@@ -58,6 +59,8 @@ export interface Upstream<C> {
   readonly lastError: string | undefined;
   /** The printer refused our credentials on the last attempt (the retry waits the longest backoff). */
   readonly loginRefused: boolean;
+  /** We refused the printer's certificate on the last attempt (core/printer-identity.ts; same long backoff). */
+  readonly identityRefused: boolean;
 }
 
 export interface UpstreamProblem {
@@ -67,11 +70,18 @@ export interface UpstreamProblem {
 }
 
 /** What keeps an upstream from delivering now: set only while it waits to retry after a failure. */
-export function upstreamProblem(upstream: Pick<Upstream<unknown>, "state" | "lastError" | "loginRefused">): UpstreamProblem | undefined {
+export function upstreamProblem(upstream: Pick<Upstream<unknown>, "state" | "lastError" | "loginRefused"> & { identityRefused?: boolean }): UpstreamProblem | undefined {
   if (upstream.state !== "backoff" || !upstream.lastError) return undefined;
+  if (upstream.identityRefused) return { reason: upstream.lastError, lasting: true };
   return upstream.loginRefused
     ? { reason: `the printer refused the access code (${upstream.lastError}); check access_code`, lasting: true }
     : { reason: upstream.lastError, lasting: false };
+}
+
+/** For a service's status: a refusal a person must act on reads as an error (red on the status page). */
+export function upstreamRefusal(upstream: Parameters<typeof upstreamProblem>[0]): string | undefined {
+  const problem = upstreamProblem(upstream);
+  return problem?.lasting ? `error: ${problem.reason}` : undefined;
 }
 
 export function createUpstream<C>(options: UpstreamOptions<C>): Upstream<C> {
@@ -90,6 +100,8 @@ export function createUpstream<C>(options: UpstreamOptions<C>): Upstream<C> {
   let lastError: string | undefined;
   /** The printer refused our credentials last time: no viewer may cut that backoff short. */
   let refused = false;
+  /** We refused the printer's certificate last time: likewise, a person must act. */
+  let untrusted = false;
   let retryTimer: ReturnType<typeof setTimeout> | undefined;
   let lingerTimer: ReturnType<typeof setTimeout> | undefined;
   let generation = 0;
@@ -117,6 +129,7 @@ export function createUpstream<C>(options: UpstreamOptions<C>): Upstream<C> {
       link = next;
       attempt = 0;
       refused = false;
+      untrusted = false;
       connects++;
       lastError = undefined;
       setState("connected");
@@ -153,10 +166,12 @@ export function createUpstream<C>(options: UpstreamOptions<C>): Upstream<C> {
       return;
     }
     refused = error instanceof LoginRefused;
-    const delay = refused ? backoffMax : firstIsQuick && attempt === 0 ? backoffMin / 2 : Math.min(backoffMax, backoffMin * 2 ** attempt);
+    untrusted = error instanceof PrinterIdentityRefused;
+    const delay = refused || untrusted ? backoffMax : firstIsQuick && attempt === 0 ? backoffMin / 2 : Math.min(backoffMax, backoffMin * 2 ** attempt);
     attempt++;
     const message = (error as Error)?.message ?? String(error);
     if (refused) options.log.error(`${options.describe} refused the login: ${message}; check access_code. Retrying in ${Math.round(delay / 1000)} s`);
+    else if (untrusted) options.log.error(`not connecting to ${options.describe}: ${message}. Retrying in ${Math.round(delay / 1000)} s`);
     else if (!firstIsQuick) options.log.warn(`cannot reach ${options.describe}: ${message}; retrying in ${Math.round(delay / 1000)} s`);
     setState("backoff");
     retryTimer = setTimeout(() => {
@@ -185,7 +200,7 @@ export function createUpstream<C>(options: UpstreamOptions<C>): Upstream<C> {
         clearTimeout(lingerTimer);
         lingerTimer = undefined;
       }
-      if (state === "backoff" && attempt > 0 && claims === 1 && retryTimer && !refused) {
+      if (state === "backoff" && attempt > 0 && claims === 1 && retryTimer && !refused && !untrusted) {
         // A fresh viewer should not wait out a long backoff left from an earlier failure.
         clearTimeout(retryTimer);
         retryTimer = undefined;
@@ -249,6 +264,9 @@ export function createUpstream<C>(options: UpstreamOptions<C>): Upstream<C> {
     },
     get loginRefused() {
       return refused;
+    },
+    get identityRefused() {
+      return untrusted;
     },
   };
 }

@@ -5,7 +5,8 @@
 // accepts nothing for VIEWER_STALL_MS is closed.
 import { request as httpRequest, type ClientRequest, type IncomingMessage } from "node:http";
 import type { Socket } from "node:net";
-import { createLatestBroadcast } from "../core/broadcast.ts";
+import { createStream } from "../core/stream.ts";
+import { createRateMeter } from "../core/rate.ts";
 import { listen, type Listening } from "../core/server.ts";
 import { MJPEG_CONTENT_TYPE, mjpegPart } from "../core/mjpeg.ts";
 import { createUpstream, upstreamProblem, type Link } from "../core/upstream.ts";
@@ -27,7 +28,6 @@ export const MAX_REQUEST_HEAD_BYTES = 8 * 1024;
 export const STALE_FRAME_MS = 3_000;
 export const SNAPSHOT_WAIT_MS = 10_000;
 export const MAX_CAMERA_VIEWERS = 64;
-const FRAME_RATE_WINDOW_MS = 5_000;
 
 export interface FlashforgeCameraOptions {
   lingerMs?: number;
@@ -94,8 +94,8 @@ export function createFlashforgeCamera(ctx: ServiceContext, options: FlashforgeC
   const viewerStallMs = options.viewerStallMs ?? VIEWER_STALL_MS;
   const requestHeadTimeoutMs = options.requestHeadTimeoutMs ?? REQUEST_HEAD_TIMEOUT_MS;
   const where = `http://${printer.host}:${printer.printerPorts.camera}/?action=stream`;
-  const frames = createLatestBroadcast<CameraFrame>({ log, what: "camera frames" });
-  const arrivals: number[] = [];
+  const frames = createStream<CameraFrame>({ log, what: "camera frames" });
+  const frameRate = createRateMeter();
   let listening: Listening | undefined;
   let error: string | undefined;
   const framesIn = ctx.metrics.counter("pandaproxy_flashforge_camera_frames_total", "Frames received from the printer's camera", { printer: printer.name });
@@ -144,8 +144,7 @@ export function createFlashforgeCamera(ctx: ServiceContext, options: FlashforgeC
             clearTimeout(stall);
             stall = setTimeout(() => upstream.reconnect(`no frame for ${FRAME_STALL_MS / 1000} s`), FRAME_STALL_MS);
             const receivedAt = Date.now();
-            arrivals.push(receivedAt);
-            while (arrivals.length && arrivals[0]! < receivedAt - FRAME_RATE_WINDOW_MS) arrivals.shift();
+            frameRate.tick();
             framesIn.inc();
             frames.publish({ jpeg, receivedAt });
           }
@@ -164,11 +163,7 @@ export function createFlashforgeCamera(ctx: ServiceContext, options: FlashforgeC
     claim: () => upstream.claim(),
     state: () => upstream.state,
     problem: () => upstreamProblem(upstream),
-    frameRate() {
-      const now = Date.now();
-      const recent = arrivals.filter((t) => t >= now - FRAME_RATE_WINDOW_MS);
-      return recent.length / (FRAME_RATE_WINDOW_MS / 1000);
-    },
+    frameRate: frameRate.rate,
   };
 
   const serveStream = (socket: Socket, clientLog: Logger, peer: string) => {
@@ -178,8 +173,11 @@ export function createFlashforgeCamera(ctx: ServiceContext, options: FlashforgeC
     );
     const release = upstream.claim();
     let stallTimer: ReturnType<typeof setTimeout> | undefined;
-    const subscription = frames.subscribe(
-      (frame, done) => {
+    // Latest value: the newest frame whenever the viewer has taken the last one.
+    const consumer = frames.addConsumer({
+      label: `camera viewer ${peer}`,
+      replayLatest: fresh(frames.latest()),
+      write(frame, done) {
         if (socket.destroyed) return done();
         stallTimer = setTimeout(() => {
           clientLog.warn(`closing: accepted nothing for ${Math.round(viewerStallMs / 1000)} s`);
@@ -191,14 +189,17 @@ export function createFlashforgeCamera(ctx: ServiceContext, options: FlashforgeC
           done();
         });
       },
-      { replayLatest: fresh(frames.latest()), label: `camera viewer ${peer}` },
-    );
+      onEnd: () => {
+        leave();
+        socket.destroy();
+      },
+    });
     let left = false;
     const leave = () => {
       if (left) return;
       left = true;
       clearTimeout(stallTimer);
-      subscription.unsubscribe();
+      consumer.remove();
       release();
     };
     socket.on("close", leave);
@@ -271,7 +272,7 @@ export function createFlashforgeCamera(ctx: ServiceContext, options: FlashforgeC
     async start() {
       upstream.start();
       ctx.hub.setCamera(feed);
-      listening = await listen({ log, what: "FlashForge camera", host: printer.bind, port: printer.ports.camera, maxClients: MAX_CAMERA_VIEWERS, onClient }).catch((e) => {
+      listening = await listen({ log, what: "FlashForge camera", host: printer.bind, allow: printer.allow, port: printer.ports.camera, maxClients: MAX_CAMERA_VIEWERS, onClient }).catch((e) => {
         error = (e as Error).message;
         throw e;
       });

@@ -2,6 +2,7 @@
 // address, so FlashPrint, Orca and ff-5mp-api list the proxy as the printer. The reply is the printer's own
 // (asked once and cached), with name, serial and ports changed; synthesized if the printer does not answer.
 import { createSocket, type Socket as UdpSocket, type RemoteInfo } from "node:dgram";
+import { createAllowList } from "../core/allow.ts";
 import type { Service, ServiceContext } from "../core/service.ts";
 import { serviceLogger } from "../log.ts";
 import { encodeDiscoveryReply, rewriteDiscoveryReply, DISCOVERY_REPLY_BYTES } from "./discovery-codec.ts";
@@ -20,6 +21,7 @@ const FALLBACK_VENDOR_ID = 0x2b71;
 export function createFlashforgeDiscovery(ctx: ServiceContext): Service {
   const { printer } = ctx;
   const log = serviceLogger(printer.name, "discovery");
+  const allowList = createAllowList(printer.allow);
   const sockets: UdpSocket[] = [];
   let replySocket: UdpSocket | undefined;
   let cached: { reply: Buffer; at: number } | undefined;
@@ -65,6 +67,7 @@ export function createFlashforgeDiscovery(ctx: ServiceContext): Service {
   };
 
   const onProbe = (probe: Buffer, from: RemoteInfo) => {
+    if (!allowList.admit(from.address, log, "FlashForge discovery", from.port)) return;
     if (probe.length > MAX_PROBE_BYTES) return log.with({ peer: `${from.address}:${from.port}` }).debug(`ignored a ${probe.length}-byte datagram (probes are small)`);
     const now = Date.now();
     if (now - windowStart >= 1_000) {

@@ -6,6 +6,7 @@
 import { Agent, createServer, request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import type { Service, ServiceContext } from "../core/service.ts";
+import { createAllowList } from "../core/allow.ts";
 import { sameSecret } from "../core/edge.ts";
 import { peerOf } from "../core/server.ts";
 import { serviceLogger } from "../log.ts";
@@ -41,6 +42,7 @@ export interface FlashforgeHttpOptions {
 export function createFlashforgeHttp(ctx: ServiceContext, options: FlashforgeHttpOptions = {}): Service {
   const { printer } = ctx;
   const log = serviceLogger(printer.name, "http");
+  const allowList = createAllowList(printer.allow);
   const headersTimeoutMs = options.headersTimeoutMs ?? HEADERS_TIMEOUT_MS;
   const idleTimeoutMs = options.idleTimeoutMs ?? IDLE_TIMEOUT_MS;
   const jsonBodyTimeoutMs = options.jsonBodyTimeoutMs ?? JSON_BODY_TIMEOUT_MS;
@@ -194,6 +196,8 @@ export function createFlashforgeHttp(ctx: ServiceContext, options: FlashforgeHtt
 
   const handle = (req: IncomingMessage, res: ServerResponse, expectsContinue: boolean) => {
     const socket = req.socket;
+    // Bun's node:http may emit "connection" after the first request (docs/protocol-notes.md): check here too.
+    if (!allowList.allows(socket.remoteAddress)) return void socket.destroy();
     clearTimeout(headDeadlines.get(socket));
     answering.set(socket, (answering.get(socket) ?? 0) + 1);
     let answered = false;
@@ -213,7 +217,11 @@ export function createFlashforgeHttp(ctx: ServiceContext, options: FlashforgeHtt
   const server = createServer({ headersTimeout: headersTimeoutMs, requestTimeout: 0 }, (req, res) => handle(req, res, false));
   server.on("checkContinue", (req: IncomingMessage, res: ServerResponse) => handle(req, res, true));
   server.maxConnections = MAX_HTTP_CLIENTS;
+  server.prependListener("connection", (socket: Socket) => {
+    if (!allowList.admit(socket.remoteAddress, log, "FlashForge HTTP", socket.remotePort)) socket.destroy();
+  });
   server.on("connection", (socket: Socket) => {
+    if (socket.destroyed) return;
     sockets.add(socket);
     socket.setTimeout(idleTimeoutMs, () => {
       log.with({ peer: peerOf(socket) }).info(`closing: idle for ${idleTimeoutMs / 1000} s`);

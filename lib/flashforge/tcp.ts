@@ -441,7 +441,7 @@ export function createFlashforgeTcp(ctx: ServiceContext, options: FlashforgeTcpO
       });
       upstream.start();
       listening = await listen({
-        log, what: "FlashForge TCP console", host: printer.bind, port: printer.ports.tcp, maxClients: MAX_TCP_CLIENTS, onClient,
+        log, what: "FlashForge TCP console", host: printer.bind, allow: printer.allow, port: printer.ports.tcp, maxClients: MAX_TCP_CLIENTS, onClient,
       }).catch((e) => {
         error = (e as Error).message;
         throw e;

@@ -2,7 +2,7 @@
 // limits. Used by the tests, the benchmarks, `pandaproxy simulate` and `pandaproxy demo`.
 import { BAMBU_PORTS, FLASHFORGE_PORTS, type Ports } from "../config.ts";
 import { findModel, type BambuModel } from "../bambu/models.ts";
-import { simulatedPrinterTls } from "./tls.ts";
+import { simulatedPrinterTls, type SimulatedTlsOptions } from "./tls.ts";
 import { startSimMqtt } from "./mqtt.ts";
 import { startSimulatedFtp } from "./ftp.ts";
 import type { SimIdentity, SimOptions, SimService, SimStarter } from "./types.ts";
@@ -36,6 +36,8 @@ export interface SimPrinterOptions extends SimOptions {
   ports?: Partial<Ports>;
   /** Default: every service the model has. */
   services?: SimServiceName[];
+  /** Another key or certificate name than the serial's usual one (printer identity tests). */
+  tls?: SimulatedTlsOptions;
 }
 
 export interface SimPrinter {
@@ -65,7 +67,7 @@ export function simIdentity(options: SimPrinterOptions): SimIdentity {
     firmware: options.firmware ?? "01.08.00.00",
     host: options.host,
     ports: { ...BAMBU_PORTS, ...FLASHFORGE_PORTS, ...options.ports } as Ports,
-    tls: simulatedPrinterTls(serial),
+    tls: simulatedPrinterTls(serial, options.tls),
   };
 }
 

@@ -10,14 +10,23 @@ export function simulatedCa(): KeyPair {
   return bblCa;
 }
 
+export interface SimulatedTlsOptions {
+  /** Another number gives another key, as a printer replaced or reset would present (default 0). */
+  generation?: number;
+  /** The leaf's CN (default: the serial, as real printers' certificates are issued). */
+  commonName?: string;
+}
+
 /** key + cert (leaf then CA) for a simulated printer's TLS servers. */
-export function simulatedPrinterTls(serial: string): KeyPair & { ca: string } {
-  let leaf = leaves.get(serial);
+export function simulatedPrinterTls(serial: string, options: SimulatedTlsOptions = {}): KeyPair & { ca: string } {
+  const commonName = options.commonName ?? serial;
+  const cacheKey = `${serial} ${commonName} ${options.generation ?? 0}`;
+  let leaf = leaves.get(cacheKey);
   if (!leaf) {
     const ca = simulatedCa();
-    const made = makeLeaf(ca, serial, { dns: ["localhost"], ips: ["127.0.0.1"] });
+    const made = makeLeaf(ca, commonName, { dns: ["localhost"], ips: ["127.0.0.1"] });
     leaf = { key: made.key, cert: made.cert + ca.cert, ca: ca.cert };
-    leaves.set(serial, leaf);
+    leaves.set(cacheKey, leaf);
   }
   return leaf;
 }

@@ -1,6 +1,7 @@
 // The web server (Bun.serve): status page, /api/printers, camera MJPEG and snapshots, /metrics. Every request
 // passes the gate (gate.ts, access.ts): credentials by default, anonymous only with [web] open = true.
 import type { WebConfig } from "../config.ts";
+import { createAllowList } from "../core/allow.ts";
 import { processLogger, serviceLogger } from "../log.ts";
 import type { Counter, Metrics } from "../core/metrics.ts";
 import type { CameraFeed, PrinterRuntime } from "../core/service.ts";
@@ -102,6 +103,7 @@ function routeOf(path: string): (WebRoute & { file?: string }) | Response {
 
 export async function startWeb(options: WebOptions): Promise<WebServer> {
   const log = processLogger("web");
+  const allowList = createAllowList(options.web.allow);
   const listen = options.web.listen!;
   const { metrics } = options;
   const stats = new Map<string, WebCameraStats>();
@@ -221,6 +223,8 @@ export async function startWeb(options: WebOptions): Promise<WebServer> {
       port: listen.port,
       idleTimeout: WEB_IDLE_TIMEOUT_S,
       fetch(request) {
+        const from = server.requestIP(request);
+        if (!allowList.admit(from?.address, log, "web", from?.port)) return text(403, "this address may not use pandaproxy: see `allow` in [proxy]");
         if (request.method !== "GET" && request.method !== "HEAD") return text(405, "only GET is served here");
         const url = new URL(request.url);
         const route = routeOf(url.pathname);
