@@ -115,7 +115,8 @@ describe("allow in printers.toml", () => {
 /** TLS listener: "served" once the handshake completes, "refused" if closed before. */
 function probeTls(host: string, port: number, localAddress: string): Promise<string> {
   return new Promise((resolve) => {
-    const socket = tlsConnect({ host, port, localAddress, rejectUnauthorized: false });
+    const options = { host, port, localAddress, rejectUnauthorized: false }; // localAddress: a net option tls passes on
+    const socket = tlsConnect(options);
     const done = (verdict: string) => {
       clearTimeout(timer);
       socket.destroy();

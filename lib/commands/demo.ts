@@ -5,6 +5,7 @@ import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { defaultStateDir, parseConfig, type Config } from "../config.ts";
 import { EXIT_FAILURE, EXIT_OK, type Command } from "../cli.ts";
+import { forgetPrinter } from "../core/printer-identity.ts";
 import { processLogger, setupLogging } from "../log.ts";
 import { installProcessPolicy } from "../process-policy.ts";
 import type { SimEntry } from "../sim/config.ts";
@@ -101,6 +102,8 @@ export const command: Command = {
     }
     const webPassword = randomBytes(DEMO_WEB_PASSWORD_BYTES).toString("base64url");
     const config = parseConfig(demoConfigText(served, stateDir, web, webPassword), "demo configuration");
+    // The simulated printers make new keys each run: forget the last run's pins (core/printer-identity.ts).
+    for (const p of config.printers) forgetPrinter(p.knownPrintersFile, p.name);
     let supervisor;
     try {
       supervisor = await startSupervisor(config);
