@@ -10,6 +10,7 @@ import { ConfigErrors, parseConfig, type PrinterConfig } from "../lib/config.ts"
 import type { PrinterRuntime } from "../lib/core/service.ts";
 import { captureLogs, setupLogging } from "../lib/log.ts";
 import { createMetrics } from "../lib/core/metrics.ts";
+import { createLoginLimit } from "../lib/web/login-limit.ts";
 import { startWeb, type WebServer } from "../lib/web/server.ts";
 import { basicAuth, createTestFeed, startTestWeb, TEST_ADMIN, testPrinter, type TestFeed } from "./web-fixtures.ts";
 
@@ -286,4 +287,30 @@ describe("failed logins are limited per source address", () => {
     await Bun.sleep(LOCKOUT_MS + 200);
     expect(await curlStatus(`${url}/api/printers`, [...from("127.0.27.6"), ...right])).toBe("200");
   }, 20_000);
+});
+
+describe("the failed-login count", () => {
+  test("counts only failures within the window, locks for the lockout time, and remembers a bounded number of addresses", () => {
+    let now = 0;
+    const limit = createLoginLimit({ failuresAllowed: 3, windowMs: 1_000, lockoutMs: 5_000, maxAddresses: 2 }, () => now);
+    // Three failures spread wider than the window never lock.
+    for (const t of [0, 600, 1_200, 1_800]) {
+      now = t;
+      expect(limit.failed("10.0.0.1")).toBe(false);
+    }
+    expect(limit.lockedFor("10.0.0.1")).toBe(0);
+    now = 2_000;
+    expect(limit.failed("10.0.0.1")).toBe(true); // 1_200, 1_800 and 2_000 are within one window
+    expect(limit.lockedFor("10.0.0.1")).toBe(5_000);
+    now = 6_999;
+    expect(limit.lockedFor("10.0.0.1")).toBe(1);
+    now = 7_000;
+    expect(limit.lockedFor("10.0.0.1")).toBe(0);
+    // A third address pushes out the one touched longest ago.
+    limit.failed("10.0.0.1");
+    limit.failed("10.0.0.1");
+    limit.failed("10.0.0.2");
+    limit.failed("10.0.0.3");
+    expect(limit.failed("10.0.0.1")).toBe(false); // its two earlier failures were forgotten
+  });
 });
