@@ -4,6 +4,7 @@
 import { createSocket, type RemoteInfo, type Socket as UdpSocket } from "node:dgram";
 import { networkInterfaces } from "node:os";
 import type { PrinterConfig } from "../config.ts";
+import { createAllowList } from "../core/allow.ts";
 import type { PrinterHub, Service, ServiceContext, ServiceStatus } from "../core/service.ts";
 import { serviceLogger } from "../log.ts";
 import { advertisedIdentity } from "./bind.ts";
@@ -65,6 +66,7 @@ function bindUdp(socket: UdpSocket, port: number, address: string): Promise<void
 export function createSsdpService(ctx: ServiceContext, options: SsdpServiceOptions = {}): Service {
   const { printer, hub } = ctx;
   const log = serviceLogger(printer.name, "ssdp");
+  const allowList = createAllowList(printer.allow);
   const intervalMs = options.intervalMs ?? SSDP_ANNOUNCE_INTERVAL_MS;
   let sender: UdpSocket | undefined;
   let listeners: UdpSocket[] = [];
@@ -102,6 +104,9 @@ export function createSsdpService(ctx: ServiceContext, options: SsdpServiceOptio
   };
 
   const onDatagram = (datagram: Buffer, from: RemoteInfo) => {
+    // The printer's own announcements are heard whatever `allow` says; everyone else must be allowed.
+    const fromPrinter = from.address === printer.host;
+    if (!fromPrinter && !allowList.admit(from.address, log, "SSDP", from.port)) return;
     const message = parseSsdp(datagram);
     if (!message) return;
     if (isBambuSearch(message)) {
@@ -116,7 +121,11 @@ export function createSsdpService(ctx: ServiceContext, options: SsdpServiceOptio
     const heard = announcementOf(message);
     // Only the printer itself: not our own announcements, nor another proxy's for this serial.
     if (!heard || heard.serial !== printer.serial) return;
-    if (from.address !== printer.host && heard.location !== printer.host) return;
+    if (!fromPrinter) {
+      // Anyone on the LAN can send a datagram naming the printer's serial and address: only its own counts.
+      log.with({ peer: `${from.address}:${from.port}` }).debug(`ignored an SSDP announcement for serial ${printer.serial} that did not come from the printer's address ${printer.host}`);
+      return;
+    }
     const before = { ...hub.info };
     hub.update({ firmware: heard.version || undefined, modelCode: heard.modelCode || undefined });
     if (learnedFrom === undefined || before.firmware !== hub.info.firmware || before.modelCode !== hub.info.modelCode) {
