@@ -19,7 +19,7 @@ const PRINTER_LOGIN = "bblp:12345678";
 /** Longer than any route takes here (snapshots come from a live feed), far shorter than Bun's request deadline. */
 const ANSWER_DEADLINE_MS = 3_000;
 /** Statuses the routes (and Bun for requests it cannot parse) give; 500 means a handler threw. */
-const EXPECTED_STATUSES = new Set([200, 204, 400, 401, 404, 405, 408, 413, 414, 429, 431, 503, 505]);
+const EXPECTED_STATUSES = new Set([200, 204, 400, 401, 403, 404, 405, 408, 413, 414, 429, 431, 503, 505]);
 
 const fail = (why: string): never => {
   throw new Error(why);
