@@ -78,7 +78,7 @@ const FACTORIES: ServiceFactories = {
   camera: (ctx: ServiceContext) =>
     ctx.printer.model === "P2S" ? [createTunnelService(ctx, { loginTimeoutMs: SILENT_CLIENT_MS, idleTimeoutMs: SILENT_CLIENT_MS, endDestroyMs: 300 })]
     : ctx.printer.model === "X1C" ? [createRtspService(ctx, { firstRequestTimeoutMs: SILENT_CLIENT_MS, idleTimeoutMs: 5_000 })]
-    : [createChamberService(ctx)],
+    : [createChamberService(ctx, { viewerLoginTimeoutMs: SILENT_CLIENT_MS })],
   tcp: (ctx) => [createFlashforgeTcp(ctx, { clientIdleTimeoutMs: 5_000 })],
   http: (ctx) => [createFlashforgeHttp(ctx)],
   discovery: (ctx) => [createFlashforgeDiscovery(ctx)],
@@ -126,7 +126,7 @@ function listeners(withRtsp: boolean): Listener[] {
     { name: "FTPS control", printer: "p1s", service: "ftp", port: BAMBU.ftp, transport: "tls", silentMs: SILENT_CLIENT_MS, seeds: [
       Buffer.from(`USER bblp\r\nPASS ${ACCESS_CODE}\r\nPWD\r\nPASV\r\nQUIT\r\n`), Buffer.from("USER bblp\r\nPASS 0\r\n"), Buffer.from("EPRT |1|127.0.21.9|1|\r\nLIST\r\n"),
     ] },
-    { name: "chamber camera", printer: "p1s", service: "chamber", port: BAMBU.chamber, transport: "tls", streams: true, seeds: [
+    { name: "chamber camera", printer: "p1s", service: "chamber", port: BAMBU.chamber, transport: "tls", silentMs: SILENT_CLIENT_MS, streams: true, seeds: [
       encodeLogin({ username: "bblp", accessCode: ACCESS_CODE }), encodeLogin({ username: "bblp", accessCode: "wrong" }),
     ] },
     { name: "bind (plain)", printer: "p1s", service: "bind", port: BAMBU.bind, transport: "tcp", silentMs: SILENT_CLIENT_MS, seeds: [encodeBindFrame(detectRequest())] },
