@@ -157,12 +157,16 @@ beforeAll(async () => {
   copyFileSync(join(ROOT, "config.example.toml"), join(context, "config.example.toml"));
 
   const previous = sh("podman", ["image", "inspect", "--format", "{{.Id}}", IMAGE]).stdout.trim();
+  const dangling = () => sh("podman", ["images", "--all", "--quiet", "--no-trunc", "--filter", "dangling=true"]).stdout.split("\n").filter(Boolean);
+  const danglingBefore = new Set(dangling());
   started = performance.now();
   must("podman", ["build", "--isolation", "chroot", "--pull=never", "--from", BASE_IMAGE, "--tag", IMAGE, "--file", join(ROOT, "Containerfile"), context], 900_000);
   figures.push(`podman build ${seconds(started)}`);
   const id = must("podman", ["image", "inspect", "--format", "{{.Id}}", IMAGE]).trim();
   // The previous run's image: only its binary layer is its own (the apt-get layer stays cached for the next build).
   if (previous && previous !== id) sh("podman", ["rmi", previous]);
+  // This build's leftovers: the binary stage's images (the apt-get step's have children and stay as the cache).
+  for (const leftover of dangling().filter((image) => !danglingBefore.has(image))) sh("podman", ["rmi", leftover]);
 
   imageConfig = JSON.parse(must("podman", ["image", "inspect", "--format", "{{json .Config}}", IMAGE]));
   imageEnv = Object.fromEntries((imageConfig.Env ?? []).map((e) => [e.slice(0, e.indexOf("=")), e.slice(e.indexOf("=") + 1)]));
