@@ -1,9 +1,11 @@
 // The simulated chamber camera of an A1/P1 printer: TLS port 6000, the 80-byte login, then frames (a 16-byte
 // header as its own TLS record, then a real JPEG). Like the firmware it serves only a few viewers: the next one
 // is accepted by TCP but gets no TLS handshake until a slot frees.
+// The printer side is the simulator's own: it shares only the pure wire codec with the proxy (decodeLogin and
+// encodeFrameHeader in lib/bambu/chamber-codec.ts, checked against tests/golden/), and judges the login itself.
 import { createServer, type Server, type Socket } from "node:net";
 import { createSecureContext, TLSSocket } from "node:tls";
-import { decodeLogin, encodeFrameHeader, LOGIN_SIZE, loginMatches } from "../bambu/chamber-codec.ts";
+import { decodeLogin, encodeFrameHeader, LOGIN_SIZE, type ChamberLogin } from "../bambu/chamber-codec.ts";
 import { readExactly } from "../core/server.ts";
 import { serverTlsOptions } from "../tls.ts";
 import { createChamberPicture, stampJpeg } from "./jpeg-picture.ts";
@@ -27,6 +29,11 @@ export interface SimChamber extends SimService {
   /** TCP connections accepted so far. */
   readonly connections: number;
   readonly address: { host: string; port: number };
+}
+
+/** The firmware's check: user `bblp` and the printer's access code, nothing else. */
+function loginAccepted(login: ChamberLogin | { error: string }, accessCode: string): boolean {
+  return !("error" in login) && login.username === "bblp" && login.accessCode === accessCode;
 }
 
 interface Viewer {
@@ -95,7 +102,7 @@ export async function startSimulatedChamber(identity: SimIdentity, options: SimO
       try {
         const login = decodeLogin(await readExactly(tlsSocket, LOGIN_SIZE, SIM_LOGIN_TIMEOUT_MS));
         // The firmware answers a wrong login with nothing at all: it just closes.
-        if ("error" in login || !loginMatches(login, [identity.accessCode])) return void tlsSocket.destroy();
+        if (!loginAccepted(login, identity.accessCode)) return void tlsSocket.destroy();
         viewer.watching = true;
         startTicking();
       } catch {

@@ -6,7 +6,7 @@ import { sameSecret } from "../core/edge.ts";
 import { listen, type Listening } from "../core/server.ts";
 import { serviceLogger } from "../log.ts";
 import { serverTlsOptions } from "../tls.ts";
-import { isObject, type JsonObject } from "../bambu/mqtt-state.ts";
+import type { JsonObject } from "../bambu/mqtt-state.ts";
 import { reportTopic, requestTopic } from "../bambu/mqtt-topics.ts";
 import {
   CONNACK_ACCEPTED, CONNACK_NOT_AUTHORIZED, CONNACK_UNACCEPTABLE_PROTOCOL, connackBytes, createPacketReader, encode,
@@ -17,6 +17,8 @@ import { openSdCard } from "./sdcard.ts";
 import type { SimIdentity, SimOptions, SimService } from "./types.ts";
 
 export const SIM_MQTT_MAX_CLIENTS = 4;
+
+const isJsonObject = (value: unknown): value is JsonObject => typeof value === "object" && value !== null && !Array.isArray(value);
 export const SIM_MQTT_REPORT_INTERVAL_MS = 1_000;
 export const SIM_MQTT_CONNECT_TIMEOUT_MS = 10_000;
 export const SIM_MQTT_MAX_PACKET_BYTES = 1 << 20;
@@ -110,7 +112,7 @@ export async function startSimMqtt(identity: SimIdentity, options: SimOptions): 
           } catch {
             return drop("published something that is not JSON");
           }
-          if (!isObject(body)) return drop("published something that is not a JSON object");
+          if (!isJsonObject(body)) return drop("published something that is not a JSON object");
           for (const reply of print.command(body)) sendReport(reply);
           return;
         }

@@ -7,7 +7,14 @@
 import { posix } from "node:path";
 import type { SimIdentity } from "./types.ts";
 import { cardPathOfUrl, type SdCard } from "./sdcard.ts";
-import { ipv4ToLittleEndian, type Json, type JsonObject } from "../bambu/mqtt-state.ts";
+import type { Json, JsonObject } from "../bambu/mqtt-state.ts";
+
+/** `net.info[].ip` as the firmware writes it: the address's four bytes read as a little-endian u32
+ * (192.168.1.18 -> 302098624, ../shared/PROTOCOLS.md). The simulator's own, so the proxy's rewrite is tested
+ * against the printer's encoding rather than against itself. */
+function firmwareIpv4(ip: string): number {
+  return Buffer.from(ip.split(".").map(Number)).readUInt32LE(0);
+}
 
 /** Layers of each simulated print and ticks spent on each layer. */
 export const SIM_PRINT_LAYERS = 120;
@@ -81,7 +88,7 @@ export function createSimPrint(identity: SimIdentity, card?: SdCard): SimPrint {
       maintain: 3, mc_percent: percent(), mc_print_error_code: "0", mc_print_line_number: String(layer * 400),
       mc_print_stage: stage(), mc_print_sub_stage: 0, mc_remaining_time: remainingMinutes(),
       mess_production_state: "active", msg: 0,
-      net: { conf: 0, info: [{ ip: ipv4ToLittleEndian(identity.host), mask: ipv4ToLittleEndian("255.255.255.0") }, { ip: 0, mask: 0 }] },
+      net: { conf: 0, info: [{ ip: firmwareIpv4(identity.host), mask: firmwareIpv4("255.255.255.0") }, { ip: 0, mask: 0 }] },
       nozzle_diameter: "0.4", nozzle_target_temper: nozzleTarget, nozzle_temper: round(nozzle), nozzle_type: "stainless_steel",
       online: { ahb: false, rfid: false, version: 7 }, print_error: 0, print_gcode_action: 0, print_real_action: 0,
       print_type: "local", profile_id: job.profileId, project_id: job.projectId, queue_number: 0, s_obj: [], sdcard: true,

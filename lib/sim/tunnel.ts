@@ -2,10 +2,11 @@
 // browser and uploads instead of a camera. Enough of it to prove the proxy relays it: the login, a directory
 // listing, the media-ability probe and a small upload, each a 16-byte header and a JSON payload in two TLS writes.
 // Source: ../shared/PROTOCOLS.md (Doridian/OpenBambuAPI lan-file-tunnel.md; the OpenBambuNetwork captures).
-// The two sources disagree on the login; both forms are accepted (lib/bambu/tunnel.ts reads them).
+// The two sources disagree on the login; both forms are accepted. The printer side is the simulator's own (this
+// file reads and judges the login; the proxy's reader in lib/bambu/tunnel.ts is not used), and both are checked
+// against the same golden bytes (tests/golden/).
 import { createServer, type Server, type TLSSocket } from "node:tls";
 import { readExactly } from "../core/server.ts";
-import { readTunnelLogin, tunnelLoginMatches } from "../bambu/tunnel.ts";
 import { serverTlsOptions } from "../tls.ts";
 import type { SimIdentity, SimOptions, SimService } from "./types.ts";
 
@@ -16,6 +17,10 @@ export const SUBCHANNEL_LOGIN = 0x01;
 export const SUBCHANNEL_CONTROL = 0x02;
 export const TO_PRINTER = 0x01;
 export const TO_CLIENT = 0x00;
+/** The framed login's payload: `bblp` and the access code, 8 bytes each, NUL-padded. */
+const FRAMED_LOGIN_PAYLOAD = 16;
+/** The bare login of the other source: `bblp` in 8 bytes, the code in 32, 24 reserved. */
+const BARE_LOGIN_SIZE = 64;
 const CAMERA_LOGIN_SIZE = 80;
 const CAMERA_LOGIN_ACK_SIZE = 24;
 const MAX_PAYLOAD = 16 * 1024 * 1024;
@@ -55,6 +60,35 @@ export function encodeTunnelLogin(accessCode: string, sequence = 0): Buffer[] {
   return [encodeTunnelHeader({ length: payload.length, subchannel: SUBCHANNEL_LOGIN, direction: TO_PRINTER, sequence }), payload];
 }
 
+function padded(text: string, size: number): Buffer {
+  const out = Buffer.alloc(size);
+  out.write(text.slice(0, size), "latin1");
+  return out;
+}
+
+export type SimTunnelLogin = { kind: "login"; username: Buffer; accessCode: Buffer } | { kind: "camera" } | { kind: "unknown" };
+
+/** Reads the login in either form the sources describe, or tells a chamber camera login (u32 0x40, u32 0x3000). */
+export async function readSimTunnelLogin(socket: TLSSocket, timeoutMs: number): Promise<SimTunnelLogin> {
+  const first = await readExactly(socket, TUNNEL_HEADER_SIZE, timeoutMs);
+  const header = decodeTunnelHeader(first);
+  if (header && header.subchannel === SUBCHANNEL_LOGIN && header.length === FRAMED_LOGIN_PAYLOAD) {
+    const payload = await readExactly(socket, FRAMED_LOGIN_PAYLOAD, timeoutMs);
+    return { kind: "login", username: payload.subarray(0, 8), accessCode: payload.subarray(8, 16) };
+  }
+  if (first.subarray(0, 8).equals(padded("bblp", 8))) {
+    const rest = await readExactly(socket, BARE_LOGIN_SIZE - TUNNEL_HEADER_SIZE, timeoutMs);
+    return { kind: "login", username: first.subarray(0, 8), accessCode: Buffer.concat([first, rest]).subarray(8, 40) };
+  }
+  if (first.readUInt32LE(0) === 0x40 && first.readUInt32LE(4) === 0x3000) return { kind: "camera" };
+  return { kind: "unknown" };
+}
+
+/** The printer's check: `bblp` and its access code, each NUL-padded to its field. */
+export function simTunnelLoginAccepted(login: { username: Buffer; accessCode: Buffer }, accessCode: string): boolean {
+  return login.username.equals(padded("bblp", login.username.length)) && login.accessCode.equals(padded(accessCode, login.accessCode.length));
+}
+
 export function encodeTunnelMessage(message: unknown, sequence: number, direction = TO_PRINTER): Buffer[] {
   const payload = Buffer.from(JSON.stringify(message));
   return [encodeTunnelHeader({ length: payload.length, subchannel: SUBCHANNEL_CONTROL, direction, sequence }), payload];
@@ -87,14 +121,14 @@ export async function startSimulatedTunnel(identity: SimIdentity, _options: SimO
   };
 
   const session = async (socket: TLSSocket) => {
-    const login = await readTunnelLogin(socket, SIM_TUNNEL_TIMEOUT_MS);
-    if (!login.credentials && login.bytes.readUInt32LE(0) === 0x40 && login.bytes.readUInt32LE(4) === 0x3000) {
+    const login = await readSimTunnelLogin(socket, SIM_TUNNEL_TIMEOUT_MS);
+    if (login.kind === "camera") {
       // A camera client on a tunnel printer: the firmware acknowledges and hangs up.
       await readExactly(socket, CAMERA_LOGIN_SIZE - TUNNEL_HEADER_SIZE, SIM_TUNNEL_TIMEOUT_MS);
       socket.end(Buffer.alloc(CAMERA_LOGIN_ACK_SIZE));
       return;
     }
-    if (!login.credentials || !tunnelLoginMatches(login.credentials, identity.accessCode)) return void socket.destroy();
+    if (login.kind !== "login" || !simTunnelLoginAccepted(login, identity.accessCode)) return void socket.destroy();
 
     for (;;) {
       const next = decodeTunnelHeader(await readExactly(socket, TUNNEL_HEADER_SIZE, 24 * 3600_000));
