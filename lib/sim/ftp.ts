@@ -1,6 +1,9 @@
 // The simulated printer's FTPS server (implicit TLS, port 990), behaving like the vsftpd on Bambu printers:
 // bblp/access code, PROT P required, passive data only (PORT/EPRT unknown), data connections that must
 // resume the control connection's TLS session, TLS 1.2 only, no close_notify on data, a session limit.
+// This file reuses the proxy's FTP codec and FTPS TLS engine (lib/bambu/ftp-tls.ts) for the demo and the tests'
+// convenience. That is allowed here because a real vsftpd configured like the printers plays the printer in the
+// interop tests (tests/ftp-vsftpd.test.ts); what the printer does is proven there, not against this simulator.
 import { createReadStream, createWriteStream } from "node:fs";
 import { mkdir, readdir, rename, rmdir, stat, unlink } from "node:fs/promises";
 import { createServer, type Server, type Socket } from "node:net";

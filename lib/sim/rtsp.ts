@@ -1,5 +1,9 @@
 // The simulated X1C RTSPS camera on port 322: FFmpeg's test pattern as H.264, published into our own RTSP
 // server, served at /streaming/live/1 with Digest-only authentication like the printers' live555.
+// This file reuses the proxy's RTSP code (server, Digest authenticator, FFmpeg publisher) for the demo and the
+// benchmarks. That is allowed here because a third-party server plays the printer's camera in the interop tests
+// (GStreamer's rtsp-server, tests/rtsp-gstreamer.test.ts); a test against this simulator alone proves nothing
+// about the printer.
 import { processLogger } from "../log.ts";
 import { listen, type Listening } from "../core/server.ts";
 import { serverTlsOptions } from "../tls.ts";
