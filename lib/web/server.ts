@@ -79,6 +79,18 @@ export function printerSummary(p: PrinterRuntime, webViewers = 0) {
   };
 }
 
+/**
+ * The request's URL. Without a Host header (HTTP/1.0) Bun hands over a bare path, and with a Host that is not a
+ * name ("a b", "[") a string no URL parser takes: both are the client's mistake, answered 400, never a 500.
+ */
+function requestUrl(request: Request): URL | undefined {
+  try {
+    return new URL(request.url, "http://pandaproxy.invalid");
+  } catch {
+    return undefined;
+  }
+}
+
 const text = (status: number, body: string) =>
   new Response(body + "\n", { status, headers: { "Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store" } });
 
@@ -226,7 +238,8 @@ export async function startWeb(options: WebOptions): Promise<WebServer> {
         const from = server.requestIP(request);
         if (!allowList.admit(from?.address, log, "web", from?.port)) return text(403, "this address may not use pandaproxy: see `allow` in [proxy]");
         if (request.method !== "GET" && request.method !== "HEAD") return text(405, "only GET is served here");
-        const url = new URL(request.url);
+        const url = requestUrl(request);
+        if (!url) return text(400, "the request's Host header or target is not a URL");
         const route = routeOf(url.pathname);
         if (route instanceof Response) return route;
         const ip = server.requestIP(request);
