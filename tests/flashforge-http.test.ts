@@ -131,3 +131,41 @@ describe("FlashForge HTTP proxy", () => {
     expect(sim.state.files.has("/data/refused.gcode")).toBe(false);
   });
 });
+
+describe("a client that resets while the printer is still working on its request", () => {
+  test("is logged as the client leaving, with its address, not as the printer failing", async () => {
+    const { createServer, connect } = await import("node:net");
+    const { serviceContext } = await import("./support.ts");
+    // A printer that takes the request and never answers.
+    const silentPrinter = createServer(() => {});
+    await new Promise<void>((r) => silentPrinter.listen(18898, "127.0.19.61", () => r()));
+    const ctx = serviceContext(
+      `name = "ff-slow"\ntype = "flashforge"\nhost = "127.0.19.61"\nserial = "SNSLOW1"\ncheck_code = "abcd1234"\nbind = "127.0.19.62"\n` +
+        `ports = { http = 18898 }\nprinter_ports = { http = 18898 }`,
+      `[web]\nlisten = ""`,
+    );
+    const service = createFlashforgeHttp(ctx);
+    await service.start();
+    const logs = captureLogs();
+    try {
+      const client = connect({ host: "127.0.19.62", port: 18898 });
+      await new Promise((r) => client.once("connect", r));
+      const body = JSON.stringify({ serialNumber: "SNSLOW1", checkCode: "abcd1234" });
+      client.write(`POST /detail HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+      await Bun.sleep(200);
+      client.resetAndDestroy();
+      for (let waited = 0; !logs.lines.some((l) => l.includes("/detail")); waited += 20) {
+        if (waited > 3_000) throw new Error(`no line; saw:\n${logs.lines.join("\n")}`);
+        await Bun.sleep(20);
+      }
+      const line = logs.lines.find((l) => l.includes("/detail"))!;
+      expect(line).toContain("the client left before the printer answered");
+      expect(line).toMatch(/ 127\.0\.0\.1:\d+ /);
+      expect(line).not.toContain("?:?");
+    } finally {
+      logs.stop();
+      await service.stop();
+      silentPrinter.close();
+    }
+  });
+});

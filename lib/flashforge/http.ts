@@ -115,8 +115,10 @@ export function createFlashforgeHttp(ctx: ServiceContext, options: FlashforgeHtt
     upstreamRes.on("error", () => res.destroy());
   };
 
-  const upstreamFailed = (req: IncomingMessage, res: ServerResponse, e: Error) => {
-    log.with({ peer: peerOf(req.socket) }).warn(`${pathOf(req)}: the printer at ${printer.host}:${printer.printerPorts.http} failed: ${e.message}`);
+  const upstreamFailed = (req: IncomingMessage, res: ServerResponse, e: Error, peer: string, clientLeft: boolean) => {
+    // Destroying the printer request because the client went away surfaces here as "socket hang up".
+    if (clientLeft) return log.with({ peer }).info(`${pathOf(req)}: the client left before the printer answered`);
+    log.with({ peer }).warn(`${pathOf(req)}: the printer at ${printer.host}:${printer.printerPorts.http} failed: ${e.message}`);
     if (!res.headersSent) reply(res, { code: 1, message: `pandaproxy could not reach the printer: ${e.message}` }, 502, true);
     else res.destroy();
   };
@@ -126,10 +128,15 @@ export function createFlashforgeHttp(ctx: ServiceContext, options: FlashforgeHtt
       agent, host: printer.host, port: printer.printerPorts.http, method: req.method, path: req.url, headers, timeout: UPSTREAM_TIMEOUT_MS,
     });
     out.on("timeout", () => out.destroy(new Error(`no answer within ${UPSTREAM_TIMEOUT_MS / 1000} s`)));
-    out.on("error", (e) => upstreamFailed(req, res, e));
+    // The peer is read now: once the client has reset, its socket no longer knows its address.
+    const peer = peerOf(req.socket);
+    let clientLeft = false;
+    out.on("error", (e) => upstreamFailed(req, res, e, peer, clientLeft));
     out.on("response", (upstreamRes) => relayResponse(req, res, upstreamRes));
     res.on("close", () => {
-      if (!res.writableFinished) out.destroy();
+      if (res.writableFinished) return;
+      clientLeft = true;
+      out.destroy();
     });
     return out;
   };
