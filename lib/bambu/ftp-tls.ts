@@ -90,3 +90,45 @@ export function endWithoutCloseNotify(tlsSocket: TLSSocket, raw: Socket): Promis
     });
   });
 }
+
+/** Waits for the client-side TLS handshake of `data` (started over the paused `raw`, which this resumes). */
+export function handshakeWithin(data: TLSSocket, raw: Socket, ms: number): Promise<TLSSocket> {
+  return new Promise<TLSSocket>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      data.destroy();
+      reject(new Error("no TLS handshake"));
+    }, ms);
+    data.once("secureConnect", () => {
+      clearTimeout(timer);
+      resolve(data);
+    });
+    data.once("error", (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    raw.resume();
+  });
+}
+
+/** Resets a data connection so a partial upload is reported as failed, never complete. */
+export function resetDataConnection(data: TLSSocket, raw: Socket): void {
+  // The TCP reset must come first: a TLS-level close would reach vsftpd as a clean end of file.
+  const resettable = raw as Socket & { resetAndDestroy?: () => void };
+  if (typeof resettable.resetAndDestroy === "function") resettable.resetAndDestroy();
+  else raw.destroy();
+  data.destroy();
+}
+
+/** Ends our side of a download (close_notify, then FIN) without waiting longer than `ms` for the client. */
+export function closeDataConnection(data: TLSSocket, raw: Socket, ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      raw.destroy();
+      resolve();
+    }, ms);
+    data.end(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
