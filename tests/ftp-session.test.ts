@@ -201,6 +201,13 @@ describe("FTPS session: data connection planning", () => {
     expect(codes(say(s, "RETR x"))).toEqual([425]);
   });
 
+  test("a client that leaves while its passive listener opens: the listener is closed, not left listening", () => {
+    const s = loggedIn();
+    expect(say(s, "PASV").pending).toEqual({ kind: "open-passive", address: BIND });
+    drive(s, { kind: "closed" });
+    expect(drive(s, { kind: "passive-opened", port: 50_000 }).actions).toEqual([{ kind: "drop-plan" }]);
+  });
+
   test("PORT and EPRT connect only to the client's own address (no FTP bounce)", () => {
     const s = loggedIn();
     const port = say(s, "PORT 127,0,31,9,195,80");

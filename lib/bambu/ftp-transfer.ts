@@ -150,6 +150,8 @@ export function* passive(c: SessionContext, verb: "PASV" | "EPSV", arg: string):
     c.log("warn", `cannot open a passive data port: ${opened.kind === "passive-failed" ? opened.message : opened.kind}`);
     return c.reply(425, "Cannot open a passive data port; try again later.");
   }
+  // A client that left while the listener opened would leave it listening, its port taken, for good.
+  if (c.state.closed) return dropPlan(c);
   c.state.hasPlan = true;
   c.emit({ kind: "reply", text: verb === "PASV" ? formatPasvReply(address, opened.port) : formatEpsvReply(opened.port) });
 }
