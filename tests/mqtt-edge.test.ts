@@ -295,3 +295,24 @@ describe("MQTT requests toward a printer that misbehaves", () => {
     expect(waiting).toBeLessThanOrEqual(WRITE_BOUND);
   }, 20_000);
 });
+
+describe("MQTT reports the merged state cannot keep", () => {
+  test("a report nested past the depth limit is passed on, and the part not kept is logged", async () => {
+    const printer = await startFakePrinter(FAKE_PRINTER_HOST, () => {});
+    const proxy = await startProxy(FAKE_PRINTER_HOST, SERIAL, FAKE_PROXY_HOST);
+    const printerSide = await printer.ready;
+    const logs = captureLogs();
+    try {
+      let deep: Record<string, unknown> = { leaf: 1 };
+      for (let i = 0; i < 200; i++) deep = { d: deep };
+      const report = { print: { command: "push_status", deep } };
+      printerSide.write(encode({ cmd: "publish", topic: `device/${SERIAL}/report`, payload: Buffer.from(JSON.stringify(report)), qos: 0, retain: false, dup: false }));
+      await until("the line", () => logs.lines.some((l) => l.includes("not kept in the merged state")), 3_000);
+      expect(logs.lines.find((l) => l.includes("not kept in the merged state"))).toContain("nested deeper than");
+    } finally {
+      logs.stop();
+      await proxy.stop();
+      await printer.close();
+    }
+  });
+});

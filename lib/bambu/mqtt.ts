@@ -175,7 +175,8 @@ export function createMqttService(ctx: ServiceContext, options: MqttServiceOptio
       log.debug("printer sent a report that is not JSON; passed on as is");
     }
     if (parsed) {
-      state.apply(parsed);
+      const notKept = state.apply(parsed);
+      if (notKept) log.warn(`a report from the printer was passed on but not kept in the merged state: ${notKept}`);
       learnVersion(parsed);
     }
     const out: Outgoing = { payload, report: parsed, packets: new Map() };
