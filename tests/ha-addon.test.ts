@@ -91,8 +91,8 @@ describe("ha-addon/config.yaml against the Supervisor's add-on schema", () => {
     expect(config.host_network).toBe(true);
     expect(config.image).toMatch(RE_DOCKER_IMAGE);
     expect(String(config.image)).toContain("{arch}");
-    expect(STARTUP).toContain(config.startup);
-    expect(BOOT).toContain(config.boot);
+    expect(STARTUP).toContain(String(config.startup));
+    expect(BOOT).toContain(String(config.boot));
     for (const m of config.map as { type: string }[]) expect(MAP_TYPES).toContain(m.type);
     expect(config.webui).toMatch(/^(?:https?|\[PROTO:\w+\]):\/\/\[HOST\]:\[PORT:\d+\].*$/);
     const timeout = config.timeout as number;
