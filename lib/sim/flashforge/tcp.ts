@@ -2,8 +2,9 @@
 // "Control Failed."; text replies as the Adventurer 5M writes them (Parallel-7/flashforge-api-docs legacy-api.md);
 // ~M661/~M662 send binary after "ok"; ~M28 takes a raw upload; a session silent for a while is dropped.
 import { createServer, type Server, type Socket } from "node:net";
-import { encodeFileList, encodeThumbnail, parseCommand, textReply } from "../../flashforge/tcp-codec.ts";
-import { normalizePath, type FlashforgeSimState } from "./state.ts";
+import { parseCommand, textReply } from "../../flashforge/tcp-codec.ts";
+import { simReply } from "./replies.ts";
+import type { FlashforgeSimState } from "./state.ts";
 
 /** The printer drops a session that sends nothing for a few seconds (FlashPrint and ff-5mp-api poll every ~5 s). */
 export const SIM_TCP_IDLE_TIMEOUT_MS = 10_000;
@@ -39,55 +40,6 @@ export async function startSimTcp(state: FlashforgeSimState, options: SimTcpOpti
   let holder: Socket | undefined;
   let sessions = 0;
   let idleDrops = 0;
-
-  const replyTo = (code: string, args: string): { text: Buffer; binary?: Buffer } => {
-    const t = state.temperatures();
-    switch (code) {
-      case "M115":
-        return { text: textReply(code, [
-          `Machine Type: ${identity.machineType}`, `Machine Name: ${identity.name}`, `Firmware: ${identity.firmware}`,
-          `SN: ${identity.serial}`, "X: 220 Y: 220 Z: 220", "Tool Count: 1", `Mac Address:${identity.mac}`,
-        ]) };
-      case "M119":
-        return { text: textReply(code, [
-          "Endstop: X-max: 110 Y-max: 110 Z-min: 0",
-          `MachineStatus: ${state.status === "printing" ? "BUILDING_FROM_SD" : state.status === "paused" ? "PAUSED" : "READY"}`,
-          `MoveMode: ${state.status === "paused" ? "PAUSED" : state.status === "printing" ? "MOVING" : "READY"}`,
-          "Status: S:1 L:0 J:0 F:0", `LED: ${state.light ? 1 : 0}`, `CurrentFile: ${state.printFile}`,
-        ]) };
-      case "M105":
-        return { text: textReply(code, [`T0:${t.nozzle.toFixed(1)}/${t.nozzleTarget.toFixed(1)} T1:0.0/0.0 B:${t.bed.toFixed(1)}/${t.bedTarget.toFixed(1)}`]) };
-      case "M27":
-        return { text: textReply(code, [state.status === "ready" ? "SD printing byte 0/100" : "SD printing byte 11/100", "Layer: 0/0"]) };
-      case "M114":
-        return { text: textReply(code, ["X:110.050 Y:110.050 Z:200.000 A:0.000 B:0"]) };
-      case "M661":
-        return { text: textReply(code, []), binary: encodeFileList([...state.files.keys()]) };
-      case "M662": {
-        const png = state.thumbnail(args);
-        return { text: textReply(code, []), binary: png ? encodeThumbnail(png) : undefined };
-      }
-      case "M146":
-        state.light = !/r0 g0 b0/.test(args);
-        return { text: textReply(code, []) };
-      case "M23":
-        state.printFile = normalizePath(args).replace(/^\/data\//, "");
-        state.status = "printing";
-        return { text: textReply(code, [`File opened: ${args} Size: 0`, "File selected"]) };
-      case "M24":
-        if (state.status === "paused") state.status = "printing";
-        return { text: textReply(code, []) };
-      case "M25":
-        if (state.status === "printing") state.status = "paused";
-        return { text: textReply(code, []) };
-      case "M26":
-        state.status = "ready";
-        state.printFile = "";
-        return { text: textReply(code, []) };
-      default:
-        return { text: textReply(code, []) };
-    }
-  };
 
   const server: Server = createServer((socket) => {
     const session = ++sessions;
@@ -146,7 +98,7 @@ export async function startSimTcp(state: FlashforgeSimState, options: SimTcpOpti
       if (code === "M29") {
         return send(textReply(code, ["Done saving file."]));
       }
-      const reply = replyTo(code, args);
+      const reply = simReply(state, code, args);
       send(reply.text, reply.binary);
     };
 
