@@ -213,6 +213,8 @@ function perform(link: Link, action: SessionAction<Stream>): Answer {
     case "publish":
       return void publish(link, action.stream, action.sdp);
     case "unpublish":
+      // A producer replaced by a newer one leaves the stream to it.
+      if (shared.producers.get(action.stream) !== socket) return;
       action.stream.unpublish();
       shared.producers.delete(action.stream);
       return;
