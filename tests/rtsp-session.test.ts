@@ -75,6 +75,16 @@ function setUpTcp(c: ReturnType<typeof connection>, uri = URI) {
   return setup;
 }
 
+/** A reader on the plain port playing over UDP. */
+function playingOverUdp() {
+  const c = connection({ udp: true, encrypted: false });
+  c.request("SETUP", `${PLAIN_URI}/track1`, [["Transport", "RTP/AVP;unicast;client_port=5000-5001"]]);
+  expect(statusOf(c.handle({ kind: "udp-opened", track: 0, serverPorts: [6000, 6001] }))).toBe(200);
+  c.request("PLAY", PLAIN_URI, [["Session", "5E55"]]);
+  expect(statusOf(c.handle({ kind: "attached", rtpInfo: [] }))).toBe(200);
+  return c;
+}
+
 describe("an RTSP reader's session", () => {
   test("OPTIONS lists the reader methods, with ANNOUNCE and RECORD only where a producer may publish; CSeq is echoed", () => {
     const reader = replyOf(connection().raw("OPTIONS", URI))!;
@@ -193,11 +203,7 @@ describe("an RTSP reader's session", () => {
   });
 
   test("TEARDOWN detaches the consumer, closes the UDP ports and ends the session", () => {
-    const c = connection({ udp: true, encrypted: false });
-    c.request("SETUP", `${PLAIN_URI}/track1`, [["Transport", "RTP/AVP;unicast;client_port=5000-5001"]]);
-    c.handle({ kind: "udp-opened", track: 0, serverPorts: [6000, 6001] });
-    c.request("PLAY", PLAIN_URI, [["Session", "5E55"]]);
-    c.handle({ kind: "attached", rtpInfo: [] });
+    const c = playingOverUdp();
     const teardown = c.raw("TEARDOWN", PLAIN_URI, [["Session", "5E55"]]);
     expect(kinds(teardown)).toEqual(["reply", "detach", "close-udp"]);
     expect(c.session.id).toBeUndefined();
@@ -220,11 +226,7 @@ describe("an RTSP reader's session", () => {
   });
 
   test("the connection's end detaches, closes UDP and releases the claim, once", () => {
-    const c = connection({ udp: true, encrypted: false });
-    c.request("SETUP", `${PLAIN_URI}/track1`, [["Transport", "RTP/AVP;unicast;client_port=5000-5001"]]);
-    c.handle({ kind: "udp-opened", track: 0, serverPorts: [6000, 6001] });
-    c.request("PLAY", PLAIN_URI, [["Session", "5E55"]]);
-    c.handle({ kind: "attached", rtpInfo: [] });
+    const c = playingOverUdp();
     expect(kinds(c.handle({ kind: "closed" }))).toEqual(["detach", "close-udp", "release"]);
     expect(c.handle({ kind: "closed" })).toEqual([]);
   });
