@@ -13,7 +13,8 @@ import { createLineSplitter } from "./ftp-codec.ts";
 import { activeDataPlan, connectPaused, passiveDataPlan, pump, type ClientDataPlan, type Pump } from "./ftp-data.ts";
 import { createFtpSession, type FtpAction, type FtpEffect, type FtpEvent, type FtpSession } from "./ftp-session.ts";
 import { closeDataConnection, createFtpsTls, handshakeWithin, resetDataConnection, type FtpsTls } from "./ftp-tls.ts";
-import { createPrinterPool, openPrinterSession, PrinterFtpError, type Lease, type PrinterPool } from "./ftp-upstream.ts";
+import { createPrinterPool, type Lease, type PrinterPool } from "./ftp-pool.ts";
+import { openPrinterSession, PrinterFtpError } from "./ftp-upstream.ts";
 
 export { MAX_LOGIN_FAILS } from "./ftp-session.ts";
 export { TRANSFER_REPLY_TIMEOUT_MS, UPLOAD_EOF_GRACE_MS } from "./ftp-transfer.ts";
@@ -100,13 +101,13 @@ interface ClientContext {
   maxPendingCommands?: number;
 }
 
-/** One transfer's connections, as the glue holds them while the session plans the steps. */
+/** One transfer's connections (TCP, then TLS on each side), as the glue holds them for the session. */
 interface DataConnections {
   plan?: ClientDataPlan;
   clientRaw?: Socket;
+  clientData?: TLSSocket;
   printerRaw?: Socket;
   printerData?: TLSSocket;
-  clientData?: TLSSocket;
   flow?: Pump;
   upload?: boolean;
 }
@@ -117,6 +118,9 @@ interface Connection {
   readonly raw: Socket;
   readonly ctx: ClientContext;
   readonly session: FtpSession;
+  /** Our and the client's address on the control connection. */
+  readonly localIp: string;
+  readonly peerIp: string;
   lane: CommandLane<string>;
   idle: IdleDeadline;
   plan?: ClientDataPlan;
@@ -127,16 +131,11 @@ interface Connection {
 
 function serveClient(socket: TLSSocket, raw: Socket, ctx: ClientContext): void {
   const { printer, log } = ctx;
-  const session = createFtpSession({
-    printerName: printer.name,
-    accessCode: printer.accessCode,
-    viewerAccessCode: printer.viewerAccessCode,
-    bind: printer.bind,
-    localIp: plainIp(socket.localAddress ?? raw.localAddress),
-    peerIp: plainIp(socket.remoteAddress ?? raw.remoteAddress),
-    trustHint: TRUST_HINT,
-  });
-  const conn = { socket, raw, ctx, session, data: {} } as Connection;
+  const localIp = plainIp(socket.localAddress ?? raw.localAddress);
+  const peerIp = plainIp(socket.remoteAddress ?? raw.remoteAddress);
+  const { name: printerName, accessCode, viewerAccessCode, bind } = printer;
+  const session = createFtpSession({ printerName, accessCode, viewerAccessCode, bind, localIp, peerIp, trustHint: TRUST_HINT });
+  const conn = { socket, raw, ctx, session, localIp, peerIp, data: {} } as Connection;
   conn.idle = watchIdle(conn);
   socket.on("error", (e) => log.debug(`control connection error: ${e.message}`));
   socket.once("close", () => {
@@ -202,7 +201,7 @@ function act(conn: Connection, action: FtpAction): void {
       conn.plan?.close();
       return void (conn.plan = undefined);
     case "plan-active":
-      return void (conn.plan = activeDataPlan(action.host, action.port, plainIp(socket.localAddress ?? conn.raw.localAddress)));
+      return void (conn.plan = activeDataPlan(action.host, action.port, conn.localIp));
     case "release":
       lease?.release();
       return void (conn.lease = undefined);
@@ -243,7 +242,7 @@ async function perform(conn: Connection, effect: FtpEffect): Promise<FtpEvent> {
   const session = () => conn.lease!.session;
   switch (effect.kind) {
     case "open-passive":
-      return passiveDataPlan(effect.address, ctx.printer.ftpDataPorts, plainIp(conn.socket.remoteAddress ?? conn.raw.remoteAddress)).then(
+      return passiveDataPlan(effect.address, ctx.printer.ftpDataPorts, conn.peerIp).then(
         (passive) => ((conn.plan = passive), { kind: "passive-opened", port: passive.port }),
         (error: Error) => ({ kind: "passive-failed", message: error.message }),
       );
