@@ -87,31 +87,79 @@ function ensureBaseImage(): string {
 }
 
 const dir = mkdtempSync(join(tmpdir(), "pp-container-"));
-const container = `pandaproxy-container-test-${process.pid}`;
-let rootfs = "";
-let user = { uid: 0, gid: 0 };
-let imageEnv: Record<string, string> = {};
-let imageCommand: string[] = [];
-let imageConfig: { User?: string; Env?: string[]; Entrypoint?: string[]; Cmd?: string[]; Volumes?: Record<string, unknown>; WorkingDir?: string } = {};
-let builtVersion = "";
+const ADDON_IMAGE = "localhost/pandaproxy-test-addon:latest";
 const children: ChildProcess[] = [];
 
-/** argv run inside the image's filesystem as its user: a private mount namespace gives it /proc (Bun needs it). */
-function inImage(argv: string[], options: { noNewPrivs?: boolean } = {}): string[] {
-  const script = 'root="$0"; spec="$1"; shift; mount -t proc proc "$root/proc" && exec chroot --userspec="$spec" "$root" "$@"';
-  const enter = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, rootfs];
-  const run = [...enter, `${user.uid}:${user.gid}`, ...argv];
-  return options.noNewPrivs ? ["setpriv", "--no-new-privs", ...run] : run;
+interface ImageConfig {
+  User?: string;
+  Env?: string[];
+  Entrypoint?: string[];
+  Cmd?: string[];
+  Volumes?: Record<string, unknown>;
 }
-function runInImage(argv: string[], timeout = 30_000) {
-  const [command, ...args] = inImage(argv);
-  return sh(command!, args, timeout, imageEnv);
+/** A built image's filesystem, mounted read-write through a container that is never started. */
+interface Mounted {
+  container: string;
+  rootfs: string;
+  config: ImageConfig;
+  user: { uid: number; gid: number };
+  env: Record<string, string>;
+  command: string[];
+}
+const mounted: Mounted[] = [];
+let image: Mounted;
+let addon: Mounted;
+let builtVersion = "";
+
+/** Images a build replaced or left; removed once nothing is built on them (the add-on is built on the image). */
+const stale = new Set<string>();
+const removeStale = () => { for (const id of stale) if (sh("podman", ["rmi", id]).code === 0) stale.delete(id); };
+
+/** podman build, then remove what this build left that nothing uses (a new binary's stage, the previous image). */
+function build(tag: string, args: string[]): void {
+  const previous = sh("podman", ["image", "inspect", "--format", "{{.Id}}", tag]).stdout.trim();
+  const dangling = () => sh("podman", ["images", "--all", "--quiet", "--no-trunc", "--filter", "dangling=true"]).stdout.split("\n").filter(Boolean);
+  const danglingBefore = new Set(dangling());
+  must("podman", ["build", "--isolation", "chroot", "--pull=never", "--tag", tag, ...args], 900_000);
+  const id = must("podman", ["image", "inspect", "--format", "{{.Id}}", tag]).trim();
+  // The previous run's image: only its binary layer is its own (the apt-get layer stays cached for the next build).
+  if (previous && previous !== id) stale.add(previous);
+  // The binary stage's images; the apt-get step's have children and stay as the cache.
+  for (const leftover of dangling().filter((i) => !danglingBefore.has(i))) stale.add(leftover);
+  removeStale();
 }
 
-/** Starts argv in the image; resolves with its output so far once `line` appears (or rejects after `ms`). */
-function startInImage(argv: string[], line: string | RegExp, options: { noNewPrivs?: boolean } = {}, ms = 20_000) {
-  const [command, ...args] = inImage(argv, options);
-  const child = spawn(command!, args, { env: imageEnv, stdio: ["ignore", "pipe", "pipe"] });
+function mount(tag: string): Mounted {
+  const config = JSON.parse(must("podman", ["image", "inspect", "--format", "{{json .Config}}", tag])) as ImageConfig;
+  const container = `pandaproxy-container-test-${process.pid}-${mounted.length}`;
+  must("podman", ["create", "--name", container, tag]);
+  const entry: Mounted = { container, rootfs: "", config, user: { uid: 0, gid: 0 }, env: {}, command: [...(config.Entrypoint ?? []), ...(config.Cmd ?? [])] };
+  mounted.push(entry);
+  entry.rootfs = must("podman", ["mount", container]).trim();
+  entry.env = Object.fromEntries((config.Env ?? []).map((e) => [e.slice(0, e.indexOf("=")), e.slice(e.indexOf("=") + 1)]));
+  const name = config.User || "root";
+  const passwd = readFileSync(join(entry.rootfs, "etc/passwd"), "utf8").split("\n").find((l) => l.startsWith(`${name}:`));
+  if (!passwd) throw new Error(`${tag}: its user "${name}" is not in its /etc/passwd`);
+  const [, , uid, gid] = passwd.split(":");
+  entry.user = { uid: Number(uid), gid: Number(gid) };
+  return entry;
+}
+
+/** argv run inside an image's filesystem as its user: a private mount namespace gives it /proc (Bun needs it). */
+function inImage(on: Mounted, argv: string[], options: { noNewPrivs?: boolean } = {}): string[] {
+  const script = 'root="$0"; spec="$1"; shift; mount -t proc proc "$root/proc" && exec chroot --userspec="$spec" "$root" "$@"';
+  const run = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, on.rootfs, `${on.user.uid}:${on.user.gid}`, ...argv];
+  return options.noNewPrivs ? ["setpriv", "--no-new-privs", ...run] : run;
+}
+function runInImage(on: Mounted, argv: string[], timeout = 30_000) {
+  const [command, ...args] = inImage(on, argv);
+  return sh(command!, args, timeout, on.env);
+}
+
+/** Starts argv in an image; `ready` resolves with its output so far once `line` appears (rejects after `ms`). */
+function startInImage(on: Mounted, argv: string[], line: string | RegExp, options: { noNewPrivs?: boolean } = {}, ms = 20_000) {
+  const [command, ...args] = inImage(on, argv, options);
+  const child = spawn(command!, args, { env: on.env, stdio: ["ignore", "pipe", "pipe"] });
   children.push(child);
   let output = "";
   const ready = new Promise<string>((resolve, reject) => {
@@ -156,79 +204,69 @@ beforeAll(async () => {
   builtVersion = must(binary, ["--version"]).trim();
   copyFileSync(join(ROOT, "config.example.toml"), join(context, "config.example.toml"));
 
-  const previous = sh("podman", ["image", "inspect", "--format", "{{.Id}}", IMAGE]).stdout.trim();
-  const dangling = () => sh("podman", ["images", "--all", "--quiet", "--no-trunc", "--filter", "dangling=true"]).stdout.split("\n").filter(Boolean);
-  const danglingBefore = new Set(dangling());
   started = performance.now();
-  must("podman", ["build", "--isolation", "chroot", "--pull=never", "--from", BASE_IMAGE, "--tag", IMAGE, "--file", join(ROOT, "Containerfile"), context], 900_000);
+  build(IMAGE, ["--from", BASE_IMAGE, "--file", join(ROOT, "Containerfile"), context]);
   figures.push(`podman build ${seconds(started)}`);
-  const id = must("podman", ["image", "inspect", "--format", "{{.Id}}", IMAGE]).trim();
-  // The previous run's image: only its binary layer is its own (the apt-get layer stays cached for the next build).
-  if (previous && previous !== id) sh("podman", ["rmi", previous]);
-  // This build's leftovers: the binary stage's images (the apt-get step's have children and stay as the cache).
-  for (const leftover of dangling().filter((image) => !danglingBefore.has(image))) sh("podman", ["rmi", leftover]);
-
-  imageConfig = JSON.parse(must("podman", ["image", "inspect", "--format", "{{json .Config}}", IMAGE]));
-  imageEnv = Object.fromEntries((imageConfig.Env ?? []).map((e) => [e.slice(0, e.indexOf("=")), e.slice(e.indexOf("=") + 1)]));
-  imageCommand = [...(imageConfig.Entrypoint ?? []), ...(imageConfig.Cmd ?? [])];
-  must("podman", ["create", "--name", container, IMAGE]);
-  rootfs = must("podman", ["mount", container]).trim();
-  const passwd = readFileSync(join(rootfs, "etc/passwd"), "utf8").split("\n").find((l) => l.startsWith(`${imageConfig.User}:`));
-  if (!passwd) throw new Error(`the image's user "${imageConfig.User}" is not in its /etc/passwd`);
-  const [, , uid, gid] = passwd.split(":");
-  user = { uid: Number(uid), gid: Number(gid) };
+  started = performance.now();
+  build(ADDON_IMAGE, ["--build-arg", `BUILD_FROM=${IMAGE}`, "--file", join(ROOT, "ha-addon/Dockerfile"), join(ROOT, "ha-addon")]);
+  figures.push(`add-on build ${seconds(started)}`);
+  removeStale();
+  image = mount(IMAGE);
+  addon = mount(ADDON_IMAGE);
   const size = sh("podman", ["image", "inspect", "--format", "{{.Size}}", IMAGE]).stdout.trim();
   console.log(`container test: ${figures.join("; ")}; image ${(Number(size) / 1e6).toFixed(0)} MB`);
 }, 1_200_000);
 
 afterAll(async () => {
   await Promise.all(children.map(stop));
-  if (rootfs) sh("podman", ["umount", container]);
-  if (!skipReason) sh("podman", ["rm", "--force", container]);
+  for (const m of mounted) {
+    sh("podman", ["umount", m.container]);
+    sh("podman", ["rm", "--force", m.container]);
+  }
   rmSync(dir, { recursive: true, force: true });
 });
 
 describe.skipIf(Boolean(skipReason))("Containerfile", () => {
   test("the image runs pandaproxy --config /config/printers.toml as a non-root user, with /config and /data as volumes", () => {
-    expect(imageCommand.slice(-3)).toEqual(["/usr/local/bin/pandaproxy", "--config", "/config/printers.toml"]);
-    expect(imageConfig.User).toBe("pandaproxy");
-    expect(user.uid).not.toBe(0);
-    expect(Object.keys(imageConfig.Volumes ?? {}).sort()).toEqual(["/config", "/data"]);
-    expect(imageEnv.STATE_DIRECTORY).toBe("/data");
-    const data = statSync(join(rootfs, "data"));
-    expect([data.uid, data.gid, data.mode & 0o777]).toEqual([user.uid, user.gid, 0o700]);
-    expect(must("getcap", [join(rootfs, "usr/local/bin/pandaproxy")])).toContain("cap_net_bind_service=ep");
+    expect(image.command.slice(-3)).toEqual(["/usr/local/bin/pandaproxy", "--config", "/config/printers.toml"]);
+    expect(image.config.User).toBe("pandaproxy");
+    expect(image.user.uid).not.toBe(0);
+    expect(Object.keys(image.config.Volumes ?? {}).sort()).toEqual(["/config", "/data"]);
+    expect(image.env.STATE_DIRECTORY).toBe("/data");
+    const data = statSync(join(image.rootfs, "data"));
+    expect([data.uid, data.gid, data.mode & 0o777]).toEqual([image.user.uid, image.user.gid, 0o700]);
+    expect(must("getcap", [join(image.rootfs, "usr/local/bin/pandaproxy")])).toContain("cap_net_bind_service=ep");
   });
 
   test("--version names the version and the commit of the binary it was built from", () => {
-    const r = runInImage(["/usr/local/bin/pandaproxy", "--version"]);
+    const r = runInImage(image, ["/usr/local/bin/pandaproxy", "--version"]);
     expect(r.out.trim()).toBe(builtVersion);
     expect(builtVersion).toStartWith(`pandaproxy ${version}`);
     expect(r.code).toBe(0);
   });
 
   test("check accepts the example configuration shipped in the image; FFmpeg runs", () => {
-    const r = runInImage(["/usr/local/bin/pandaproxy", "check", "--config", "/usr/share/doc/pandaproxy/config.example.toml"]);
+    const r = runInImage(image, ["/usr/local/bin/pandaproxy", "check", "--config", "/usr/share/doc/pandaproxy/config.example.toml"]);
     expect(r.stdout).toContain("OK, 2 printers");
     expect(r.code).toBe(0);
-    const ffmpeg = runInImage(["ffmpeg", "-hide_banner", "-version"]);
+    const ffmpeg = runInImage(image, ["ffmpeg", "-hide_banner", "-version"]);
     expect(ffmpeg.stdout).toStartWith("ffmpeg version ");
     expect(ffmpeg.code).toBe(0);
   });
 
   test("the image's command serves a simulated P1S on loopback: FTPS on 990 through the file capability, MQTT relayed, the CA in /data", async () => {
-    mkdirSync(join(rootfs, "config"), { recursive: true });
+    mkdirSync(join(image.rootfs, "config"), { recursive: true });
     writeFileSync(
-      join(rootfs, "config/printers.toml"),
+      join(image.rootfs, "config/printers.toml"),
       `[web]\nlisten = "${PROXY}:8080"\n\n[[printer]]\nname = "p1s"\nhost = "${PRINTER}"\nserial = "${SERIAL}"\naccess_code = "${ACCESS_CODE}"\n` +
         `bind = "${PROXY}"\nservices = ["mqtt", "ftp"]\nprinter_ports = { mqtt = 18883, ftp = 10990 }\n`,
     );
     writeFileSync(
-      join(rootfs, "tmp/sim.toml"),
+      join(image.rootfs, "tmp/sim.toml"),
       `[[printer]]\nmodel = "P1S"\nname = "p1s"\nserial = "${SERIAL}"\nhost = "${PRINTER}"\naccess_code = "${ACCESS_CODE}"\nservices = ["mqtt", "ftp"]\nports = { mqtt = 18883, ftp = 10990 }\n`,
     );
-    const printer = startInImage(["/usr/local/bin/pandaproxy", "simulate", "--config", "/tmp/sim.toml"], `on ${PRINTER}`);
-    const proxy = startInImage(imageCommand, `web page on http://${PROXY}:8080/`);
+    const printer = startInImage(image, ["/usr/local/bin/pandaproxy", "simulate", "--config", "/tmp/sim.toml"], `on ${PRINTER}`);
+    const proxy = startInImage(image, image.command, `web page on http://${PROXY}:8080/`);
     try {
     await printer.ready;
     const output = await proxy.ready;
@@ -239,10 +277,10 @@ describe.skipIf(Boolean(skipReason))("Containerfile", () => {
     });
     expect(api.status).toBe(200);
     expect(await api.text()).toContain('"p1s"');
-    const report = sh("mosquitto_sub", ["-h", PROXY, "-p", "8883", "--cafile", join(rootfs, "data/ca.crt"), "--insecure", "-u", "bblp", "-P", ACCESS_CODE, "-t", `device/${SERIAL}/report`, "-C", "1", "-W", "10"], 15_000);
+    const report = sh("mosquitto_sub", ["-h", PROXY, "-p", "8883", "--cafile", join(image.rootfs, "data/ca.crt"), "--insecure", "-u", "bblp", "-P", ACCESS_CODE, "-t", `device/${SERIAL}/report`, "-C", "1", "-W", "10"], 15_000);
     expect(report.code).toBe(0);
     expect(JSON.parse(report.stdout).print).toBeDefined();
-    expect(statSync(join(rootfs, "data/ca.crt")).uid).toBe(user.uid);
+    expect(statSync(join(image.rootfs, "data/ca.crt")).uid).toBe(image.user.uid);
     expect(proxy.output()).not.toContain("ERROR");
     } finally {
       await stop(proxy.child);
@@ -251,7 +289,7 @@ describe.skipIf(Boolean(skipReason))("Containerfile", () => {
   }, 60_000);
 
   test("without the file capability (no_new_privs ignores it) port 990 is refused and the log says why", async () => {
-    const proxy = startInImage(imageCommand, "1 of 2 services running", { noNewPrivs: true });
+    const proxy = startInImage(image, image.command, "1 of 2 services running", { noNewPrivs: true });
     try {
       const output = await proxy.ready;
       expect(output).toContain(`cannot listen for FTPS on ${PROXY}:990: ports below 1024 need root or CAP_NET_BIND_SERVICE`);
@@ -259,4 +297,40 @@ describe.skipIf(Boolean(skipReason))("Containerfile", () => {
       await stop(proxy.child);
     }
   }, 60_000);
+});
+
+describe.skipIf(Boolean(skipReason))("ha-addon/Dockerfile on the image", () => {
+  const ADDON_WEB = "127.0.26.192";
+  const ADDON_BIND = "127.0.26.193";
+  // A FlashForge printer: its proxy only listens and answers (no SSDP broadcast leaves loopback).
+  const options = (bind: string) => ({
+    web_listen: `${ADDON_WEB}:18081`,
+    log_level: "info",
+    printers: [{ name: "ad5m", type: "flashforge", host: "127.0.26.194", serial: "SNMOMC9900026", access_code: "a1b2c3d4", bind }],
+  });
+
+  test("the add-on's command writes printers.toml from /data/options.json, checks it and serves it", async () => {
+    expect(addon.user.uid).toBe(0); // the Supervisor's /data belongs to root
+    writeFileSync(join(addon.rootfs, "data/options.json"), JSON.stringify(options(ADDON_BIND)));
+    const run = startInImage(addon, addon.command, "web page on http://");
+    try {
+      const output = await run.ready;
+      expect(output).toContain("pandaproxy add-on: /data/printers.toml written from the add-on options");
+      expect(output).toContain("/data/printers.toml: OK, 1 printer");
+      expect(output).toMatch(/\[ad5m\/printer\] serving 127\.0\.26\.194 on 127\.0\.26\.193: (\d) of \1 services running/);
+      const web = await fetch(`http://${ADDON_WEB}:18081/`, { signal: AbortSignal.timeout(5_000) });
+      expect(web.status).toBe(401); // it answers, and asks for the printer's code
+    } finally {
+      await stop(run.child);
+    }
+    expect(readFileSync(join(addon.rootfs, "data/printers.toml"), "utf8")).toContain('check_code = "a1b2c3d4"');
+  }, 60_000);
+
+  test("a wrong option stops the add-on with pandaproxy check's line and what to fix", () => {
+    writeFileSync(join(addon.rootfs, "data/options.json"), JSON.stringify(options("127.0.26.300")));
+    const r = runInImage(addon, addon.command, 20_000);
+    expect(r.code).toBe(1);
+    expect(r.out).toContain('printer "ad5m": key "bind" is "127.0.26.300"; expected an IPv4 address');
+    expect(r.out).toContain("pandaproxy add-on: fix the problems above in the add-on options");
+  }, 30_000);
 });
