@@ -1,6 +1,8 @@
 // The simulated printer's MQTT broker (TLS 8883), with the firmware's habits: login `bblp` / access code, at most
 // N connections, a client subscribing to `#` or to the request topic is dropped, a wrong serial in SUBSCRIBE
 // closes the connection silently, a publish anywhere but the request topic is dropped with the connection.
+// It shares the pure MQTT codec (lib/bambu/mqtt-wire.ts, on mqtt-packet) with the proxy; mosquitto plays the
+// printer's broker in tests/mqtt-mosquitto-printer.test.ts, so what a real broker does is proven there.
 import type { Socket } from "node:net";
 import { sameSecret } from "../core/edge.ts";
 import { listen, type Listening } from "../core/server.ts";
