@@ -17,7 +17,7 @@
 # below DIR and shows the service steps (for packaging).
 set -euo pipefail
 
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
 fail() { echo "install.sh: $*" >&2; exit 1; }
 say() { echo "install.sh: $*"; }
 
