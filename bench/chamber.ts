@@ -27,7 +27,7 @@ const { values } = parseArgs({
 async function runSimulator(): Promise<void> {
   const { startSimulatedBambu } = await import("../lib/sim/bambu.ts");
   await startSimulatedBambu({
-    host: SIM_HOST, model: "P1S", name: "bench-p1s", accessCode: ACCESS_CODE, services: ["chamber"],
+    host: SIM_HOST, model: "P1S", name: "bench-p1s", serial: "01P00A000000001", accessCode: ACCESS_CODE, services: ["chamber"],
     cameraFps: Number(values.fps), cameraMaxViewers: 2,
   });
   console.log("ready");

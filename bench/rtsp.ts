@@ -64,7 +64,7 @@ async function openReader(): Promise<Reader> {
 }
 
 async function main() {
-  const sim = await startSimRtsp(simIdentity({ host: SIM, model: "X1C", accessCode: ACCESS_CODE, ports: { rtsp: 322 } }), { cameraWidth: 1280, cameraHeight: 720, cameraFps: 15 });
+  const sim = await startSimRtsp(simIdentity({ host: SIM, model: "X1C", serial: "00M09A350100123", accessCode: ACCESS_CODE, ports: { rtsp: 322 } }), { cameraWidth: 1280, cameraHeight: 720, cameraFps: 15 });
   const proxy = Bun.spawn([process.execPath, import.meta.path, "--proxy"], { stdout: "pipe", stderr: "inherit", stdin: "ignore" });
   const serverTimes = new Map<number, number>();
   const serverSeqOf = new Map<string, number>();

@@ -14,7 +14,7 @@ const VIEWERS = 20;
 const FPS = 20;
 
 function startSim(): Promise<SimPrinter> {
-  return startSimulatedBambu({ host: SIM, model: "P1S", name: "sim-p1s", accessCode: ACCESS_CODE, services: ["chamber"], cameraFps: FPS });
+  return startSimulatedBambu({ host: SIM, model: "P1S", name: "sim-p1s", serial: "01P00A000000001", accessCode: ACCESS_CODE, services: ["chamber"], cameraFps: FPS });
 }
 
 describe("chamber camera proxy in front of a simulated P1S (2 viewer slots)", () => {
@@ -141,7 +141,7 @@ describe("Bambu Studio's file-tunnel login on a P1S camera port (127.0.22.50-51)
 
   beforeAll(async () => {
     setupLogging("info", { quiet: true });
-    sim = await startSimulatedBambu({ host: EDGE_SIM, model: "P1S", accessCode: ACCESS_CODE, services: ["chamber"], cameraFps: 10 });
+    sim = await startSimulatedBambu({ host: EDGE_SIM, model: "P1S", serial: "01P00A000000001", accessCode: ACCESS_CODE, services: ["chamber"], cameraFps: 10 });
     // The login deadline stays at its 10 s default: the tunnel login must be recognised, not timed out.
     proxy = createChamberService(proxyContext({ name: "p1s", proxy: EDGE_PROXY, printer: EDGE_SIM }), { lingerMs: 60_000, endDestroyMs: 300 });
     await proxy.start();

@@ -138,7 +138,7 @@ describe("chamber upstream lifetime against the simulator", () => {
 
   beforeAll(async () => {
     setupLogging("info", { quiet: true });
-    sim = await startSimulatedBambu({ host: SIM, model: "P1S", accessCode: ACCESS_CODE, services: ["chamber"], cameraFps: 20 });
+    sim = await startSimulatedBambu({ host: SIM, model: "P1S", serial: "01P00A000000001", accessCode: ACCESS_CODE, services: ["chamber"], cameraFps: 20 });
     ctx = proxyContext({ name: "linger", proxy: PROXY, printer: SIM });
     proxy = createChamberService(ctx, { lingerMs: LINGER_MS, viewerStallTimeoutMs: 1_000 });
     await proxy.start();

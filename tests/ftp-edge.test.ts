@@ -57,7 +57,7 @@ describe("FTPS proxy edge policy (simulated printer)", () => {
   let ftp: SimFtpService;
   let proxy: Service;
   beforeAll(async () => {
-    sim = await startSimulatedBambu({ host: SIM, services: ["ftp"], accessCode: ACCESS_CODE });
+    sim = await startSimulatedBambu({ host: SIM, serial: "01P00A000000001", services: ["ftp"], accessCode: ACCESS_CODE });
     ftp = sim.service<SimFtpService>("ftp")!;
     proxy = createFtpService(proxyContext({ name: "ftp-edge", proxy: PROXY, printer: SIM, extra: "ftp_sessions = 1\n" }));
     await proxy.start();

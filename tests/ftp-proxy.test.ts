@@ -34,7 +34,7 @@ describe("FTPS proxy against a one-session simulated printer", () => {
   let dir: string;
   beforeAll(async () => {
     setupLogging("info", { quiet: true });
-    sim = await startSimulatedBambu({ host: PRINTER, services: ["ftp"], accessCode: ACCESS_CODE, ftpMaxSessions: 1 });
+    sim = await startSimulatedBambu({ host: PRINTER, serial: "01P00A000000001", services: ["ftp"], accessCode: ACCESS_CODE, ftpMaxSessions: 1 });
     ftp = sim.service<SimFtpService>("ftp")!;
     proxy = createFtpService(proxyContext({ name: "ftp-test", proxy: PROXY, printer: PRINTER }));
     await proxy.start();
@@ -218,7 +218,7 @@ describe("FTPS proxy against a printer with firmware quirks", () => {
   beforeAll(async () => {
     setupLogging("info", { quiet: true });
     sim = await startSimulatedBambu({
-      host: QUIRKY_PRINTER, services: ["ftp"], accessCode: ACCESS_CODE, ftpMaxSessions: 1,
+      host: QUIRKY_PRINTER, serial: "01P00A000000001", services: ["ftp"], accessCode: ACCESS_CODE, ftpMaxSessions: 1,
       ftpPasvAddress: "0.0.0.0", ftpRefuseEpsv: true, ftpUpload426: true,
     });
     ftp = sim.service<SimFtpService>("ftp")!;

@@ -51,7 +51,7 @@ beforeAll(async () => {
   setupLogging("info", { quiet: true });
   capture = captureLogs();
   sim = await startSimulatedBambu({
-    host: SIM, model: "X1C", accessCode: ACCESS_CODE, services: noFfmpeg ? ["ftp"] : ["ftp", "rtsp"],
+    host: SIM, model: "X1C", serial: "00M09A350100124", accessCode: ACCESS_CODE, services: noFfmpeg ? ["ftp"] : ["ftp", "rtsp"],
     cameraWidth: 320, cameraHeight: 180, cameraFps: 15,
   });
   const ctx = serviceContext(

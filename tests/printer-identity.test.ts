@@ -160,7 +160,7 @@ describe("printer identity (pinned on first use, like SSH's known_hosts)", () =>
     // Another printer (or anything else) answering at the printer's address, before any pin exists.
     const otherState = join(dir, "state-cn");
     const other = parseConfig(readFileSync(configFile, "utf8").replace(stateDir, otherState).replace(PRINTER, OTHER_PRINTER), configFile).printers[0]!;
-    const fake = await impostor(OTHER_PRINTER, 8883, simulatedPrinterTls(SERIAL, { commonName: "01P00A999999999" }));
+    const fake = await impostor(OTHER_PRINTER, 8883, simulatedPrinterTls(SERIAL, { commonName: "01S00A280000077" }));
     const from = logs.lines.length;
     const mqtt = createMqttService({ ...context("mqtt"), printer: other });
     await mqtt.start();
@@ -170,7 +170,7 @@ describe("printer identity (pinned on first use, like SSH's known_hosts)", () =>
       await Bun.sleep(200);
       expect(fake.received().length).toBe(0); // no MQTT CONNECT, so no access code
       const said = logs.lines.slice(from).join("\n");
-      expect(said).toContain(`issued to "01P00A999999999", not to this printer's serial ${SERIAL}`);
+      expect(said).toContain(`issued to "01S00A280000077", not to this printer's serial ${SERIAL}`);
       expect(said).not.toContain(CODE);
       expect(readKnownPrinters(join(otherState, "known_printers")).size).toBe(0);
     } finally {

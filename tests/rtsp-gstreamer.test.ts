@@ -23,7 +23,7 @@ const ctx = proxyContext({ bind: PROXY, printerHost: PRINTER, printerRtsp: PRINT
 
 beforeAll(async () => {
   const ca = makeCa("test printer CA", "test");
-  const leaf = makeLeaf(ca, "printer", { dns: [], ips: [PRINTER] });
+  const leaf = makeLeaf(ca, "00M09A350100123", { dns: [], ips: [PRINTER] }); // issued to the serial, as printers' are
   const pem = join(ctx.proxy.stateDir, "gst-printer.pem");
   writeFileSync(pem, leaf.cert + leaf.key, { mode: 0o600 });
   gst = Bun.spawn([PYTHON, join(import.meta.dir, "rtsp-gst-server.py"), PRINTER, String(PRINTER_PORT), "bblp", ACCESS_CODE, pem], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });

@@ -41,7 +41,7 @@ async function play(host = PROXY, password = ACCESS_CODE): Promise<RawClient & {
 }
 
 beforeAll(async () => {
-  sim = await startSimRtsp(simIdentity({ host: SIM, model: "X1C", accessCode: ACCESS_CODE, ports: { rtsp: 322 } }), { cameraWidth: 640, cameraHeight: 360, cameraFps: 15 });
+  sim = await startSimRtsp(simIdentity({ host: SIM, model: "X1C", serial: "00M09A350100123", accessCode: ACCESS_CODE, ports: { rtsp: 322 } }), { cameraWidth: 640, cameraHeight: 360, cameraFps: 15 });
   service = createRtspService(ctx, { lingerMs: LINGER_MS, stallTimeoutMs: STALL_MS, backoffMinMs: 300 });
   await service.start();
   shortService = createRtspService(proxyContext({ bind: SHORT, printerHost: SIM, printerRtsp: 322 }), { lingerMs: 1_000, backoffMinMs: 300, sessionTimeoutMs: SHORT_SESSION_MS });

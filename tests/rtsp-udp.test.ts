@@ -106,7 +106,7 @@ async function playUdp(reader: UdpReader, host = PROXY): Promise<RtspResponse> {
 beforeAll(async () => {
   // The 461 reasons are info lines.
   if (!process.env.RTSP_TEST_LOGS) setupLogging("info", { quiet: true });
-  sim = await startSimRtsp(simIdentity({ host: SIM, model: "X1C", accessCode: ACCESS_CODE, ports: { rtsp: 322 } }), { cameraWidth: 640, cameraHeight: 360, cameraFps: 15 });
+  sim = await startSimRtsp(simIdentity({ host: SIM, model: "X1C", serial: "00M09A350100123", accessCode: ACCESS_CODE, ports: { rtsp: 322 } }), { cameraWidth: 640, cameraHeight: 360, cameraFps: 15 });
   service = createRtspService(ctx, { lingerMs: 4_000, backoffMinMs: 300 });
   await service.start();
   shortService = createRtspService(shortCtx, { lingerMs: 1_000, backoffMinMs: 300, sessionTimeoutMs: SHORT_SESSION_MS });

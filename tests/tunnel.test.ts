@@ -74,7 +74,7 @@ describe("file tunnel relay (P2S port 6000) against the simulated tunnel peer", 
 
   beforeAll(async () => {
     setupLogging("info", { quiet: true });
-    sim = await startSimulatedBambu({ host: SIM, model: "P2S", accessCode: ACCESS_CODE, services: ["tunnel"] });
+    sim = await startSimulatedBambu({ host: SIM, model: "P2S", serial: "01P00A000000001", accessCode: ACCESS_CODE, services: ["tunnel"] });
     proxy = createTunnelService(proxyContext({ name: "p2s", proxy: PROXY, printer: SIM }));
     await proxy.start();
   });
@@ -150,7 +150,7 @@ describe("file tunnel deadlines (127.0.22.40-42)", () => {
 
   beforeAll(async () => {
     setupLogging("info", { quiet: true });
-    sim = await startSimulatedBambu({ host: EDGE_SIM, model: "P2S", accessCode: ACCESS_CODE, services: ["tunnel"] });
+    sim = await startSimulatedBambu({ host: EDGE_SIM, model: "P2S", serial: "01P00A000000001", accessCode: ACCESS_CODE, services: ["tunnel"] });
     proxy = createTunnelService(proxyContext({ name: "p2s", proxy: EDGE_PROXY, printer: EDGE_SIM }), { idleTimeoutMs: IDLE_MS, loginTimeoutMs: 500, endDestroyMs: 300 });
     await proxy.start();
   });

@@ -78,10 +78,9 @@ export function upstreamProblem(upstream: Pick<Upstream<unknown>, "state" | "las
     : { reason: upstream.lastError, lasting: false };
 }
 
-/** For a service's status: a refusal a person must act on reads as an error (red on the status page). */
+/** For a service's status: a printer whose certificate we refused reads as an error (red on the status page). */
 export function upstreamRefusal(upstream: Parameters<typeof upstreamProblem>[0]): string | undefined {
-  const problem = upstreamProblem(upstream);
-  return problem?.lasting ? `error: ${problem.reason}` : undefined;
+  return upstream.identityRefused && upstream.state === "backoff" && upstream.lastError ? `error: ${upstream.lastError}` : undefined;
 }
 
 export function createUpstream<C>(options: UpstreamOptions<C>): Upstream<C> {
