@@ -1,5 +1,8 @@
 // RTSP authentication (RFC 2617 as RTSP uses it): the server side checks Basic and Digest in constant time;
 // the client side answers a Digest or Basic challenge (our loopback relay logs in to the printer with it).
+// Digest nonces expire, and a nonce's count must grow (qop=auth; RFC 7616 3.4) or, from a client that sends no
+// count, the nonce is good once: a captured Authorization header cannot be replayed on a new connection. Our
+// server checks credentials once per connection, so a long session never meets an expired nonce.
 import { createHash, randomBytes } from "node:crypto";
 import { sameSecret } from "../core/edge.ts";
 
@@ -7,6 +10,8 @@ import { sameSecret } from "../core/edge.ts";
 export const LIVE555_REALM = "LIVE555 Streaming Media";
 /** Nonces we remember as issued; older ones get a fresh challenge (clients then simply retry). */
 export const MAX_NONCES = 1024;
+/** A nonce answers a challenge: clients use it within moments, so it is refused (stale=true) after this. */
+export const NONCE_LIFETIME_MS = 60_000;
 
 const md5 = (text: string) => createHash("md5").update(text).digest("hex");
 
@@ -22,10 +27,16 @@ export interface AuthOptions {
   credentials: () => Credential[];
   /** live555 (and so the printers) refuse Basic; our own server takes both. */
   allowBasic: boolean;
+  /** Tests shorten NONCE_LIFETIME_MS. */
+  nonceLifetimeMs?: number;
 }
 
 export interface Authenticator {
-  /** The WWW-Authenticate header values for a 401. */
+  /**
+   * The WWW-Authenticate header values for a 401, with a fresh nonce. Called right after a check() that failed
+   * only because its nonce was expired or replayed, the Digest challenge says stale=true (RFC 7616), so the
+   * client retries with the new nonce without asking anyone for a password.
+   */
   challenge(): string[];
   /** The credential that signed this request, or undefined (then answer 401 with `challenge()`). */
   check(method: string, authorization: string | undefined): Credential | undefined;
@@ -39,22 +50,42 @@ export function parseAuthParams(text: string): Record<string, string> {
   return out;
 }
 
+interface IssuedNonce {
+  at: number;
+  /** The highest nonce count a valid request carried; -1 while unused. */
+  count: number;
+}
+
 export function createAuthenticator(options: AuthOptions): Authenticator {
-  const nonces: string[] = [];
-  const issued = new Set<string>();
+  const lifetimeMs = options.nonceLifetimeMs ?? NONCE_LIFETIME_MS;
+  // Insertion order is issue order, so the oldest is the first key.
+  const issued = new Map<string, IssuedNonce>();
+  let lastWasStale = false;
   const newNonce = () => {
     const nonce = randomBytes(16).toString("hex");
-    nonces.push(nonce);
-    issued.add(nonce);
-    if (nonces.length > MAX_NONCES) issued.delete(nonces.shift()!);
+    issued.set(nonce, { at: Date.now(), count: -1 });
+    if (issued.size > MAX_NONCES) issued.delete(issued.keys().next().value!);
     return nonce;
+  };
+  /** Whether a correctly signed request may use this nonce (and count) now; records the use. */
+  const useNonce = (nonce: string, qop: string | undefined, nc: string | undefined): boolean => {
+    const entry = issued.get(nonce);
+    if (!entry || Date.now() - entry.at > lifetimeMs) return false;
+    // Without qop there is no count: the nonce signs one login.
+    const count = qop ? (/^[0-9a-fA-F]{1,8}$/.test(nc ?? "") ? parseInt(nc!, 16) : -1) : 0;
+    if (count < 0 || count <= entry.count) return false;
+    entry.count = count;
+    return true;
   };
   return {
     challenge() {
-      const digest = `Digest realm="${options.realm}", nonce="${newNonce()}"`;
+      const stale = lastWasStale ? ", stale=true" : "";
+      lastWasStale = false;
+      const digest = `Digest realm="${options.realm}", nonce="${newNonce()}", qop="auth"${stale}`;
       return options.allowBasic ? [digest, `Basic realm="${options.realm}"`] : [digest];
     },
     check(method, authorization) {
+      lastWasStale = false;
       if (!authorization) return undefined;
       const space = authorization.indexOf(" ");
       const scheme = authorization.slice(0, space < 0 ? undefined : space).toLowerCase();
@@ -73,13 +104,17 @@ export function createAuthenticator(options: AuthOptions): Authenticator {
       }
       if (scheme !== "digest") return undefined;
       const p = parseAuthParams(rest);
-      if (!p.username || !p.nonce || !p.uri || !p.response || !issued.has(p.nonce)) return undefined;
+      if (!p.username || !p.nonce || !p.uri || !p.response) return undefined;
       if (p.realm !== undefined && p.realm !== options.realm) return undefined;
       let found: Credential | undefined;
       for (const c of credentials) {
         if (!sameSecret(p.username, c.user)) continue;
         const expected = digestResponse({ user: c.user, password: c.password, realm: options.realm, nonce: p.nonce, method, uri: p.uri, qop: p.qop, nc: p.nc, cnonce: p.cnonce });
         if (sameSecret(p.response.toLowerCase(), expected) && !found) found = c;
+      }
+      if (found && !useNonce(p.nonce, p.qop, p.nc)) {
+        lastWasStale = true;
+        return undefined;
       }
       return found;
     },
