@@ -2,7 +2,8 @@
 // credential relay and publishes it into our own RTSP server, which serves any number of RTSPS (and optional
 // plain RTSP) clients on the printer's path. A second FFmpeg, run only while the web page watches, turns the
 // stream into JPEG frames for the CameraFeed. RTP over UDP is offered on the plain port only.
-import { createLatestBroadcast } from "../core/broadcast.ts";
+import { createStream as createFrameStream } from "../core/stream.ts";
+import { createRateMeter } from "../core/rate.ts";
 import { listen, type Listening } from "../core/server.ts";
 import type { CameraFeed, CameraFrame, Service, ServiceContext, ServiceStatus } from "../core/service.ts";
 import { createUpstream, upstreamProblem, type Upstream } from "../core/upstream.ts";
@@ -25,7 +26,6 @@ export const JPEG_FPS = 4;
 export const JPEG_LINGER_MS = 10_000;
 /** A JPEG larger than this in FFmpeg's output means we lost sync: drop the buffer. */
 const MAX_JPEG_BYTES = 8 * 1024 * 1024;
-const FRAME_RATE_WINDOW_MS = 5_000;
 
 export interface RtspServiceOptions {
   /** FFmpeg stops this long after the last client left (default 30 s). */
@@ -76,8 +76,8 @@ export function createRtspService(ctx: ServiceContext, options: RtspServiceOptio
   const tap = options.onPacket;
   if (tap) stream.onPacket((_index, packet) => tap(packet));
   const model = modelOf(printer);
-  const frames = createLatestBroadcast<CameraFrame>({ log, what: "camera frames" });
-  const frameTimes: number[] = [];
+  const frames = createFrameStream<CameraFrame>({ log, what: "camera frames" });
+  const frameRate = createRateMeter();
   let relay: Relay | undefined;
   let loopback: Loopback | undefined;
   let publisher: Publisher | undefined;
@@ -98,11 +98,7 @@ export function createRtspService(ctx: ServiceContext, options: RtspServiceOptio
     claim: () => (jpeg ? jpeg.claim() : () => {}),
     state: () => publisher?.upstream.state ?? "stopped",
     problem: () => (publisher ? upstreamProblem(publisher.upstream) : undefined),
-    frameRate() {
-      const now = performance.now();
-      while (frameTimes.length && now - frameTimes[0]! > FRAME_RATE_WINDOW_MS) frameTimes.shift();
-      return frameTimes.length / (FRAME_RATE_WINDOW_MS / 1000);
-    },
+    frameRate: frameRate.rate,
   };
 
   const stopAll = async () => {
@@ -148,8 +144,7 @@ export function createRtspService(ctx: ServiceContext, options: RtspServiceOptio
             const child = spawnFfmpeg(ctx.proxy.ffmpeg, jpegArgs(readUrl, JPEG_FPS), log, { stdout: true });
             const split = createJpegSplitter((picture) => {
               const receivedAt = Date.now();
-              frameTimes.push(performance.now());
-              if (frameTimes.length > 1000) frameTimes.shift();
+              frameRate.tick();
               frames.publish({ jpeg: picture, receivedAt });
             });
             void (async () => {

@@ -4,8 +4,8 @@
 import type { Config, PrinterConfig, ProxyConfig } from "../config.ts";
 import type { Logger } from "../log.ts";
 import type { TlsMaterial } from "../tls.ts";
-import type { LatestBroadcast } from "./broadcast.ts";
 import type { Metrics } from "./metrics.ts";
+import type { Stream } from "./stream.ts";
 import type { UpstreamProblem } from "./upstream.ts";
 
 export interface ServiceStatus {
@@ -38,7 +38,8 @@ export interface CameraFrame {
 /** The camera as the web page sees it, whatever the printer's camera kind. */
 export interface CameraFeed {
   kind: "chamber" | "rtsp" | "mjpeg";
-  frames: LatestBroadcast<CameraFrame>;
+  /** The producer is the printer's camera; each viewer is a latest-value consumer. */
+  frames: Stream<CameraFrame>;
   /** Ask the upstream to run (a web viewer arrived); call the returned function when done. */
   claim(): () => void;
   /** "connected", "connecting", "backoff", "idle", … */

@@ -1,7 +1,7 @@
-// MJPEG over HTTP (multipart/x-mixed-replace) fed from a printer's camera broadcast: each browser gets the newest
+// MJPEG over HTTP (multipart/x-mixed-replace) fed from a printer's camera stream (core/stream.ts): each browser gets the newest
 // frame whenever its connection can take one (latest wins, never a queue), and the camera runs while anyone watches.
 import type { Logger } from "../log.ts";
-import type { Subscription } from "../core/broadcast.ts";
+import type { Consumer } from "../core/stream.ts";
 import type { CameraFeed, CameraFrame } from "../core/service.ts";
 import { mjpegPart } from "../core/mjpeg.ts";
 
@@ -12,7 +12,7 @@ export const MJPEG_STALL_MS = 30_000;
 export const FEED_CHECK_MS = 2_000;
 
 export interface MjpegViewerHooks {
-  /** "web viewer 127.0.0.1:5000", for the broadcast's aggregated "too slow" lines. */
+  /** "web viewer 127.0.0.1:5000", for the stream's aggregated "too slow" lines. */
   label: string;
   log: Logger;
   /** false once the printer's camera is another feed (or none): the stream ends so the page reconnects. */
@@ -30,24 +30,24 @@ interface Delivery {
 
 /**
  * The response body for one browser. Bun pulls the next part only when the socket has room, so a slow browser
- * holds at most one frame; the broadcast replaces (and counts) what it could not take.
+ * holds at most one frame; the stream replaces (and counts) what it could not take (latest-value policy).
  */
 export function mjpegStream(feed: CameraFeed, hooks: MjpegViewerHooks, signal: AbortSignal, options: { stallMs?: number } = {}): ReadableStream<Uint8Array> {
   const stallMs = options.stallMs ?? MJPEG_STALL_MS;
   let release: (() => void) | undefined;
-  let subscription: Subscription | undefined;
-  /** A frame the broadcast delivered that the connection has not pulled yet. */
+  let consumer: Consumer<CameraFrame> | undefined;
+  /** A frame the stream delivered that the connection has not pulled yet. */
   let held: Delivery | undefined;
   /** A pull waiting for the next frame. */
   let waiting: ((delivery: Delivery | undefined) => void) | undefined;
-  /** Tells the broadcast the previous part has left, so it may deliver the next one. */
+  /** Tells the stream the previous part has left, so it may deliver the next one. */
   let acknowledge: (() => void) | undefined;
   let stallTimer: ReturnType<typeof setTimeout> | undefined;
   let feedCheck: ReturnType<typeof setInterval> | undefined;
   let closed = false;
   let end: ((why: string) => void) | undefined;
   // Runs while a part waits to be taken: one handed to the connection that Bun has not asked past (its socket is
-  // full), or one the broadcast delivered before the next pull. A pull stops it.
+  // full), or one the stream delivered before the next pull. A pull stops it.
   const armStall = () => {
     stallTimer ??= setTimeout(() => end?.(`took no frame for ${stallMs / 1000} s`), stallMs);
   };
@@ -57,7 +57,7 @@ export function mjpegStream(feed: CameraFeed, hooks: MjpegViewerHooks, signal: A
     closed = true;
     clearTimeout(stallTimer);
     clearInterval(feedCheck);
-    subscription?.unsubscribe();
+    consumer?.remove();
     release?.();
     const w = waiting;
     waiting = undefined;
@@ -83,8 +83,10 @@ export function mjpegStream(feed: CameraFeed, hooks: MjpegViewerHooks, signal: A
           if (!hooks.stillCurrent()) end?.("the camera was replaced or removed");
         }, FEED_CHECK_MS);
         release = feed.claim();
-        subscription = feed.frames.subscribe(
-          (frame, done) => {
+        consumer = feed.frames.addConsumer({
+          label: hooks.label,
+          replayLatest: true,
+          write(frame, done) {
             if (closed) return done();
             const delivery = { frame, done };
             if (waiting) {
@@ -96,15 +98,15 @@ export function mjpegStream(feed: CameraFeed, hooks: MjpegViewerHooks, signal: A
             held = delivery;
             armStall();
           },
-          { replayLatest: true, label: hooks.label },
-        );
+          onEnd: (why) => end?.(why),
+        });
       },
       pull(controller) {
         clearTimeout(stallTimer);
         stallTimer = undefined;
         const ack = acknowledge;
         acknowledge = undefined;
-        ack?.(); // may hand over the frame that waited in the broadcast, into `held`
+        ack?.(); // may hand over the frame that waited in the stream, into `held`
         const take = (delivery: Delivery | undefined) => {
           if (!delivery || closed) return;
           const part = mjpegPart(delivery.frame);
