@@ -174,6 +174,8 @@ describe("every listener refuses a source outside allow and serves one inside it
   const BAMBU_PROXY = "127.0.28.51";
   const X1C = "127.0.28.52";
   const X1C_PROXY = "127.0.28.53";
+  const P2S = "127.0.28.54";
+  const P2S_PROXY = "127.0.28.55";
   const FLASHFORGE = "127.0.28.60";
   const FLASHFORGE_PROXY = "127.0.28.61";
   const WEB = "127.0.28.40";
@@ -187,17 +189,20 @@ describe("every listener refuses a source outside allow and serves one inside it
 
   beforeAll(async () => {
     setupLogging("info", { quiet: true });
-    sims.push(await startSimulatedBambu({ host: BAMBU, model: "P1S", services: ["mqtt", "ftp", "chamber", "bind"], cameraFps: 5 }));
-    if (withRtsp) sims.push(await startSimulatedBambu({ host: X1C, model: "X1C", services: ["rtsp"] }));
+    const p1s = await startSimulatedBambu({ host: BAMBU, model: "P1S", services: ["mqtt", "ftp", "chamber", "bind"], cameraFps: 5 });
+    const p2s = await startSimulatedBambu({ host: P2S, model: "P2S", services: ["tunnel"] });
+    const x1c = withRtsp ? await startSimulatedBambu({ host: X1C, model: "X1C", services: ["rtsp"] }) : undefined;
+    sims.push(p1s, p2s, ...(x1c ? [x1c] : []));
     flashforge = await startSimulatedFlashforge({ host: FLASHFORGE });
-    const [p1s, x1c] = sims;
     const lines = [
       `[proxy]`, `state_dir = "${state}"`, `allow = ["127.0.28.0/24"]`,
       `[web]`, `listen = "${WEB}:8080"`,
-      `[[printer]]`, `name = "p1s"`, `host = "${BAMBU}"`, `serial = "${p1s!.identity.serial}"`, `access_code = "${p1s!.identity.accessCode}"`,
+      `[[printer]]`, `name = "p1s"`, `host = "${BAMBU}"`, `serial = "${p1s.identity.serial}"`, `access_code = "${p1s.identity.accessCode}"`,
       `bind = "${BAMBU_PROXY}"`, `model = "P1S"`, `services = ["mqtt", "ftp", "camera", "bind"]`,
       `[[printer]]`, `name = "ff"`, `type = "flashforge"`, `host = "${FLASHFORGE}"`, `serial = "${flashforge.identity.serial}"`,
       `check_code = "${flashforge.identity.checkCode}"`, `bind = "${FLASHFORGE_PROXY}"`, `ports = { discovery = ${DISCOVERY_PORT} }`,
+      `[[printer]]`, `name = "p2s"`, `host = "${P2S}"`, `serial = "${p2s.identity.serial}"`, `access_code = "${p2s.identity.accessCode}"`,
+      `bind = "${P2S_PROXY}"`, `model = "P2S"`, `services = ["camera"]`, `camera = "rtsp"`,
     ];
     if (x1c) {
       lines.push(`[[printer]]`, `name = "x1c"`, `host = "${X1C}"`, `serial = "${x1c.identity.serial}"`, `access_code = "${x1c.identity.accessCode}"`,
@@ -215,6 +220,7 @@ describe("every listener refuses a source outside allow and serves one inside it
 
   const tlsListeners: [string, string, number][] = [
     ["MQTT", BAMBU_PROXY, 8883], ["FTPS", BAMBU_PROXY, 990], ["chamber camera", BAMBU_PROXY, 6000], ["bind (TLS 3002)", BAMBU_PROXY, 3002],
+    ["file tunnel (P2S 6000)", P2S_PROXY, 6000],
   ];
   for (const [what, host, port] of tlsListeners) {
     test(`${what} (TLS): refused before the handshake from outside, served inside`, async () => {

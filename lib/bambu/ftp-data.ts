@@ -23,6 +23,7 @@ export async function passiveDataPlan(host: string, range: PortRange | undefined
   const waiting: ((s: Socket | undefined) => void)[] = [];
   server.on("connection", (socket) => {
     socket.on("error", () => {});
+    // Only the control connection's peer, which its listener admitted by `allow` (core/server.ts listen).
     if (accepted || plainIp(socket.remoteAddress) !== plainIp(peerIp)) return void socket.destroy();
     accepted = socket;
     server.close();
