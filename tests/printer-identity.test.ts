@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { X509Certificate } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { createServer as createTlsServer, type Server as TlsServer } from "node:tls";
+import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from "node:tls";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createChamberService } from "../lib/bambu/chamber.ts";
@@ -15,7 +15,7 @@ import { fingerprintOf, readKnownPrinters } from "../lib/core/printer-identity.t
 import { createPrinterHub, type Service, type ServiceContext } from "../lib/core/service.ts";
 import { captureLogs, serviceLogger, setupLogging } from "../lib/log.ts";
 import { startSimulatedBambu, type SimPrinter } from "../lib/sim/bambu.ts";
-import { simulatedPrinterTls } from "../lib/sim/tls.ts";
+import { simulatedCa, simulatedPrinterTls } from "../lib/sim/tls.ts";
 import { printerTlsMaterial } from "../lib/tls.ts";
 import { watch, waitFor } from "./chamber-fixtures.ts";
 
@@ -47,16 +47,18 @@ function context(service: string): ServiceContext {
 }
 
 /** A TLS server on the printer's port that records every byte a client sends after the handshake. */
-async function impostor(host: string, port: number, tls: { key: string; cert: string }): Promise<{ server: TlsServer; handshakes: () => number; received: () => Buffer }> {
+async function impostor(host: string, port: number, tls: { key: string; cert: string }): Promise<{ server: TlsServer; handshakes: () => number; received: () => Buffer; drop(): void }> {
   let handshakes = 0;
   const chunks: Buffer[] = [];
+  const sockets: TLSSocket[] = [];
   const server = createTlsServer({ key: tls.key, cert: tls.cert, minVersion: "TLSv1.2" }, (socket) => {
     handshakes++;
+    sockets.push(socket);
     socket.on("data", (chunk: Buffer) => chunks.push(chunk));
     socket.on("error", () => {});
   });
   await new Promise<void>((resolve) => server.listen(port, host, resolve));
-  return { server, handshakes: () => handshakes, received: () => Buffer.concat(chunks) };
+  return { server, handshakes: () => handshakes, received: () => Buffer.concat(chunks), drop: () => sockets.forEach((s) => s.destroy()) };
 }
 
 /** The pin of a PEM chain's leaf. */
@@ -65,8 +67,8 @@ const keyOf = (chain: string) => fingerprintOf(new X509Certificate(chain).raw);
 const closeServer = (server: TlsServer) => new Promise<void>((resolve) => server.close(() => resolve()));
 
 /** The real command line, as a child process (the simulated printer it probes runs in this one). */
-async function trust(): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  const child = Bun.spawn([BUN, join(ROOT, "main.ts"), "trust", "p1s", "--config", configFile], { stdout: "pipe", stderr: "pipe" });
+async function trust(name = "p1s"): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  const child = Bun.spawn([BUN, join(ROOT, "main.ts"), "trust", name, "--config", configFile], { stdout: "pipe", stderr: "pipe" });
   const killer = setTimeout(() => child.kill(), 30_000);
   const [stdout, stderr, status] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited]);
   clearTimeout(killer);
@@ -174,6 +176,30 @@ describe("printer identity (pinned on first use, like SSH's known_hosts)", () =>
       expect(said).not.toContain(CODE);
       expect(readKnownPrinters(join(otherState, "known_printers")).size).toBe(0);
     } finally {
+      await mqtt.stop();
+      await closeServer(fake.server);
+    }
+  }, 30_000);
+
+  test("`trust` with a name the config does not have says which printers it has", async () => {
+    const result = await trust("p1x");
+    expect(result.status).toBe(2);
+    expect(result.stderr).toContain(`no printer "p1x" in ${configFile}; printers: p1s`);
+  });
+
+  test("with printer_ca the chain is verified against it and nothing is pinned", async () => {
+    const caState = join(dir, "state-ca");
+    const caFile = join(dir, "bbl-ca.pem");
+    writeFileSync(caFile, simulatedCa().cert);
+    const withCa = parseConfig(readFileSync(configFile, "utf8").replace(stateDir, caState) + `\nprinter_ca = "${caFile}"\n`, configFile).printers[0]!;
+    const mqtt = createMqttService({ ...context("mqtt"), printer: { ...withCa, host: OTHER_PRINTER } });
+    const fake = await impostor(OTHER_PRINTER, 8883, simulatedPrinterTls(SERIAL, { generation: 2 }));
+    await mqtt.start();
+    try {
+      await waitFor("the MQTT login reaching the printer", () => fake.received().length > 0, 10_000);
+      expect(readKnownPrinters(join(caState, "known_printers")).size).toBe(0);
+    } finally {
+      fake.drop(); // the fake never answers the CONNECT: hang up rather than wait out the proxy's deadline
       await mqtt.stop();
       await closeServer(fake.server);
     }
