@@ -7,7 +7,7 @@ import { createServer, type Server, type Socket } from "node:net";
 import { createSecureContext, TLSSocket } from "node:tls";
 import { decodeLogin, encodeFrameHeader, LOGIN_SIZE, type ChamberLogin } from "../bambu/chamber-codec.ts";
 import { readExactly } from "../core/server.ts";
-import { serverTlsOptions } from "../tls.ts";
+import { printerTlsOptions } from "./printer-tls.ts";
 import { createChamberPicture, stampJpeg } from "./jpeg-picture.ts";
 import type { SimIdentity, SimOptions, SimService } from "./types.ts";
 
@@ -46,7 +46,7 @@ export async function startSimulatedChamber(identity: SimIdentity, options: SimO
   const fps = options.cameraFps ?? DEFAULT_CAMERA_FPS;
   const maxViewers = options.cameraMaxViewers ?? DEFAULT_CAMERA_MAX_VIEWERS;
   const picture = createChamberPicture({ name: identity.name, width: options.cameraWidth, height: options.cameraHeight });
-  const secureContext = createSecureContext(serverTlsOptions(identity.tls));
+  const secureContext = createSecureContext(printerTlsOptions(identity.tls, "chamber"));
   const slots = new Set<Viewer>();
   const waiting: Socket[] = [];
   const raw = new Set<Socket>();

@@ -7,7 +7,7 @@ import type { Socket } from "node:net";
 import { sameSecret } from "../core/edge.ts";
 import { listen, type Listening } from "../core/server.ts";
 import { serviceLogger } from "../log.ts";
-import { serverTlsOptions } from "../tls.ts";
+import { printerTlsOptions } from "./printer-tls.ts";
 import type { JsonObject } from "../bambu/mqtt-state.ts";
 import { reportTopic, requestTopic } from "../bambu/mqtt-topics.ts";
 import {
@@ -147,7 +147,7 @@ export async function startSimMqtt(identity: SimIdentity, options: SimOptions): 
     what: "simulated MQTT",
     host: identity.host,
     port: identity.ports.mqtt,
-    tls: serverTlsOptions(identity.tls, { tls12Only: true }),
+    tls: printerTlsOptions(identity.tls, "mqtt"),
     maxClients: options.mqttMaxClients ?? SIM_MQTT_MAX_CLIENTS,
     onClient: (socket, info) => onClient(socket, info.log),
   });

@@ -7,7 +7,7 @@
 // against the same golden bytes (tests/golden/).
 import { createServer, type Server, type TLSSocket } from "node:tls";
 import { readExactly } from "../core/server.ts";
-import { serverTlsOptions } from "../tls.ts";
+import { printerTlsOptions } from "./printer-tls.ts";
 import type { SimIdentity, SimOptions, SimService } from "./types.ts";
 
 export const TUNNEL_HEADER_SIZE = 16;
@@ -144,7 +144,7 @@ export async function startSimulatedTunnel(identity: SimIdentity, _options: SimO
     }
   };
 
-  const server: Server = createServer(serverTlsOptions(identity.tls), (socket) => {
+  const server: Server = createServer(printerTlsOptions(identity.tls, "tunnel"), (socket) => {
     sockets.add(socket);
     connections++;
     socket.on("error", () => socket.destroy());
