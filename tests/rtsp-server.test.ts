@@ -70,7 +70,7 @@ describe("each stream's producer", () => {
     const second = await publish();
     await Promise.race([first.closed, Bun.sleep(2_000)]);
     expect(first.socket.destroyed).toBe(true);
-    expect(capture.lines.some((l) => l.includes(`a new publisher replaces the previous one of ${PATH}`))).toBe(true);
+    expect(capture.lines.some((l) => l.includes(`a new producer replaces the previous one of ${PATH}`))).toBe(true);
     // Its close is handled by now (the server's socket closed before ours saw it); the stream stays live.
     await Bun.sleep(50);
     expect(stream.live).toBe(true);

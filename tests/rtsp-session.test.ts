@@ -292,7 +292,7 @@ describe("a producer publishing to us (as FFmpeg does)", () => {
     // A recording producer is never closed as idle; when it leaves, the stream is unpublished.
     expect(c.tick(SESSION_TIMEOUT_MS * 10)).toEqual([]);
     const left = c.handle({ kind: "closed" });
-    expect(logs(left)).toEqual([`publisher of ${PATH} left`]);
+    expect(logs(left)).toEqual([`producer of ${PATH} left`]);
     expect(left.at(-1)).toEqual({ kind: "unpublish", stream: c.stream });
   });
 

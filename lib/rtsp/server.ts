@@ -230,7 +230,7 @@ function consumerOf(link: Link, udp: boolean, channels: StreamReader["channels"]
   const { socket, client, udpTracks } = link;
   if (udp) {
     return {
-      label: `UDP reader ${client.peer}`,
+      label: `client ${client.peer} (UDP)`,
       channels,
       // No backlog: a datagram that finds the socket buffer full is dropped by the kernel.
       backlog: () => 0,
@@ -238,7 +238,7 @@ function consumerOf(link: Link, udp: boolean, channels: StreamReader["channels"]
     };
   }
   return {
-    label: `reader ${client.peer}`,
+    label: `client ${client.peer}`,
     channels,
     backlog: () => socket.writableLength,
     write: (bytes) => void (!socket.destroyed && socket.write(bytes)),
@@ -280,10 +280,10 @@ function publish(link: Link, stream: Stream, sdp: string): void {
   const { producers } = link.shared;
   const previous = producers.get(stream);
   if (previous && previous !== link.socket) {
-    link.client.log.info(`a new publisher replaces the previous one of ${stream.path}`);
+    link.client.log.info(`a new producer replaces the previous one of ${stream.path}`);
     previous.destroy();
   }
   producers.set(stream, link.socket);
   stream.publish(sdp);
-  link.client.log.info(`publishing ${stream.path} (${stream.tracks.length} track(s))`);
+  link.client.log.info(`producer publishing ${stream.path} (${stream.tracks.length} track(s))`);
 }

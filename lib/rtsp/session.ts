@@ -172,7 +172,7 @@ function onClosed<S extends SessionStream>(s: State<S>): Actions<S> {
   if (s.claimed) out.push({ kind: "release" });
   s.claimed = false;
   if (s.role === "publisher" && s.recording && s.stream) {
-    out.push(log("info", `publisher of ${s.stream.path} left`), { kind: "unpublish", stream: s.stream });
+    out.push(log("info", `producer of ${s.stream.path} left`), { kind: "unpublish", stream: s.stream });
   }
   return out;
 }
