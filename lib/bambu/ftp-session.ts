@@ -187,20 +187,20 @@ function connectionEvent(c: SessionContext, event: FtpEvent): boolean {
       }
       return true;
     case "line-too-long":
-      c.log("warn", "FTPS command line too long: closing");
-      c.close(500, "Command line too long.");
-      return true;
+      return closeWith(c, "FTPS command line too long: closing", 500, "Command line too long.");
     case "flood":
-      c.log("warn", `FTPS client sent more than ${event.max} commands without waiting for the replies: closing`);
-      c.close(421, `Too many commands at once (more than ${event.max}); closing.`);
-      return true;
+      return closeWith(c, `FTPS client sent more than ${event.max} commands without waiting for the replies: closing`, 421, `Too many commands at once (more than ${event.max}); closing.`);
     case "failed":
-      c.log("warn", `FTPS command failed: ${event.message}; closing`);
-      c.close(421, "Local error; closing.");
-      return true;
+      return closeWith(c, `FTPS command failed: ${event.message}; closing`, 421, "Local error; closing.");
     default:
       return false;
   }
+}
+
+function closeWith(c: SessionContext, warning: string, code: number, text: string): true {
+  c.log("warn", warning);
+  c.close(code, text);
+  return true;
 }
 
 function abortTransfer(c: SessionContext, reason: string): void {

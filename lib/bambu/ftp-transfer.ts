@@ -52,13 +52,11 @@ export interface SessionContext {
   log(level: "debug" | "info" | "warn", message: string): void;
 }
 
-/** The printer session broke (closed, or no answer in time): the command ends with 451. */
-class PrinterLost extends Error {}
-
+/** The printer's reply to `line` (none: the next one); a broken printer session throws (withPrinter: 451). */
 function* ask(line: string | undefined, timeoutMs?: number): Job<FtpReply> {
   const event = yield { kind: "printer", ...(line === undefined ? {} : { line }), ...(timeoutMs === undefined ? {} : { timeoutMs }) };
   if (event.kind === "printer-reply") return event.reply;
-  throw new PrinterLost(event.kind === "printer-failed" ? event.message : `${event.kind} instead of a printer reply`);
+  throw new Error(event.kind === "printer-failed" ? event.message : `${event.kind} instead of a printer reply`);
 }
 
 /** The next reply, or undefined if the printer session broke (the command already failed another way). */
