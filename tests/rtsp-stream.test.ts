@@ -121,4 +121,27 @@ describe("RTSP stream fan-out", () => {
     expect(sr[1]).toBe(1);
     expect(sr.readUInt32BE(4 + 16)).toBe(ts[1]!);
   });
+
+  test("a reader whose write throws is ended alone; the readers after it keep receiving", () => {
+    const stream = createStream("/s", serviceLogger("t", "rtsp"));
+    stream.publish(SDP);
+    const ended: string[] = [];
+    const broken: StreamReader = {
+      label: "broken", channels: [[0, 1]], backlog: () => 0, ended: (why) => ended.push(why),
+      write: () => {
+        throw new Error("socket gone");
+      },
+    };
+    const before = fakeReader("before");
+    const after = fakeReader("after");
+    stream.addReader(before);
+    stream.addReader(broken);
+    stream.addReader(after);
+    stream.ingest(0, rtp(1, 0, 0x67), false);
+    stream.ingest(0, rtp(2, 3000, 0x41), false);
+    expect(before.got).toHaveLength(2);
+    expect(after.got).toHaveLength(2);
+    expect(ended).toEqual(["write failed: socket gone"]);
+    expect(stream.readers).toBe(2);
+  });
 });

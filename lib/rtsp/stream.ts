@@ -1,16 +1,19 @@
-// One published stream (e.g. /streaming/live/1): the publisher's SDP and RTP, fanned out to many readers.
-// Every reader gets the same packets; a new reader starts at the next H.264 key frame (SPS/PPS are in the
-// SDP), a reader whose socket is backed up drops packets up to the next key frame instead of delaying others.
+// One published stream (e.g. /streaming/live/1): the producer's (FFmpeg's) SDP and RTP, fanned out to many
+// readers through the stream core (core/stream.ts), each reader a consumer with the skip-to-key-frame policy: a new
+// reader starts at the next H.264 key frame (SPS/PPS are in the SDP), a reader whose socket is backed up drops
+// packets up to the next key frame instead of delaying others.
 // RTP sequence numbers, timestamps and SSRC are rewritten to run on across publisher restarts, so readers
 // stay connected when FFmpeg is restarted. Each reader's numbering is shifted so that its first packet carries
 // exactly the seq/rtptime its PLAY reply announced in RTP-Info (as live555 does).
 import { randomBytes } from "node:crypto";
 import type { Logger } from "../log.ts";
+import { createStream as createFanout, type Consumer } from "../core/stream.ts";
 import { encodeFrame } from "./message.ts";
+
+export { DROP_REPORT_INTERVAL_MS } from "../core/stream.ts";
 
 /** A reader whose socket holds more than this many unsent bytes skips to the next key frame. */
 export const MAX_READER_BACKLOG_BYTES = 1024 * 1024;
-export const DROP_REPORT_INTERVAL_MS = 5_000;
 /** RTP clock ticks (90 kHz) inserted between the last packet of one publisher and the first of the next. */
 const REPUBLISH_GAP_TICKS = 3_000;
 const DEFAULT_CLOCK_RATE = 90_000;
@@ -22,6 +25,8 @@ export interface StreamReader {
   /** Bytes queued on the reader's socket and not yet sent. */
   backlog(): number;
   write(bytes: Buffer): void;
+  /** The stream stopped writing to this reader because its write threw (optional). */
+  ended?(reason: string): void;
 }
 
 /** Where a reader's numbering starts on one track: the RTP-Info `seq` and `rtptime` of its first packet. */
@@ -135,16 +140,43 @@ interface ReaderShift {
   ts: number;
 }
 
+/** One RTP packet as the fan-out carries it: numbering already rewritten, key frame already decided. */
+interface RtpPacket {
+  index: number;
+  packet: Buffer;
+  seq: number;
+  ts: number;
+  key: boolean;
+  /** Interleaved frames per channel, encoded once for all readers whose numbering is not shifted. */
+  framed: Map<number, Buffer> | undefined;
+}
+
 interface ReaderState {
   reader: StreamReader;
-  waitingKey: boolean;
-  /** Waiting for a key frame because it fell behind (not because it just joined): skipped packets count. */
-  dropping: boolean;
-  delivered: number;
-  dropped: number;
-  droppedSinceReport: number;
+  consumer: Consumer<RtpPacket>;
   start: (RtpStart | undefined)[];
   shift: (ReaderShift | undefined)[];
+}
+
+/** What one reader does with a packet: its own numbering shift (fixed by its first packet), then the interleaved frame. */
+function writePacket(r: ReaderState, p: RtpPacket): void {
+  const channel = r.reader.channels[p.index]![0];
+  let shift = r.shift[p.index];
+  if (!shift) {
+    const start = r.start[p.index] ?? { seq: p.seq, rtptime: p.ts };
+    shift = r.shift[p.index] = { seq: (start.seq - p.seq) & 0xffff, ts: (start.rtptime - p.ts) >>> 0 };
+  }
+  if (shift.seq === 0 && shift.ts === 0) {
+    p.framed ??= new Map();
+    let bytes = p.framed.get(channel);
+    if (!bytes) p.framed.set(channel, (bytes = encodeFrame(channel, p.packet)));
+    r.reader.write(bytes);
+    return;
+  }
+  const bytes = encodeFrame(channel, p.packet);
+  bytes.writeUInt16BE((p.seq + shift.seq) & 0xffff, 4 + 2);
+  bytes.writeUInt32BE((p.ts + shift.ts) >>> 0, 4 + 4);
+  r.reader.write(bytes);
 }
 
 export function createStream(path: string, log: Logger): Stream {
@@ -158,16 +190,7 @@ export function createStream(path: string, log: Logger): Stream {
   const readers = new Set<ReaderState>();
   const waiters = new Set<(failure?: string) => void>();
   const listeners = new Set<(index: number, packet: Buffer) => void>();
-  let reportTimer: ReturnType<typeof setInterval> | undefined;
-
-  const report = () => {
-    for (const r of readers) {
-      if (r.droppedSinceReport > 0) {
-        log.info(`${r.reader.label} is too slow, dropped ${r.droppedSinceReport} packets up to the next key frame`);
-        r.droppedSinceReport = 0;
-      }
-    }
-  };
+  const fanout = createFanout<RtpPacket>({ log, what: "packets up to the next key frame" });
 
   const trackState = (index: number): TrackState => {
     let s = state[index];
@@ -198,7 +221,7 @@ export function createStream(path: string, log: Logger): Stream {
         };
       });
       for (let i = 0; i < tracks.length; i++) trackState(i).firstOfPublisher = true;
-      for (const r of readers) r.waitingKey = true;
+      fanout.awaitKeyFrame();
       live = true;
       for (const wake of [...waiters]) wake();
     },
@@ -228,7 +251,7 @@ export function createStream(path: string, log: Logger): Stream {
         for (const r of readers) {
           const channels = r.reader.channels[index];
           const shift = r.shift[index];
-          if (!channels || !shift || r.waitingKey) continue;
+          if (!channels || !shift || r.consumer.waitingForKey) continue;
           const framed = encodeFrame(channels[1], packet);
           framed.writeUInt32BE((ts + shift.ts) >>> 0, 4 + 16);
           r.reader.write(framed);
@@ -260,46 +283,7 @@ export function createStream(path: string, log: Logger): Stream {
       const key = track.h264 ? startsKeyFrame(packet.subarray(payloadAt), s.endedFrame) : true;
       s.endedFrame = (packet[1]! & 0x80) !== 0;
       for (const listener of listeners) listener(index, packet);
-      let framed: Map<number, Buffer> | undefined;
-      for (const r of readers) {
-        const channels = r.reader.channels[index];
-        if (!channels) continue;
-        if (r.waitingKey) {
-          if (!key) {
-            if (r.dropping) {
-              r.dropped++;
-              r.droppedSinceReport++;
-            }
-            continue;
-          }
-          r.waitingKey = false;
-          r.dropping = false;
-        }
-        if (r.reader.backlog() > MAX_READER_BACKLOG_BYTES) {
-          r.waitingKey = true;
-          r.dropping = true;
-          r.dropped++;
-          r.droppedSinceReport++;
-          continue;
-        }
-        let shift = r.shift[index];
-        if (!shift) {
-          const start = r.start[index] ?? { seq: outSeq, rtptime: outTs };
-          shift = r.shift[index] = { seq: (start.seq - outSeq) & 0xffff, ts: (start.rtptime - outTs) >>> 0 };
-        }
-        if (shift.seq === 0 && shift.ts === 0) {
-          framed ??= new Map();
-          let bytes = framed.get(channels[0]);
-          if (!bytes) framed.set(channels[0], (bytes = encodeFrame(channels[0], packet)));
-          r.reader.write(bytes);
-        } else {
-          const bytes = encodeFrame(channels[0], packet);
-          bytes.writeUInt16BE((outSeq + shift.seq) & 0xffff, 4 + 2);
-          bytes.writeUInt32BE((outTs + shift.ts) >>> 0, 4 + 4);
-          r.reader.write(bytes);
-        }
-        r.delivered++;
-      }
+      fanout.publish({ index, packet, seq: outSeq, ts: outTs, key, framed: undefined });
     },
     addReader(reader) {
       // The next packet on the stream and the RTP clock now: what a live555 reader would get next.
@@ -311,27 +295,31 @@ export function createStream(path: string, log: Logger): Stream {
         const elapsed = Math.max(0, performance.now() - s.lastOutAt);
         return { seq: (s.lastOutSeq + 1) & 0xffff, rtptime: (s.lastOutTs + Math.round((elapsed / 1000) * track.clockRate)) >>> 0 };
       });
-      const r: ReaderState = { reader, waitingKey: true, dropping: false, delivered: 0, dropped: 0, droppedSinceReport: 0, start, shift: [] };
+      const r: ReaderState = { reader, start, shift: [], consumer: fanout.addConsumer({
+        label: reader.label,
+        policy: { kind: "key-frame", isKey: (p) => p.key },
+        budget: { bytes: MAX_READER_BACKLOG_BYTES },
+        waitingBytes: () => reader.backlog(),
+        // Tracks the reader did not set up are not its packets (nor its drops).
+        accepts: (p) => reader.channels[p.index] !== undefined,
+        write: (p) => writePacket(r, p),
+        onEnd: (why) => {
+          readers.delete(r);
+          reader.ended?.(why);
+        },
+      }) };
       readers.add(r);
-      if (!reportTimer) {
-        reportTimer = setInterval(report, DROP_REPORT_INTERVAL_MS);
-        reportTimer.unref?.();
-      }
       return {
         detach() {
           if (!readers.delete(r)) return;
-          if (r.droppedSinceReport > 0) report();
-          if (readers.size === 0 && reportTimer) {
-            clearInterval(reportTimer);
-            reportTimer = undefined;
-          }
+          r.consumer.remove();
         },
         rtpInfo: start,
         get delivered() {
-          return r.delivered;
+          return r.consumer.delivered;
         },
         get dropped() {
-          return r.dropped;
+          return r.consumer.dropped;
         },
       };
     },
