@@ -129,11 +129,17 @@ describe("printer identity (pinned on first use, like SSH's known_hosts)", () =>
       expect(said).toContain("printer identity changed");
       expect(said).toContain("run `pandaproxy trust p1s` if you replaced the printer or reset it");
       expect(said).not.toContain(CODE);
-      // The status page shows it as an error (red), with the reason, on the service and the camera line.
-      const status = chamber.status().upstream ?? "";
-      expect(status.startsWith("error: printer identity changed")).toBe(true);
+      // The status page shows it as an error (red), with the reason, on the service and the camera line (sampled
+      // while the upstream waits between attempts: it retries every 300 ms here).
+      let status = "";
+      let problem: unknown;
+      await waitFor("the refusal on the status page", () => {
+        status = chamber.status().upstream ?? "";
+        problem = chamberContext.hub.camera?.problem?.();
+        return status.startsWith("error: printer identity changed");
+      }, 5_000);
       expect(status).toContain("pandaproxy trust p1s");
-      expect(chamberContext.hub.camera?.problem?.()).toEqual({ reason: status.slice("error: ".length), lasting: true });
+      expect(problem).toEqual({ reason: status.slice("error: ".length), lasting: true });
     } finally {
       viewer.close();
       await closeServer(fake.server);
