@@ -140,12 +140,12 @@ describe("bounded FIFO (messages)", () => {
     const fast: number[] = [];
     const slow = s.addConsumer({
       label: "slow", policy: { kind: "fifo" }, budget: { bytes: 0, count: 3 }, waitingBytes: () => 1,
-      write: () => {}, onEnd: (why) => ends.push(why),
+      write: () => {}, onEnd: (why, cause) => ends.push(`${cause}: ${why}`),
     });
     s.addConsumer({ label: "fast", policy: { kind: "fifo" }, write: (v) => fast.push(v) });
     for (let i = 0; i < 10; i++) s.publish(i);
     expect(ends).toHaveLength(1);
-    expect(ends[0]).toContain("cannot keep up (3");
+    expect(ends[0]).toStartWith("overflow: cannot keep up (3");
     expect(slow.ended).toBe(true);
     expect(slow.queued).toBe(0);
     expect(fast).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);

@@ -4,7 +4,7 @@
 // answered from the merged state, and report fields naming the printer's address rewritten to the proxy's.
 import type { Socket } from "node:net";
 import type { Service, ServiceContext, ServiceStatus } from "../core/service.ts";
-import { createBoundedQueue, type BoundedQueue } from "../core/broadcast.ts";
+import { createStream, type Consumer } from "../core/stream.ts";
 import { END_DESTROY_MS, endAndDestroy, idleDeadline, sameSecret, type IdleDeadline } from "../core/edge.ts";
 import { listen, type Listening } from "../core/server.ts";
 import { upstreamRefusal } from "../core/upstream.ts";
@@ -28,7 +28,7 @@ export const CONNECT_TIMEOUT_MS = 10_000;
 export const MAX_CONNECT_BYTES = 8 * 1024;
 /** After login: commands are small JSON; a signed print command is a few KB. */
 export const MAX_CLIENT_PACKET_BYTES = 1 << 20;
-/** Socket bytes buffered for a client before further messages wait in its queue. */
+/** Socket bytes buffered for a client before further messages wait in its queue (its consumer's bytes budget). */
 export const CLIENT_WRITE_BUFFER_BYTES = 512 * 1024;
 /** Messages a client may have waiting; past this it cannot keep up and is disconnected. */
 export const CLIENT_QUEUE_MESSAGES = 1_000;
@@ -64,7 +64,8 @@ interface Client {
   /** Said once per client, so a flood of SUBSCRIBEs over the limit is one log line. */
   toldSubscriptionLimit: boolean;
   refusedPublishes: number;
-  queue: BoundedQueue<Buffer>;
+  /** Its consumer of the report stream: a bounded FIFO, also carrying the replies to its own packets, in order. */
+  consumer: Consumer<Buffer | Outgoing>;
   /** The proxy's address as this client sees it: what rewritten reports point at. */
   proxyAddress: string;
   closed: boolean;
@@ -89,6 +90,8 @@ export function createMqttService(ctx: ServiceContext, options: MqttServiceOptio
   const session = createPrinterSession(printer, log, { writeBufferBytes: options.printerWriteBufferBytes });
   const state = createReportState();
   const clients = new Set<Client>();
+  /** The printer's reports (the producer is the printer session) fanned out to every client. */
+  const reports = createStream<Buffer | Outgoing>({ log, what: "messages" });
   /** Viewers (or owners while the printer is away) waiting for the state to answer their pushall. */
   const waitingForState = new Map<Client, string>();
   const waitingForVersion = new Map<Client, string>();
@@ -118,19 +121,25 @@ export function createMqttService(ctx: ServiceContext, options: MqttServiceOptio
   };
 
   const deliver = (client: Client, packet: Buffer) => {
-    if (client.closed) return;
-    if (client.queue.length > 0 || client.socket.writableLength > CLIENT_WRITE_BUFFER_BYTES) {
-      client.queue.push(packet);
-      return;
-    }
-    client.socket.write(packet);
+    if (!client.closed) client.consumer.offer(packet);
   };
 
-  const flush = (client: Client) => {
-    while (!client.closed && client.queue.length > 0 && client.socket.writableLength <= CLIENT_WRITE_BUFFER_BYTES) {
-      client.socket.write(client.queue.shift()!);
-    }
-  };
+  /** A bounded FIFO consumer: waits past CLIENT_WRITE_BUFFER_BYTES on the socket, ends past CLIENT_QUEUE_MESSAGES. */
+  const addConsumer = (socket: Socket, client: () => Client): Consumer<Buffer | Outgoing> =>
+    reports.addConsumer({
+      label: `MQTT client ${socket.remoteAddress}:${socket.remotePort}`,
+      policy: { kind: "fifo" },
+      budget: { bytes: CLIENT_WRITE_BUFFER_BYTES, count: CLIENT_QUEUE_MESSAGES },
+      waitingBytes: () => socket.writableLength,
+      // Replies to its own packets always; reports only on a matching subscription.
+      accepts: (value) => Buffer.isBuffer(value) || wants(client()),
+      write: (value) => void socket.write(Buffer.isBuffer(value) ? value : packetFor(value, client())),
+      onEnd: (_why, cause) => {
+        if (cause !== "overflow") return closeClient(client(), undefined); // the stream logged the failed write
+        slowCounter.inc();
+        closeClient(client(), `cannot keep up (${CLIENT_QUEUE_MESSAGES} messages waiting); it may reconnect and ask for pushall`, "warn");
+      },
+    });
 
   /** Sends the cached answer to one client, as the printer would have sent it. */
   const answer = (client: Client, reports: JsonObject[]) => {
@@ -179,8 +188,7 @@ export function createMqttService(ctx: ServiceContext, options: MqttServiceOptio
       if (notKept) log.warn(`a report from the printer was passed on but not kept in the merged state: ${notKept}`);
       learnVersion(parsed);
     }
-    const out: Outgoing = { payload, report: parsed, packets: new Map() };
-    for (const client of clients) if (wants(client)) deliver(client, packetFor(out, client));
+    reports.publish({ payload, report: parsed, packets: new Map() });
     if (waitingForState.size || waitingForVersion.size) answerWaiting();
   });
   session.onDisconnected(() => state.stale());
@@ -192,7 +200,7 @@ export function createMqttService(ctx: ServiceContext, options: MqttServiceOptio
     clients.delete(client);
     waitingForState.delete(client);
     waitingForVersion.delete(client);
-    client.queue.clear();
+    client.consumer.remove();
     client.socket.destroy();
   };
 
@@ -294,11 +302,7 @@ export function createMqttService(ctx: ServiceContext, options: MqttServiceOptio
       const proxyAddress = printer.bind !== "0.0.0.0" ? printer.bind : (socket.localAddress ?? "127.0.0.1").replace(/^::ffff:/, "");
       const c: Client = {
         socket, log, role: owner ? "owner" : "viewer", subscriptions: new Map(), toldSubscriptionLimit: false, refusedPublishes: 0,
-        proxyAddress, closed: false,
-        queue: createBoundedQueue<Buffer>(CLIENT_QUEUE_MESSAGES, () => {
-          slowCounter.inc();
-          closeClient(c, `cannot keep up (${CLIENT_QUEUE_MESSAGES} messages waiting); it may reconnect and ask for pushall`, "warn");
-        }),
+        proxyAddress, closed: false, consumer: addConsumer(socket, () => c),
       };
       client = c;
       clients.add(c);
@@ -389,12 +393,13 @@ export function createMqttService(ctx: ServiceContext, options: MqttServiceOptio
         }
       }
     });
-    socket.on("drain", () => client && flush(client));
+    socket.on("drain", () => client?.consumer.resume());
     socket.on("close", () => {
       clearTimeout(connectTimer);
       idle?.clear();
       if (client && !client.closed) {
         client.closed = true;
+        client.consumer.remove();
         clients.delete(client);
         waitingForState.delete(client);
         waitingForVersion.delete(client);

@@ -20,6 +20,8 @@ export interface Budget {
   count?: number;
 }
 
+export type EndCause = "overflow" | "write-failed";
+
 export interface ConsumerOptions<T> {
   /** "viewer 127.0.0.1:5000": what the drop lines name. */
   label: string;
@@ -36,8 +38,8 @@ export interface ConsumerOptions<T> {
   accepts?(value: T): boolean;
   /** Hand the newest value (if any) over at once. */
   replayLatest?: boolean;
-  /** The stream ended this consumer: its write threw, or it overflowed its FIFO budget. */
-  onEnd?(reason: string): void;
+  /** The stream ended this consumer: its write threw (the stream logs that), or it overflowed its FIFO budget. */
+  onEnd?(reason: string, cause: EndCause): void;
 }
 
 export interface Consumer<T> {
@@ -141,8 +143,8 @@ export function createStream<T>(options: StreamOptions = {}): Stream<T> {
     return true;
   };
 
-  const end = (e: Entry<T>, reason: string) => {
-    if (detach(e)) e.options.onEnd?.(reason);
+  const end = (e: Entry<T>, reason: string, cause: EndCause) => {
+    if (detach(e)) e.options.onEnd?.(reason, cause);
   };
 
   const write = (e: Entry<T>, value: T) => {
@@ -159,7 +161,7 @@ export function createStream<T>(options: StreamOptions = {}): Stream<T> {
       e.delivered++;
     } catch (error) {
       options.log?.warn(`${e.options.label}: ending it, its write failed: ${(error as Error)?.message ?? error}`);
-      end(e, `write failed: ${(error as Error)?.message ?? error}`);
+      end(e, `write failed: ${(error as Error)?.message ?? error}`, "write-failed");
     }
   };
 
@@ -192,10 +194,8 @@ export function createStream<T>(options: StreamOptions = {}): Stream<T> {
     if (policy.kind === "fifo") {
       if (queued(e) === 0 && !overBudget(e)) return write(e, value);
       const limit = e.options.budget?.count ?? Infinity;
-      if (queued(e) >= limit) {
-        drop(e);
-        return end(e, `cannot keep up (${limit} ${options.what ?? "values"} waiting)`);
-      }
+      // Not a drop to report: the consumer ends, and its owner says why (a message stream with holes is worse).
+      if (queued(e) >= limit) return end(e, `cannot keep up (${limit} ${options.what ?? "values"} waiting)`, "overflow");
       e.queue.push(value);
       return;
     }
