@@ -237,3 +237,54 @@ describe("scripts/install.sh", () => {
     expect(r.stdout).toContain("write /etc/systemd/system/pandaproxy.service");
   });
 });
+
+describe("the command table", () => {
+  const good = { command: { summary: "x", usage: "x", options: {}, run: async () => 0 } };
+  const modules = {
+    good: async () => good,
+    demo: async () => Promise.reject(new Error('Cannot find module "../sim/start.ts"')),
+    empty: async () => ({}),
+  };
+  const quiet = async <T>(body: () => Promise<T>): Promise<{ result: T; errors: string[]; logs: string[] }> => {
+    const errors: string[] = [], logs: string[] = [];
+    const [error, log] = [console.error, console.log];
+    console.error = (...a: unknown[]) => void errors.push(a.join(" "));
+    console.log = (...a: unknown[]) => void logs.push(a.join(" "));
+    try {
+      return { result: await body(), errors, logs };
+    } finally {
+      [console.error, console.log] = [error, log];
+    }
+  };
+
+  test("a command module that fails to load is reported with its own error, not as missing from the build", async () => {
+    const { main } = await import("../lib/cli.ts");
+    const r = await quiet(() => main(["demo"], modules));
+    expect(r.result).toBe(1);
+    expect(r.errors.join("\n")).toContain('the "demo" command is broken in this build: its module cannot be loaded: Cannot find module "../sim/start.ts"');
+    const empty = await quiet(() => main(["empty"], modules));
+    expect(empty.errors.join("\n")).toContain('its module exports no "command"');
+  });
+
+  test("the help lists a broken command with its error", async () => {
+    const { main } = await import("../lib/cli.ts");
+    const r = await quiet(() => main(["--help"], modules));
+    expect(r.result).toBe(0);
+    expect(r.logs.join("\n")).toMatch(/^  good +x$/m);
+    expect(r.logs.join("\n")).toMatch(/^  demo +\(broken in this build: its module cannot be loaded: Cannot find module/m);
+  });
+
+  test("a name from Object.prototype is an unknown command", async () => {
+    const { main } = await import("../lib/cli.ts");
+    for (const name of ["constructor", "toString", "__proto__"]) {
+      const r = await quiet(() => main([name], modules));
+      expect(r.result).toBe(2);
+      expect(r.errors.join("\n")).toContain(`unknown command "${name}"`);
+    }
+  });
+
+  test("every command module of the build loads", async () => {
+    const { loadCommands } = await import("../lib/commands/registry.ts");
+    for (const c of await loadCommands()) expect("error" in c ? `${c.name}: ${c.error}` : c.name).toBe(c.name);
+  });
+});

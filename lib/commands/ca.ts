@@ -1,6 +1,6 @@
 // `pandaproxy ca`: print the local CA certificate and how to make Bambu Studio / Orca trust it.
 import { defaultStateDir } from "../config.ts";
-import { EXIT_OK, EXIT_USAGE, type Command } from "../cli.ts";
+import { EXIT_OK, EXIT_USAGE, type Command } from "./command.ts";
 import { ensureCa } from "../tls.ts";
 import { loadOrReport, resolveConfigPath } from "./load.ts";
 import { join } from "node:path";

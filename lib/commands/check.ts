@@ -1,6 +1,6 @@
 // `pandaproxy check`: validate printers.toml and list what would run, without starting anything.
 import { listenersOf } from "../config.ts";
-import { EXIT_OK, EXIT_USAGE, type Command } from "../cli.ts";
+import { EXIT_OK, EXIT_USAGE, type Command } from "./command.ts";
 import { loadOrReport } from "./load.ts";
 
 export const command: Command = {

@@ -4,7 +4,7 @@ import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { defaultStateDir, parseConfig, type Config } from "../config.ts";
-import { EXIT_FAILURE, EXIT_OK, type Command } from "../cli.ts";
+import { EXIT_FAILURE, EXIT_OK, type Command } from "./command.ts";
 import { forgetPrinter } from "../core/printer-identity.ts";
 import { processLogger, setupLogging } from "../log.ts";
 import { installProcessPolicy } from "../process-policy.ts";

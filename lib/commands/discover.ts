@@ -1,7 +1,7 @@
 // `pandaproxy discover`: listens for Bambu printers' SSDP announcements and prints each printer found, then a
 // ready [[printer]] block per printer for printers.toml.
 import { createSocket, type RemoteInfo } from "node:dgram";
-import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, type Command } from "../cli.ts";
+import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, type Command } from "./command.ts";
 import { BAMBU_PORTS, isIPv4 } from "../config.ts";
 import { findModel } from "../bambu/models.ts";
 import { announcementOf, parseSsdp, type BambuAnnouncement } from "../bambu/ssdp-message.ts";

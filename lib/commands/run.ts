@@ -1,5 +1,5 @@
 // `pandaproxy [run] --config FILE`: serve every printer in the file until SIGINT/SIGTERM; SIGHUP reloads.
-import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, type Command } from "../cli.ts";
+import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, type Command } from "./command.ts";
 import { processLogger, setupLogging } from "../log.ts";
 import { installProcessPolicy } from "../process-policy.ts";
 import type { Config } from "../config.ts";

@@ -4,7 +4,7 @@ import { spawnSync } from "node:child_process";
 import { copyFileSync, chmodSync, chownSync, existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { ConfigErrors, loadConfig } from "../config.ts";
-import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, type Command } from "../cli.ts";
+import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, type Command } from "./command.ts";
 
 export const UNIT_NAME = "pandaproxy.service";
 export const UNIT_PATH = `/etc/systemd/system/${UNIT_NAME}`;

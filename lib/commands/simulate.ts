@@ -1,7 +1,7 @@
 // `pandaproxy simulate --config sim.toml`: run simulated printers (no proxy) for people building printer tools
 // without a printer. Stops on Ctrl-C.
 import { ConfigErrors } from "../config.ts";
-import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, type Command } from "../cli.ts";
+import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, type Command } from "./command.ts";
 import { processLogger, setupLogging } from "../log.ts";
 import { loadSimConfig } from "../sim/config.ts";
 import { startSimulated, type RunningSim } from "../sim/start.ts";

@@ -1,7 +1,7 @@
 // `pandaproxy trust NAME`: forget a printer's pinned certificate (after the printer was replaced or reset), so
 // the next connection pins the one it presents now. Shows that certificate's key, to compare with the printer.
 import { connect as tlsConnect } from "node:tls";
-import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, type Command } from "../cli.ts";
+import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, type Command } from "./command.ts";
 import type { PrinterConfig } from "../config.ts";
 import { commonNameOf, fingerprintOf, forgetPrinter } from "../core/printer-identity.ts";
 import { printerClientTlsOptions } from "../tls.ts";

@@ -2,7 +2,7 @@
 // Assistant, Frigate, OctoPrint or a browser. It prints secrets on purpose, to stdout for the user; nothing here
 // goes to the log.
 import { networkInterfaces } from "node:os";
-import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, type Command } from "../cli.ts";
+import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, type Command } from "./command.ts";
 import { listenersOf, type Config, type PrinterConfig } from "../config.ts";
 import { CAMERA_PATH } from "../bambu/rtsp.ts";
 import { BAMBU_USER, webUserOf } from "../web/access.ts";
