@@ -87,8 +87,11 @@ export interface StreamOptions {
 interface Entry<T> {
   options: ConsumerOptions<T>;
   policy: Policy<T>;
+  /** What the consumer's stream does for it: drop lines and taking it out of the set. */
+  owner: Owner<T>;
   acknowledges: boolean;
   inFlight: boolean;
+  /** FIFO: the values waiting; latest value: the newest one waiting (at most one). */
   queue: T[];
   queueHead: number;
   waitingKey: boolean;
@@ -100,6 +103,139 @@ interface Entry<T> {
   ended: boolean;
 }
 
+interface Owner<T> {
+  log?: Logger;
+  what: string;
+  /** Takes the consumer out of the stream; false when it was out already. */
+  detach(e: Entry<T>): boolean;
+}
+
+const queued = <T>(e: Entry<T>) => e.queue.length - e.queueHead;
+
+function overBudget<T>(e: Entry<T>): boolean {
+  if (e.inFlight) return true;
+  const bytes = e.options.budget?.bytes;
+  return bytes !== undefined && (e.options.waitingBytes?.() ?? 0) > bytes;
+}
+
+function drop<T>(e: Entry<T>): void {
+  e.dropped++;
+  e.droppedSinceReport++;
+}
+
+function reportDrops<T>(e: Entry<T>): void {
+  if (e.droppedSinceReport === 0) return;
+  e.owner.log?.warn(`${e.options.label} is too slow, dropped ${e.droppedSinceReport} ${e.owner.what}`);
+  e.droppedSinceReport = 0;
+}
+
+function end<T>(e: Entry<T>, reason: string, cause: EndCause): void {
+  if (e.owner.detach(e)) e.options.onEnd?.(reason, cause);
+}
+
+function write<T>(e: Entry<T>, value: T): void {
+  if (e.acknowledges) e.inFlight = true;
+  let called = false;
+  const done = () => {
+    if (called) return;
+    called = true;
+    e.inFlight = false;
+    if (!e.ended) flush(e);
+  };
+  try {
+    e.options.write(value, done);
+    e.delivered++;
+  } catch (error) {
+    const why = (error as Error)?.message ?? String(error);
+    e.owner.log?.warn(`${e.options.label}: ending it, its write failed: ${why}`);
+    end(e, `write failed: ${why}`, "write-failed");
+  }
+}
+
+/** Writes what the stream holds for the consumer while it has room. */
+function flush<T>(e: Entry<T>): void {
+  while (!e.ended && queued(e) > 0 && !overBudget(e)) {
+    const value = e.queue[e.queueHead]!;
+    e.queue[e.queueHead++] = undefined as T;
+    if (e.queueHead === e.queue.length) {
+      e.queue.length = 0;
+      e.queueHead = 0;
+    } else if (e.queueHead > 1024 && e.queueHead * 2 > e.queue.length) {
+      e.queue = e.queue.slice(e.queueHead);
+      e.queueHead = 0;
+    }
+    write(e, value);
+  }
+}
+
+function offerLatest<T>(e: Entry<T>, value: T): void {
+  if (!overBudget(e)) return write(e, value);
+  if (queued(e) > 0) drop(e); // the one waiting is replaced by a newer one
+  e.queue = [value];
+  e.queueHead = 0;
+}
+
+function offerFifo<T>(e: Entry<T>, value: T): void {
+  if (queued(e) === 0 && !overBudget(e)) return write(e, value);
+  const limit = e.options.budget?.count ?? Infinity;
+  // Not a drop to report: the consumer ends, and its owner says why (a message stream with holes is worse).
+  if (queued(e) >= limit) return end(e, `cannot keep up (${limit} ${e.owner.what} waiting)`, "overflow");
+  e.queue.push(value);
+}
+
+function offerKeyFrame<T>(e: Entry<T>, value: T, isKey: (value: T) => boolean): void {
+  if (e.waitingKey) {
+    if (!isKey(value)) {
+      if (e.dropping) drop(e);
+      return;
+    }
+    e.waitingKey = false;
+    e.dropping = false;
+  }
+  if (overBudget(e)) {
+    e.waitingKey = true;
+    e.dropping = true;
+    return drop(e);
+  }
+  write(e, value);
+}
+
+function offer<T>(e: Entry<T>, value: T): void {
+  if (e.ended || (e.options.accepts && !e.options.accepts(value))) return;
+  const policy = e.policy;
+  if (policy.kind === "latest") offerLatest(e, value);
+  else if (policy.kind === "fifo") offerFifo(e, value);
+  else offerKeyFrame(e, value, policy.isKey);
+}
+
+function handle<T>(e: Entry<T>): Consumer<T> {
+  const remove = () => void e.owner.detach(e);
+  return {
+    offer: (value) => offer(e, value),
+    resume: () => flush(e),
+    remove,
+    unsubscribe: remove,
+    get delivered() {
+      return e.delivered;
+    },
+    get dropped() {
+      return e.dropped;
+    },
+    get skipped() {
+      return e.dropped;
+    },
+    get waitingForKey() {
+      return e.waitingKey;
+    },
+    get queued() {
+      return queued(e);
+    },
+    get ended() {
+      return e.ended;
+    },
+  };
+}
+
 export function createStream<T>(options: StreamOptions = {}): Stream<T> {
   const entries = new Set<Entry<T>>();
   const reportIntervalMs = options.reportIntervalMs ?? DROP_REPORT_INTERVAL_MS;
@@ -108,112 +244,22 @@ export function createStream<T>(options: StreamOptions = {}): Stream<T> {
   let published = 0;
   let reportTimer: ReturnType<typeof setInterval> | undefined;
 
-  const reportOne = (e: Entry<T>) => {
-    if (e.droppedSinceReport === 0) return;
-    options.log?.warn(`${e.options.label} is too slow, dropped ${e.droppedSinceReport} ${options.what ?? "values"}`);
-    e.droppedSinceReport = 0;
-  };
-  const report = () => {
-    for (const e of entries) reportOne(e);
-  };
-
-  const drop = (e: Entry<T>) => {
-    e.dropped++;
-    e.droppedSinceReport++;
-  };
-
-  const queued = (e: Entry<T>) => e.queue.length - e.queueHead;
-  const overBudget = (e: Entry<T>) => {
-    if (e.inFlight) return true;
-    const bytes = e.options.budget?.bytes;
-    return bytes !== undefined && (e.options.waitingBytes?.() ?? 0) > bytes;
-  };
-
-  const detach = (e: Entry<T>) => {
-    if (e.ended) return false;
-    e.ended = true;
-    entries.delete(e);
-    e.queue = [];
-    e.queueHead = 0;
-    reportOne(e); // before forgetting it, or its last drops would never be logged
-    if (entries.size === 0 && reportTimer) {
-      clearInterval(reportTimer);
-      reportTimer = undefined;
-    }
-    return true;
-  };
-
-  const end = (e: Entry<T>, reason: string, cause: EndCause) => {
-    if (detach(e)) e.options.onEnd?.(reason, cause);
-  };
-
-  const write = (e: Entry<T>, value: T) => {
-    if (e.acknowledges) e.inFlight = true;
-    let called = false;
-    const done = () => {
-      if (called) return;
-      called = true;
-      e.inFlight = false;
-      if (!e.ended) flush(e);
-    };
-    try {
-      e.options.write(value, done);
-      e.delivered++;
-    } catch (error) {
-      options.log?.warn(`${e.options.label}: ending it, its write failed: ${(error as Error)?.message ?? error}`);
-      end(e, `write failed: ${(error as Error)?.message ?? error}`, "write-failed");
-    }
-  };
-
-  /** Writes what the stream holds for the consumer while it has room. */
-  const flush = (e: Entry<T>) => {
-    while (!e.ended && queued(e) > 0 && !overBudget(e)) {
-      const value = e.queue[e.queueHead]!;
-      e.queue[e.queueHead++] = undefined as T;
-      if (e.queueHead > 1024 && e.queueHead * 2 > e.queue.length) {
-        e.queue = e.queue.slice(e.queueHead);
-        e.queueHead = 0;
-      } else if (e.queueHead === e.queue.length) {
-        e.queue.length = 0;
-        e.queueHead = 0;
-      }
-      write(e, value);
-    }
-  };
-
-  const offer = (e: Entry<T>, value: T) => {
-    if (e.ended || (e.options.accepts && !e.options.accepts(value))) return;
-    const policy = e.policy;
-    if (policy.kind === "latest") {
-      if (!overBudget(e)) return write(e, value);
-      if (queued(e) > 0) drop(e); // the one waiting is replaced by a newer one
-      e.queue = [value];
+  const owner: Owner<T> = {
+    log: options.log,
+    what: options.what ?? "values",
+    detach(e) {
+      if (e.ended) return false;
+      e.ended = true;
+      entries.delete(e);
+      e.queue = [];
       e.queueHead = 0;
-      return;
-    }
-    if (policy.kind === "fifo") {
-      if (queued(e) === 0 && !overBudget(e)) return write(e, value);
-      const limit = e.options.budget?.count ?? Infinity;
-      // Not a drop to report: the consumer ends, and its owner says why (a message stream with holes is worse).
-      if (queued(e) >= limit) return end(e, `cannot keep up (${limit} ${options.what ?? "values"} waiting)`, "overflow");
-      e.queue.push(value);
-      return;
-    }
-    if (e.waitingKey) {
-      if (!policy.isKey(value)) {
-        if (e.dropping) drop(e);
-        return;
+      reportDrops(e); // before forgetting it, or its last drops would never be logged
+      if (entries.size === 0 && reportTimer) {
+        clearInterval(reportTimer);
+        reportTimer = undefined;
       }
-      e.waitingKey = false;
-      e.dropping = false;
-    }
-    if (overBudget(e)) {
-      e.waitingKey = true;
-      e.dropping = true;
-      drop(e);
-      return;
-    }
-    write(e, value);
+      return true;
+    },
   };
 
   const stream: Stream<T> = {
@@ -226,41 +272,17 @@ export function createStream<T>(options: StreamOptions = {}): Stream<T> {
     addConsumer(consumerOptions) {
       const policy = consumerOptions.policy ?? { kind: "latest" };
       const e: Entry<T> = {
-        options: consumerOptions, policy, acknowledges: consumerOptions.acknowledges ?? policy.kind === "latest",
+        options: consumerOptions, policy, owner, acknowledges: consumerOptions.acknowledges ?? policy.kind === "latest",
         inFlight: false, queue: [], queueHead: 0, waitingKey: policy.kind === "key-frame", dropping: false,
         delivered: 0, dropped: 0, droppedSinceReport: 0, ended: false,
       };
       entries.add(e);
       if (options.log && !reportTimer) {
-        reportTimer = setInterval(report, reportIntervalMs);
+        reportTimer = setInterval(() => entries.forEach(reportDrops), reportIntervalMs);
         reportTimer.unref?.();
       }
       if (consumerOptions.replayLatest && hasNewest) offer(e, newest as T);
-      const remove = () => void detach(e);
-      return {
-        offer: (value) => offer(e, value),
-        resume: () => flush(e),
-        remove,
-        unsubscribe: remove,
-        get delivered() {
-          return e.delivered;
-        },
-        get dropped() {
-          return e.dropped;
-        },
-        get skipped() {
-          return e.dropped;
-        },
-        get waitingForKey() {
-          return e.waitingKey;
-        },
-        get queued() {
-          return queued(e);
-        },
-        get ended() {
-          return e.ended;
-        },
-      };
+      return handle(e);
     },
     subscribe(write, subscribeOptions = {}) {
       return stream.addConsumer({ label: subscribeOptions.label ?? "a consumer", write, replayLatest: subscribeOptions.replayLatest });
