@@ -1,47 +1,27 @@
 // FlashForge TCP 8899: the printer takes one session, we hold it (logged in with ~M601 S1, kept alive with ~M27)
-// and serve many clients. Their commands are queued and sent one at a time; each reply goes back to the client
-// that asked, bytes intact (binary ~M661/~M662 parts included). A client's own ~M601/~M602 is answered here.
-// ~M28 uploads stream the client's raw bytes to the printer while no other command may interleave.
+// and serve many clients. This file is the socket glue: the printer's console (one request at a time, replies split
+// by tcp-codec.ts) and the clients' sockets; who is sent what, and when, is decided in tcp-scheduler.ts.
 import { connect as tcpConnect, type Socket } from "node:net";
 import { listen, type Listening } from "../core/server.ts";
-import { commandLane, endAndDestroy, idleDeadline, type CommandLane, type IdleDeadline } from "../core/edge.ts";
+import { endAndDestroy } from "../core/edge.ts";
 import { createUpstream, type Link } from "../core/upstream.ts";
 import type { Service, ServiceContext } from "../core/service.ts";
 import { serviceLogger, type Logger } from "../log.ts";
+import { createReplyReader, encodeCommand, parseCommand, replyFields, type Command, type Reply } from "./tcp-codec.ts";
 import {
-  createReplyReader, encodeCommand, parseCommand, replyFields, textReply, MAX_COMMAND_LINE_BYTES,
-  type Command, type Reply,
-} from "./tcp-codec.ts";
+  createTcpScheduler, DEFAULT_LOGIN_LINE, REPLY_TIMEOUT_MS,
+  type ClientId, type SchedulerAction, type SchedulerEvent, type TimerId,
+} from "./tcp-scheduler.ts";
 
+export {
+  CLIENT_IDLE_TIMEOUT_MS, KEEPALIVE_INTERVAL_MS, MAX_CLIENT_BACKLOG_BYTES, MAX_PENDING_PER_CLIENT, MAX_UPLOAD_BYTES,
+  REPLY_TIMEOUT_MS, SLOW_REPLY_TIMEOUT_MS, UPLOAD_BUFFER_BYTES, UPLOAD_STALL_MS,
+} from "./tcp-scheduler.ts";
 export const CONNECT_TIMEOUT_MS = 10_000;
-/** ff-5mp-api and FlashPrint poll every ~5 s; the printer drops a session idle for longer. */
-export const KEEPALIVE_INTERVAL_MS = 5_000;
-export const REPLY_TIMEOUT_MS = 15_000;
-/** Commands that wait for the machine: homing, heating with wait, saving an upload. */
-export const SLOW_REPLY_TIMEOUT_MS = 10 * 60_000;
-const SLOW_COMMANDS = new Set(["G28", "M109", "M190", "M29", "M23"]);
 /** After "ok" of ~M661/~M662 the binary part follows; if nothing starts within this, there is none. */
 export const BINARY_GRACE_MS = 2_000;
-/**
- * A client that sends no command for this long is closed (real clients poll every few seconds). Bytes that do
- * not finish a line do not count, so a half-sent line is closed too; the deadline waits while the client's own
- * command is with the printer (G28, M109, M190 take minutes).
- */
-export const CLIENT_IDLE_TIMEOUT_MS = 60_000;
-/** Commands a client may pipeline (waiting in its lane, one at a time to the printer) before it is told so and closed. */
-export const MAX_PENDING_PER_CLIENT = 32;
-/** Reply bytes a client has not read yet; beyond this it is too slow and is closed. */
-export const MAX_CLIENT_BACKLOG_BYTES = 8 * 1024 * 1024;
-/** Upload bytes buffered from a client before we stop reading it (backpressure). */
-export const UPLOAD_BUFFER_BYTES = 1024 * 1024;
-/** An upload whose client sends nothing for this long is abandoned. */
-export const UPLOAD_STALL_MS = 30_000;
-export const MAX_UPLOAD_BYTES = 2 * 1024 * 1024 * 1024;
 export const MAX_TCP_CLIENTS = 32;
 const STOP_GRACE_MS = 500;
-
-/** What the printer said to our ~M601 S1; clients get the same words for theirs. */
-const DEFAULT_LOGIN_LINE = "Control Success V2.1.";
 
 export interface FlashforgeTcpOptions {
   keepaliveMs?: number;
@@ -55,61 +35,30 @@ export interface FlashforgeTcpOptions {
 
 interface UpstreamConnection {
   socket: Socket;
-  /**
-   * After ~M28 the printer takes the next bytes as the file, so a command (even ~M602) sent now would become
-   * file data: a session dropped in this state is destroyed without one.
-   */
-  owesUploadBytes: boolean;
   request(command: Command, timeoutMs: number): Promise<Reply>;
   write(bytes: Buffer): Promise<void>;
-}
-
-interface Client {
-  socket: Socket;
-  log: Logger;
-  closed: boolean;
-  upload?: ClientUpload;
-  lane: CommandLane<Command>;
-  idle: IdleDeadline;
-  close(why: string): void;
-}
-
-interface ClientUpload {
-  size: number;
-  remaining: number;
-  chunks: Buffer[];
-  buffered: number;
-  wake?: () => void;
-}
-
-interface Job {
-  command: Command;
-  client?: Client;
-  onReply?(reply: Reply): void;
-  /** Called once the job is over, answered or not (the client's command lane waits for it). */
-  done?(): void;
 }
 
 export function createFlashforgeTcp(ctx: ServiceContext, options: FlashforgeTcpOptions = {}): Service {
   const { printer } = ctx;
   const log = serviceLogger(printer.name, "tcp");
-  const keepaliveMs = options.keepaliveMs ?? KEEPALIVE_INTERVAL_MS;
-  const clientIdleMs = options.clientIdleTimeoutMs ?? CLIENT_IDLE_TIMEOUT_MS;
-  const maxBacklogBytes = options.maxClientBacklogBytes ?? MAX_CLIENT_BACKLOG_BYTES;
-  const maxPending = options.maxPendingPerClient ?? MAX_PENDING_PER_CLIENT;
   const where = `${printer.host}:${printer.printerPorts.tcp}`;
-  const queue: Job[] = [];
-  const clients = new Set<Client>();
+  const peers = new Map<ClientId, { socket: Socket; log: Logger }>();
+  const timers = new Map<TimerId, ReturnType<typeof setTimeout>>();
+  let lastClientId = 0;
   let listening: Listening | undefined;
-  let busy = false;
-  let inFlight: Job | undefined;
-  let exclusiveFor: Client | undefined;
   let loginLine = DEFAULT_LOGIN_LINE;
-  let keepaliveTimer: ReturnType<typeof setTimeout> | undefined;
   let error: string | undefined;
   const counters = {
     commands: ctx.metrics.counter("pandaproxy_flashforge_tcp_commands_total", "Commands sent to the printer", { printer: printer.name }),
   };
+  const scheduler = createTcpScheduler({
+    keepaliveMs: options.keepaliveMs,
+    clientIdleTimeoutMs: options.clientIdleTimeoutMs,
+    maxClientBacklogBytes: options.maxClientBacklogBytes,
+    maxPendingPerClient: options.maxPendingPerClient,
+    unreadBytes: (client) => peers.get(client)?.socket.writableLength ?? 0,
+  });
 
   const upstream = createUpstream<UpstreamConnection>({
     log,
@@ -142,7 +91,8 @@ export function createFlashforgeTcp(ctx: ServiceContext, options: FlashforgeTcpO
       socket.on("close", () => resolve(new Error("the printer closed the connection")));
     });
     const close = () => {
-      if (connection.owesUploadBytes) return socket.destroy();
+      // After ~M28 the printer takes the next bytes as the file: even ~M602 would become file data.
+      if (scheduler.owesUploadBytes) return socket.destroy();
       // Without ~M602 the printer keeps control reserved and refuses the next session for a while.
       if (!socket.destroyed && socket.writable) endAndDestroy(socket, encodeCommand("~M602"), STOP_GRACE_MS);
       else socket.destroy();
@@ -205,7 +155,6 @@ export function createFlashforgeTcp(ctx: ServiceContext, options: FlashforgeTcpO
     socket.on("close", () => settle(new Error("the printer closed the connection")));
     return {
       socket,
-      owesUploadBytes: false,
       request(command, timeoutMs) {
         if (waiter) return Promise.reject(new Error("a command is already in flight"));
         return new Promise<Reply>((resolve, reject) => {
@@ -225,211 +174,73 @@ export function createFlashforgeTcp(ctx: ServiceContext, options: FlashforgeTcpO
     };
   }
 
-  const scheduleKeepalive = () => {
-    clearTimeout(keepaliveTimer);
-    keepaliveTimer = setTimeout(() => {
-      if (upstream.current() && !busy && queue.length === 0 && !exclusiveFor) {
-        queue.push({ command: parseCommand("~M27")! });
-        void pump();
-      } else scheduleKeepalive();
-    }, keepaliveMs);
-  };
-
-  const nextJob = (): Job | undefined => {
-    if (!exclusiveFor) return queue.shift();
-    const i = queue.findIndex((j) => j.client === exclusiveFor);
-    return i === -1 ? undefined : queue.splice(i, 1)[0];
-  };
-
-  async function pump(): Promise<void> {
-    if (busy) return;
-    const conn = upstream.current();
-    if (!conn) return;
-    const job = nextJob();
-    if (!job) return scheduleKeepalive();
-    busy = true;
-    inFlight = job;
-    clearTimeout(keepaliveTimer);
-    const { command, client } = job;
-    try {
-      if (client?.closed) return;
-      counters.commands.inc();
-      const timeout = SLOW_COMMANDS.has(command.code) ? SLOW_REPLY_TIMEOUT_MS : REPLY_TIMEOUT_MS;
-      if (command.code === "M28" && client?.upload && client.upload.size > 0) conn.owesUploadBytes = true;
-      const reply = await conn.request(command, timeout);
-      if (client) {
-        deliver(client, reply.bytes);
-        if (command.code === "M28" && client.upload) await streamUpload(conn, client);
-        if (command.code === "M29" && exclusiveFor === client) exclusiveFor = undefined;
-        if (client.closed && exclusiveFor === client) endAbandonedUpload(client);
+    const perform = (action: SchedulerAction) => {
+    switch (action.type) {
+      case "sendToPrinter": {
+        const conn = upstream.current();
+        if (!conn) return dispatch({ type: "printerFailed", job: action.job, why: "the printer connection is closed" });
+        counters.commands.inc();
+        return void conn.request(action.command, action.timeoutMs).then(
+          (reply) => dispatch({ type: "printerReplied", job: action.job, reply }),
+          (e) => dispatch({ type: "printerFailed", job: action.job, why: (e as Error).message }),
+        );
       }
-      job.onReply?.(reply);
-    } catch (e) {
-      const why = (e as Error).message;
-      if (client && !client.closed) client.close(`the printer did not answer ${command.code}: ${why}`);
-      else if (!client) log.warn(`${command.code} (sent by the proxy) failed: ${why}`);
-      if (client && exclusiveFor === client) {
-        exclusiveFor = undefined;
-        if (conn.owesUploadBytes) client.log.warn(`upload abandoned (${client.upload ? `${client.upload.size - client.upload.remaining} of ${client.upload.size}` : "some"} bytes received): dropping the printer session, which takes anything we send now as file data`);
+      case "writeToPrinter": {
+        const conn = upstream.current();
+        if (!conn) return dispatch({ type: "printerFailed", job: action.job, why: "the printer connection is closed" });
+        return void conn.write(action.bytes).then(
+          () => dispatch({ type: "printerWritten", job: action.job }),
+          (e) => dispatch({ type: "printerFailed", job: action.job, why: (e as Error).message }),
+        );
       }
-      upstream.reconnect(`${command.code}: ${why}`);
-    } finally {
-      busy = false;
-      inFlight = undefined;
-      job.done?.();
-      void pump();
+      case "replyToClient":
+        return void peers.get(action.client)?.socket.write(action.bytes);
+      case "closeClient": {
+        const peer = peers.get(action.client);
+        peer?.log.warn(`closing: ${action.why}`);
+        return void peer?.socket.destroy();
+      }
+      case "pauseClient":
+        return void peers.get(action.client)?.socket.pause();
+      case "resumeClient":
+        return void peers.get(action.client)?.socket.resume();
+      case "forgetClient":
+        return void peers.delete(action.client);
+      case "dropPrinterSession":
+        return upstream.reconnect(action.why);
+      case "startTimer":
+        clearTimeout(timers.get(action.timer));
+        return void timers.set(action.timer, setTimeout(() => {
+          timers.delete(action.timer);
+          dispatch({ type: "timeout", timer: action.timer });
+        }, action.ms));
+      case "stopTimer":
+        clearTimeout(timers.get(action.timer));
+        return void timers.delete(action.timer);
+      case "log": {
+        const logger = (action.client !== undefined && peers.get(action.client)?.log) || log;
+        return logger[action.level](action.message);
+      }
     }
+  };
+
+  function dispatch(event: SchedulerEvent): void {
+    for (const action of scheduler.handle(event)) perform(action);
   }
-
-  /**
-   * The uploader sent the whole file but left before its ~M29: the printer is told ~M29 (it closes the file, as
-   * it would for the client) and the console is free again for everyone.
-   */
-  const endAbandonedUpload = (client: Client) => {
-    exclusiveFor = undefined;
-    client.log.warn("the uploader left before ~M29: sending ~M29 for it so the printer closes the file; the console is free again");
-    queue.unshift({ command: parseCommand("~M29")! });
-    void pump();
-  };
-
-  /** After ~M28's reply: the client's raw bytes go to the printer, nothing else in between, until ~M29. */
-  async function streamUpload(conn: UpstreamConnection, client: Client): Promise<void> {
-    const upload = client.upload!;
-    exclusiveFor = client;
-    conn.owesUploadBytes = upload.size > 0;
-    while (upload.remaining > 0 || upload.chunks.length > 0) {
-      const chunk = upload.chunks.shift();
-      if (chunk) {
-        upload.buffered -= chunk.length;
-        if (upload.buffered < UPLOAD_BUFFER_BYTES && client.socket.isPaused()) client.socket.resume();
-        await conn.write(chunk);
-        continue;
-      }
-      if (client.closed) throw new Error("the client left in the middle of an upload");
-      // The client's command lane paused its socket while ~M28 is pending; the file's bytes must flow.
-      if (upload.buffered < UPLOAD_BUFFER_BYTES && client.socket.isPaused()) client.socket.resume();
-      const arrived = await new Promise<boolean>((resolve) => {
-        const timer = setTimeout(() => resolve(false), UPLOAD_STALL_MS);
-        upload.wake = () => {
-          clearTimeout(timer);
-          resolve(true);
-        };
-      });
-      upload.wake = undefined;
-      if (!arrived) {
-        client.close(`sent no upload data for ${UPLOAD_STALL_MS / 1000} s`);
-        throw new Error("the upload stalled");
-      }
-    }
-    conn.owesUploadBytes = false;
-    client.upload = undefined;
-  }
-
-  const deliver = (client: Client, bytes: Buffer) => {
-    if (client.closed) return;
-    if (client.socket.writableLength > maxBacklogBytes) {
-      return client.close(`does not read its replies (${client.socket.writableLength} bytes waiting)`);
-    }
-    client.socket.write(bytes);
-    client.idle.touch();
-  };
-
-  /** A client's command, taken from its lane: answered here (~M601/~M602) or queued for the printer. */
-  const handleCommand = (client: Client, command: Command): Promise<void> | void => {
-    if (command.code === "M601") return deliver(client, textReply("M601", [loginLine]));
-    if (command.code === "M602") return deliver(client, textReply("M602", ["Control Release."]));
-    return new Promise<void>((done) => {
-      queue.push({ command, client, done });
-      void pump();
-      // Reading goes on while the printer works: a paused plain socket does not see its client leave
-      // (docs/protocol-notes.md), and a client that left must not have its other commands sent. What it sends
-      // meanwhile waits in its lane, bounded by MAX_PENDING_PER_CLIENT.
-      if (!client.closed) client.socket.resume();
-    });
-  };
 
   const onClient = (socket: Socket, info: { peer: string; log: Logger }) => {
     const release = upstream.claim();
     socket.setNoDelay(true);
-    let buffer: Buffer = Buffer.alloc(0);
-    const idleFor = `silent for ${Math.round(clientIdleMs / 1000)} s`;
-    const onIdle = () => {
-      // Its own command is still with the printer: not idle, only waiting.
-      if (client.lane.pending > 0) client.idle = idleDeadline(clientIdleMs, onIdle);
-      else client.close(idleFor);
-    };
-    const client: Client = {
-      socket, log: info.log, closed: false,
-      lane: commandLane<Command>(socket, (command) => handleCommand(client, command), {
-        max: maxPending,
-        onOverflow: (max) => client.close(`sent more than ${max} commands without waiting for the replies`),
-        onError: (e) => client.close(`its command failed: ${(e as Error).message}`),
-      }),
-      idle: idleDeadline(clientIdleMs, onIdle),
-      close(why) {
-        if (client.closed) return;
-        client.closed = true;
-        client.lane.close();
-        client.idle.clear();
-        info.log.warn(`closing: ${why}`);
-        socket.destroy();
-      },
-    };
-    clients.add(client);
+    const id = ++lastClientId;
+    peers.set(id, { socket, log: info.log });
+    // Reading goes on while the printer works: a paused plain socket does not see its client leave
+    // (docs/protocol-notes.md), and a client that left must not have its other commands sent.
+    socket.on("data", (bytes: Buffer) => dispatch({ type: "clientBytes", client: id, bytes }));
     socket.on("close", () => {
-      client.closed = true;
-      client.lane.close();
-      client.idle.clear();
-      clients.delete(client);
-      client.upload?.wake?.();
-      for (let i = queue.length - 1; i >= 0; i--) if (queue[i]!.client === client) queue.splice(i, 1)[0]!.done?.();
-      // Between the last file byte and ~M29 nothing else may reach the printer; with the uploader gone, end it.
-      if (exclusiveFor === client && inFlight?.client !== client) endAbandonedUpload(client);
+      dispatch({ type: "clientLeft", client: id });
       release();
     });
-
-    const onLine = (raw: Buffer) => {
-      const command = parseCommand(raw);
-      if (!command) {
-        const shown = JSON.stringify(raw.toString("utf8").slice(0, 40));
-        return client.close(`sent something that is not a G/M command: ${shown}`);
-      }
-      client.idle.touch();
-      if (command.code === "M28") {
-        if (client.upload) return client.close("sent ~M28 before its previous upload was written");
-        const m = /^(\d+)\s+\S/.exec(command.args);
-        const size = m ? Number(m[1]) : NaN;
-        if (!(size >= 0 && size <= MAX_UPLOAD_BYTES)) return client.close(`sent ~M28 without a valid size: ${JSON.stringify(command.args.slice(0, 60))}`);
-        client.upload = { size, remaining: size, chunks: [], buffered: 0 };
-        info.log.info(`upload of ${size} bytes: ${command.args.replace(/^\d+\s+/, "")}`);
-      }
-      client.lane.push(command);
-    };
-
-    socket.on("data", (chunk: Buffer) => {
-      buffer = buffer.length ? Buffer.concat([buffer, chunk]) : chunk;
-      while (buffer.length > 0 && !client.closed) {
-        const upload = client.upload;
-        if (upload && upload.remaining > 0) {
-          const take = Math.min(upload.remaining, buffer.length);
-          upload.chunks.push(Buffer.from(buffer.subarray(0, take)));
-          upload.buffered += take;
-          upload.remaining -= take;
-          buffer = buffer.subarray(take);
-          if (upload.buffered >= UPLOAD_BUFFER_BYTES) socket.pause();
-          upload.wake?.();
-          continue;
-        }
-        const nl = buffer.indexOf(0x0a);
-        if (nl === -1) {
-          if (buffer.length > MAX_COMMAND_LINE_BYTES) client.close(`sent ${buffer.length} bytes without a line end`);
-          return;
-        }
-        const line = buffer.subarray(0, nl);
-        buffer = buffer.subarray(nl + 1);
-        onLine(line);
-      }
-    });
+    dispatch({ type: "clientJoined", client: id });
   };
 
   return {
@@ -437,8 +248,9 @@ export function createFlashforgeTcp(ctx: ServiceContext, options: FlashforgeTcpO
     async start() {
       upstream.on("connected", () => {
         error = undefined;
-        void pump();
+        dispatch({ type: "linkUp", loginLine });
       });
+      upstream.on("disconnected", () => dispatch({ type: "linkDown" }));
       upstream.start();
       listening = await listen({
         log, what: "FlashForge TCP console", host: printer.bind, allow: printer.allow, port: printer.ports.tcp, maxClients: MAX_TCP_CLIENTS, onClient,
@@ -448,17 +260,18 @@ export function createFlashforgeTcp(ctx: ServiceContext, options: FlashforgeTcpO
       });
     },
     async stop() {
-      clearTimeout(keepaliveTimer);
       await listening?.close();
       await upstream.stop();
-      queue.length = 0;
+      dispatch({ type: "stop" });
+      for (const timer of timers.values()) clearTimeout(timer);
+      timers.clear();
     },
     status() {
       return {
         state: error ? `error: ${error}` : listening ? "listening" : "stopped",
-        clients: clients.size,
+        clients: scheduler.status().clients,
         upstream: upstream.state,
-        details: { queued: queue.length, uploading: exclusiveFor !== undefined },
+        details: { queued: scheduler.status().queued, uploading: scheduler.status().uploading },
       };
     },
   };
