@@ -24,7 +24,7 @@ function writeConfig(printers: Entry[]): void {
   const blocks = printers.map(
     (p) => `[[printer]]\nname = "${p.name}"\nhost = "${p.host}"\nserial = "01P00A00000000${p.name}"\naccess_code = "Ab12Cd34"\nbind = "${p.bind}"\nservices = []\n`,
   );
-  writeFileSync(configFile, `[proxy]\nstate_dir = "${dir}/state"\nlog_level = "info"\n[web]\nlisten = "${WEB}"\n\n${blocks.join("\n")}`);
+  writeFileSync(configFile, `[proxy]\nstate_dir = "${dir}/state"\nlog_level = "info"\n[web]\nlisten = "${WEB}"\nusername = "admin"\npassword = "${WEB_PASSWORD}"\n\n${blocks.join("\n")}`);
 }
 
 let child: ChildProcess | undefined;
@@ -39,11 +39,14 @@ async function until(what: string, check: () => boolean, timeoutMs = 10_000): Pr
   }
 }
 
+/** The web page asks for a login by default; the admin login sees every printer. */
+const WEB_PASSWORD = "supervisor-test-password";
+
 const linesSince = (mark: number) => lines.slice(mark);
 const logged = (mark: number, text: string) => linesSince(mark).some((l) => l.includes(text));
 
 async function apiPrinters(): Promise<{ name: string; host: string; bind: string }[]> {
-  const response = await fetch(`http://${WEB}/api/printers`);
+  const response = await fetch(`http://${WEB}/api/printers`, { headers: { Authorization: `Basic ${btoa(`admin:${WEB_PASSWORD}`)}` } });
   expect(response.status).toBe(200);
   return (await response.json()) as { name: string; host: string; bind: string }[];
 }
