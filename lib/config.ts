@@ -1,33 +1,24 @@
 // printers.toml -> validated, typed Config. Every problem is collected (not just the first) and each message
-// names the file, the printer and the key, says what is wrong and what is expected.
+// names the file, the printer and the key, says what is wrong and what is expected. This file parses the keys
+// every printer has; each vendor's own keys, services, ports and listeners are its config.ts (PrinterVendor).
 import { readFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { parse as parseToml, TomlError } from "smol-toml";
-import { BAMBU_MODELS, findModel, modelOf } from "./bambu/models.ts";
+import { BAMBU_PORTS, BAMBU_SERVICES, BAMBU_VENDOR, type BambuFields, type CameraMode } from "./bambu/config.ts";
+import {
+  isIPv4, isTable, optionalBoolean, optionalString, parseHostPort, requiredString, suggest, table, unknownKeys, type At,
+} from "./config-fields.ts";
 import { DEFAULT_ALLOW, parseAllowList } from "./core/allow.ts";
 import { KNOWN_PRINTERS_FILE } from "./core/printer-identity.ts";
+import { FLASHFORGE_PORTS, FLASHFORGE_SERVICES, FLASHFORGE_VENDOR, type FlashForgeFields } from "./flashforge/config.ts";
 import { LOG_LEVELS, type Level } from "./log.ts";
 
+export { BAMBU_PORTS, BAMBU_SERVICES, FLASHFORGE_PORTS, FLASHFORGE_SERVICES, isIPv4, parseHostPort, suggest };
+export type { CameraMode };
+
 export type PrinterType = "bambu" | "flashforge";
-export type CameraMode = "auto" | "chamber" | "rtsp" | "none";
-
-export const BAMBU_SERVICES = ["camera", "mqtt", "ftp", "bind", "ssdp"] as const;
-export const FLASHFORGE_SERVICES = ["tcp", "http", "discovery", "camera"] as const;
 export type ServiceName = (typeof BAMBU_SERVICES)[number] | (typeof FLASHFORGE_SERVICES)[number];
-
-/** The ports clients use, as the printers use them. `rtsp_plain` 0 means "no plain RTSP listener". */
-export const BAMBU_PORTS = {
-  chamber: 6000, // chamber camera (A1/P1) or the file tunnel (P2S/H2/X2D)
-  rtsp: 322,
-  rtsp_plain: 0,
-  mqtt: 8883,
-  ftp: 990,
-  bind: 3000,
-  bind_tls: 3002,
-  ssdp: 2021,
-} as const;
-export const FLASHFORGE_PORTS = { tcp: 8899, http: 8898, discovery: 48899, camera: 8080 } as const;
 export type PortName = keyof typeof BAMBU_PORTS | keyof typeof FLASHFORGE_PORTS;
 /** Every port name has a value; only the printer type's own names can be set in printers.toml. */
 export type Ports = Record<PortName, number>;
@@ -37,40 +28,53 @@ export interface PortRange {
   last: number;
 }
 
-export interface PrinterConfig {
+/** The keys every [[printer]] has, whatever its vendor. */
+export interface CommonPrinterFields {
   name: string;
   type: PrinterType;
   /** The printer's address on the LAN. */
   host: string;
-  serial: string;
-  /** Bambu access code, or FlashForge check code. */
-  accessCode: string;
-  viewerAccessCode?: string;
   /** This printer's listen address on the proxy host. */
   bind: string;
   services: ServiceName[];
-  camera: CameraMode;
-  /** e.g. "P1S", "X1C"; undefined when not configured (detected later). */
-  model?: string;
   /** Ports the proxy listens on for this printer. */
   ports: Ports;
   /** Ports of the printer itself (defaults: the real ones); a simulator or a port-forward may differ. */
   printerPorts: Ports;
-  ftpDataPorts?: PortRange;
-  /** How many FTP sessions the printer itself is given at once. */
-  ftpSessions: number;
-  ssdpTargets: string[];
-  /** Listen for the printer's own SSDP announcements to learn its model and firmware. */
-  ssdpListen: boolean;
-  tlsCert?: string;
-  tlsKey?: string;
-  /** Verify the printer's certificate against this CA file (off by default: the certificate is pinned). */
-  printerCa?: string;
   /** Who may connect to this printer's listeners: its own `allow`, else [proxy] allow (lib/core/allow.ts). */
   allow: string[];
   /** Where the printer's certificate is pinned: <state_dir>/known_printers (lib/core/printer-identity.ts). */
   knownPrintersFile: string;
 }
+
+/** What a vendor's parser returns: one flat shape, so a service reads `printer.serial` whatever the vendor. */
+export type VendorFields = BambuFields & FlashForgeFields;
+
+export interface PrinterConfig extends CommonPrinterFields, VendorFields {}
+
+/** One vendor's share of printers.toml: bambu/config.ts, flashforge/config.ts. */
+export interface PrinterVendor {
+  type: PrinterType;
+  /** As in "applies to Bambu printers only". */
+  label: string;
+  services: readonly ServiceName[];
+  /** Its port names and their defaults. */
+  ports: Readonly<Record<string, number>>;
+  /** Port names that may be 0, meaning "no such listener". */
+  portsThatMayBeOff: readonly string[];
+  /** The [[printer]] keys it reads, besides COMMON_PRINTER_KEYS. */
+  keys: readonly string[];
+  /** What to say about another vendor's key, when more than "applies to … printers only" helps. */
+  foreignKeyHints?: Readonly<Record<string, string>>;
+  parse(entry: Record<string, unknown>, label: string, at: At): VendorFields;
+  /** Calls `add` for every socket the entry listens on (port 0: none). */
+  listeners(p: PrinterConfig, add: (service: string, port: number, protocol?: "tcp" | "udp") => void): void;
+}
+
+const VENDORS: readonly PrinterVendor[] = [BAMBU_VENDOR, FLASHFORGE_VENDOR];
+
+/** A type that is not a vendor's is reported, and the entry read as Bambu's meanwhile. */
+const vendorOf = (type: unknown): PrinterVendor => VENDORS.find((v) => v.type === type) ?? BAMBU_VENDOR;
 
 export interface ProxyConfig {
   stateDir: string;
@@ -127,11 +131,9 @@ export function loadConfig(file: string): Config {
 export const TOP_KEYS = ["proxy", "web", "printer"];
 export const PROXY_KEYS = ["state_dir", "log_level", "ffmpeg", "allow"];
 export const WEB_KEYS = ["listen", "username", "password", "open"];
-export const PRINTER_KEYS = [
-  "name", "type", "host", "serial", "access_code", "access_code_file", "check_code", "bind", "services", "camera",
-  "model", "viewer_access_code", "ports", "printer_ports", "ftp_data_ports", "ftp_sessions", "ssdp_targets", "ssdp_listen",
-  "tls_cert", "tls_key", "printer_ca", "allow",
-];
+export const COMMON_PRINTER_KEYS = ["name", "type", "host", "bind", "services", "ports", "printer_ports", "allow"];
+/** Every key a [[printer]] may have, of any vendor (suggestions for a misspelt key come from here). */
+export const PRINTER_KEYS = [...new Set([...COMMON_PRINTER_KEYS, ...VENDORS.flatMap((v) => v.keys)])];
 
 export function parseConfig(text: string, file = "printers.toml"): Config {
   let raw: Record<string, unknown>;
@@ -176,7 +178,7 @@ export function parseConfig(text: string, file = "printers.toml"): Config {
   const printers: PrinterConfig[] = [];
   const names = new Set<string>();
   (Array.isArray(printerList) ? printerList : []).forEach((entry, index) => {
-    const printer = parsePrinter(entry, index, file, at, proxy);
+    const printer = parsePrinter(entry, index, at, proxy);
     if (!printer) return;
     if (names.has(printer.name)) at(`printer "${printer.name}": `, "name", "is used by two printers; names must be unique");
     names.add(printer.name);
@@ -196,115 +198,60 @@ export function parseConfig(text: string, file = "printers.toml"): Config {
   return { file, proxy, web, printers };
 }
 
-type At = (where: string, key: string, what: string) => void;
-
-function parsePrinter(entry: unknown, index: number, file: string, at: At, proxy: ProxyConfig): PrinterConfig | undefined {
+function parsePrinter(entry: unknown, index: number, at: At, proxy: ProxyConfig): PrinterConfig | undefined {
   if (!isTable(entry)) {
     at(`[[printer]] #${index + 1}: `, "", "must be a table");
     return undefined;
   }
   const label = typeof entry.name === "string" && entry.name ? `printer "${entry.name}": ` : `[[printer]] #${index + 1}: `;
-  unknownKeys(entry, PRINTER_KEYS, (key, hint) => at(label, key, `is unknown${hint}`));
+  const vendor = vendorOf(entry.type ?? "bambu");
+  checkKeys(entry, vendor, label, at);
 
   const givenName = requiredString(entry, "name", label, at);
   const name = givenName ?? `#${index + 1}`;
   if (givenName && !/^[A-Za-z0-9_.-]+$/.test(name)) at(label, "name", `is "${name}"; use letters, digits, "-", "_" or "." (it appears in URLs)`);
   const type = (optionalString(entry, "type", label, at) ?? "bambu") as PrinterType;
   if (type !== "bambu" && type !== "flashforge") at(label, "type", `is "${type}"; expected "bambu" or "flashforge"`);
-  const isBambu = type !== "flashforge";
   const host = requiredString(entry, "host", label, at) ?? "";
-  const serial = requiredString(entry, "serial", label, at) ?? "";
-
-  const accessCode = readAccessCode(entry, isBambu, label, file, at);
-  const viewerAccessCode = optionalString(entry, "viewer_access_code", label, at);
-  if (viewerAccessCode !== undefined && viewerAccessCode === accessCode) at(label, "viewer_access_code", "must differ from the access code");
+  const fields = vendor.parse(entry, label, at);
 
   const bind = optionalString(entry, "bind", label, at) ?? "0.0.0.0";
   if (!isIPv4(bind)) at(label, "bind", `is "${bind}"; expected an IPv4 address of this host, or "0.0.0.0"`);
-
-  const allServices: readonly string[] = isBambu ? BAMBU_SERVICES : FLASHFORGE_SERVICES;
-  let services = allServices.slice() as ServiceName[];
-  if (entry.services !== undefined) {
-    if (!Array.isArray(entry.services) || entry.services.some((s) => typeof s !== "string")) {
-      at(label, "services", `must be a list of strings from ${allServices.join(", ")}`);
-    } else {
-      for (const s of entry.services as string[]) {
-        if (!allServices.includes(s)) at(label, "services", `has unknown service "${s}"${suggest(s, allServices)}; a ${type} printer has ${allServices.join(", ")}`);
-      }
-      services = (entry.services as string[]).filter((s) => allServices.includes(s)) as ServiceName[];
-    }
-  }
-
-  const camera = (optionalString(entry, "camera", label, at) ?? "auto") as CameraMode;
-  if (!["auto", "chamber", "rtsp", "none"].includes(camera)) at(label, "camera", `is "${camera}"; expected "auto", "chamber", "rtsp" or "none"`);
-  if (!isBambu && entry.camera !== undefined) at(label, "camera", "applies to Bambu printers only");
-  const model = optionalString(entry, "model", label, at);
-  if (isBambu && model !== undefined && !findModel(model)) {
-    at(label, "model", `is "${model}"; not a Bambu model pandaproxy knows (${BAMBU_MODELS.map((m) => m.name).join(", ")}); leave it out to detect the model`);
-  }
-
-  const defaults: Record<string, number> = isBambu ? { ...BAMBU_PORTS } : { ...FLASHFORGE_PORTS };
-  const ports = portTable(entry, "ports", defaults, label, at);
-  const printerPorts = portTable(entry, "printer_ports", defaults, label, at);
-
-  let ftpDataPorts: PortRange | undefined;
-  const rangeText = optionalString(entry, "ftp_data_ports", label, at);
-  if (rangeText !== undefined) {
-    const m = /^(\d+)-(\d+)$/.exec(rangeText);
-    const first = m ? Number(m[1]) : NaN;
-    const last = m ? Number(m[2]) : NaN;
-    if (!m || first < 1 || last > 65535 || first > last) at(label, "ftp_data_ports", `is "${rangeText}"; expected "FIRST-LAST", e.g. "50000-50100"`);
-    else ftpDataPorts = { first, last };
-  }
-  const ftpSessions = optionalInteger(entry, "ftp_sessions", label, at) ?? 1;
-  if (ftpSessions < 1 || ftpSessions > 16) at(label, "ftp_sessions", `is ${ftpSessions}; expected 1 to 16`);
-
-  let ssdpTargets = ["255.255.255.255"];
-  if (entry.ssdp_targets !== undefined) {
-    if (!Array.isArray(entry.ssdp_targets) || entry.ssdp_targets.some((t) => typeof t !== "string" || !isIPv4(t))) {
-      at(label, "ssdp_targets", 'must be a list of IPv4 addresses, e.g. ["255.255.255.255"]');
-    } else ssdpTargets = entry.ssdp_targets as string[];
-  }
-  const ssdpListen = optionalBoolean(entry, "ssdp_listen", label, at) ?? true;
-  const tlsCert = optionalString(entry, "tls_cert", label, at);
-  const tlsKey = optionalString(entry, "tls_key", label, at);
-  if ((tlsCert === undefined) !== (tlsKey === undefined)) at(label, "", "tls_cert and tls_key must be set together");
-  const printerCa = optionalString(entry, "printer_ca", label, at);
+  const services = parseServices(entry, vendor, type, label, at);
+  const ports = portTable(entry, "ports", vendor, label, at);
+  const printerPorts = portTable(entry, "printer_ports", vendor, label, at);
   // A printer's own list replaces [proxy] allow for its listeners (it may be wider or narrower).
   const allow = entry.allow === undefined ? proxy.allow : parseAllowList(entry.allow, (what) => at(label, "allow", what)) ?? [];
   const knownPrintersFile = join(proxy.stateDir, KNOWN_PRINTERS_FILE);
-
-  return {
-    name, type, host, serial, accessCode, viewerAccessCode, bind, services, camera: isBambu ? camera : "none", model,
-    ports, printerPorts, ftpDataPorts, ftpSessions, ssdpTargets, ssdpListen, tlsCert, tlsKey, printerCa,
-    allow, knownPrintersFile,
-  };
+  return { name, type, host, bind, services, ports, printerPorts, allow, knownPrintersFile, ...fields };
 }
 
-function readAccessCode(entry: Record<string, unknown>, isBambu: boolean, label: string, file: string, at: At): string {
-  const key = isBambu ? "access_code" : "check_code";
-  if (isBambu && entry.check_code !== undefined) at(label, "check_code", 'is for FlashForge printers; Bambu printers use "access_code"');
-  let code = optionalString(entry, key, label, at) ?? (isBambu ? undefined : optionalString(entry, "access_code", label, at));
-  const codeFile = optionalString(entry, "access_code_file", label, at);
-  if (code !== undefined && codeFile !== undefined) at(label, "access_code_file", `and "${key}" are both set; keep one`);
-  if (code === undefined && codeFile !== undefined) {
-    try {
-      code = readFileSync(codeFile, "utf8").trim();
-    } catch (error) {
-      at(label, "access_code_file", `names "${codeFile}", which cannot be read (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
-      return "";
-    }
-  }
-  if (code === undefined) {
-    at(label, key, `is missing; set "${key}" (the 8 characters shown on the printer${isBambu ? "'s LAN settings" : ""}) or "access_code_file"`);
-    return "";
-  }
-  if (isBambu && !/^[A-Za-z0-9]{8}$/.test(code)) at(label, key, "must be the 8 letters or digits shown on the printer's screen");
-  return code;
+/** A key of another vendor says whose it is; any other unknown key gets the nearest known one as a hint. */
+function checkKeys(entry: Record<string, unknown>, vendor: PrinterVendor, label: string, at: At): void {
+  const own = [...COMMON_PRINTER_KEYS, ...vendor.keys];
+  unknownKeys(entry, own, (key) => {
+    const owner = VENDORS.find((v) => v.keys.includes(key));
+    const foreign = owner && (Object.hasOwn(vendor.foreignKeyHints ?? {}, key) ? vendor.foreignKeyHints![key]! : `applies to ${owner.label} printers only`);
+    at(label, key, foreign ?? `is unknown${suggest(key, PRINTER_KEYS)}`);
+  });
 }
 
-function portTable(entry: Record<string, unknown>, key: string, defaults: Record<string, number>, label: string, at: At): Ports {
-  const result: Ports = { ...BAMBU_PORTS, ...FLASHFORGE_PORTS, ...defaults };
+function parseServices(entry: Record<string, unknown>, vendor: PrinterVendor, type: string, label: string, at: At): ServiceName[] {
+  const allServices: readonly string[] = vendor.services;
+  if (entry.services === undefined) return allServices.slice() as ServiceName[];
+  if (!Array.isArray(entry.services) || entry.services.some((s) => typeof s !== "string")) {
+    at(label, "services", `must be a list of strings from ${allServices.join(", ")}`);
+    return allServices.slice() as ServiceName[];
+  }
+  for (const s of entry.services as string[]) {
+    if (!allServices.includes(s)) at(label, "services", `has unknown service "${s}"${suggest(s, allServices)}; a ${type} printer has ${allServices.join(", ")}`);
+  }
+  return (entry.services as string[]).filter((s) => allServices.includes(s)) as ServiceName[];
+}
+
+function portTable(entry: Record<string, unknown>, key: string, vendor: PrinterVendor, label: string, at: At): Ports {
+  const defaults = vendor.ports;
+  const result = Object.assign({}, ...VENDORS.map((v) => v.ports), defaults) as Ports;
   const value = entry[key];
   if (value === undefined) return result;
   if (!isTable(value)) {
@@ -312,11 +259,11 @@ function portTable(entry: Record<string, unknown>, key: string, defaults: Record
     return result;
   }
   for (const [name, port] of Object.entries(value)) {
-    if (!(name in defaults)) {
+    if (!Object.hasOwn(defaults, name)) {
       at(label, `${key}.${name}`, `is not a port of this printer${suggest(name, Object.keys(defaults))}; known: ${Object.keys(defaults).join(", ")}`);
       continue;
     }
-    const zeroAllowed = name === "rtsp_plain";
+    const zeroAllowed = vendor.portsThatMayBeOff.includes(name);
     if (typeof port !== "number" || !Number.isInteger(port) || port < (zeroAllowed ? 0 : 1) || port > 65535) {
       at(label, `${key}.${name}`, `is ${JSON.stringify(port)}; expected a port number from ${zeroAllowed ? 0 : 1} to 65535`);
       continue;
@@ -334,39 +281,12 @@ export interface Listener {
   port: number;
 }
 
-/** Every socket a printer entry listens on (camera "auto" reserves both camera ports). */
+/** Every socket a printer entry listens on, as its vendor lists them (camera "auto" reserves both camera ports). */
 export function listenersOf(p: PrinterConfig): Listener[] {
   const out: Listener[] = [];
-  const add = (service: string, port: number, protocol: "tcp" | "udp" = "tcp") => {
+  vendorOf(p.type).listeners(p, (service, port, protocol = "tcp") => {
     if (port > 0) out.push({ printer: p.name, service, protocol, host: p.bind, port });
-  };
-  if (p.type === "flashforge") {
-    for (const s of p.services) {
-      if (s === "discovery") add(s, p.ports.discovery, "udp");
-      else add(s, p.ports[s as "tcp" | "http" | "camera"]);
-    }
-    return out;
-  }
-  for (const s of p.services) {
-    if (s === "camera") {
-      // As bambu/camera.ts decides: the model (or serial prefix) settles "auto"; port 6000 of a file-tunnel
-      // model is the tunnel whatever the camera; an unknown model reserves both camera ports.
-      const model = modelOf(p);
-      const kind = p.camera === "auto" ? model?.camera : p.camera;
-      if (model?.fileTunnel) add("tunnel", p.ports.chamber);
-      else if (kind === undefined || kind === "chamber") add("chamber", p.ports.chamber);
-      if (kind === undefined || kind === "rtsp") {
-        add("rtsp", p.ports.rtsp);
-        add("rtsp_plain", p.ports.rtsp_plain);
-      }
-    } else if (s === "mqtt") add(s, p.ports.mqtt);
-    else if (s === "ftp") add(s, p.ports.ftp);
-    else if (s === "bind") {
-      add("bind", p.ports.bind);
-      add("bind_tls", p.ports.bind_tls);
-    }
-    // SSDP sends from an ephemeral port; it listens on 2021 with SO_REUSEADDR, so it takes no exclusive port.
-  }
+  });
   return out;
 }
 
@@ -394,116 +314,4 @@ export function listenerConflicts(printers: PrinterConfig[]): string[] {
       : `printer "${g.a}" and printer "${g.b}" both listen on ${g.host} ${ports}: ` +
           `give each printer its own "bind" address (an IP alias of this host) or move one with "ports"`;
   });
-}
-
-export function parseHostPort(text: string, fail: (what: string) => void): { host: string; port: number } | undefined {
-  const m = /^(.*):(\d+)$/.exec(text);
-  const port = m ? Number(m[2]) : NaN;
-  if (!m || !m[1] || port < 1 || port > 65535) {
-    fail(`is "${text}"; expected "HOST:PORT", e.g. "0.0.0.0:8080", or "" to disable`);
-    return undefined;
-  }
-  return { host: m[1], port };
-}
-
-export function isIPv4(text: string): boolean {
-  const parts = text.split(".");
-  return parts.length === 4 && parts.every((p) => /^\d{1,3}$/.test(p) && Number(p) <= 255);
-}
-
-function isTable(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value) && !(value instanceof Date);
-}
-
-function table(value: unknown, name: string, at: At): Record<string, unknown> {
-  if (value === undefined) return {};
-  if (!isTable(value)) {
-    at("", "", `${name} must be a table`);
-    return {};
-  }
-  return value;
-}
-
-function requiredString(t: Record<string, unknown>, key: string, where: string, at: At): string | undefined {
-  if (t[key] === undefined || t[key] === "") {
-    at(where, key, "is missing");
-    return undefined;
-  }
-  return optionalString(t, key, where, at);
-}
-
-function optionalString(t: Record<string, unknown>, key: string, where: string, at: At): string | undefined {
-  const value = t[key];
-  if (value === undefined) return undefined;
-  if (typeof value !== "string") {
-    at(where, key, `must be a string (in quotes), not ${JSON.stringify(value)}`);
-    return undefined;
-  }
-  return value;
-}
-
-function optionalBoolean(t: Record<string, unknown>, key: string, where: string, at: At): boolean | undefined {
-  const value = t[key];
-  if (value === undefined) return undefined;
-  if (typeof value !== "boolean") {
-    at(where, key, `must be true or false (no quotes), not ${JSON.stringify(value)}`);
-    return undefined;
-  }
-  return value;
-}
-
-function optionalInteger(t: Record<string, unknown>, key: string, where: string, at: At): number | undefined {
-  const value = t[key];
-  if (value === undefined) return undefined;
-  if (typeof value !== "number" || !Number.isInteger(value)) {
-    at(where, key, `must be a whole number, not ${JSON.stringify(value)}`);
-    return undefined;
-  }
-  return value;
-}
-
-function unknownKeys(t: Record<string, unknown>, known: readonly string[], report: (key: string, hint: string) => void): void {
-  for (const key of Object.keys(t)) if (!known.includes(key)) report(key, suggest(key, known));
-}
-
-/**
- * ' (did you mean "x"?)' for the nearest known word, when one is close enough: a small edit distance to the whole
- * word ("acces_code"), to its beginning ("acess" -> "access_code"), or one word containing the other ("code").
- */
-export function suggest(word: string, known: readonly string[]): string {
-  const w = word.toLowerCase();
-  // Lower is nearer: a known beginning, a one-letter slip, a containing word, a slip at the beginning, two slips.
-  const score = (candidate: string): number => {
-    const c = candidate.toLowerCase();
-    let best = Infinity;
-    const whole = editDistance(w, c);
-    if (whole <= Math.max(2, Math.floor(w.length / 3))) best = 2 * whole;
-    if (w.length < 3) return best;
-    for (let n = Math.max(1, w.length - 1); n <= Math.min(c.length, w.length + 1); n++) {
-      const prefix = editDistance(w, c.slice(0, n));
-      if (prefix <= (w.length >= 5 ? 2 : 1)) best = Math.min(best, 1 + 2 * prefix);
-    }
-    const parts = w.split(/[_.-]/).filter((part) => part.length >= 3);
-    if (c.includes(w) || w.includes(c) || (parts.length > 1 && parts.every((part) => c.includes(part)))) best = Math.min(best, 2.5);
-    return best;
-  };
-  let best: string | undefined;
-  let bestScore = Infinity;
-  for (const candidate of known) {
-    const s = score(candidate);
-    if (s < bestScore) [best, bestScore] = [candidate, s];
-  }
-  return best !== undefined && bestScore < Infinity ? ` (did you mean "${best}"?)` : "";
-}
-
-function editDistance(a: string, b: string): number {
-  let row = Array.from({ length: b.length + 1 }, (_, i) => i);
-  for (let i = 1; i <= a.length; i++) {
-    const next = [i];
-    for (let j = 1; j <= b.length; j++) {
-      next[j] = Math.min(row[j]! + 1, next[j - 1]! + 1, row[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
-    }
-    row = next;
-  }
-  return row[b.length]!;
 }

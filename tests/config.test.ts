@@ -296,4 +296,34 @@ describe("every error is reported, naming the file, the printer and the key", ()
       'test.toml: printer "a": tls_cert and tls_key must be set together',
     ]);
   });
+
+  test("FlashForge: a Bambu-only key says so instead of being read and ignored", () => {
+    const ff = `[[printer]]\nname = "ff"\ntype = "flashforge"\nhost = "h"\nserial = "s"\ncheck_code = "abcd"\n`;
+    const problems = problemsOf(base + ff + 'ftp_sessions = 2\nssdp_listen = false\ntls_cert = "a"\ntls_key = "b"\nprinter_ca = "c"\n');
+    expect(problems).toEqual(["ftp_sessions", "ssdp_listen", "tls_cert", "tls_key", "printer_ca"].map((key) => `test.toml: printer "ff": key "${key}" applies to Bambu printers only`));
+    expect(problemsOf(base + ff + 'ftp_sesions = 2\n')).toEqual(['test.toml: printer "ff": key "ftp_sesions" is unknown (did you mean "ftp_sessions"?)']);
+    const p = parseConfig(base + ff + 'model = "Adventurer 5M"\nviewer_access_code = "look"\n', FILE).printers[0]!;
+    expect([p.model, p.viewerAccessCode, p.camera]).toEqual(["Adventurer 5M", "look", "none"]);
+  });
+});
+
+describe("the camera decision is made once: what printers.toml reserves is what the camera service runs", () => {
+  const serviceNames = async (extra: string, serial: string): Promise<string[]> => {
+    const { serviceContext } = await import("./support.ts");
+    const { createCameraServices } = await import("../lib/bambu/camera.ts");
+    const ctx = serviceContext(`name = "a"\nhost = "127.0.35.1"\nserial = "${serial}"\naccess_code = "12345678"\nservices = ["camera"]\n${extra}`);
+    return createCameraServices(ctx).map((s) => s.name);
+  };
+  const reserved = (extra: string, serial: string): string[] =>
+    listenersOf(parseConfig(base + bambu("a", `services = ["camera"]\n${extra}`).replace("01P00A000000001", serial), FILE).printers[0]!).map((l) => l.service);
+
+  for (const [model, serial] of [["P1S", "01P00A000000001"], ["X1C", "00M09A350100123"], ["H2D", "09400A000000001"], ["P2S", "22E00A000000001"]] as const) {
+    for (const camera of ["auto", "chamber", "rtsp", "none"]) {
+      test(`${model}, camera = "${camera}"`, async () => {
+        const names = await serviceNames(`camera = "${camera}"`, serial);
+        expect(reserved(`camera = "${camera}"`, serial).sort()).toEqual(names.sort());
+        expect(reserved(`camera = "${camera}"\nmodel = "${model}"`, "ZZZ00A000000001")).toEqual(reserved(`camera = "${camera}"`, serial));
+      });
+    }
+  }
 });

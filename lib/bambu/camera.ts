@@ -4,34 +4,28 @@
 import type { Service, ServiceContext, ServiceStatus } from "../core/service.ts";
 import { createChamberService } from "./chamber.ts";
 import { detectCamera } from "./detect.ts";
-import { modelOf } from "./models.ts";
+import { cameraChoice, cameraPorts, type CameraKind } from "./models.ts";
 import { createRtspService } from "./rtsp.ts";
 import { createTunnelService } from "./tunnel.ts";
 
 export const DETECT_RETRY_MIN_MS = 5_000;
 export const DETECT_RETRY_MAX_MS = 300_000;
 
-type Kind = "chamber" | "rtsp";
-
-function serviceFor(kind: Kind, ctx: ServiceContext): Service {
+function serviceFor(kind: CameraKind, ctx: ServiceContext): Service {
   return kind === "chamber" ? createChamberService(ctx) : createRtspService(ctx);
 }
 
 export function createCameraServices(ctx: ServiceContext): Service[] {
-  const model = modelOf(ctx.printer);
-  const tunnel = model?.fileTunnel ? [createTunnelService(ctx)] : [];
-  const mode = ctx.printer.camera;
-  if (mode === "none") {
-    ctx.hub.update({ camera: "none" });
-    return tunnel;
-  }
-  const known: Kind | undefined = mode === "chamber" || mode === "rtsp" ? mode : model?.camera;
-  if (known) {
-    ctx.hub.update({ camera: known });
-    // A file-tunnel model's port 6000 is the tunnel, whatever `camera` says.
-    return [...(known === "chamber" && model?.fileTunnel ? [] : [serviceFor(known, ctx)]), ...tunnel];
-  }
-  return [createDetectingCamera(ctx)];
+  const choice = cameraChoice(ctx.printer);
+  if (choice.camera === undefined) return [createDetectingCamera(ctx)];
+  ctx.hub.update({ camera: choice.camera });
+  // The listeners printers.toml reserves for this entry (bambu/config.ts), so the two never disagree.
+  const ports = cameraPorts(choice);
+  const services: Service[] = [];
+  if (ports.port6000 === "chamber") services.push(createChamberService(ctx));
+  if (ports.rtsp) services.push(createRtspService(ctx));
+  if (ports.port6000 === "tunnel") services.push(createTunnelService(ctx));
+  return services;
 }
 
 /** Unknown model: probe 6000 and 322 until one answers (with backoff), then run that camera. */

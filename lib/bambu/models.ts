@@ -47,3 +47,22 @@ export function modelFromSerial(serial: string): BambuModel | undefined {
 export function modelOf(printer: { model?: string; serial: string }): BambuModel | undefined {
   return findModel(printer.model) ?? modelFromSerial(printer.serial);
 }
+
+/** What `camera = …` in printers.toml may say. */
+export type CameraMode = "auto" | CameraKind | "none";
+
+/**
+ * The one camera decision from configuration alone: `camera = …` wins, then the model (configured, else by
+ * serial prefix); `undefined` means the model is unknown and the camera must be probed. `fileTunnel`: port
+ * 6000 carries Bambu Studio's file tunnel (P2S/H2/X2D), whatever the camera.
+ */
+export function cameraChoice(printer: { camera: CameraMode; model?: string; serial: string }): { camera: CameraKind | "none" | undefined; fileTunnel: boolean } {
+  const model = modelOf(printer);
+  return { camera: printer.camera === "auto" ? model?.camera : printer.camera, fileTunnel: model?.fileTunnel ?? false };
+}
+
+/** Who listens on the camera ports: 6000 (chamber camera or file tunnel) and 322 (RTSPS); a camera still to be probed may be either. */
+export function cameraPorts(choice: ReturnType<typeof cameraChoice>): { port6000?: "chamber" | "tunnel"; rtsp: boolean } {
+  const maybe = (kind: CameraKind) => choice.camera === undefined || choice.camera === kind;
+  return { port6000: choice.fileTunnel ? "tunnel" : maybe("chamber") ? "chamber" : undefined, rtsp: maybe("rtsp") };
+}
