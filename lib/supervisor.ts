@@ -4,7 +4,8 @@ import { loadConfig, ConfigErrors, type Config, type PrinterConfig } from "./con
 import { readFileSync } from "node:fs";
 import { changeLogLevel, processLogger, registerSecret, serviceLogger, type Logger } from "./log.ts";
 import { createMetrics, type Metrics } from "./core/metrics.ts";
-import { createPrinterHub, type PrinterRuntime, type Service, type ServiceContext } from "./core/service.ts";
+import { createPrinterHub, type Service, type ServiceContext } from "./core/service.ts";
+import type { PrinterRuntime } from "./printer-services.ts";
 import { printerTlsMaterial } from "./tls.ts";
 import { bambuServices } from "./bambu/printer.ts";
 import { flashforgeServices } from "./flashforge/printer.ts";

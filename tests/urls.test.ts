@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseConfig } from "../lib/config.ts";
 import { createMetrics } from "../lib/core/metrics.ts";
-import type { PrinterRuntime } from "../lib/core/service.ts";
+import type { PrinterRuntime } from "../lib/printer-services.ts";
 import { startWeb, type WebServer } from "../lib/web/server.ts";
 import { createTestFeed, testPrinter, type TestFeed } from "./web-fixtures.ts";
 

@@ -7,7 +7,7 @@ import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ConfigErrors, parseConfig, type PrinterConfig } from "../lib/config.ts";
-import type { PrinterRuntime } from "../lib/core/service.ts";
+import type { PrinterRuntime } from "../lib/printer-services.ts";
 import { captureLogs, setupLogging } from "../lib/log.ts";
 import { createMetrics } from "../lib/core/metrics.ts";
 import { createLoginLimit } from "../lib/web/login-limit.ts";

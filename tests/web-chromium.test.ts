@@ -6,7 +6,7 @@ import { chromium, type Browser } from "playwright-core";
 import { createChamberPicture } from "../lib/sim/jpeg-picture.ts";
 import type { WebServer } from "../lib/web/server.ts";
 import { STATUS_POLL_MS } from "../lib/web/page.ts";
-import type { PrinterRuntime } from "../lib/core/service.ts";
+import type { PrinterRuntime } from "../lib/printer-services.ts";
 import { createTestFeed, startTestWeb, TEST_ADMIN, testPrinter, testService, type TestFeed } from "./web-fixtures.ts";
 
 const CHROMIUM = "/usr/bin/chromium";

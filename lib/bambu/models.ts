@@ -66,3 +66,13 @@ export function cameraPorts(choice: ReturnType<typeof cameraChoice>): { port6000
   const maybe = (kind: CameraKind) => choice.camera === undefined || choice.camera === kind;
   return { port6000: choice.fileTunnel ? "tunnel" : maybe("chamber") ? "chamber" : undefined, rtsp: maybe("rtsp") };
 }
+
+// What Bambu services learn and share about the printer, beside core/'s model and firmware.
+declare module "../core/service.ts" {
+  interface PrinterInfo {
+    /** The model code Bambu uses in SSDP and bind: "C12", "BL-P001", … */
+    modelCode?: string;
+    /** The camera kind, once configuration, the model or a probe has told. */
+    camera?: CameraKind | "none";
+  }
+}

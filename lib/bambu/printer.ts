@@ -1,6 +1,7 @@
 // Wires the services one Bambu printer entry asks for. Each service module exports a factory; the "camera"
 // service picks chamber, RTSPS or the file tunnel for the printer's model (bambu/camera.ts).
-import { buildServices, type Service, type ServiceContext, type ServiceFactories } from "../core/service.ts";
+import type { Service, ServiceContext } from "../core/service.ts";
+import { buildServices, type ServiceFactories } from "../printer-services.ts";
 import { createMqttService } from "./mqtt.ts";
 import { createBindService } from "./bind.ts";
 import { createSsdpService } from "./ssdp.ts";

@@ -1,9 +1,7 @@
 // What every service and every printer looks like to the supervisor, the web page and each other.
 // A service file exports a factory `(ctx: ServiceContext) => Service`; bambu/printer.ts and
-// flashforge/printer.ts pick the factories a printer entry asks for.
-import type { Config, PrinterConfig, ProxyConfig } from "../config.ts";
+// flashforge/printer.ts pick the factories a printer entry asks for (lib/printer-services.ts).
 import type { Logger } from "../log.ts";
-import type { TlsMaterial } from "../tls.ts";
 import type { Metrics } from "./metrics.ts";
 import type { Stream } from "./stream.ts";
 import type { UpstreamProblem } from "./upstream.ts";
@@ -50,14 +48,14 @@ export interface CameraFeed {
   problem?(): UpstreamProblem | undefined;
 }
 
-/** What a printer's services learn and share: model and firmware from MQTT, the camera for the web. */
+/**
+ * What a printer's services learn and share: model and firmware (from MQTT, SSDP, the printer's own info).
+ * A vendor adds its own facts by declaration merging (bambu/models.ts: the model code, the camera kind).
+ */
 export interface PrinterInfo {
   model?: string;
-  /** The model code Bambu uses in SSDP and bind: "C12", "BL-P001", … */
-  modelCode?: string;
   productName?: string;
   firmware?: string;
-  camera?: "chamber" | "rtsp" | "none";
 }
 
 export interface PrinterHub {
@@ -94,44 +92,13 @@ export function createPrinterHub(initial: PrinterInfo = {}): PrinterHub {
   return hub;
 }
 
+/**
+ * What a service factory is given. core/ knows the protocol-free parts; lib/printer-services.ts adds the
+ * printer entry, the proxy settings and the TLS material (declaration merging), so core/ imports no config.
+ */
 export interface ServiceContext {
-  printer: PrinterConfig;
-  proxy: ProxyConfig;
-  tls: TlsMaterial;
   /** The printer's logger; add `{ service }` via serviceLogger(printer.name, "mqtt"). */
   log: Logger;
   metrics: Metrics;
   hub: PrinterHub;
-}
-
-export type ServiceFactory = (ctx: ServiceContext) => Service;
-
-/** printers.toml service name -> the services it runs (one name may run several, e.g. camera + tunnel). */
-export type ServiceFactories = Partial<Record<string, (ctx: ServiceContext) => Service[]>>;
-
-/** The services a printer entry asks for, built from its brand's factories. */
-export function buildServices(ctx: ServiceContext, factories: ServiceFactories): Service[] {
-  const services: Service[] = [];
-  for (const name of ctx.printer.services) {
-    const factory = factories[name];
-    if (!factory) {
-      ctx.log.warn(`service "${name}" is not available in this version of pandaproxy; skipped`);
-      continue;
-    }
-    services.push(...factory(ctx));
-  }
-  return services;
-}
-
-export interface PrinterRuntime {
-  readonly config: PrinterConfig;
-  readonly hub: PrinterHub;
-  readonly services: readonly Service[];
-  start(): Promise<void>;
-  stop(): Promise<void>;
-}
-
-export interface RuntimeContext {
-  config: Config;
-  metrics: Metrics;
 }

@@ -1,5 +1,6 @@
 // Wires the services one FlashForge printer entry asks for (TCP 8899, HTTP 8898, discovery 48899, camera 8080).
-import { buildServices, type Service, type ServiceContext, type ServiceFactories } from "../core/service.ts";
+import type { Service, ServiceContext } from "../core/service.ts";
+import { buildServices, type ServiceFactories } from "../printer-services.ts";
 import { createFlashforgeTcp } from "./tcp.ts";
 import { createFlashforgeHttp } from "./http.ts";
 import { createFlashforgeDiscovery } from "./discovery.ts";
