@@ -6,7 +6,7 @@ import { connectToPrinter } from "../core/printer-socket.ts";
 import type { PrinterConfig } from "../config.ts";
 import type { PrinterHub } from "../core/service.ts";
 import { printerClientTlsOptions } from "../tls.ts";
-import { findModel, modelFromSerial, type BambuModel, type CameraKind } from "./models.ts";
+import { cameraChoice, findModel, type BambuModel, type CameraKind } from "./models.ts";
 
 /** Per probe: TCP connect, TLS handshake and the first answer. */
 export const CAMERA_PROBE_TIMEOUT_MS = 5_000;
@@ -34,8 +34,7 @@ function reportedModel(hub: PrinterHub | undefined): BambuModel | undefined {
 
 /** The camera kind without touching the network: `camera = …`, configured model, reported model, serial prefix. */
 export function knownCamera(printer: PrinterFacts, hub?: PrinterHub): CameraDetection | undefined {
-  if (printer.camera === "chamber" || printer.camera === "rtsp" || printer.camera === "none") return printer.camera;
-  return (findModel(printer.model) ?? reportedModel(hub) ?? modelFromSerial(printer.serial))?.camera;
+  return cameraChoice(printer, reportedModel(hub)).camera;
 }
 
 /**

@@ -52,12 +52,15 @@ export function modelOf(printer: { model?: string; serial: string }): BambuModel
 export type CameraMode = "auto" | CameraKind | "none";
 
 /**
- * The one camera decision from configuration alone: `camera = …` wins, then the model (configured, else by
- * serial prefix); `undefined` means the model is unknown and the camera must be probed. `fileTunnel`: port
- * 6000 carries Bambu Studio's file tunnel (P2S/H2/X2D), whatever the camera.
+ * The one camera decision: `camera = …` wins, then the model (configured, else the one the printer reported,
+ * else by serial prefix); `undefined` means the model is unknown and the camera must be probed. `fileTunnel`:
+ * port 6000 carries Bambu Studio's file tunnel (P2S/H2/X2D), whatever the camera.
  */
-export function cameraChoice(printer: { camera: CameraMode; model?: string; serial: string }): { camera: CameraKind | "none" | undefined; fileTunnel: boolean } {
-  const model = modelOf(printer);
+export function cameraChoice(
+  printer: { camera: CameraMode; model?: string; serial: string },
+  reported?: BambuModel,
+): { camera: CameraKind | "none" | undefined; fileTunnel: boolean } {
+  const model = findModel(printer.model) ?? reported ?? modelFromSerial(printer.serial);
   return { camera: printer.camera === "auto" ? model?.camera : printer.camera, fileTunnel: model?.fileTunnel ?? false };
 }
 
