@@ -2,7 +2,8 @@
 // ready [[printer]] block per printer for printers.toml.
 import { createSocket, type RemoteInfo } from "node:dgram";
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, type Command } from "./command.ts";
-import { BAMBU_PORTS, isIPv4 } from "../config.ts";
+import { BAMBU_PORTS } from "../bambu/config.ts";
+import { isIPv4 } from "../config-fields.ts";
 import { findModel } from "../bambu/models.ts";
 import { announcementOf, parseSsdp, type BambuAnnouncement } from "../bambu/ssdp-message.ts";
 
