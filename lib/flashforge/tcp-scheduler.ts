@@ -4,7 +4,8 @@
 // values; lib/flashforge/tcp.ts does the sockets and timers. A client's commands wait in its own lane and go to the
 // printer one at a time, in arrival order across clients; ~M601/~M602 are answered here; after ~M28 the uploader
 // holds the console until its ~M29 (docs/protocol-notes.md, "FlashForge edge policy").
-import { parseCommand, textReply, MAX_COMMAND_LINE_BYTES, type Command, type Reply } from "./tcp-codec.ts";
+import { parseCommand, textReply, type Command, type Reply } from "./tcp-codec.ts";
+import { createClientInput, type ClientInputReader } from "./tcp-client-input.ts";
 
 /** ff-5mp-api and FlashPrint poll every ~5 s; the printer drops a session idle for longer. */
 export const KEEPALIVE_INTERVAL_MS = 5_000;
@@ -22,11 +23,8 @@ export const CLIENT_IDLE_TIMEOUT_MS = 60_000;
 export const MAX_PENDING_PER_CLIENT = 32;
 /** Reply bytes a client has not read yet; beyond this it is too slow and is closed. */
 export const MAX_CLIENT_BACKLOG_BYTES = 8 * 1024 * 1024;
-/** Upload bytes buffered from a client before we stop reading it (backpressure). */
-export const UPLOAD_BUFFER_BYTES = 1024 * 1024;
 /** An upload whose client sends nothing for this long is abandoned. */
 export const UPLOAD_STALL_MS = 30_000;
-export const MAX_UPLOAD_BYTES = 2 * 1024 * 1024 * 1024;
 /** What the printer said to our ~M601 S1; clients get the same words for theirs. */
 export const DEFAULT_LOGIN_LINE = "Control Success V2.1.";
 
@@ -68,35 +66,22 @@ export interface SchedulerLimits {
   unreadBytes?(client: ClientId): number;
 }
 
-interface Upload {
-  size: number;
-  /** Bytes still to come from the client. */
-  remaining: number;
-  chunks: Buffer[];
-  buffered: number;
-  /** Its ~M28 was answered: chunks go to the printer. */
-  streaming: boolean;
-  writing: boolean;
-  /** Streaming, every chunk written, waiting for the client's next bytes. */
-  waiting: boolean;
-}
-
 interface ClientState {
   id: ClientId;
-  input: Buffer;
+  input: ClientInputReader;
   /** We closed it, or it left: nothing more of it is read or sent. */
   closed: boolean;
   left: boolean;
-  paused: boolean;
   /** Commands read and not yet started; `active` is the one queued for or with the printer. */
-  lane: Command[];
+  lane: Job[];
   active: boolean;
-  upload?: Upload;
 }
 
 interface Job {
   command: Command;
   client?: ClientState;
+  /** An ~M28's file size: after its reply the file's bytes go to the printer. */
+  uploadSize?: number;
   id: number;
 }
 
@@ -114,6 +99,9 @@ export function createTcpScheduler(limits: SchedulerLimits = {}) {
   /** After ~M28 the printer takes the next bytes as the file: a command (even ~M602) now would become file data. */
   let owesUploadBytes = false;
   let loginLine = DEFAULT_LOGIN_LINE;
+  /** The upload of the job in flight: a chunk is being written, or every chunk was and more must come. */
+  let writing = false;
+  let waitingForBytes = false;
   let nextJobId = 0;
   let out: SchedulerAction[] = [];
 
@@ -135,13 +123,13 @@ export function createTcpScheduler(limits: SchedulerLimits = {}) {
     emit({ type: "stopTimer", timer: `idle:${c.id}` });
     for (let i = queue.length - 1; i >= 0; i--) if (queue[i]!.client === c) queue.splice(i, 1);
     c.active = inFlight?.client === c;
-    if (inFlight?.client === c) {
-      if (c.upload?.waiting) {
-        c.upload.waiting = false;
-        emit({ type: "stopTimer", timer: `uploadStall:${c.id}` });
-        fail("the client left in the middle of an upload");
-      }
-    } else if (exclusive === c) endAbandonedUpload(c);
+    if (inFlight?.client !== c) {
+      if (exclusive === c) endAbandonedUpload(c);
+    } else if (waitingForBytes) {
+      waitingForBytes = false;
+      emit({ type: "stopTimer", timer: `uploadStall:${c.id}` });
+      fail("the client left in the middle of an upload");
+    }
   };
 
   /** The uploader sent its whole file but left before ~M29: ~M29 for it (the printer closes the file), console free. */
@@ -169,12 +157,12 @@ export function createTcpScheduler(limits: SchedulerLimits = {}) {
   /** The client's next command from its lane: answered here (~M601/~M602) or queued for the printer. */
   const advance = (c: ClientState) => {
     while (!c.active && !c.closed && c.lane.length > 0) {
-      const command = c.lane.shift()!;
-      if (command.code === "M601") deliver(c, textReply("M601", [loginLine]));
-      else if (command.code === "M602") deliver(c, textReply("M602", ["Control Release."]));
+      const job = c.lane.shift()!;
+      if (job.command.code === "M601") deliver(c, textReply("M601", [loginLine]));
+      else if (job.command.code === "M602") deliver(c, textReply("M602", ["Control Release."]));
       else {
         c.active = true;
-        queue.push({ command, client: c, id: 0 });
+        queue.push(job);
         pump();
       }
     }
@@ -191,10 +179,11 @@ export function createTcpScheduler(limits: SchedulerLimits = {}) {
     const job = nextJob();
     if (!job) return void emit({ type: "startTimer", timer: "keepalive", ms: keepaliveMs });
     emit({ type: "stopTimer", timer: "keepalive" });
-    const { command, client } = job;
+    const { command } = job;
     job.id = ++nextJobId;
     inFlight = job;
-    if (command.code === "M28" && client?.upload && client.upload.size > 0) owesUploadBytes = true;
+    writing = waitingForBytes = false;
+    if ((job.uploadSize ?? 0) > 0) owesUploadBytes = true;
     const timeoutMs = SLOW_COMMANDS.has(command.code) ? SLOW_REPLY_TIMEOUT_MS : REPLY_TIMEOUT_MS;
     emit({ type: "sendToPrinter", job: job.id, command, timeoutMs });
   }
@@ -218,8 +207,7 @@ export function createTcpScheduler(limits: SchedulerLimits = {}) {
     else if (!c.closed) closeClient(c, `the printer did not answer ${command.code}: ${why}`);
     if (c && exclusive === c) {
       exclusive = undefined;
-      const up = c.upload;
-      if (owesUploadBytes) warn(`upload abandoned (${up ? `${up.size - up.remaining} of ${up.size}` : "some"} bytes received): dropping the printer session, which takes anything we send now as file data`, c);
+      if (owesUploadBytes) warn(`upload abandoned (${c.input.uploadProgress ?? "some"} bytes received): dropping the printer session, which takes anything we send now as file data`, c);
     }
     // Nothing more goes out until the new session is up.
     linkUp = false;
@@ -228,96 +216,60 @@ export function createTcpScheduler(limits: SchedulerLimits = {}) {
   }
 
   const replied = (reply: Reply) => {
-    const { command, client: c } = inFlight!;
+    const { command, client: c, uploadSize } = inFlight!;
     if (!c) return jobDone();
     deliver(c, reply.bytes);
-    if (command.code === "M28" && c.upload) {
+    if (uploadSize !== undefined) {
       exclusive = c;
-      owesUploadBytes = c.upload.size > 0;
-      c.upload.streaming = true;
+      owesUploadBytes = uploadSize > 0;
       return streamUpload(c);
     }
     if (command.code === "M29" && exclusive === c) exclusive = undefined;
     jobDone();
   };
 
-  const resumeIfRoom = (c: ClientState, up: Upload) => {
-    if (!c.paused || up.buffered >= UPLOAD_BUFFER_BYTES) return;
-    c.paused = false;
-    emit({ type: "resumeClient", client: c.id });
+  /** Reading a client pauses while its upload's buffer is full (backpressure). */
+  const flow = (c: ClientState) => {
+    const change = c.input.flow();
+    if (change) emit({ type: change === "pause" ? "pauseClient" : "resumeClient", client: c.id });
   };
 
   /** After ~M28's reply: the client's raw bytes go to the printer, one chunk at a time, nothing else in between. */
   function streamUpload(c: ClientState): void {
-    const up = c.upload!;
-    if (up.writing) return;
-    const chunk = up.chunks.shift();
+    if (writing) return;
+    const chunk = c.input.takeChunk();
+    flow(c);
     if (chunk) {
-      up.buffered -= chunk.length;
-      resumeIfRoom(c, up);
-      up.writing = true;
+      writing = true;
       return emit({ type: "writeToPrinter", job: inFlight!.id, bytes: chunk });
     }
-    if (up.remaining === 0) {
+    if (c.input.uploadTaken()) {
       owesUploadBytes = false;
-      c.upload = undefined;
+      flow(c);
       return jobDone();
     }
     if (c.closed) return fail("the client left in the middle of an upload");
-    resumeIfRoom(c, up);
-    up.waiting = true;
+    waitingForBytes = true;
     emit({ type: "startTimer", timer: `uploadStall:${c.id}`, ms: UPLOAD_STALL_MS });
   }
 
-  const onLine = (c: ClientState, raw: Buffer) => {
-    const command = parseCommand(raw);
-    if (!command) return closeClient(c, `sent something that is not a G/M command: ${JSON.stringify(raw.toString("utf8").slice(0, 40))}`);
-    touch(c);
-    if (command.code === "M28") {
-      if (c.upload) return closeClient(c, "sent ~M28 before its previous upload was written");
-      const m = /^(\d+)\s+\S/.exec(command.args);
-      const size = m ? Number(m[1]) : NaN;
-      if (!(size >= 0 && size <= MAX_UPLOAD_BYTES)) return closeClient(c, `sent ~M28 without a valid size: ${JSON.stringify(command.args.slice(0, 60))}`);
-      c.upload = { size, remaining: size, chunks: [], buffered: 0, streaming: false, writing: false, waiting: false };
-      emit({ type: "log", level: "info", client: c.id, message: `upload of ${size} bytes: ${command.args.replace(/^\d+\s+/, "")}` });
-    }
-    if (c.lane.length >= maxPending) return closeClient(c, `sent more than ${maxPending} commands without waiting for the replies`);
-    c.lane.push(command);
-    advance(c);
-  };
-
-  /** Upload bytes while a file is owed, command lines otherwise. */
   const onBytes = (c: ClientState, chunk: Buffer) => {
-    let buffer = c.input.length ? Buffer.concat([c.input, chunk]) : chunk;
-    while (buffer.length > 0 && !c.closed) {
-      const up = c.upload;
-      if (up && up.remaining > 0) {
-        const take = Math.min(up.remaining, buffer.length);
-        up.chunks.push(Buffer.from(buffer.subarray(0, take)));
-        up.buffered += take;
-        up.remaining -= take;
-        buffer = buffer.subarray(take);
-        if (up.buffered >= UPLOAD_BUFFER_BYTES && !c.paused) {
-          c.paused = true;
-          emit({ type: "pauseClient", client: c.id });
-        }
-        if (up.waiting) {
-          up.waiting = false;
-          emit({ type: "stopTimer", timer: `uploadStall:${c.id}` });
-          streamUpload(c);
-        }
-        continue;
-      }
-      const nl = buffer.indexOf(0x0a);
-      if (nl === -1) {
-        if (buffer.length > MAX_COMMAND_LINE_BYTES) closeClient(c, `sent ${buffer.length} bytes without a line end`);
-        break;
-      }
-      const line = buffer.subarray(0, nl);
-      buffer = buffer.subarray(nl + 1);
-      onLine(c, line);
+    for (const item of c.input.push(chunk)) {
+      if (c.closed) return;
+      if (item.kind === "invalid") return closeClient(c, item.why);
+      const { command, uploadSize } = item;
+      touch(c);
+      if (uploadSize !== undefined) emit({ type: "log", level: "info", client: c.id, message: `upload of ${uploadSize} bytes: ${command.args.replace(/^\d+\s+/, "")}` });
+      if (c.lane.length >= maxPending) return closeClient(c, `sent more than ${maxPending} commands without waiting for the replies`);
+      c.lane.push({ command, client: c, uploadSize, id: 0 });
+      advance(c);
     }
-    c.input = c.closed ? Buffer.alloc(0) : buffer;
+    flow(c);
+    if (waitingForBytes && inFlight?.client === c && c.input.buffered > 0) {
+      waitingForBytes = false;
+      emit({ type: "stopTimer", timer: `uploadStall:${c.id}` });
+      streamUpload(c);
+    }
   };
 
   const onTimeout = (timer: TimerId) => {
@@ -333,8 +285,8 @@ export function createTcpScheduler(limits: SchedulerLimits = {}) {
     if (!c || c.closed) return;
     // Its own command is still with the printer: not idle, only waiting.
     if (kind === "idle") return pending(c) > 0 ? void touch(c) : closeClient(c, `silent for ${Math.round(idleMs / 1000)} s`);
-    if (!c.upload?.waiting) return;
-    c.upload.waiting = false;
+    if (!waitingForBytes || inFlight?.client !== c) return;
+    waitingForBytes = false;
     closeClient(c, `sent no upload data for ${UPLOAD_STALL_MS / 1000} s`);
     fail("the upload stalled");
   };
@@ -344,7 +296,7 @@ export function createTcpScheduler(limits: SchedulerLimits = {}) {
   function dispatch(event: SchedulerEvent): void {
     switch (event.type) {
       case "clientJoined": {
-        const c: ClientState = { id: event.client, input: Buffer.alloc(0), closed: false, left: false, paused: false, lane: [], active: false };
+        const c: ClientState = { id: event.client, input: createClientInput(), closed: false, left: false, lane: [], active: false };
         clients.set(c.id, c);
         return void touch(c);
       }
@@ -372,12 +324,10 @@ export function createTcpScheduler(limits: SchedulerLimits = {}) {
         return current(event.job) ? replied(event.reply) : undefined;
       case "printerFailed":
         return current(event.job) ? fail(event.why) : undefined;
-      case "printerWritten": {
-        const c = inFlight?.client;
-        if (!current(event.job) || !c?.upload) return;
-        c.upload.writing = false;
-        return streamUpload(c);
-      }
+      case "printerWritten":
+        if (!current(event.job) || !writing) return;
+        writing = false;
+        return streamUpload(inFlight!.client!);
       case "timeout":
         return onTimeout(event.timer);
       case "stop":

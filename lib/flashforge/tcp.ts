@@ -14,9 +14,10 @@ import {
 } from "./tcp-scheduler.ts";
 
 export {
-  CLIENT_IDLE_TIMEOUT_MS, KEEPALIVE_INTERVAL_MS, MAX_CLIENT_BACKLOG_BYTES, MAX_PENDING_PER_CLIENT, MAX_UPLOAD_BYTES,
-  REPLY_TIMEOUT_MS, SLOW_REPLY_TIMEOUT_MS, UPLOAD_BUFFER_BYTES, UPLOAD_STALL_MS,
+  CLIENT_IDLE_TIMEOUT_MS, KEEPALIVE_INTERVAL_MS, MAX_CLIENT_BACKLOG_BYTES, MAX_PENDING_PER_CLIENT,
+  REPLY_TIMEOUT_MS, SLOW_REPLY_TIMEOUT_MS, UPLOAD_STALL_MS,
 } from "./tcp-scheduler.ts";
+export { MAX_UPLOAD_BYTES, UPLOAD_BUFFER_BYTES } from "./tcp-client-input.ts";
 export const CONNECT_TIMEOUT_MS = 10_000;
 /** After "ok" of ~M661/~M662 the binary part follows; if nothing starts within this, there is none. */
 export const BINARY_GRACE_MS = 2_000;
