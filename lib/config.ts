@@ -1,20 +1,19 @@
 // printers.toml -> validated, typed Config. Every problem is collected (not just the first) and each message
-// names the file, the printer and the key, says what is wrong and what is expected. This file parses the keys
-// every printer has; each vendor's own keys, services, ports and listeners are its config.ts (PrinterVendor).
+// names the file, the printer and the key, says what is wrong and what is expected. This file reads [proxy],
+// [web] and the list of printers; printer-config.ts reads each [[printer]]'s common keys and its vendor's
+// config.ts (bambu/, flashforge/: a PrinterVendor) its own keys, services, ports and listeners.
 import { readFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { parse as parseToml, TomlError } from "smol-toml";
-import { BAMBU_PORTS, BAMBU_SERVICES, BAMBU_VENDOR, type BambuFields, type CameraMode } from "./bambu/config.ts";
-import {
-  isIPv4, isTable, optionalBoolean, optionalString, parseHostPort, requiredString, suggest, table, unknownKeys, type At,
-} from "./config-fields.ts";
+import { BAMBU_PORTS, BAMBU_SERVICES, type BambuFields, type CameraMode } from "./bambu/config.ts";
+import { isIPv4, optionalBoolean, optionalString, parseHostPort, suggest, table, unknownKeys, type At } from "./config-fields.ts";
 import { DEFAULT_ALLOW, parseAllowList } from "./core/allow.ts";
-import { KNOWN_PRINTERS_FILE } from "./core/printer-identity.ts";
-import { FLASHFORGE_PORTS, FLASHFORGE_SERVICES, FLASHFORGE_VENDOR, type FlashForgeFields } from "./flashforge/config.ts";
+import { FLASHFORGE_PORTS, FLASHFORGE_SERVICES, type FlashForgeFields } from "./flashforge/config.ts";
 import { LOG_LEVELS, type Level } from "./log.ts";
+import { COMMON_PRINTER_KEYS, PRINTER_KEYS, parsePrinter, vendorOf } from "./printer-config.ts";
 
-export { BAMBU_PORTS, BAMBU_SERVICES, FLASHFORGE_PORTS, FLASHFORGE_SERVICES, isIPv4, parseHostPort, suggest };
+export { BAMBU_PORTS, BAMBU_SERVICES, FLASHFORGE_PORTS, FLASHFORGE_SERVICES, COMMON_PRINTER_KEYS, PRINTER_KEYS, isIPv4, parseHostPort, suggest };
 export type { CameraMode };
 
 export type PrinterType = "bambu" | "flashforge";
@@ -71,11 +70,6 @@ export interface PrinterVendor {
   listeners(p: PrinterConfig, add: (service: string, port: number, protocol?: "tcp" | "udp") => void): void;
 }
 
-const VENDORS: readonly PrinterVendor[] = [BAMBU_VENDOR, FLASHFORGE_VENDOR];
-
-/** A type that is not a vendor's is reported, and the entry read as Bambu's meanwhile. */
-const vendorOf = (type: unknown): PrinterVendor => VENDORS.find((v) => v.type === type) ?? BAMBU_VENDOR;
-
 export interface ProxyConfig {
   stateDir: string;
   logLevel: Level;
@@ -131,10 +125,6 @@ export function loadConfig(file: string): Config {
 export const TOP_KEYS = ["proxy", "web", "printer"];
 export const PROXY_KEYS = ["state_dir", "log_level", "ffmpeg", "allow"];
 export const WEB_KEYS = ["listen", "username", "password", "open"];
-export const COMMON_PRINTER_KEYS = ["name", "type", "host", "bind", "services", "ports", "printer_ports", "allow"];
-/** Every key a [[printer]] may have, of any vendor (suggestions for a misspelt key come from here). */
-export const PRINTER_KEYS = [...new Set([...COMMON_PRINTER_KEYS, ...VENDORS.flatMap((v) => v.keys)])];
-
 export function parseConfig(text: string, file = "printers.toml"): Config {
   let raw: Record<string, unknown>;
   try {
@@ -196,81 +186,6 @@ export function parseConfig(text: string, file = "printers.toml"): Config {
   }
   if (problems.length) throw new ConfigErrors(problems);
   return { file, proxy, web, printers };
-}
-
-function parsePrinter(entry: unknown, index: number, at: At, proxy: ProxyConfig): PrinterConfig | undefined {
-  if (!isTable(entry)) {
-    at(`[[printer]] #${index + 1}: `, "", "must be a table");
-    return undefined;
-  }
-  const label = typeof entry.name === "string" && entry.name ? `printer "${entry.name}": ` : `[[printer]] #${index + 1}: `;
-  const vendor = vendorOf(entry.type ?? "bambu");
-  checkKeys(entry, vendor, label, at);
-
-  const givenName = requiredString(entry, "name", label, at);
-  const name = givenName ?? `#${index + 1}`;
-  if (givenName && !/^[A-Za-z0-9_.-]+$/.test(name)) at(label, "name", `is "${name}"; use letters, digits, "-", "_" or "." (it appears in URLs)`);
-  const type = (optionalString(entry, "type", label, at) ?? "bambu") as PrinterType;
-  if (type !== "bambu" && type !== "flashforge") at(label, "type", `is "${type}"; expected "bambu" or "flashforge"`);
-  const host = requiredString(entry, "host", label, at) ?? "";
-  const fields = vendor.parse(entry, label, at);
-
-  const bind = optionalString(entry, "bind", label, at) ?? "0.0.0.0";
-  if (!isIPv4(bind)) at(label, "bind", `is "${bind}"; expected an IPv4 address of this host, or "0.0.0.0"`);
-  const services = parseServices(entry, vendor, type, label, at);
-  const ports = portTable(entry, "ports", vendor, label, at);
-  const printerPorts = portTable(entry, "printer_ports", vendor, label, at);
-  // A printer's own list replaces [proxy] allow for its listeners (it may be wider or narrower).
-  const allow = entry.allow === undefined ? proxy.allow : parseAllowList(entry.allow, (what) => at(label, "allow", what)) ?? [];
-  const knownPrintersFile = join(proxy.stateDir, KNOWN_PRINTERS_FILE);
-  return { name, type, host, bind, services, ports, printerPorts, allow, knownPrintersFile, ...fields };
-}
-
-/** A key of another vendor says whose it is; any other unknown key gets the nearest known one as a hint. */
-function checkKeys(entry: Record<string, unknown>, vendor: PrinterVendor, label: string, at: At): void {
-  const own = [...COMMON_PRINTER_KEYS, ...vendor.keys];
-  unknownKeys(entry, own, (key) => {
-    const owner = VENDORS.find((v) => v.keys.includes(key));
-    const foreign = owner && (Object.hasOwn(vendor.foreignKeyHints ?? {}, key) ? vendor.foreignKeyHints![key]! : `applies to ${owner.label} printers only`);
-    at(label, key, foreign ?? `is unknown${suggest(key, PRINTER_KEYS)}`);
-  });
-}
-
-function parseServices(entry: Record<string, unknown>, vendor: PrinterVendor, type: string, label: string, at: At): ServiceName[] {
-  const allServices: readonly string[] = vendor.services;
-  if (entry.services === undefined) return allServices.slice() as ServiceName[];
-  if (!Array.isArray(entry.services) || entry.services.some((s) => typeof s !== "string")) {
-    at(label, "services", `must be a list of strings from ${allServices.join(", ")}`);
-    return allServices.slice() as ServiceName[];
-  }
-  for (const s of entry.services as string[]) {
-    if (!allServices.includes(s)) at(label, "services", `has unknown service "${s}"${suggest(s, allServices)}; a ${type} printer has ${allServices.join(", ")}`);
-  }
-  return (entry.services as string[]).filter((s) => allServices.includes(s)) as ServiceName[];
-}
-
-function portTable(entry: Record<string, unknown>, key: string, vendor: PrinterVendor, label: string, at: At): Ports {
-  const defaults = vendor.ports;
-  const result = Object.assign({}, ...VENDORS.map((v) => v.ports), defaults) as Ports;
-  const value = entry[key];
-  if (value === undefined) return result;
-  if (!isTable(value)) {
-    at(label, key, `must be an inline table, e.g. ${key} = { ${Object.keys(defaults)[0]} = 1${Object.values(defaults)[0]} }`);
-    return result;
-  }
-  for (const [name, port] of Object.entries(value)) {
-    if (!Object.hasOwn(defaults, name)) {
-      at(label, `${key}.${name}`, `is not a port of this printer${suggest(name, Object.keys(defaults))}; known: ${Object.keys(defaults).join(", ")}`);
-      continue;
-    }
-    const zeroAllowed = vendor.portsThatMayBeOff.includes(name);
-    if (typeof port !== "number" || !Number.isInteger(port) || port < (zeroAllowed ? 0 : 1) || port > 65535) {
-      at(label, `${key}.${name}`, `is ${JSON.stringify(port)}; expected a port number from ${zeroAllowed ? 0 : 1} to 65535`);
-      continue;
-    }
-    result[name as PortName] = port;
-  }
-  return result;
 }
 
 export interface Listener {

@@ -1,5 +1,5 @@
 // The FlashForge part of a [[printer]] entry in printers.toml: its keys, services, ports and listeners.
-// config.ts parses the keys every printer has and hands the entry here (see PrinterVendor there).
+// printer-config.ts reads the keys every printer has and hands the entry here (PrinterVendor: config.ts).
 import type { PrinterConfig, PrinterVendor, VendorFields } from "../config.ts";
 import { optionalString, readCodes, requiredString, type At } from "../config-fields.ts";
 
