@@ -133,17 +133,25 @@ function end<T>(e: Entry<T>, reason: string, cause: EndCause): void {
   if (e.owner.detach(e)) e.options.onEnd?.(reason, cause);
 }
 
-function write<T>(e: Entry<T>, value: T): void {
-  if (e.acknowledges) e.inFlight = true;
+const NOTHING_TO_ACKNOWLEDGE = () => {};
+
+/** The `done` for one write of an acknowledging consumer: once only, then what waits goes out. */
+function doneOnce<T>(e: Entry<T>): () => void {
   let called = false;
-  const done = () => {
+  return () => {
     if (called) return;
     called = true;
     e.inFlight = false;
     if (!e.ended) flush(e);
   };
+}
+
+function write<T>(e: Entry<T>, value: T): void {
   try {
-    e.options.write(value, done);
+    if (e.acknowledges) {
+      e.inFlight = true;
+      e.options.write(value, doneOnce(e));
+    } else e.options.write(value, NOTHING_TO_ACKNOWLEDGE); // RTP and MQTT: no closure per value
     e.delivered++;
   } catch (error) {
     const why = (error as Error)?.message ?? String(error);
