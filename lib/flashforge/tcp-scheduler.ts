@@ -50,7 +50,9 @@ export type SchedulerAction =
   | { type: "writeToPrinter"; job: number; bytes: Buffer }
   | { type: "replyToClient"; client: ClientId; bytes: Buffer }
   | { type: "closeClient"; client: ClientId; why: string }
-  | { type: "pauseClient" | "resumeClient" | "forgetClient"; client: ClientId }
+  | { type: "pauseClient"; client: ClientId } | { type: "resumeClient"; client: ClientId }
+  /** The scheduler is done with this client: the glue may drop what it keeps for it. */
+  | { type: "forgetClient"; client: ClientId }
   /** Reconnect; `owesUploadBytes` then says whether it may be said goodbye to (~M602) or must be destroyed. */
   | { type: "dropPrinterSession"; why: string }
   | { type: "startTimer"; timer: TimerId; ms: number }
@@ -72,7 +74,7 @@ interface ClientState {
   /** We closed it, or it left: nothing more of it is read or sent. */
   closed: boolean;
   left: boolean;
-  /** Commands read and not yet started; `active` is the one queued for or with the printer. */
+  /** Commands read and not yet started; `active`: one is queued for or with the printer. */
   lane: Job[];
   active: boolean;
 }
@@ -85,274 +87,288 @@ interface Job {
   id: number;
 }
 
-export function createTcpScheduler(limits: SchedulerLimits = {}) {
-  const keepaliveMs = limits.keepaliveMs ?? KEEPALIVE_INTERVAL_MS;
-  const idleMs = limits.clientIdleTimeoutMs ?? CLIENT_IDLE_TIMEOUT_MS;
-  const maxBacklog = limits.maxClientBacklogBytes ?? MAX_CLIENT_BACKLOG_BYTES;
-  const maxPending = limits.maxPendingPerClient ?? MAX_PENDING_PER_CLIENT;
-  const unreadBytes = limits.unreadBytes ?? (() => 0);
-  const clients = new Map<ClientId, ClientState>();
-  const queue: Job[] = [];
-  let inFlight: Job | undefined;
-  let exclusive: ClientState | undefined;
-  let linkUp = false;
+interface State {
+  keepaliveMs: number;
+  idleMs: number;
+  maxBacklog: number;
+  maxPending: number;
+  unreadBytes(client: ClientId): number;
+  clients: Map<ClientId, ClientState>;
+  queue: Job[];
+  inFlight?: Job;
+  /** The uploader between its ~M28 and its ~M29: only its commands go to the printer. */
+  exclusive?: ClientState;
+  linkUp: boolean;
   /** After ~M28 the printer takes the next bytes as the file: a command (even ~M602) now would become file data. */
-  let owesUploadBytes = false;
-  let loginLine = DEFAULT_LOGIN_LINE;
+  owesUploadBytes: boolean;
+  loginLine: string;
   /** The upload of the job in flight: a chunk is being written, or every chunk was and more must come. */
-  let writing = false;
-  let waitingForBytes = false;
-  let nextJobId = 0;
-  let out: SchedulerAction[] = [];
+  writing: boolean;
+  waitingForBytes: boolean;
+  nextJobId: number;
+  out: SchedulerAction[];
+}
 
-  const emit = (action: SchedulerAction) => void out.push(action);
-  const warn = (message: string, client?: ClientState) => emit({ type: "log", level: "warn", client: client?.id, message });
-  const touch = (c: ClientState) => idleMs > 0 && emit({ type: "startTimer", timer: `idle:${c.id}`, ms: idleMs });
-  const pending = (c: ClientState) => c.lane.length + (c.active ? 1 : 0);
-
-  const closeClient = (c: ClientState, why: string) => {
-    if (c.closed) return;
-    emit({ type: "closeClient", client: c.id, why });
-    leave(c);
+export function createTcpScheduler(limits: SchedulerLimits = {}) {
+  const s: State = {
+    keepaliveMs: limits.keepaliveMs ?? KEEPALIVE_INTERVAL_MS,
+    idleMs: limits.clientIdleTimeoutMs ?? CLIENT_IDLE_TIMEOUT_MS,
+    maxBacklog: limits.maxClientBacklogBytes ?? MAX_CLIENT_BACKLOG_BYTES,
+    maxPending: limits.maxPendingPerClient ?? MAX_PENDING_PER_CLIENT,
+    unreadBytes: limits.unreadBytes ?? (() => 0),
+    clients: new Map(), queue: [], linkUp: false, owesUploadBytes: false, loginLine: DEFAULT_LOGIN_LINE,
+    writing: false, waitingForBytes: false, nextJobId: 0, out: [],
   };
-
-  /** Whether closed by us or gone by itself: its waiting commands are dropped, a lock it holds is released. */
-  const leave = (c: ClientState) => {
-    c.closed = true;
-    c.lane.length = 0;
-    emit({ type: "stopTimer", timer: `idle:${c.id}` });
-    for (let i = queue.length - 1; i >= 0; i--) if (queue[i]!.client === c) queue.splice(i, 1);
-    c.active = inFlight?.client === c;
-    if (inFlight?.client !== c) {
-      if (exclusive === c) endAbandonedUpload(c);
-    } else if (waitingForBytes) {
-      waitingForBytes = false;
-      emit({ type: "stopTimer", timer: `uploadStall:${c.id}` });
-      fail("the client left in the middle of an upload");
-    }
-  };
-
-  /** The uploader sent its whole file but left before ~M29: ~M29 for it (the printer closes the file), console free. */
-  const endAbandonedUpload = (c: ClientState) => {
-    exclusive = undefined;
-    warn("the uploader left before ~M29: sending ~M29 for it so the printer closes the file; the console is free again", c);
-    queue.unshift({ command: parseCommand("~M29")!, id: 0 });
-    pump();
-  };
-
-  const forgetIfGone = (c: ClientState) => {
-    if (!c.left || inFlight?.client === c || !clients.has(c.id)) return;
-    clients.delete(c.id);
-    emit({ type: "forgetClient", client: c.id });
-  };
-
-  const deliver = (c: ClientState, bytes: Buffer) => {
-    if (c.closed) return;
-    const unread = unreadBytes(c.id);
-    if (unread > maxBacklog) return closeClient(c, `does not read its replies (${unread} bytes waiting)`);
-    emit({ type: "replyToClient", client: c.id, bytes });
-    touch(c);
-  };
-
-  /** The client's next command from its lane: answered here (~M601/~M602) or queued for the printer. */
-  const advance = (c: ClientState) => {
-    while (!c.active && !c.closed && c.lane.length > 0) {
-      const job = c.lane.shift()!;
-      if (job.command.code === "M601") deliver(c, textReply("M601", [loginLine]));
-      else if (job.command.code === "M602") deliver(c, textReply("M602", ["Control Release."]));
-      else {
-        c.active = true;
-        queue.push(job);
-        pump();
-      }
-    }
-  };
-
-  const nextJob = (): Job | undefined => {
-    if (!exclusive) return queue.shift();
-    const i = queue.findIndex((j) => j.client === exclusive);
-    return i === -1 ? undefined : queue.splice(i, 1)[0];
-  };
-
-  function pump(): void {
-    if (inFlight || !linkUp) return;
-    const job = nextJob();
-    if (!job) return void emit({ type: "startTimer", timer: "keepalive", ms: keepaliveMs });
-    emit({ type: "stopTimer", timer: "keepalive" });
-    const { command } = job;
-    job.id = ++nextJobId;
-    inFlight = job;
-    writing = waitingForBytes = false;
-    if ((job.uploadSize ?? 0) > 0) owesUploadBytes = true;
-    const timeoutMs = SLOW_COMMANDS.has(command.code) ? SLOW_REPLY_TIMEOUT_MS : REPLY_TIMEOUT_MS;
-    emit({ type: "sendToPrinter", job: job.id, command, timeoutMs });
-  }
-
-  /** The job in flight is over, answered or not: its client's lane goes on, and the queue. */
-  const jobDone = () => {
-    const c = inFlight?.client;
-    inFlight = undefined;
-    if (c) {
-      c.active = false;
-      if (c.closed && exclusive === c) endAbandonedUpload(c);
-      advance(c);
-      forgetIfGone(c);
-    }
-    pump();
-  };
-
-  function fail(why: string): void {
-    const { command, client: c } = inFlight!;
-    if (!c) warn(`${command.code} (sent by the proxy) failed: ${why}`);
-    else if (!c.closed) closeClient(c, `the printer did not answer ${command.code}: ${why}`);
-    if (c && exclusive === c) {
-      exclusive = undefined;
-      if (owesUploadBytes) warn(`upload abandoned (${c.input.uploadProgress ?? "some"} bytes received): dropping the printer session, which takes anything we send now as file data`, c);
-    }
-    // Nothing more goes out until the new session is up.
-    linkUp = false;
-    emit({ type: "dropPrinterSession", why: `${command.code}: ${why}` });
-    jobDone();
-  }
-
-  const replied = (reply: Reply) => {
-    const { command, client: c, uploadSize } = inFlight!;
-    if (!c) return jobDone();
-    deliver(c, reply.bytes);
-    if (uploadSize !== undefined) {
-      exclusive = c;
-      owesUploadBytes = uploadSize > 0;
-      return streamUpload(c);
-    }
-    if (command.code === "M29" && exclusive === c) exclusive = undefined;
-    jobDone();
-  };
-
-  /** Reading a client pauses while its upload's buffer is full (backpressure). */
-  const flow = (c: ClientState) => {
-    const change = c.input.flow();
-    if (change) emit({ type: change === "pause" ? "pauseClient" : "resumeClient", client: c.id });
-  };
-
-  /** After ~M28's reply: the client's raw bytes go to the printer, one chunk at a time, nothing else in between. */
-  function streamUpload(c: ClientState): void {
-    if (writing) return;
-    const chunk = c.input.takeChunk();
-    flow(c);
-    if (chunk) {
-      writing = true;
-      return emit({ type: "writeToPrinter", job: inFlight!.id, bytes: chunk });
-    }
-    if (c.input.uploadTaken()) {
-      owesUploadBytes = false;
-      flow(c);
-      return jobDone();
-    }
-    if (c.closed) return fail("the client left in the middle of an upload");
-    waitingForBytes = true;
-    emit({ type: "startTimer", timer: `uploadStall:${c.id}`, ms: UPLOAD_STALL_MS });
-  }
-
-  const onBytes = (c: ClientState, chunk: Buffer) => {
-    for (const item of c.input.push(chunk)) {
-      if (c.closed) return;
-      if (item.kind === "invalid") return closeClient(c, item.why);
-      const { command, uploadSize } = item;
-      touch(c);
-      if (uploadSize !== undefined) emit({ type: "log", level: "info", client: c.id, message: `upload of ${uploadSize} bytes: ${command.args.replace(/^\d+\s+/, "")}` });
-      if (c.lane.length >= maxPending) return closeClient(c, `sent more than ${maxPending} commands without waiting for the replies`);
-      c.lane.push({ command, client: c, uploadSize, id: 0 });
-      advance(c);
-    }
-    flow(c);
-    if (waitingForBytes && inFlight?.client === c && c.input.buffered > 0) {
-      waitingForBytes = false;
-      emit({ type: "stopTimer", timer: `uploadStall:${c.id}` });
-      streamUpload(c);
-    }
-  };
-
-  const onTimeout = (timer: TimerId) => {
-    if (timer === "keepalive") {
-      if (linkUp && !inFlight && queue.length === 0 && !exclusive) {
-        queue.push({ command: parseCommand("~M27")!, id: 0 });
-        pump();
-      } else emit({ type: "startTimer", timer: "keepalive", ms: keepaliveMs });
-      return;
-    }
-    const [kind, id] = timer.split(":");
-    const c = clients.get(Number(id));
-    if (!c || c.closed) return;
-    // Its own command is still with the printer: not idle, only waiting.
-    if (kind === "idle") return pending(c) > 0 ? void touch(c) : closeClient(c, `silent for ${Math.round(idleMs / 1000)} s`);
-    if (!waitingForBytes || inFlight?.client !== c) return;
-    waitingForBytes = false;
-    closeClient(c, `sent no upload data for ${UPLOAD_STALL_MS / 1000} s`);
-    fail("the upload stalled");
-  };
-
-  const current = (job: number) => inFlight !== undefined && inFlight.id === job;
-
-  function dispatch(event: SchedulerEvent): void {
-    switch (event.type) {
-      case "clientJoined": {
-        const c: ClientState = { id: event.client, input: createClientInput(), closed: false, left: false, lane: [], active: false };
-        clients.set(c.id, c);
-        return void touch(c);
-      }
-      case "clientBytes": {
-        const c = clients.get(event.client);
-        return c && !c.closed ? onBytes(c, event.bytes) : undefined;
-      }
-      case "clientLeft": {
-        const c = clients.get(event.client);
-        if (!c || c.left) return;
-        c.left = true;
-        if (!c.closed) leave(c);
-        return forgetIfGone(c);
-      }
-      case "linkUp":
-        if (event.loginLine) loginLine = event.loginLine;
-        linkUp = true;
-        owesUploadBytes = false;
-        return pump();
-      case "linkDown":
-        // owesUploadBytes stays: the job in flight fails on its own, and says whether a file was cut.
-        linkUp = false;
-        return;
-      case "printerReplied":
-        return current(event.job) ? replied(event.reply) : undefined;
-      case "printerFailed":
-        return current(event.job) ? fail(event.why) : undefined;
-      case "printerWritten":
-        if (!current(event.job) || !writing) return;
-        writing = false;
-        return streamUpload(inFlight!.client!);
-      case "timeout":
-        return onTimeout(event.timer);
-      case "stop":
-        queue.length = 0;
-        return;
-    }
-  }
-
   return {
     /** Handles one event; returns what the socket glue must do, in order. */
     handle(event: SchedulerEvent): SchedulerAction[] {
-      out = [];
-      dispatch(event);
-      return out;
+      s.out = [];
+      dispatch(s, event);
+      return s.out;
     },
     /** A printer session dropped now must be destroyed without ~M602 (it would become file data). */
     get owesUploadBytes() {
-      return owesUploadBytes;
+      return s.owesUploadBytes;
     },
     status() {
-      let connected = 0;
-      for (const c of clients.values()) if (!c.left) connected++;
-      return { clients: connected, queued: queue.length, uploading: exclusive !== undefined };
+      let clients = 0;
+      for (const c of s.clients.values()) if (!c.left) clients++;
+      return { clients, queued: s.queue.length, uploading: s.exclusive !== undefined };
     },
   };
 }
 
 export type TcpScheduler = ReturnType<typeof createTcpScheduler>;
+
+function dispatch(s: State, event: SchedulerEvent): void {
+  const isCurrent = "job" in event && s.inFlight?.id === event.job;
+  switch (event.type) {
+    case "clientJoined": {
+      const c: ClientState = { id: event.client, input: createClientInput(), closed: false, left: false, lane: [], active: false };
+      s.clients.set(c.id, c);
+      return touch(s, c);
+    }
+    case "clientBytes": {
+      const c = s.clients.get(event.client);
+      return c && !c.closed ? onBytes(s, c, event.bytes) : undefined;
+    }
+    case "clientLeft":
+      return onLeft(s, event.client);
+    case "linkUp":
+      s.loginLine = event.loginLine ?? s.loginLine;
+      s.linkUp = true;
+      s.owesUploadBytes = false;
+      return pump(s);
+    case "linkDown":
+      // owesUploadBytes stays: the job in flight fails on its own, and says whether a file was cut.
+      s.linkUp = false;
+      return;
+    case "printerReplied":
+      return isCurrent ? replied(s, event.reply) : undefined;
+    case "printerFailed":
+      return isCurrent ? fail(s, event.why) : undefined;
+    case "printerWritten":
+      if (!isCurrent || !s.writing) return;
+      s.writing = false;
+      return streamUpload(s, s.inFlight!.client!);
+    case "timeout":
+      return onTimeout(s, event.timer);
+    case "stop":
+      s.queue.length = 0;
+      return;
+  }
+}
+
+const emit = (s: State, action: SchedulerAction) => void s.out.push(action);
+const warn = (s: State, message: string, c?: ClientState) => emit(s, { type: "log", level: "warn", client: c?.id, message });
+const startTimer = (s: State, timer: TimerId, ms: number) => emit(s, { type: "startTimer", timer, ms });
+const stopTimer = (s: State, timer: TimerId) => emit(s, { type: "stopTimer", timer });
+const touch = (s: State, c: ClientState) => void (s.idleMs > 0 && startTimer(s, `idle:${c.id}`, s.idleMs));
+
+function closeClient(s: State, c: ClientState, why: string): void {
+  if (c.closed) return;
+  emit(s, { type: "closeClient", client: c.id, why });
+  leave(s, c);
+}
+
+/** Whether closed by us or gone by itself: its waiting commands are dropped, a lock it holds is released. */
+function leave(s: State, c: ClientState): void {
+  c.closed = true;
+  c.lane.length = 0;
+  stopTimer(s, `idle:${c.id}`);
+  s.queue = s.queue.filter((job) => job.client !== c);
+  c.active = s.inFlight?.client === c;
+  if (!c.active) {
+    if (s.exclusive === c) endAbandonedUpload(s, c);
+  } else if (s.waitingForBytes) {
+    s.waitingForBytes = false;
+    stopTimer(s, `uploadStall:${c.id}`);
+    fail(s, "the client left in the middle of an upload");
+  }
+}
+
+function onLeft(s: State, id: ClientId): void {
+  const c = s.clients.get(id);
+  if (!c || c.left) return;
+  c.left = true;
+  if (!c.closed) leave(s, c);
+  forgetIfGone(s, c);
+}
+
+function forgetIfGone(s: State, c: ClientState): void {
+  if (!c.left || s.inFlight?.client === c || !s.clients.delete(c.id)) return;
+  emit(s, { type: "forgetClient", client: c.id });
+}
+
+/** The uploader sent its whole file but left before ~M29: ~M29 for it (the printer closes the file), console free. */
+function endAbandonedUpload(s: State, c: ClientState): void {
+  s.exclusive = undefined;
+  warn(s, "the uploader left before ~M29: sending ~M29 for it so the printer closes the file; the console is free again", c);
+  s.queue.unshift({ command: parseCommand("~M29")!, id: 0 });
+  pump(s);
+}
+
+function deliver(s: State, c: ClientState, bytes: Buffer): void {
+  if (c.closed) return;
+  const unread = s.unreadBytes(c.id);
+  if (unread > s.maxBacklog) return closeClient(s, c, `does not read its replies (${unread} bytes waiting)`);
+  emit(s, { type: "replyToClient", client: c.id, bytes });
+  touch(s, c);
+}
+
+/** The client's next commands from its lane: answered here (~M601/~M602), or the next one queued for the printer. */
+function advance(s: State, c: ClientState): void {
+  while (!c.active && !c.closed && c.lane.length > 0) {
+    const job = c.lane.shift()!;
+    if (job.command.code === "M601") deliver(s, c, textReply("M601", [s.loginLine]));
+    else if (job.command.code === "M602") deliver(s, c, textReply("M602", ["Control Release."]));
+    else {
+      c.active = true;
+      s.queue.push(job);
+      pump(s);
+    }
+  }
+}
+
+function nextJob(s: State): Job | undefined {
+  if (!s.exclusive) return s.queue.shift();
+  const i = s.queue.findIndex((j) => j.client === s.exclusive);
+  return i === -1 ? undefined : s.queue.splice(i, 1)[0];
+}
+
+function pump(s: State): void {
+  if (s.inFlight || !s.linkUp) return;
+  const job = nextJob(s);
+  if (!job) return startTimer(s, "keepalive", s.keepaliveMs);
+  stopTimer(s, "keepalive");
+  job.id = ++s.nextJobId;
+  s.inFlight = job;
+  s.writing = s.waitingForBytes = false;
+  if ((job.uploadSize ?? 0) > 0) s.owesUploadBytes = true;
+  const timeoutMs = SLOW_COMMANDS.has(job.command.code) ? SLOW_REPLY_TIMEOUT_MS : REPLY_TIMEOUT_MS;
+  emit(s, { type: "sendToPrinter", job: job.id, command: job.command, timeoutMs });
+}
+
+/** The job in flight is over, answered or not: its client's lane goes on, and the queue. */
+function jobDone(s: State): void {
+  const c = s.inFlight?.client;
+  s.inFlight = undefined;
+  if (c) {
+    c.active = false;
+    if (c.closed && s.exclusive === c) endAbandonedUpload(s, c);
+    advance(s, c);
+    forgetIfGone(s, c);
+  }
+  pump(s);
+}
+
+function fail(s: State, why: string): void {
+  const { command, client: c } = s.inFlight!;
+  if (!c) warn(s, `${command.code} (sent by the proxy) failed: ${why}`);
+  else if (!c.closed) closeClient(s, c, `the printer did not answer ${command.code}: ${why}`);
+  if (c && s.exclusive === c) {
+    s.exclusive = undefined;
+    if (s.owesUploadBytes) warn(s, `upload abandoned (${c.input.uploadProgress ?? "some"} bytes received): dropping the printer session, which takes anything we send now as file data`, c);
+  }
+  // Nothing more goes out until the new session is up.
+  s.linkUp = false;
+  emit(s, { type: "dropPrinterSession", why: `${command.code}: ${why}` });
+  jobDone(s);
+}
+
+function replied(s: State, reply: Reply): void {
+  const { command, client: c, uploadSize } = s.inFlight!;
+  if (!c) return jobDone(s);
+  deliver(s, c, reply.bytes);
+  if (uploadSize !== undefined) {
+    s.exclusive = c;
+    s.owesUploadBytes = uploadSize > 0;
+    return streamUpload(s, c);
+  }
+  if (command.code === "M29" && s.exclusive === c) s.exclusive = undefined;
+  jobDone(s);
+}
+
+/** Reading a client pauses while its upload's buffer is full (backpressure). */
+function flow(s: State, c: ClientState): void {
+  const change = c.input.flow();
+  if (change) emit(s, { type: change === "pause" ? "pauseClient" : "resumeClient", client: c.id });
+}
+
+/** After ~M28's reply: the client's raw bytes go to the printer, one chunk at a time, nothing else in between. */
+function streamUpload(s: State, c: ClientState): void {
+  if (s.writing) return;
+  const chunk = c.input.takeChunk();
+  flow(s, c);
+  if (chunk) {
+    s.writing = true;
+    return emit(s, { type: "writeToPrinter", job: s.inFlight!.id, bytes: chunk });
+  }
+  if (c.input.uploadTaken()) {
+    s.owesUploadBytes = false;
+    flow(s, c);
+    return jobDone(s);
+  }
+  if (c.closed) return fail(s, "the client left in the middle of an upload");
+  s.waitingForBytes = true;
+  startTimer(s, `uploadStall:${c.id}`, UPLOAD_STALL_MS);
+}
+
+function onBytes(s: State, c: ClientState, chunk: Buffer): void {
+  for (const item of c.input.push(chunk)) {
+    if (c.closed) return;
+    if (item.kind === "invalid") return closeClient(s, c, item.why);
+    const { command, uploadSize } = item;
+    touch(s, c);
+    if (uploadSize !== undefined) emit(s, { type: "log", level: "info", client: c.id, message: `upload of ${uploadSize} bytes: ${command.args.replace(/^\d+\s+/, "")}` });
+    if (c.lane.length >= s.maxPending) return closeClient(s, c, `sent more than ${s.maxPending} commands without waiting for the replies`);
+    c.lane.push({ command, client: c, uploadSize, id: 0 });
+    advance(s, c);
+  }
+  flow(s, c);
+  if (s.waitingForBytes && s.inFlight?.client === c && c.input.buffered > 0) {
+    s.waitingForBytes = false;
+    stopTimer(s, `uploadStall:${c.id}`);
+    streamUpload(s, c);
+  }
+}
+
+function onTimeout(s: State, timer: TimerId): void {
+  if (timer === "keepalive") {
+    if (!s.linkUp || s.inFlight || s.queue.length > 0 || s.exclusive) return startTimer(s, "keepalive", s.keepaliveMs);
+    s.queue.push({ command: parseCommand("~M27")!, id: 0 });
+    return pump(s);
+  }
+  const [kind, id] = timer.split(":");
+  const c = s.clients.get(Number(id));
+  if (!c || c.closed) return;
+  if (kind === "idle") {
+    // Its own command is still with the printer: not idle, only waiting.
+    if (c.active || c.lane.length > 0) return touch(s, c);
+    return closeClient(s, c, `silent for ${Math.round(s.idleMs / 1000)} s`);
+  }
+  if (!s.waitingForBytes || s.inFlight?.client !== c) return;
+  s.waitingForBytes = false;
+  closeClient(s, c, `sent no upload data for ${UPLOAD_STALL_MS / 1000} s`);
+  fail(s, "the upload stalled");
+}
