@@ -5,7 +5,7 @@
 // accepts nothing for VIEWER_STALL_MS is closed.
 import { request as httpRequest, type ClientRequest, type IncomingMessage } from "node:http";
 import type { Socket } from "node:net";
-import { createStream } from "../core/stream.ts";
+import { createStream, type Consumer } from "../core/stream.ts";
 import { createRateMeter } from "../core/rate.ts";
 import { listen, type Listening } from "../core/server.ts";
 import { MJPEG_CONTENT_TYPE, mjpegPart } from "../core/mjpeg.ts";
@@ -173,8 +173,17 @@ export function createFlashforgeCamera(ctx: ServiceContext, options: FlashforgeC
     );
     const release = upstream.claim();
     let stallTimer: ReturnType<typeof setTimeout> | undefined;
+    let consumer: Consumer<CameraFrame> | undefined;
+    let left = false;
+    const leave = () => {
+      if (left) return;
+      left = true;
+      clearTimeout(stallTimer);
+      consumer?.remove();
+      release();
+    };
     // Latest value: the newest frame whenever the viewer has taken the last one.
-    const consumer = frames.addConsumer({
+    consumer = frames.addConsumer({
       label: `camera viewer ${peer}`,
       replayLatest: fresh(frames.latest()),
       write(frame, done) {
@@ -194,14 +203,6 @@ export function createFlashforgeCamera(ctx: ServiceContext, options: FlashforgeC
         socket.destroy();
       },
     });
-    let left = false;
-    const leave = () => {
-      if (left) return;
-      left = true;
-      clearTimeout(stallTimer);
-      consumer.remove();
-      release();
-    };
     socket.on("close", leave);
   };
 
