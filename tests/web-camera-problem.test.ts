@@ -8,7 +8,7 @@ import { parseConfig } from "../lib/config.ts";
 import { setupLogging } from "../lib/log.ts";
 import { startSimulatedBambu, type SimPrinter } from "../lib/sim/bambu.ts";
 import { startSupervisor, type Supervisor } from "../lib/supervisor.ts";
-import { createLatestBroadcast } from "../lib/core/broadcast.ts";
+import { createStream } from "../lib/core/stream.ts";
 import type { CameraFeed, CameraFrame } from "../lib/core/service.ts";
 import { takeSnapshot } from "../lib/web/snapshot.ts";
 
@@ -56,7 +56,7 @@ describe("takeSnapshot", () => {
     let refused = false;
     const feed: CameraFeed = {
       kind: "chamber",
-      frames: createLatestBroadcast<CameraFrame>(),
+      frames: createStream<CameraFrame>(),
       claim: () => {
         claims++;
         setTimeout(() => (refused = true), 50); // the printer answers the login with a close

@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createLatestBroadcast } from "../lib/core/broadcast.ts";
+import { createStream } from "../lib/core/stream.ts";
 import { createMetrics, type Metrics } from "../lib/core/metrics.ts";
 import { createPrinterHub, type CameraFeed, type CameraFrame, type Service, type ServiceStatus } from "../lib/core/service.ts";
 import type { PrinterRuntime } from "../lib/printer-services.ts";
@@ -61,7 +61,7 @@ export interface TestFeed {
 
 /** A feed whose pretend upstream "connects" on the first claim and publishes numbered frames every `intervalMs`. */
 export function createTestFeed(options: { intervalMs?: number; jpeg?: Buffer; reachable?: boolean } = {}): TestFeed {
-  const frames = createLatestBroadcast<CameraFrame>();
+  const frames = createStream<CameraFrame>();
   const base = options.jpeg ?? testJpeg();
   let claims = 0;
   let claimed = 0;
