@@ -1,5 +1,5 @@
-// The FlashForge TCP 8899 scheduler (lib/flashforge/tcp-scheduler.ts) and a client's input reader
-// (lib/flashforge/tcp-client-input.ts) without a socket: events in, actions out.
+// The FlashForge TCP 8899 scheduler (lib/flashforge/tcp-scheduler.ts with its clients' half, tcp-clients.ts) and a
+// client's input reader (lib/flashforge/tcp-client-input.ts) without a socket: events in, actions out.
 import { describe, expect, test } from "bun:test";
 import { createClientInput, UPLOAD_BUFFER_BYTES } from "../lib/flashforge/tcp-client-input.ts";
 import { encodeThumbnail, textReply, type Reply } from "../lib/flashforge/tcp-codec.ts";
@@ -253,6 +253,16 @@ describe("FlashForge TCP scheduler: ~M28 uploads", () => {
     const acts = h.on({ type: "timeout", timer: "uploadStall:1" });
     expect(closed(acts)).toEqual([{ type: "closeClient", client: 1, why: `sent no upload data for ${UPLOAD_STALL_MS / 1000} s` }]);
     expect(of(acts, "dropPrinterSession")).toEqual([{ type: "dropPrinterSession", why: "M28: the upload stalled" }]);
+  });
+
+  test("no keepalive goes between the uploader's file and its ~M29", () => {
+    const h = harness();
+    h.join(1);
+    const m28 = sent(h.say(1, "~M28 2 0:/user/a.gcode\r\nab"))[0]!;
+    h.reply(m28.job, "M28");
+    expect(of(h.on({ type: "printerWritten", job: m28.job }), "startTimer").map((t) => t.timer)).toContain("keepalive");
+    expect(sent(h.on({ type: "timeout", timer: "keepalive" }))).toEqual([]);
+    expect(sent(h.say(1, "~M29\r\n")).map((s) => s.command.code)).toEqual(["M29"]);
   });
 
   test("bytes that arrive while the upload waits are written at once", () => {
