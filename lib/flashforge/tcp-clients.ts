@@ -101,8 +101,9 @@ function leave(s: State, c: ClientState): void {
   c.active = s.inFlight?.client === c;
 }
 
+/** A client that left is kept while the printer half may still log about it (its job in flight, its upload lock). */
 export function forgetIfGone(s: State, c: ClientState): void {
-  if (!c.left || s.inFlight?.client === c || !s.clients.delete(c.id)) return;
+  if (!c.left || s.inFlight?.client === c || s.exclusive === c || !s.clients.delete(c.id)) return;
   emit(s, { type: "forgetClient", client: c.id });
 }
 

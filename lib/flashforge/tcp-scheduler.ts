@@ -155,6 +155,7 @@ function settle(s: State): void {
     s.exclusive = undefined;
     warn(s, "the uploader left before ~M29: sending ~M29 for it so the printer closes the file; the console is free again", uploader);
     s.queue.unshift({ command: parseCommand("~M29")!, id: 0 });
+    forgetIfGone(s, uploader);
   }
   pump(s);
 }
