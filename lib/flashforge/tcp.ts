@@ -8,7 +8,7 @@ import type { Service, ServiceContext } from "../core/service.ts";
 import { serviceLogger, type Logger } from "../log.ts";
 import { openConsole, type PrinterConsole } from "./tcp-console.ts";
 import {
-  createTcpScheduler, DEFAULT_LOGIN_LINE, type ClientId, type SchedulerAction, type SchedulerEvent, type TimerId,
+  createTcpScheduler, type ClientId, type SchedulerAction, type SchedulerEvent, type TimerId,
 } from "./tcp-scheduler.ts";
 
 export {
@@ -40,7 +40,8 @@ export function createFlashforgeTcp(ctx: ServiceContext, options: FlashforgeTcpO
   const peers = new Map<ClientId, Peer>();
   let lastClientId = 0;
   let listening: Listening | undefined;
-  let loginLine = DEFAULT_LOGIN_LINE;
+  /** The printer's words for our login, told to the scheduler for the clients' ~M601. */
+  let loginLine: string | undefined;
   let error: string | undefined;
   const commands = ctx.metrics.counter("pandaproxy_flashforge_tcp_commands_total", "Commands sent to the printer", { printer: printer.name });
   const scheduler = createTcpScheduler({
@@ -62,7 +63,7 @@ export function createFlashforgeTcp(ctx: ServiceContext, options: FlashforgeTcpO
     },
   });
   const timers = createTimers((timer) => dispatch({ type: "timeout", timer }));
-  const perform = performer({ upstream, peers, timers, log, dispatch: (event) => dispatch(event), sent: () => commands.inc() });
+  const perform = performer({ upstream, peers, timers, log, dispatch, sent: () => commands.inc() });
   function dispatch(event: SchedulerEvent): void {
     for (const action of scheduler.handle(event)) perform(action);
   }
