@@ -1,9 +1,8 @@
-// Unit tests for the RTSP codec, authentication and key-frame detection.
+// Unit tests for the RTSP codec and authentication (key-frame detection: tests/rtp.test.ts).
 import { describe, expect, test } from "bun:test";
 import { authorizationFor, createAuthenticator, LIVE555_REALM } from "../lib/rtsp/auth.ts";
 import { createRtspParser, encodeFrame, encodeRequest, encodeResponse, header, parseTransport, RtspParseError } from "../lib/rtsp/message.ts";
 import { pathOf } from "../lib/rtsp/server.ts";
-import { startsKeyFrame } from "../lib/rtsp/stream.ts";
 import { ffmpegMissing, relayArgs } from "../lib/rtsp/ffmpeg.ts";
 import { createRtspService } from "../lib/bambu/rtsp.ts";
 import { proxyContext } from "./rtsp-fixtures.ts";
@@ -78,19 +77,6 @@ describe("RTSP authentication", () => {
     const value = authorizationFor([`Digest realm="r", nonce="n", qop="auth"`], "bblp", "x", "PLAY", "/a");
     expect(value).toContain("qop=auth");
     expect(value).toContain("cnonce=");
-  });
-});
-
-describe("H.264 key frame detection", () => {
-  test("SPS, IDR at a frame start, STAP-A holding an SPS, FU-A start of an IDR", () => {
-    expect(startsKeyFrame(Buffer.from([0x67, 0x42]), false)).toBe(true);
-    expect(startsKeyFrame(Buffer.from([0x65, 0x88]), true)).toBe(true);
-    expect(startsKeyFrame(Buffer.from([0x65, 0x88]), false)).toBe(false);
-    expect(startsKeyFrame(Buffer.from([0x41, 0x9a]), true)).toBe(false);
-    expect(startsKeyFrame(Buffer.from([0x18, 0, 2, 0x67, 0x42, 0, 2, 0x68, 0xce]), false)).toBe(true);
-    expect(startsKeyFrame(Buffer.from([0x7c, 0x85, 1]), true)).toBe(true);
-    expect(startsKeyFrame(Buffer.from([0x7c, 0x05, 1]), true)).toBe(false);
-    expect(startsKeyFrame(Buffer.from([0x7c, 0x81, 1]), true)).toBe(false);
   });
 });
 
