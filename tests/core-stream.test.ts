@@ -271,6 +271,46 @@ describe("failing consumers", () => {
   });
 });
 
+describe("stall deadline", () => {
+  test("a consumer that accepts nothing for its stall deadline is ended alone (cause stalled); the others keep receiving", async () => {
+    const s = createStream<number>();
+    const ends: [string, string][] = [];
+    const stuck = s.addConsumer({ label: "stuck", stallMs: 30, write: () => {}, onEnd: (why, cause) => ends.push([why, cause]) });
+    const got: number[] = [];
+    s.addConsumer({ label: "keeps up", stallMs: 30, write: (v, done) => (got.push(v), done()) });
+    s.publish(1);
+    for (let i = 0; i < 200 && !stuck.ended; i++) await Bun.sleep(10);
+    expect(stuck.ended).toBe(true);
+    expect(ends).toEqual([["accepted nothing for 0 s", "stalled"]]);
+    s.publish(2);
+    expect(got).toEqual([1, 2]);
+    expect(s.consumers).toBe(1);
+  });
+
+  test("the deadline runs only while a write is not done: a consumer that is waiting for values is not stalled", async () => {
+    const s = createStream<number>();
+    let pending: (() => void) | undefined;
+    const c = s.addConsumer({ label: "slow but alive", stallMs: 40, write: (_v, done) => void (pending = done) });
+    s.publish(1);
+    pending!(); // done in time
+    await Bun.sleep(100); // nothing in flight: no deadline
+    expect(c.ended).toBe(false);
+    s.publish(2);
+    for (let i = 0; i < 200 && !c.ended; i++) await Bun.sleep(10);
+    expect(c.ended).toBe(true);
+  });
+
+  test("a removed consumer's deadline does not fire", async () => {
+    const s = createStream<number>();
+    const ends: string[] = [];
+    const c = s.addConsumer({ label: "gone", stallMs: 20, write: () => {}, onEnd: (why) => ends.push(why) });
+    s.publish(1);
+    c.remove();
+    await Bun.sleep(60);
+    expect(ends).toEqual([]);
+  });
+});
+
 describe("aggregated drop lines", () => {
   test("one warn line per consumer per interval, never a line per value; removal reports what is outstanding", async () => {
     const log = serviceLogger("p1s", "chamber");

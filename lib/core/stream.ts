@@ -2,9 +2,11 @@
 // The producer publishes values; each consumer has a policy for when it cannot keep up and a budget that says when
 // that is: latest value (camera frames: hold only the newest), bounded FIFO (messages: queue, and end the consumer
 // on overflow, because a message stream with holes is worse than a reconnect) or skip to the next key frame (RTP).
-// A consumer whose write throws is ended alone; drops are counted per consumer and logged as one aggregated line
-// per consumer every few seconds, never a line per value (as MediaMTX's readers do).
+// A consumer whose write throws, or that accepts nothing for its stall deadline, is ended alone; drops are counted
+// per consumer and logged as one aggregated line per consumer every few seconds, never a line per value (as MediaMTX's
+// readers do). The per-consumer steps are core/stream-consumer.ts.
 import type { Logger } from "../log.ts";
+import { createEntry, handle, offer, reportDrops, retire, type Entry, type Owner } from "./stream-consumer.ts";
 
 export const DROP_REPORT_INTERVAL_MS = 5_000;
 
@@ -20,7 +22,7 @@ export interface Budget {
   count?: number;
 }
 
-export type EndCause = "overflow" | "write-failed";
+export type EndCause = "overflow" | "write-failed" | "stalled";
 
 export interface ConsumerOptions<T> {
   /** "viewer 127.0.0.1:5000": what the drop lines name. */
@@ -38,7 +40,12 @@ export interface ConsumerOptions<T> {
   accepts?(value: T): boolean;
   /** Hand the newest value (if any) over at once. */
   replayLatest?: boolean;
-  /** The stream ended this consumer: its write threw (the stream logs that), or it overflowed its FIFO budget. */
+  /**
+   * Acknowledging consumers: a write not done within this long ends the consumer (cause "stalled", reason "accepted
+   * nothing for N s"); its owner logs the line, it knows the peer. Default: no deadline.
+   */
+  stallMs?: number;
+  /** The stream ended this consumer: its write threw (the stream logs that), it overflowed its FIFO budget, or it stalled. */
   onEnd?(reason: string, cause: EndCause): void;
 }
 
@@ -84,166 +91,6 @@ export interface StreamOptions {
   reportIntervalMs?: number;
 }
 
-interface Entry<T> {
-  options: ConsumerOptions<T>;
-  policy: Policy<T>;
-  /** What the consumer's stream does for it: drop lines and taking it out of the set. */
-  owner: Owner<T>;
-  acknowledges: boolean;
-  inFlight: boolean;
-  /** FIFO: the values waiting; latest value: the newest one waiting (at most one). */
-  queue: T[];
-  queueHead: number;
-  waitingKey: boolean;
-  /** Waiting for a key because it fell behind (not because it joined): skipped values count as drops. */
-  dropping: boolean;
-  delivered: number;
-  dropped: number;
-  droppedSinceReport: number;
-  ended: boolean;
-}
-
-interface Owner<T> {
-  log?: Logger;
-  what: string;
-  /** Takes the consumer out of the stream; false when it was out already. */
-  detach(e: Entry<T>): boolean;
-}
-
-const queued = <T>(e: Entry<T>) => e.queue.length - e.queueHead;
-
-function overBudget<T>(e: Entry<T>): boolean {
-  if (e.inFlight) return true;
-  const bytes = e.options.budget?.bytes;
-  return bytes !== undefined && (e.options.waitingBytes?.() ?? 0) > bytes;
-}
-
-function drop<T>(e: Entry<T>): void {
-  e.dropped++;
-  e.droppedSinceReport++;
-}
-
-function reportDrops<T>(e: Entry<T>): void {
-  if (e.droppedSinceReport === 0) return;
-  e.owner.log?.warn(`${e.options.label} is too slow, dropped ${e.droppedSinceReport} ${e.owner.what}`);
-  e.droppedSinceReport = 0;
-}
-
-function end<T>(e: Entry<T>, reason: string, cause: EndCause): void {
-  if (e.owner.detach(e)) e.options.onEnd?.(reason, cause);
-}
-
-const NOTHING_TO_ACKNOWLEDGE = () => {};
-
-/** The `done` for one write of an acknowledging consumer: once only, then what waits goes out. */
-function doneOnce<T>(e: Entry<T>): () => void {
-  let called = false;
-  return () => {
-    if (called) return;
-    called = true;
-    e.inFlight = false;
-    if (!e.ended) flush(e);
-  };
-}
-
-function write<T>(e: Entry<T>, value: T): void {
-  try {
-    if (e.acknowledges) {
-      e.inFlight = true;
-      e.options.write(value, doneOnce(e));
-    } else e.options.write(value, NOTHING_TO_ACKNOWLEDGE); // RTP and MQTT: no closure per value
-    e.delivered++;
-  } catch (error) {
-    const why = (error as Error)?.message ?? String(error);
-    e.owner.log?.warn(`${e.options.label}: ending it, its write failed: ${why}`);
-    end(e, `write failed: ${why}`, "write-failed");
-  }
-}
-
-/** Writes what the stream holds for the consumer while it has room. */
-function flush<T>(e: Entry<T>): void {
-  while (!e.ended && queued(e) > 0 && !overBudget(e)) {
-    const value = e.queue[e.queueHead]!;
-    e.queue[e.queueHead++] = undefined as T;
-    if (e.queueHead === e.queue.length) {
-      e.queue.length = 0;
-      e.queueHead = 0;
-    } else if (e.queueHead > 1024 && e.queueHead * 2 > e.queue.length) {
-      e.queue = e.queue.slice(e.queueHead);
-      e.queueHead = 0;
-    }
-    write(e, value);
-  }
-}
-
-function offerLatest<T>(e: Entry<T>, value: T): void {
-  if (!overBudget(e)) return write(e, value);
-  if (queued(e) > 0) drop(e); // the one waiting is replaced by a newer one
-  e.queue = [value];
-  e.queueHead = 0;
-}
-
-function offerFifo<T>(e: Entry<T>, value: T): void {
-  if (queued(e) === 0 && !overBudget(e)) return write(e, value);
-  const limit = e.options.budget?.count ?? Infinity;
-  // Not a drop to report: the consumer ends, and its owner says why (a message stream with holes is worse).
-  if (queued(e) >= limit) return end(e, `cannot keep up (${limit} ${e.owner.what} waiting)`, "overflow");
-  e.queue.push(value);
-}
-
-function offerKeyFrame<T>(e: Entry<T>, value: T, isKey: (value: T) => boolean): void {
-  if (e.waitingKey) {
-    if (!isKey(value)) {
-      if (e.dropping) drop(e);
-      return;
-    }
-    e.waitingKey = false;
-    e.dropping = false;
-  }
-  if (overBudget(e)) {
-    e.waitingKey = true;
-    e.dropping = true;
-    return drop(e);
-  }
-  write(e, value);
-}
-
-function offer<T>(e: Entry<T>, value: T): void {
-  if (e.ended || (e.options.accepts && !e.options.accepts(value))) return;
-  const policy = e.policy;
-  if (policy.kind === "latest") offerLatest(e, value);
-  else if (policy.kind === "fifo") offerFifo(e, value);
-  else offerKeyFrame(e, value, policy.isKey);
-}
-
-function handle<T>(e: Entry<T>): Consumer<T> {
-  const remove = () => void e.owner.detach(e);
-  return {
-    offer: (value) => offer(e, value),
-    resume: () => flush(e),
-    remove,
-    unsubscribe: remove,
-    get delivered() {
-      return e.delivered;
-    },
-    get dropped() {
-      return e.dropped;
-    },
-    get skipped() {
-      return e.dropped;
-    },
-    get waitingForKey() {
-      return e.waitingKey;
-    },
-    get queued() {
-      return queued(e);
-    },
-    get ended() {
-      return e.ended;
-    },
-  };
-}
-
 export function createStream<T>(options: StreamOptions = {}): Stream<T> {
   const entries = new Set<Entry<T>>();
   const reportIntervalMs = options.reportIntervalMs ?? DROP_REPORT_INTERVAL_MS;
@@ -257,11 +104,8 @@ export function createStream<T>(options: StreamOptions = {}): Stream<T> {
     what: options.what ?? "values",
     detach(e) {
       if (e.ended) return false;
-      e.ended = true;
       entries.delete(e);
-      e.queue = [];
-      e.queueHead = 0;
-      reportDrops(e); // before forgetting it, or its last drops would never be logged
+      retire(e);
       if (entries.size === 0 && reportTimer) {
         clearInterval(reportTimer);
         reportTimer = undefined;
@@ -278,12 +122,7 @@ export function createStream<T>(options: StreamOptions = {}): Stream<T> {
       for (const e of entries) offer(e, value);
     },
     addConsumer(consumerOptions) {
-      const policy = consumerOptions.policy ?? { kind: "latest" };
-      const e: Entry<T> = {
-        options: consumerOptions, policy, owner, acknowledges: consumerOptions.acknowledges ?? policy.kind === "latest",
-        inFlight: false, queue: [], queueHead: 0, waitingKey: policy.kind === "key-frame", dropping: false,
-        delivered: 0, dropped: 0, droppedSinceReport: 0, ended: false,
-      };
+      const e = createEntry(consumerOptions, owner);
       entries.add(e);
       if (options.log && !reportTimer) {
         reportTimer = setInterval(() => entries.forEach(reportDrops), reportIntervalMs);
