@@ -19,7 +19,7 @@ import { FRAMED_LOGIN_SIZE, isFramedLoginHeader } from "./tunnel.ts";
 export const VIEWER_LOGIN_TIMEOUT_MS = 10_000;
 /** The login's first bytes, enough to tell a camera login from Bambu Studio's file-tunnel login. */
 const LOGIN_KIND_BYTES = 16;
-/** A viewer that takes not one frame in this long is gone (or wedged): close it (checked every second). */
+/** A viewer that takes not one frame in this long is gone (or wedged): the stream ends it and we close it. */
 export const VIEWER_STALL_TIMEOUT_MS = 30_000;
 /** Viewers stay connected through upstream drops shorter than this; then they are closed so they notice. */
 export const NO_FRAMES_CLOSE_MS = 30_000;
@@ -47,8 +47,6 @@ interface Viewer {
   socket: Socket;
   log: Logger;
   joinedAt: number;
-  /** When the frame being written started; undefined while the viewer has taken everything. */
-  busySince?: number;
   /** Stop sending to this viewer and let the upstream go (idempotent; also runs on the socket's close). */
   leave(): void;
 }
@@ -194,11 +192,7 @@ export function createChamberService(ctx: ServiceContext, options: ChamberOption
   const watch = () => {
     const now = Date.now();
     for (const viewer of viewers) {
-      if (viewer.busySince !== undefined && now - viewer.busySince > stallTimeoutMs) {
-        viewer.log.warn(`closing: the viewer accepted nothing for ${Math.round(stallTimeoutMs / 1000)} s`);
-        viewer.leave(); // at once: the socket's close event may come much later
-        viewer.socket.destroy();
-      } else if (now - Math.max(lastFrameAt, viewer.joinedAt) > noFramesCloseMs) {
+      if (now - Math.max(lastFrameAt, viewer.joinedAt) > noFramesCloseMs) {
         const why = upstream.lastError ? ` (${upstream.lastError})` : "";
         viewer.log.warn(`closing: no frames from the printer for ${Math.round(noFramesCloseMs / 1000)} s; upstream ${upstream.state}${why}`);
         viewer.leave();
@@ -217,19 +211,19 @@ export function createChamberService(ctx: ServiceContext, options: ChamberOption
     const consumer = frames.addConsumer({
       label: `viewer ${peer}`,
       replayLatest: true,
+      stallMs: stallTimeoutMs,
       write(frame, done) {
         if (socket.destroyed) return;
         // Separate writes on an idle socket become separate TLS records: strict clients read the header alone.
         socket.write(frame.header ?? encodeFrameHeader(frame.jpeg.length));
-        viewer.busySince = Date.now();
         socket.write(frame.jpeg, () => {
-          viewer.busySince = undefined;
           bytesOut.inc(frame.jpeg.length + FRAME_HEADER_SIZE);
           done();
         });
       },
-      onEnd: () => {
-        viewer.leave();
+      onEnd: (why, cause) => {
+        if (cause === "stalled") viewerLog.warn(`closing: the viewer ${why}`);
+        viewer.leave(); // at once: the socket's close event may come much later
         socket.destroy();
       },
     });
