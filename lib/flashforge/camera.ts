@@ -172,13 +172,11 @@ export function createFlashforgeCamera(ctx: ServiceContext, options: FlashforgeC
         `Pragma: no-cache\r\nContent-Type: ${MJPEG_CONTENT_TYPE}\r\n\r\n`,
     );
     const release = upstream.claim();
-    let stallTimer: ReturnType<typeof setTimeout> | undefined;
     let consumer: Consumer<CameraFrame> | undefined;
     let left = false;
     const leave = () => {
       if (left) return;
       left = true;
-      clearTimeout(stallTimer);
       consumer?.remove();
       release();
     };
@@ -186,20 +184,14 @@ export function createFlashforgeCamera(ctx: ServiceContext, options: FlashforgeC
     consumer = frames.addConsumer({
       label: `camera viewer ${peer}`,
       replayLatest: fresh(frames.latest()),
+      stallMs: viewerStallMs,
       write(frame, done) {
         if (socket.destroyed) return done();
-        stallTimer = setTimeout(() => {
-          clientLog.warn(`closing: accepted nothing for ${Math.round(viewerStallMs / 1000)} s`);
-          leave(); // at once: the socket's close event may come much later
-          socket.destroy();
-        }, viewerStallMs);
-        socket.write(mjpegPart(frame), () => {
-          clearTimeout(stallTimer);
-          done();
-        });
+        socket.write(mjpegPart(frame), done);
       },
-      onEnd: () => {
-        leave();
+      onEnd: (why, cause) => {
+        if (cause === "stalled") clientLog.warn(`closing: ${why}`);
+        leave(); // at once: the socket's close event may come much later
         socket.destroy();
       },
     });
