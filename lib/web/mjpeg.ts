@@ -42,20 +42,13 @@ export function mjpegStream(feed: CameraFeed, hooks: MjpegViewerHooks, signal: A
   let waiting: ((delivery: Delivery | undefined) => void) | undefined;
   /** Tells the stream the previous part has left, so it may deliver the next one. */
   let acknowledge: (() => void) | undefined;
-  let stallTimer: ReturnType<typeof setTimeout> | undefined;
   let feedCheck: ReturnType<typeof setInterval> | undefined;
   let closed = false;
   let end: ((why: string) => void) | undefined;
-  // Runs while a part waits to be taken: one handed to the connection that Bun has not asked past (its socket is
-  // full), or one the stream delivered before the next pull. A pull stops it.
-  const armStall = () => {
-    stallTimer ??= setTimeout(() => end?.(`took no frame for ${stallMs / 1000} s`), stallMs);
-  };
 
   const close = () => {
     if (closed) return;
     closed = true;
-    clearTimeout(stallTimer);
     clearInterval(feedCheck);
     consumer?.remove();
     release?.();
@@ -86,6 +79,9 @@ export function mjpegStream(feed: CameraFeed, hooks: MjpegViewerHooks, signal: A
         consumer = feed.frames.addConsumer({
           label: hooks.label,
           replayLatest: true,
+          // The stream's deadline runs from a frame's delivery to its acknowledgement, the pull after Bun took the
+          // part: a browser whose socket takes no part for stallMs is ended.
+          stallMs,
           write(frame, done) {
             if (closed) return done();
             const delivery = { frame, done };
@@ -96,14 +92,11 @@ export function mjpegStream(feed: CameraFeed, hooks: MjpegViewerHooks, signal: A
               return;
             }
             held = delivery;
-            armStall();
           },
-          onEnd: (why) => end?.(why),
+          onEnd: (why, cause) => end?.(cause === "stalled" ? `took no frame for ${stallMs / 1000} s` : why),
         });
       },
       pull(controller) {
-        clearTimeout(stallTimer);
-        stallTimer = undefined;
         const ack = acknowledge;
         acknowledge = undefined;
         ack?.(); // may hand over the frame that waited in the stream, into `held`
@@ -113,7 +106,6 @@ export function mjpegStream(feed: CameraFeed, hooks: MjpegViewerHooks, signal: A
           controller.enqueue(part);
           acknowledge = delivery.done;
           hooks.sent(part.length);
-          armStall();
         };
         if (held) {
           const h = held;
