@@ -5,7 +5,7 @@
 import { createStream as createFrameStream } from "../core/stream.ts";
 import { createRateMeter } from "../core/rate.ts";
 import { listen, type Listening } from "../core/server.ts";
-import type { CameraFeed, CameraFrame, Service, ServiceContext, ServiceStatus } from "../core/service.ts";
+import { MAX_CAMERA_JPEG_BYTES, type CameraFeed, type CameraFrame, type Service, type ServiceContext, type ServiceStatus } from "../core/service.ts";
 import { createUpstream, upstreamProblem, type Upstream } from "../core/upstream.ts";
 import { registerSecret, serviceLogger } from "../log.ts";
 import { printerClientTlsOptions, serverTlsOptions } from "../tls.ts";
@@ -24,8 +24,6 @@ export const RTSP_MAX_CLIENTS = 64;
 export const JPEG_FPS = 4;
 /** The JPEG FFmpeg keeps running this long after the last web viewer left. */
 export const JPEG_LINGER_MS = 10_000;
-/** A JPEG larger than this in FFmpeg's output means we lost sync: drop the buffer. */
-const MAX_JPEG_BYTES = 8 * 1024 * 1024;
 
 export interface RtspServiceOptions {
   /** FFmpeg stops this long after the last client left (default 30 s). */
@@ -44,7 +42,10 @@ export interface RtspServiceOptions {
   onPacket?: (packet: Buffer) => void;
 }
 
-/** Cuts JPEG pictures (FFD8 … FFD9) out of FFmpeg's MJPEG output. */
+/**
+ * Cuts JPEG pictures (FFD8 … FFD9) out of FFmpeg's MJPEG output. More than MAX_CAMERA_JPEG_BYTES without an end
+ * means we lost sync: drop the buffer.
+ */
 export function createJpegSplitter(onJpeg: (jpeg: Buffer) => void): (chunk: Buffer) => void {
   let pending: Buffer = Buffer.alloc(0);
   return (chunk) => {
@@ -57,7 +58,7 @@ export function createJpegSplitter(onJpeg: (jpeg: Buffer) => void): (chunk: Buff
       }
       const end = pending.indexOf(Buffer.from([0xff, 0xd9]), start + 2);
       if (end < 0) {
-        pending = pending.length - start > MAX_JPEG_BYTES ? Buffer.alloc(0) : pending.subarray(start);
+        pending = pending.length - start > MAX_CAMERA_JPEG_BYTES ? Buffer.alloc(0) : pending.subarray(start);
         return;
       }
       onJpeg(Buffer.from(pending.subarray(start, end + 2)));

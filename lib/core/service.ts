@@ -25,6 +25,9 @@ export interface Service {
   status(): ServiceStatus;
 }
 
+/** A camera's JPEG larger than this is no picture: the stream lost its frame boundaries (drop what is buffered, or reconnect). */
+export const MAX_CAMERA_JPEG_BYTES = 8 * 1024 * 1024;
+
 /** A JPEG picture from any camera kind, with when it arrived. */
 export interface CameraFrame {
   jpeg: Buffer;

@@ -10,7 +10,7 @@ import { createRateMeter } from "../core/rate.ts";
 import { listen, type Listening } from "../core/server.ts";
 import { MJPEG_CONTENT_TYPE, mjpegPart } from "../core/mjpeg.ts";
 import { createUpstream, upstreamProblem, type Link } from "../core/upstream.ts";
-import type { CameraFeed, CameraFrame, Service, ServiceContext } from "../core/service.ts";
+import { MAX_CAMERA_JPEG_BYTES, type CameraFeed, type CameraFrame, type Service, type ServiceContext } from "../core/service.ts";
 import { endAndDestroy } from "../core/edge.ts";
 import { serviceLogger, type Logger } from "../log.ts";
 import { parseCameraRequestLine } from "./camera-request.ts";
@@ -18,7 +18,6 @@ import { parseCameraRequestLine } from "./camera-request.ts";
 export const CONNECT_TIMEOUT_MS = 10_000;
 /** No frame from the printer for this long: the stream is stuck, reconnect. */
 export const FRAME_STALL_MS = 10_000;
-export const MAX_FRAME_BYTES = 8 * 1024 * 1024;
 const MAX_PART_HEADER_BYTES = 4 * 1024;
 /** A viewer that accepts no bytes for this long is closed. */
 export const VIEWER_STALL_MS = 30_000;
@@ -50,7 +49,7 @@ export function createMjpegParser(boundary: string) {
       for (;;) {
         const start = buffer.indexOf(delimiter);
         if (start === -1) {
-          if (buffer.length > MAX_FRAME_BYTES) throw new Error(`no boundary in ${buffer.length} bytes`);
+          if (buffer.length > MAX_CAMERA_JPEG_BYTES) throw new Error(`no boundary in ${buffer.length} bytes`);
           return frames;
         }
         const headEnd = buffer.indexOf("\r\n\r\n", start);
@@ -64,13 +63,13 @@ export function createMjpegParser(boundary: string) {
         let bodyEnd: number;
         if (lengthMatch) {
           const length = Number(lengthMatch[1]);
-          if (length > MAX_FRAME_BYTES) throw new Error(`a ${length}-byte frame is over the ${MAX_FRAME_BYTES}-byte limit`);
+          if (length > MAX_CAMERA_JPEG_BYTES) throw new Error(`a ${length}-byte frame is over the ${MAX_CAMERA_JPEG_BYTES}-byte limit`);
           if (buffer.length < bodyStart + length) return frames;
           bodyEnd = bodyStart + length;
         } else {
           const next = buffer.indexOf(delimiter, bodyStart);
           if (next === -1) {
-            if (buffer.length - bodyStart > MAX_FRAME_BYTES) throw new Error(`a frame over the ${MAX_FRAME_BYTES}-byte limit`);
+            if (buffer.length - bodyStart > MAX_CAMERA_JPEG_BYTES) throw new Error(`a frame over the ${MAX_CAMERA_JPEG_BYTES}-byte limit`);
             return frames;
           }
           bodyEnd = next;

@@ -5,7 +5,8 @@ import fc from "fast-check";
 import { deepStrictEqual } from "node:assert";
 import { MJPEG_BOUNDARY, mjpegPart } from "../../lib/core/mjpeg.ts";
 import type { CameraFrame } from "../../lib/core/service.ts";
-import { createMjpegParser, MAX_FRAME_BYTES } from "../../lib/flashforge/camera.ts";
+import { createMjpegParser } from "../../lib/flashforge/camera.ts";
+import { MAX_CAMERA_JPEG_BYTES } from "../../lib/core/service.ts";
 import { parseCameraRequestLine } from "../../lib/flashforge/camera-request.ts";
 import { DISCOVERY_REPLY_BYTES, decodeDiscoveryReply, encodeDiscoveryReply, rewriteDiscoveryReply } from "../../lib/flashforge/discovery-codec.ts";
 import { rewriteDetail } from "../../lib/flashforge/http.ts";
@@ -257,7 +258,7 @@ const cameraStream: FuzzTarget = {
           if (frames) fail(`a well-formed stream was refused: ${(e as Error).message}`);
           return;
         }
-        for (const frame of out) if (frame[0] !== 0xff || frame[1] !== 0xd8 || frame.length > MAX_FRAME_BYTES) fail("a frame that is not a JPEG");
+        for (const frame of out) if (frame[0] !== 0xff || frame[1] !== 0xd8 || frame.length > MAX_CAMERA_JPEG_BYTES) fail("a frame that is not a JPEG");
         if (frames) deepStrictEqual(out.map((f) => f.toString("hex")), frames.map((f) => f.toString("hex")));
       },
     ),
