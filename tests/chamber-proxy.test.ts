@@ -55,7 +55,7 @@ describe("chamber camera proxy in front of a simulated P1S (2 viewer slots)", ()
     expect(relayed).toBeDefined();
     expect(relayed!.header.equals(sample.header)).toBe(true);
     expect(relayed!.jpeg.equals(sample.jpeg)).toBe(true);
-    expect(ctx.hub.camera?.kind).toBe("chamber");
+    expect(ctx.hub.camera?.source).toBe("chamber");
     expect(ctx.hub.camera?.frames.latest()?.jpeg.length).toBeGreaterThan(0);
   });
 

@@ -163,7 +163,7 @@ describe("chamber upstream lifetime against the simulator", () => {
 
   test("the web page's claim on the camera feed opens the same upstream", async () => {
     const feed = ctx.hub.camera!;
-    expect(feed.kind).toBe("chamber");
+    expect(feed.source).toBe("chamber");
     const published = feed.frames.published;
     const release = feed.claim();
     await waitFor("frames for the web page", () => feed.frames.published >= published + 3);

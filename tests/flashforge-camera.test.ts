@@ -148,7 +148,7 @@ describe("FlashForge camera proxy", () => {
 
   test("the web page gets the same frames through the hub's CameraFeed", async () => {
     const feed = ctx.hub.camera;
-    expect(feed?.kind).toBe("mjpeg");
+    expect(feed?.source).toBe("mjpeg");
     const release = feed!.claim();
     try {
       const frame = await new Promise<CameraFrame>((resolve) => {

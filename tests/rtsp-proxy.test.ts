@@ -157,7 +157,7 @@ describe("RTSPS camera through pandaproxy (simulated X1C)", () => {
 
   test("the web page's CameraFeed gets JPEG frames while claimed", async () => {
     const feed = ctx.hub.camera!;
-    expect(feed.kind).toBe("rtsp");
+    expect(feed.source).toBe("rtsp");
     const before = feed.frames.published;
     const release = feed.claim();
     try {

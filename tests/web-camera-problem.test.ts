@@ -55,7 +55,7 @@ describe("takeSnapshot", () => {
     let claims = 0;
     let refused = false;
     const feed: CameraFeed = {
-      kind: "chamber",
+      source: "chamber",
       frames: createStream<CameraFrame>(),
       claim: () => {
         claims++;

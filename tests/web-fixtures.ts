@@ -78,7 +78,7 @@ export function createTestFeed(options: { intervalMs?: number; jpeg?: Buffer; re
   const test: TestFeed = {
     reachable: options.reachable ?? true,
     feed: {
-      kind: "chamber",
+      source: "chamber",
       frames,
       claim() {
         claims++;

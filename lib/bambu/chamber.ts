@@ -180,7 +180,7 @@ export function createChamberService(ctx: ServiceContext, options: ChamberOption
   });
 
   const feed: CameraFeed = {
-    kind: "chamber",
+    source: "chamber",
     frames,
     claim: () => upstream.claim(),
     state: () => upstream.state,

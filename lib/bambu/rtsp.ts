@@ -94,7 +94,7 @@ export function createRtspService(ctx: ServiceContext, options: RtspServiceOptio
   };
 
   const feed: CameraFeed = {
-    kind: "rtsp",
+    source: "rtsp",
     frames,
     claim: () => (jpeg ? jpeg.claim() : () => {}),
     state: () => publisher?.upstream.state ?? "stopped",

@@ -28,17 +28,18 @@ export interface Service {
 /** A camera's JPEG larger than this is no picture: the stream lost its frame boundaries (drop what is buffered, or reconnect). */
 export const MAX_CAMERA_JPEG_BYTES = 8 * 1024 * 1024;
 
-/** A JPEG picture from any camera kind, with when it arrived. */
+/** One JPEG picture from the printer's camera, with when it arrived. */
 export interface CameraFrame {
   jpeg: Buffer;
-  /** The bytes exactly as the printer sent them before the JPEG, when there were any (chamber header). */
+  /** The bytes the printer sent right before this JPEG, when its camera protocol frames pictures; kept as they came. */
   header?: Buffer;
   receivedAt: number;
 }
 
-/** The camera as the web page sees it, whatever the printer's camera kind. */
+/** The camera as the web page sees it, however the printer delivers its pictures. */
 export interface CameraFeed {
-  kind: "chamber" | "rtsp" | "mjpeg";
+  /** Where the pictures come from, in the word the printer's service uses for it; the status page and logs show it. */
+  source: string;
   /** The producer is the printer's camera; each viewer is a latest-value consumer. */
   frames: Stream<CameraFrame>;
   /** Ask the upstream to run (a web viewer arrived); call the returned function when done. */

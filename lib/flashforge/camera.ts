@@ -157,7 +157,7 @@ export function createFlashforgeCamera(ctx: ServiceContext, options: FlashforgeC
   const fresh = (frame: CameraFrame | undefined) => frame !== undefined && Date.now() - frame.receivedAt <= STALE_FRAME_MS;
 
   const feed: CameraFeed = {
-    kind: "mjpeg",
+    source: "mjpeg",
     frames,
     claim: () => upstream.claim(),
     state: () => upstream.state,

@@ -66,7 +66,7 @@ export function printerSummary(p: PrinterRuntime, webViewers = 0) {
     camera: feed
       ? {
           id: feedId(feed),
-          kind: feed.kind,
+          kind: feed.source,
           state: feed.state(),
           problem: feed.problem?.()?.reason ?? null,
           fps: feed.frameRate(),
@@ -171,7 +171,7 @@ export async function startWeb(options: WebOptions): Promise<WebServer> {
     const peer = peerOf(request);
     const viewerLog = serviceLogger(name, "web").with({ peer });
     s.viewers++;
-    viewerLog.info(`web viewer connected to the ${feed.kind} camera (${s.viewers} watching)`);
+    viewerLog.info(`web viewer connected to the ${feed.source} camera (${s.viewers} watching)`);
     server.timeout(request, 0);
     const body = mjpegStream(
       feed,
@@ -206,7 +206,7 @@ export async function startWeb(options: WebOptions): Promise<WebServer> {
         503,
         problem?.lasting
           ? `printer "${p.config.name}" (${p.config.host}): no picture: ${problem.reason}.`
-          : `printer "${p.config.name}" (${p.config.host}): the ${feed.kind} camera gave no picture within ${SNAPSHOT_WAIT_MS / 1000} s ` +
+          : `printer "${p.config.name}" (${p.config.host}): the ${feed.source} camera gave no picture within ${SNAPSHOT_WAIT_MS / 1000} s ` +
               `(camera ${state}${problem ? `: ${problem.reason}` : ""}). Check that the printer is on and reachable from this host.`,
       );
     }
