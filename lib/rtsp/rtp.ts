@@ -1,7 +1,17 @@
-// Pure RTP and SDP helpers for the RTSP stream: where an RTP packet's payload starts, whether an H.264 payload
-// starts a key frame (RFC 6184), and an SDP split into its session part and media sections. No state, no sockets.
+// RTP and SDP helpers for the RTSP stream: where an RTP packet's payload starts, whether an H.264 payload starts a
+// key frame (RFC 6184), an SDP split into its session part and media sections, and one track's outgoing numbering
+// (our SSRC; seq and timestamps that run on across producer restarts). No sockets.
+import { randomBytes } from "node:crypto";
 
 const DEFAULT_CLOCK_RATE = 90_000;
+/** RTP clock ticks (90 kHz) inserted between the last packet of one producer and the first of the next. */
+const REPUBLISH_GAP_TICKS = 3_000;
+
+/** Where a reader's numbering starts on one track: the RTP-Info `seq` and `rtptime` of its first packet. */
+export interface RtpStart {
+  seq: number;
+  rtptime: number;
+}
 
 export interface StreamTrack {
   /** The media section of the SDP, with our own `a=control:trackN`. */
@@ -55,7 +65,7 @@ export function splitSdp(sdp: string): { session: string[]; media: string[][] } 
   return { session, media };
 }
 
-/** The producer's SDP as readers get it: the session lines without control/range, each media section with our own control. */
+/** The producer's SDP as readers get it: session lines without control and range, each media section with our control. */
 export function readerSdp(sdp: string): { sessionLines: string[]; tracks: StreamTrack[] } {
   const parts = splitSdp(sdp);
   const sessionLines = parts.session.filter((l) => !l.startsWith("a=control:") && !l.startsWith("a=range:"));
@@ -71,4 +81,60 @@ export function readerSdp(sdp: string): { sessionLines: string[]; tracks: Stream
     };
   });
   return { sessionLines, tracks };
+}
+
+/** One track's outgoing numbering: our SSRC, and offsets that make seq and timestamps run on across producers. */
+export interface TrackNumbering {
+  ssrc: number;
+  seqOffset: number;
+  tsOffset: number;
+  firstOfPublisher: boolean;
+  /** -1 before the first packet. */
+  lastOutSeq: number;
+  lastOutTs: number;
+  /** performance.now() when lastOutTs went out, to estimate the RTP clock now. */
+  lastOutAt: number;
+  /** The last packet ended a frame (its marker bit): the next one may start a key frame. */
+  endedFrame: boolean;
+}
+
+export const createTrackNumbering = (): TrackNumbering => ({
+  ssrc: randomBytes(4).readUInt32BE(0), seqOffset: 0, tsOffset: 0, firstOfPublisher: true, lastOutSeq: -1, lastOutTs: 0,
+  lastOutAt: 0, endedFrame: true,
+});
+
+/** Rewrites an RTP packet's seq, timestamp and SSRC in place onto the track's numbering (`at`: performance.now()). */
+export function renumber(s: TrackNumbering, packet: Buffer, at: number): void {
+  const seq = packet.readUInt16BE(2);
+  const ts = packet.readUInt32BE(4);
+  if (s.firstOfPublisher) {
+    s.firstOfPublisher = false;
+    const nextSeq = s.lastOutSeq < 0 ? randomBytes(2).readUInt16BE(0) : s.lastOutSeq + 1;
+    s.seqOffset = (nextSeq - seq) & 0xffff;
+    const nextTs = s.lastOutSeq < 0 ? randomBytes(4).readUInt32BE(0) : s.lastOutTs + REPUBLISH_GAP_TICKS;
+    s.tsOffset = (nextTs - ts) >>> 0;
+    s.endedFrame = true;
+  }
+  const outSeq = (seq + s.seqOffset) & 0xffff;
+  const outTs = (ts + s.tsOffset) >>> 0;
+  packet.writeUInt16BE(outSeq, 2);
+  packet.writeUInt32BE(outTs, 4);
+  packet.writeUInt32BE(s.ssrc, 8);
+  s.lastOutSeq = outSeq;
+  s.lastOutTs = outTs;
+  s.lastOutAt = at;
+}
+
+/** A sender report rewritten in place to our SSRC; its timestamp on our line, or undefined for anything else. */
+export function senderReportTs(s: TrackNumbering, packet: Buffer): number | undefined {
+  if (packet.length < 28 || packet[1] !== 200 || s.lastOutSeq < 0) return undefined;
+  packet.writeUInt32BE(s.ssrc, 4);
+  return (packet.readUInt32BE(16) + s.tsOffset) >>> 0;
+}
+
+/** The next packet on the track and its RTP clock now (`at`: performance.now()): what a live555 reader gets next. */
+export function nextStart(s: TrackNumbering, clockRate: number, at: number): RtpStart {
+  if (s.lastOutSeq < 0) return { seq: randomBytes(2).readUInt16BE(0), rtptime: randomBytes(4).readUInt32BE(0) };
+  const elapsed = Math.max(0, at - s.lastOutAt);
+  return { seq: (s.lastOutSeq + 1) & 0xffff, rtptime: (s.lastOutTs + Math.round((elapsed / 1000) * clockRate)) >>> 0 };
 }

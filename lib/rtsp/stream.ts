@@ -5,19 +5,19 @@
 // RTP sequence numbers, timestamps and SSRC are rewritten to run on across publisher restarts, so readers
 // stay connected when FFmpeg is restarted. Each reader's numbering is shifted so that its first packet carries
 // exactly the seq/rtptime its PLAY reply announced in RTP-Info (as live555 does).
-import { randomBytes } from "node:crypto";
 import type { Logger } from "../log.ts";
-import { createStream as createFanout, type Consumer } from "../core/stream.ts";
+import { createStream as createFanout, type Consumer, type Stream as Fanout } from "../core/stream.ts";
 import { encodeFrame } from "./message.ts";
-import { readerSdp, rtpPayloadOffset, startsKeyFrame, type StreamTrack } from "./rtp.ts";
+import {
+  createTrackNumbering, nextStart, readerSdp, renumber, rtpPayloadOffset, senderReportTs, startsKeyFrame,
+  type RtpStart, type StreamTrack, type TrackNumbering,
+} from "./rtp.ts";
 
 export { DROP_REPORT_INTERVAL_MS } from "../core/stream.ts";
-export { startsKeyFrame, type StreamTrack } from "./rtp.ts";
+export { startsKeyFrame, type RtpStart, type StreamTrack } from "./rtp.ts";
 
 /** A reader whose socket holds more than this many unsent bytes skips to the next key frame. */
 export const MAX_READER_BACKLOG_BYTES = 1024 * 1024;
-/** RTP clock ticks (90 kHz) inserted between the last packet of one publisher and the first of the next. */
-const REPUBLISH_GAP_TICKS = 3_000;
 
 export interface StreamReader {
   label: string;
@@ -28,12 +28,6 @@ export interface StreamReader {
   write(bytes: Buffer): void;
   /** The stream stopped writing to this reader because its write threw (optional). */
   ended?(reason: string): void;
-}
-
-/** Where a reader's numbering starts on one track: the RTP-Info `seq` and `rtptime` of its first packet. */
-export interface RtpStart {
-  seq: number;
-  rtptime: number;
 }
 
 export interface ReaderHandle {
@@ -69,18 +63,6 @@ export interface Stream {
   readonly packetsIn: number;
   /** Called for every RTP packet as it arrives (benchmarks, frame taps), with the rewritten header. */
   onPacket(listener: (index: number, packet: Buffer) => void): () => void;
-}
-
-interface TrackState {
-  ssrc: number;
-  seqOffset: number;
-  tsOffset: number;
-  firstOfPublisher: boolean;
-  lastOutSeq: number;
-  lastOutTs: number;
-  /** performance.now() when lastOutTs went out, to estimate the RTP clock now. */
-  lastOutAt: number;
-  endedFrame: boolean;
 }
 
 /** A reader's numbering relative to the stream's on one track, fixed by its first packet. */
@@ -128,6 +110,54 @@ function writePacket(r: ReaderState, p: RtpPacket): void {
   r.reader.write(bytes);
 }
 
+/** A sender report (already on our SSRC, `ts` on our timestamp line) to every reader of the track, on its shift. */
+function forwardSenderReport(readers: Iterable<ReaderState>, index: number, packet: Buffer, ts: number): void {
+  for (const r of readers) {
+    const channels = r.reader.channels[index];
+    const shift = r.shift[index];
+    if (!channels || !shift || r.consumer.waitingForKey) continue;
+    const framed = encodeFrame(channels[1], packet);
+    framed.writeUInt32BE((ts + shift.ts) >>> 0, 4 + 16);
+    r.reader.write(framed);
+  }
+}
+
+/** Resolves once a producer publishes (its waiter woken without a failure); rejects on a failure or after `timeoutMs`. */
+function waitUntilLive(waiters: Set<(failure?: string) => void>, timeoutMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const wake = (failure?: string) => {
+      clearTimeout(timer);
+      waiters.delete(wake);
+      if (failure) reject(new Error(failure));
+      else resolve();
+    };
+    const timer = setTimeout(() => {
+      waiters.delete(wake);
+      reject(new Error(`no video within ${Math.round(timeoutMs / 1000)} s`));
+    }, timeoutMs);
+    waiters.add(wake);
+  });
+}
+
+/** The reader as a consumer of the fan-out: skip to the next key frame, over its backlog budget too. */
+function readerConsumer(
+  fanout: Fanout<RtpPacket>, reader: StreamReader, write: (p: RtpPacket) => void, ended: () => void,
+): Consumer<RtpPacket> {
+  return fanout.addConsumer({
+    label: reader.label,
+    policy: { kind: "key-frame", isKey: (p) => p.key },
+    budget: { bytes: MAX_READER_BACKLOG_BYTES },
+    waitingBytes: () => reader.backlog(),
+    // Tracks the reader did not set up are not its packets (nor its drops).
+    accepts: (p) => reader.channels[p.index] !== undefined,
+    write,
+    onEnd: (why) => {
+      ended();
+      reader.ended?.(why);
+    },
+  });
+}
+
 export function createStream(path: string, log: Logger): Stream {
   let sessionLines: string[] = [];
   let tracks: StreamTrack[] = [];
@@ -135,23 +165,13 @@ export function createStream(path: string, log: Logger): Stream {
   let lastPacketAt = 0;
   let packetsIn = 0;
   let demand: (() => () => void) | undefined;
-  const state: TrackState[] = [];
+  const state: TrackNumbering[] = [];
   const readers = new Set<ReaderState>();
   const waiters = new Set<(failure?: string) => void>();
   const listeners = new Set<(index: number, packet: Buffer) => void>();
   const fanout = createFanout<RtpPacket>({ log, what: "packets up to the next key frame" });
 
-  const trackState = (index: number): TrackState => {
-    let s = state[index];
-    if (!s) {
-      s = {
-        ssrc: randomBytes(4).readUInt32BE(0), seqOffset: 0, tsOffset: 0, firstOfPublisher: true, lastOutSeq: -1, lastOutTs: 0,
-        lastOutAt: 0, endedFrame: true,
-      };
-      state[index] = s;
-    }
-    return s;
-  };
+  const trackState = (index: number): TrackNumbering => (state[index] ??= createTrackNumbering());
 
   const stream: Stream = {
     path,
@@ -182,69 +202,28 @@ export function createStream(path: string, log: Logger): Stream {
       const s = trackState(index);
       if (rtcp) {
         // Only sender reports, rewritten to our SSRC and timestamp line; readers need nothing else from us.
-        if (packet.length < 28 || packet[1] !== 200 || s.lastOutSeq < 0) return;
-        packet.writeUInt32BE(s.ssrc, 4);
-        const ts = (packet.readUInt32BE(16) + s.tsOffset) >>> 0;
-        for (const r of readers) {
-          const channels = r.reader.channels[index];
-          const shift = r.shift[index];
-          if (!channels || !shift || r.consumer.waitingForKey) continue;
-          const framed = encodeFrame(channels[1], packet);
-          framed.writeUInt32BE((ts + shift.ts) >>> 0, 4 + 16);
-          r.reader.write(framed);
-        }
+        const ts = senderReportTs(s, packet);
+        if (ts !== undefined) forwardSenderReport(readers, index, packet, ts);
         return;
       }
       const payloadAt = rtpPayloadOffset(packet);
       if (payloadAt < 0) return;
-      const seq = packet.readUInt16BE(2);
-      const ts = packet.readUInt32BE(4);
-      if (s.firstOfPublisher) {
-        s.firstOfPublisher = false;
-        const nextSeq = s.lastOutSeq < 0 ? randomBytes(2).readUInt16BE(0) : s.lastOutSeq + 1;
-        s.seqOffset = (nextSeq - seq) & 0xffff;
-        const nextTs = s.lastOutSeq < 0 ? randomBytes(4).readUInt32BE(0) : s.lastOutTs + REPUBLISH_GAP_TICKS;
-        s.tsOffset = (nextTs - ts) >>> 0;
-        s.endedFrame = true;
-      }
-      const outSeq = (seq + s.seqOffset) & 0xffff;
-      const outTs = (ts + s.tsOffset) >>> 0;
-      packet.writeUInt16BE(outSeq, 2);
-      packet.writeUInt32BE(outTs, 4);
-      packet.writeUInt32BE(s.ssrc, 8);
-      s.lastOutSeq = outSeq;
-      s.lastOutTs = outTs;
       lastPacketAt = performance.now();
-      s.lastOutAt = lastPacketAt;
+      renumber(s, packet, lastPacketAt);
       packetsIn++;
       const key = track.h264 ? startsKeyFrame(packet.subarray(payloadAt), s.endedFrame) : true;
       s.endedFrame = (packet[1]! & 0x80) !== 0;
       for (const listener of listeners) listener(index, packet);
-      fanout.publish({ index, packet, seq: outSeq, ts: outTs, key, framed: undefined });
+      fanout.publish({ index, packet, seq: s.lastOutSeq, ts: s.lastOutTs, key, framed: undefined });
     },
     addReader(reader) {
       // The next packet on the stream and the RTP clock now: what a live555 reader would get next.
       const start = reader.channels.map((channels, index) => {
         const track = tracks[index];
-        if (!channels || !track) return undefined;
-        const s = trackState(index);
-        if (s.lastOutSeq < 0) return { seq: randomBytes(2).readUInt16BE(0), rtptime: randomBytes(4).readUInt32BE(0) };
-        const elapsed = Math.max(0, performance.now() - s.lastOutAt);
-        return { seq: (s.lastOutSeq + 1) & 0xffff, rtptime: (s.lastOutTs + Math.round((elapsed / 1000) * track.clockRate)) >>> 0 };
+        return channels && track ? nextStart(trackState(index), track.clockRate, performance.now()) : undefined;
       });
-      const r: ReaderState = { reader, start, shift: [], consumer: fanout.addConsumer({
-        label: reader.label,
-        policy: { kind: "key-frame", isKey: (p) => p.key },
-        budget: { bytes: MAX_READER_BACKLOG_BYTES },
-        waitingBytes: () => reader.backlog(),
-        // Tracks the reader did not set up are not its packets (nor its drops).
-        accepts: (p) => reader.channels[p.index] !== undefined,
-        write: (p) => writePacket(r, p),
-        onEnd: (why) => {
-          readers.delete(r);
-          reader.ended?.(why);
-        },
-      }) };
+      const consumer = readerConsumer(fanout, reader, (p) => writePacket(r, p), () => readers.delete(r));
+      const r: ReaderState = { reader, start, shift: [], consumer };
       readers.add(r);
       return {
         detach() {
@@ -263,22 +242,7 @@ export function createStream(path: string, log: Logger): Stream {
     get readers() {
       return readers.size;
     },
-    whenLive(timeoutMs) {
-      if (live) return Promise.resolve();
-      return new Promise((resolve, reject) => {
-        const wake = (failure?: string) => {
-          clearTimeout(timer);
-          waiters.delete(wake);
-          if (failure) reject(new Error(failure));
-          else resolve();
-        };
-        const timer = setTimeout(() => {
-          waiters.delete(wake);
-          reject(new Error(`no video within ${Math.round(timeoutMs / 1000)} s`));
-        }, timeoutMs);
-        waiters.add(wake);
-      });
-    },
+    whenLive: (timeoutMs) => (live ? Promise.resolve() : waitUntilLive(waiters, timeoutMs)),
     failWaiters(reason) {
       for (const wake of [...waiters]) wake(reason);
     },
