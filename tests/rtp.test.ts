@@ -1,7 +1,9 @@
-// The pure RTP and SDP helpers (lib/rtsp/rtp.ts): where a payload starts, which payloads start a key frame, and the
-// producer's SDP as readers get it. No sockets.
+// The RTP and SDP helpers (lib/rtsp/rtp.ts): where a payload starts, which payloads start a key frame, the
+// producer's SDP as readers get it, and a track's outgoing numbering across producer restarts. No sockets.
 import { describe, expect, test } from "bun:test";
-import { readerSdp, rtpPayloadOffset, splitSdp, startsKeyFrame } from "../lib/rtsp/rtp.ts";
+import {
+  createTrackNumbering, nextStart, readerSdp, renumber, rtpPayloadOffset, senderReportTs, splitSdp, startsKeyFrame,
+} from "../lib/rtsp/rtp.ts";
 
 describe("H.264 key frame detection", () => {
   test("SPS, IDR at a frame start, STAP-A holding an SPS, FU-A start of an IDR", () => {
@@ -73,5 +75,45 @@ describe("SDP", () => {
 
   test("a track without a clock rate in its rtpmap runs at 90 kHz", () => {
     expect(readerSdp("v=0\r\nm=video 0 RTP/AVP 26\r\n").tracks[0]!.clockRate).toBe(90_000);
+  });
+});
+
+describe("a track's outgoing numbering", () => {
+  const packet = (seq: number, ts: number) => {
+    const p = Buffer.alloc(14);
+    p[0] = 0x80;
+    p.writeUInt16BE(seq, 2);
+    p.writeUInt32BE(ts, 4);
+    return p;
+  };
+
+  test("seq, timestamp and SSRC run on across a producer restart; a reader joining gets the next seq", () => {
+    const s = createTrackNumbering();
+    const first = packet(100, 5_000);
+    renumber(s, first, 0);
+    renumber(s, packet(101, 8_000), 0);
+    const before = { seq: s.lastOutSeq, ts: s.lastOutTs };
+    s.firstOfPublisher = true; // a new producer, with its own numbering
+    const next = packet(7, 1);
+    renumber(s, next, 0);
+    expect(next.readUInt16BE(2)).toBe((before.seq + 1) & 0xffff);
+    expect(next.readUInt32BE(4)).toBe((before.ts + 3_000) >>> 0);
+    expect(next.readUInt32BE(8)).toBe(first.readUInt32BE(8));
+    expect(nextStart(s, 90_000, 0)).toEqual({ seq: (s.lastOutSeq + 1) & 0xffff, rtptime: s.lastOutTs });
+    expect(nextStart(s, 90_000, 1_000).rtptime).toBe((s.lastOutTs + 90_000) >>> 0);
+  });
+
+  test("sender reports only, and only once packets went out, are rewritten to our SSRC and timestamp line", () => {
+    const s = createTrackNumbering();
+    const report = Buffer.alloc(28);
+    report[1] = 200;
+    expect(senderReportTs(s, report)).toBeUndefined();
+    renumber(s, packet(1, 1_000), 0);
+    report.writeUInt32BE(1_000, 16);
+    expect(senderReportTs(s, report)).toBe(s.lastOutTs);
+    expect(report.readUInt32BE(4)).toBe(s.ssrc);
+    const receiverReport = Buffer.alloc(28);
+    receiverReport[1] = 201;
+    expect(senderReportTs(s, receiverReport)).toBeUndefined();
   });
 });
