@@ -1,0 +1,94 @@
+// A Bambu printer's telemetry from its merged MQTT state, without a socket: the golden report (OpenBambuAPI's push_status of an idle printer),
+// then deltas as the firmware sends them while printing.
+import { describe, expect, test } from "bun:test";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { bambuTelemetry, hmsCode } from "../lib/bambu/telemetry.ts";
+import { createReportState, type JsonObject } from "../lib/bambu/mqtt-state.ts";
+
+const GOLDEN = JSON.parse(readFileSync(join(import.meta.dir, "golden/mqtt-push-status-report.json"), "utf8")) as JsonObject;
+const NOW = Date.parse("2026-01-01T12:00:00Z");
+const printing = (fields: JsonObject): JsonObject => ({ print: { command: "push_status", msg: 1, sequence_id: "7", ...fields } });
+
+function stateAfter(...deltas: JsonObject[]) {
+  const state = createReportState();
+  state.apply({ print: { ...(GOLDEN.print as JsonObject), msg: 0 } });
+  for (const delta of deltas) state.apply(delta);
+  return state.sections;
+}
+
+describe("Bambu telemetry", () => {
+  test("an idle printer (the golden capture): state in words, temperatures with targets, fans, speed profile", () => {
+    const t = bambuTelemetry(stateAfter(), NOW);
+    expect(t.state).toBe("idle");
+    expect(t.job).toBeUndefined();
+    expect(t.progress).toBe(0);
+    expect(t.remainingSeconds).toBe(0);
+    expect(t.finishesAt).toBeUndefined();
+    expect(t.temperatures).toEqual([
+      { name: "nozzle", celsius: 25, targetCelsius: 25 },
+      { name: "bed", celsius: 25, targetCelsius: 25 },
+      { name: "chamber", celsius: 24 },
+    ]);
+    expect(t.fans.map((f) => f.name)).toEqual(["part cooling", "auxiliary", "chamber", "hotend"]);
+    expect(t.fans.every((f) => f.percent === 0)).toBe(true);
+    expect(t.speedProfile).toBe("standard");
+    expect(t.trays).toEqual([]);
+    expect(t.errors).toEqual([]);
+  });
+
+  test("a print advancing: job, progress, layer n of m, time remaining and finish time", () => {
+    const start = printing({ gcode_state: "RUNNING", subtask_name: "benchy", mc_percent: 10, layer_num: 12, total_layer_num: 120, mc_remaining_time: 42 });
+    const t = bambuTelemetry(stateAfter(start), NOW);
+    expect(t).toMatchObject({ state: "printing", job: "benchy", progress: 0.1, layer: 12, totalLayers: 120, remainingSeconds: 42 * 60 });
+    expect(t.finishesAt).toBe("2026-01-01T12:42:00.000Z");
+    const later = bambuTelemetry(stateAfter(start, printing({ mc_percent: 55, layer_num: 66, mc_remaining_time: 20 })), NOW);
+    expect(later).toMatchObject({ state: "printing", job: "benchy", progress: 0.55, layer: 66, remainingSeconds: 1200 });
+    expect(bambuTelemetry(stateAfter(start, printing({ gcode_state: "PAUSE" })), NOW).state).toBe("paused");
+    expect(bambuTelemetry(stateAfter(start, printing({ gcode_state: "FINISH", mc_remaining_time: 0 })), NOW)).toMatchObject({ state: "finished" });
+    expect(bambuTelemetry(stateAfter(printing({ gcode_state: "PREPARE" })), NOW).state).toBe("preparing");
+    expect(bambuTelemetry(stateAfter(printing({ gcode_state: "FAILED" })), NOW).state).toBe("failed");
+    expect(bambuTelemetry(stateAfter(printing({ spd_lvl: 4, cooling_fan_speed: "15", big_fan1_speed: "5" })), NOW)).toMatchObject({
+      speedProfile: "ludicrous",
+      fans: [{ name: "part cooling", percent: 100 }, { name: "auxiliary", percent: 33 }, { name: "chamber", percent: 0 }, { name: "hotend", percent: 0 }],
+    });
+  });
+
+  test("AMS trays: colour, material, remaining, the slot in use; the external spool; empty slots left out", () => {
+    const ams = printing({
+      ams: {
+        tray_now: "1",
+        ams: [{ id: "0", tray: [
+          { id: "0", tray_type: "PLA", tray_color: "FFFFFFFF", remain: 82 },
+          { id: "1", tray_type: "PETG", tray_color: "F95D73FF", remain: -1 },
+          { id: "2" },
+        ] }],
+      },
+      vt_tray: { id: "254", tray_type: "TPU", tray_color: "00AE42FF", remain: 0 },
+    });
+    expect(bambuTelemetry(stateAfter(ams), NOW).trays).toEqual([
+      { slot: "AMS 1 slot 1", material: "PLA", colour: "#ffffff", remainPercent: 82, active: false },
+      { slot: "AMS 1 slot 2", material: "PETG", colour: "#f95d73", active: true },
+      { slot: "external spool", material: "TPU", colour: "#00ae42", remainPercent: 0, active: false },
+    ]);
+  });
+
+  test("HMS entries by the wiki's code, with a text where the public table has one; the print error's code", () => {
+    expect(hmsCode(0x03001a00, 0x00020002)).toBe("HMS_0300_1A00_0002_0002");
+    const t = bambuTelemetry(stateAfter(printing({
+      hms: [{ attr: 0x03001a00, code: 0x00020002 }, { attr: 0x07000100, code: 0x00010001 }, { attr: "x" }],
+      print_error: 0x0300400c,
+    })), NOW);
+    expect(t.errors).toEqual([
+      { code: "HMS_0300_1A00_0002_0002", text: "The nozzle is clogged with filament." },
+      { code: "HMS_0700_0100_0001_0001" },
+      { code: "0300_400C" },
+    ]);
+  });
+
+  test("before any report, or with fields of the wrong type, nothing is made up", () => {
+    expect(bambuTelemetry({}, NOW)).toEqual({ state: "unknown", temperatures: [], fans: [], trays: [], errors: [] });
+    const t = bambuTelemetry({ print: { gcode_state: "SOMETHING_NEW", nozzle_temper: "hot", mc_percent: [1], ams: { ams: [7, null] }, hms: "none" } }, NOW);
+    expect(t).toEqual({ state: "unknown", temperatures: [], fans: [], trays: [], errors: [] });
+  });
+});
