@@ -7,13 +7,14 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import { parseArgs } from "node:util";
 import { encodeLogin, FRAME_HEADER_SIZE } from "../lib/bambu/chamber-codec.ts";
+import { readJpegStamp } from "../lib/sim/jpeg-picture.ts";
 
 const SIM_HOST = "127.0.4.100";
 const PROXY_HOST = "127.0.4.101";
 const PORT = 6000;
 const ACCESS_CODE = "12345678";
 const WARMUP_MS = 2_000;
-const STAMP_BYTES = 64;
+const STAMP_BYTES = 96;
 
 const { values } = parseArgs({
   options: {
@@ -90,7 +91,7 @@ function viewer(host: string, onFrame: (frame: Received) => void, onBytes: (n: n
       remaining -= take;
       if (remaining === 0) {
         const now = performance.timeOrigin + performance.now();
-        const text = stamp.length > 6 ? stamp.subarray(6, 4 + stamp.readUInt16BE(4)).toString("latin1") : "";
+        const text = readJpegStamp(stamp) ?? "";
         const [, sequence, writtenAt] = text.split(" ");
         onFrame({ sequence: Number(sequence), latencyMs: now - Number(writtenAt) });
       }

@@ -40,6 +40,17 @@ describe("simulated chamber camera", () => {
     await waitFor("the slot to free", () => camera.viewers === 0);
   });
 
+  test("every JPEG starts with SOI and the JFIF APP0 segment, as real chamber frames do", async () => {
+    // ha-bambulab's chamber reader drops any image not starting FF D8 FF E0; APP0 bytes per JFIF 1.02 § "JFIF APP0".
+    const viewer = watch(SIM, 6000, { accessCode: ACCESS_CODE });
+    viewers.push(viewer);
+    await viewer.moreFrames(2);
+    for (const frame of viewer.frames) expect(frame.jpeg.subarray(0, 11).toString("hex")).toBe("ffd8ffe000104a46494600");
+    expect(viewer.frames[1]!.sequence).toBe(viewer.frames[0]!.sequence + 1);
+    viewer.close();
+    await waitFor("the slot to free", () => camera.viewers === 0);
+  });
+
   test("a wrong access code, a wrong user or garbage gets nothing and is closed", async () => {
     const wrongCode = watch(SIM, 6000, { accessCode: "00000000" });
     const wrongUser = watch(SIM, 6000, { username: "root", accessCode: ACCESS_CODE });

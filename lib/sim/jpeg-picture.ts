@@ -151,8 +151,17 @@ function drawText(rgba: Buffer, width: number, height: number, text: string, x0:
 }
 
 const COM_MARKER = 0xfe;
+const APP0_MARKER = 0xe0;
+const SOI_BYTES = 2;
 
-/** The JPEG with a comment segment (FF FE) right after SOI: lets a benchmark recognise each frame. */
+/** Where the stamp goes: after the JFIF APP0 segment when there is one, since real chamber frames start
+ * `FF D8 FF E0` and real clients (Home Assistant's integration) refuse a JPEG that does not. */
+function stampOffset(jpegBytes: Buffer): number {
+  if (jpegBytes.length < SOI_BYTES + 4 || jpegBytes[2] !== 0xff || jpegBytes[3] !== APP0_MARKER) return SOI_BYTES;
+  return SOI_BYTES + 2 + jpegBytes.readUInt16BE(4);
+}
+
+/** The JPEG with a comment segment (FF FE) after SOI and APP0: lets a benchmark recognise each frame. */
 export function stampJpeg(jpegBytes: Buffer, text: string): Buffer {
   const body = Buffer.from(text, "latin1");
   const segment = Buffer.alloc(4 + body.length);
@@ -160,12 +169,14 @@ export function stampJpeg(jpegBytes: Buffer, text: string): Buffer {
   segment[1] = COM_MARKER;
   segment.writeUInt16BE(body.length + 2, 2);
   body.copy(segment, 4);
-  return Buffer.concat([jpegBytes.subarray(0, 2), segment, jpegBytes.subarray(2)]);
+  const at = stampOffset(jpegBytes);
+  return Buffer.concat([jpegBytes.subarray(0, at), segment, jpegBytes.subarray(at)]);
 }
 
-/** The comment stampJpeg put in, when the JPEG starts with one. */
+/** The comment stampJpeg put in, when the JPEG (or its first bytes) carries one. */
 export function readJpegStamp(jpegBytes: Buffer): string | undefined {
-  if (jpegBytes.length < 6 || jpegBytes[2] !== 0xff || jpegBytes[3] !== COM_MARKER) return undefined;
-  const length = jpegBytes.readUInt16BE(4);
-  return jpegBytes.subarray(6, 4 + length).toString("latin1");
+  const at = stampOffset(jpegBytes);
+  if (jpegBytes.length < at + 4 || jpegBytes[at] !== 0xff || jpegBytes[at + 1] !== COM_MARKER) return undefined;
+  const length = jpegBytes.readUInt16BE(at + 2);
+  return jpegBytes.subarray(at + 4, at + 2 + length).toString("latin1");
 }
