@@ -7,6 +7,7 @@
 import { posix } from "node:path";
 import type { SimIdentity } from "./types.ts";
 import { cardPathOfUrl, type SdCard } from "./sdcard.ts";
+import { versionModules } from "./version-modules.ts";
 import type { Json, JsonObject } from "../bambu/mqtt-state.ts";
 
 /** `net.info[].ip` as the firmware writes it: the address's four bytes read as a little-endian u32
@@ -143,19 +144,12 @@ export function createSimPrint(identity: SimIdentity, card?: SdCard): SimPrint {
     return delta(changed);
   };
 
-  const version = (sequenceId: string): JsonObject => {
-    const product = `Bambu Lab ${identity.model.name}`;
-    return {
-      info: {
-        command: "get_version", sequence_id: sequenceId, result: "success", reason: "",
-        module: [
-          { name: "ota", product_name: product, sw_ver: identity.firmware, hw_ver: "", sn: identity.serial, visible: true },
-          { name: "mc", product_name: product, sw_ver: "00.00.26.36", hw_ver: "MC07", sn: "0", visible: true },
-          { name: "ams/0", product_name: "AMS", sw_ver: "00.00.06.40", hw_ver: "AMS08", sn: "006A000000000000", visible: true },
-        ],
-      },
-    };
-  };
+  const version = (sequenceId: string): JsonObject => ({
+    info: {
+      command: "get_version", sequence_id: sequenceId, result: "success", reason: "",
+      module: versionModules(identity.model, identity.firmware, identity.serial),
+    },
+  });
 
   /** Starts `next` from its first layer; the fields that changed. */
   const begin = (next: typeof job): Section => {
