@@ -4,9 +4,9 @@ import { createSocket } from "node:dgram";
 import { encodeDiscoveryReply } from "../../flashforge/discovery-codec.ts";
 import type { FlashforgeSimState } from "./state.ts";
 
-/** FlashForge's USB vendor id; the product id and type are the simulator's own choice. */
+/** FlashForge's USB vendor id; the Adventurer 5M's product id (0x0024 is the 5M Pro); the product type is the simulator's own choice. */
 export const SIM_VENDOR_ID = 0x2b71;
-export const SIM_PRODUCT_ID = 0x0024;
+export const SIM_PRODUCT_ID = 0x0023;
 export const SIM_PRODUCT_TYPE = 0x5a02;
 
 export interface SimDiscovery {

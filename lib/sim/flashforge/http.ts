@@ -5,6 +5,7 @@
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import { normalizePath, type FlashforgeSimState } from "./state.ts";
+import { SIM_PRODUCT_ID } from "./discovery.ts";
 
 export const SIM_MAX_JSON_BYTES = 1024 * 1024;
 export const SIM_MAX_UPLOAD_BYTES = 512 * 1024 * 1024;
@@ -55,7 +56,7 @@ export async function startSimHttp(state: FlashforgeSimState): Promise<SimHttp> 
       estimatedRightWeight: 0, estimatedTime: 0, externalFanStatus: "close", fillAmount: 0, firmwareVersion: identity.firmware.replace(/^v/, ""),
       flashRegisterCode: "", internalFanStatus: "close", ipAddr: identity.host, leftFilamentType: "", leftTargetTemp: 0, leftTemp: 0,
       lightStatus: state.light ? "open" : "close", location: "", macAddr: identity.mac.replace(/:/g, ""), name: identity.name, nozzleCnt: 1,
-      nozzleModel: "0.4mm", nozzleStyle: 0, pid: 0x24, platTargetTemp: t.bedTarget, platTemp: t.bed, polarRegisterCode: "",
+      nozzleModel: "0.4mm", nozzleStyle: 0, pid: SIM_PRODUCT_ID, platTargetTemp: t.bedTarget, platTemp: t.bed, polarRegisterCode: "",
       printDuration: 0, printFileName: state.printFile, printFileThumbUrl: "", printLayer: 0, printProgress: 0, printSpeedAdjust: 100,
       remainingDiskSpace: 6.5, rightFilamentType: "PLA", rightTargetTemp: t.nozzleTarget, rightTemp: t.nozzle,
       status: state.status, targetPrintLayer: 0, tvoc: 0, zAxisCompensation: 0,
