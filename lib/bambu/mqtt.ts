@@ -17,6 +17,7 @@ import { findModel } from "./models.ts";
 import { outgoing, reportPacket, type Outgoing } from "./mqtt-requests.ts";
 import { createMqttSession, type MqttAction, type MqttEvent, type MqttSession, type Role } from "./mqtt-session.ts";
 import { createReportState, isObject, type JsonObject } from "./mqtt-state.ts";
+import { bambuTelemetry } from "./telemetry.ts";
 import { reportTopic } from "./mqtt-topics.ts";
 import { createPacketReader, type Packet } from "./mqtt-wire.ts";
 import { createPrinterSession } from "./mqtt-upstream.ts";
@@ -277,6 +278,7 @@ export function createMqttService(ctx: ServiceContext, options: MqttServiceOptio
         onClient: (socket, info) => onClient(m, options, socket, info.log),
       });
       m.printer.start();
+      ctx.hub.setTelemetry(() => (m.state.primed ? bambuTelemetry(m.state.sections, Date.now()) : undefined));
     },
     async stop() {
       await m.printer.stop();

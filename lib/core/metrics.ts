@@ -7,6 +7,13 @@ interface Family {
   help: string;
   type: "counter" | "gauge";
   values: Map<string, { labels: Labels; value: number | (() => number) }>;
+  /** Gauges whose label sets come and go (a printer's nozzles, its AMS trays): read whole at each render. */
+  collectors: Set<() => Sample[]>;
+}
+
+export interface Sample {
+  labels: Labels;
+  value: number;
 }
 
 export interface Counter {
@@ -17,6 +24,8 @@ export interface Counter {
 export interface Metrics {
   counter(name: string, help: string, labels?: Labels): Counter;
   gauge(name: string, help: string, labels: Labels, read: () => number): () => void;
+  /** A gauge family read whole when rendered; returns its removal. */
+  gauges(name: string, help: string, read: () => Sample[]): () => void;
   render(): string;
   value(name: string, labels?: Labels): number | undefined;
 }
@@ -24,11 +33,13 @@ export interface Metrics {
 const key = (labels: Labels) => JSON.stringify(Object.entries(labels).sort(([a], [b]) => a.localeCompare(b)));
 const escape = (v: string) => v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
 
+const samplesOf = (f: Family): Sample[] => [...f.collectors].flatMap((read) => read());
+
 export function createMetrics(): Metrics {
   const families = new Map<string, Family>();
   const family = (name: string, help: string, type: Family["type"]) => {
     let f = families.get(name);
-    if (!f) families.set(name, (f = { name, help, type, values: new Map() }));
+    if (!f) families.set(name, (f = { name, help, type, values: new Map(), collectors: new Set() }));
     return f;
   };
   return {
@@ -53,11 +64,16 @@ export function createMetrics(): Metrics {
       f.values.set(k, { labels, value: read });
       return () => f.values.delete(k);
     },
+    gauges(name, help, read) {
+      const f = family(name, help, "gauge");
+      f.collectors.add(read);
+      return () => f.collectors.delete(read);
+    },
     render() {
       const out: string[] = [];
       for (const f of families.values()) {
         out.push(`# HELP ${f.name} ${f.help}`, `# TYPE ${f.name} ${f.type}`);
-        for (const { labels, value } of f.values.values()) {
+        for (const { labels, value } of [...f.values.values(), ...samplesOf(f)]) {
           const text = Object.entries(labels).map(([k, v]) => `${k}="${escape(v)}"`).join(",");
           const n = typeof value === "function" ? value() : value;
           out.push(`${f.name}${text ? `{${text}}` : ""} ${Number.isFinite(n) ? n : 0}`);
@@ -66,7 +82,8 @@ export function createMetrics(): Metrics {
       return out.join("\n") + "\n";
     },
     value(name, labels = {}) {
-      const entry = families.get(name)?.values.get(key(labels));
+      const f = families.get(name);
+      const entry = f?.values.get(key(labels)) ?? (f ? samplesOf(f).find((s) => key(s.labels) === key(labels)) : undefined);
       if (!entry) return undefined;
       return typeof entry.value === "function" ? entry.value() : entry.value;
     },

@@ -4,6 +4,7 @@
 import type { Logger } from "../log.ts";
 import type { Metrics } from "./metrics.ts";
 import type { Stream } from "./stream.ts";
+import type { PrinterTelemetry } from "./telemetry.ts";
 import type { UpstreamProblem } from "./upstream.ts";
 
 export interface ServiceStatus {
@@ -68,10 +69,14 @@ export interface PrinterHub {
   onInfo(listener: (info: PrinterInfo) => void): () => void;
   camera?: CameraFeed;
   setCamera(feed: CameraFeed | undefined): void;
+  /** What the printer is doing now, from the service that hears its reports; undefined until it has. */
+  telemetry(): PrinterTelemetry | undefined;
+  setTelemetry(read: (() => PrinterTelemetry | undefined) | undefined): void;
 }
 
 export function createPrinterHub(initial: PrinterInfo = {}): PrinterHub {
   const listeners = new Set<(info: PrinterInfo) => void>();
+  let readTelemetry: (() => PrinterTelemetry | undefined) | undefined;
   const hub: PrinterHub = {
     info: { ...initial },
     update(info) {
@@ -91,6 +96,10 @@ export function createPrinterHub(initial: PrinterInfo = {}): PrinterHub {
     camera: undefined,
     setCamera(feed) {
       hub.camera = feed;
+    },
+    telemetry: () => readTelemetry?.(),
+    setTelemetry(read) {
+      readTelemetry = read;
     },
   };
   return hub;

@@ -1,4 +1,5 @@
-// The status page: one card per printer with its live camera, camera state and services. Plain HTML, CSS and a
+// The status page: one card per printer with its live camera, what it is printing (telemetry), camera state and
+// services. Plain HTML, CSS and a
 // little script that polls /api/printers; relative URLs so it also works behind a reverse proxy's sub-path.
 
 /** The page polls the API this often (milliseconds). */
@@ -41,6 +42,16 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 @media (max-width: 480px) { th, td { padding: .3rem .45rem; } main { padding: 0 .5rem .5rem; gap: .6rem; } }
 .details { color: var(--muted); font-size: .8rem; }
 .empty { color: var(--muted); padding: 1rem; }
+header a { color: var(--muted); font-size: .9rem; }
+.telemetry { padding: .5rem .8rem; border-bottom: 1px solid var(--line); font-size: .9rem; display: grid; gap: .3rem; }
+.printer-state { font-weight: 600; } .job { color: var(--muted); overflow-wrap: anywhere; }
+.printer-state.printing { color: var(--ok); } .printer-state.paused, .printer-state.preparing { color: var(--warn); }
+.printer-state.failed { color: var(--bad); }
+progress { width: 100%; height: .5rem; accent-color: var(--ok); }
+.trays { display: flex; flex-wrap: wrap; gap: .3rem .8rem; }
+.tray { display: inline-flex; align-items: center; gap: .3rem; } .tray.active { font-weight: 600; }
+.swatch { width: .9rem; height: .9rem; border-radius: 3px; border: 1px solid var(--line); display: inline-block; }
+.printer-error { color: var(--bad); }
 `;
 
 // Written without template literals or `${}` so it survives being embedded in this TypeScript string.
@@ -71,6 +82,51 @@ function age(ms) {
   return "last frame " + Math.round(ms / 60000) + " min ago";
 }
 
+function words(key) { return key.replace(/([a-z0-9])([A-Z])/g, "$1 $2").toLowerCase(); }
+function duration(s) {
+  var m = Math.round(s / 60);
+  return m < 60 ? m + " min" : Math.floor(m / 60) + " h " + (m % 60) + " min";
+}
+function temperature(t) {
+  return t.name + " " + t.celsius.toFixed(0) + (t.targetCelsius !== undefined ? " / " + t.targetCelsius.toFixed(0) : "") + " \u00b0C";
+}
+function line(cls, text) { return el("div", cls, text); }
+function showTelemetry(box, t) {
+  box.textContent = "";
+  box.hidden = !t;
+  if (!t) return;
+  var head = line("");
+  head.append(el("span", "printer-state " + t.state, t.state));
+  if (t.job) head.append(document.createTextNode(" \u00b7 "), el("span", "job", t.job));
+  box.append(head);
+  if (t.progress !== undefined && t.state !== "idle") {
+    var bar = el("progress");
+    bar.max = 1; bar.value = t.progress;
+    var parts = [Math.round(t.progress * 100) + "%"];
+    if (t.layer !== undefined && t.totalLayers) parts.push("layer " + t.layer + " of " + t.totalLayers);
+    if (t.remainingSeconds) parts.push(duration(t.remainingSeconds) + " left");
+    if (t.finishesAt) parts.push("done at " + new Date(t.finishesAt).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }));
+    box.append(bar, line("progress-line", parts.join(" \u00b7 ")));
+  }
+  if (t.temperatures.length) box.append(line("temperatures", t.temperatures.map(temperature).join(" \u00b7 ")));
+  var fans = t.fans.map(function (f) { return f.name + " fan " + f.percent + "%"; });
+  if (t.speedProfile) fans.push(t.speedProfile + " speed");
+  if (fans.length) box.append(line("fans", fans.join(" \u00b7 ")));
+  if (t.trays.length) {
+    var trays = line("trays");
+    t.trays.forEach(function (tr) {
+      var item = el("span", "tray" + (tr.active ? " active" : ""));
+      item.title = tr.slot;
+      var sw = el("span", "swatch");
+      if (tr.colour) { sw.style.background = tr.colour; sw.dataset.colour = tr.colour; }
+      item.append(sw, document.createTextNode((tr.material || "?") + (tr.remainPercent !== undefined ? " " + tr.remainPercent + "%" : "")));
+      trays.append(item);
+    });
+    box.append(trays);
+  }
+  t.errors.forEach(function (e) { box.append(line("printer-error", e.text ? e.text + " (" + e.code + ")" : "error " + e.code)); });
+}
+
 function stateLine(state) {
   var line = el("div", "st");
   line.append(el("span", "dot " + health(state)), el("span", "", state));
@@ -89,15 +145,17 @@ function card(p) {
   var view = el("div", "view");
   var none = el("div", "none", "no camera");
   view.append(none);
+  var telemetry = el("div", "telemetry");
+  telemetry.hidden = true;
   var cameraLine = el("div", "camera-line");
   var table = el("table", "services");
   var thead = el("tr");
   ["service", "state", "clients", "upstream"].forEach(function (h, i) { var th = el("th", i === 2 ? "num" : "", h); thead.append(th); });
   var tbody = el("tbody");
   table.append(thead, tbody);
-  root.append(view, cameraLine, table);
+  root.append(view, telemetry, cameraLine, table);
   document.getElementById("printers").append(root);
-  c = { root: root, where: where, view: view, none: none, img: null, failed: false, mode: "", cameraLine: cameraLine, tbody: tbody, timer: 0 };
+  c = { root: root, where: where, view: view, none: none, img: null, failed: false, mode: "", telemetry: telemetry, cameraLine: cameraLine, tbody: tbody, timer: 0 };
   cards.set(p.name, c);
   return c;
 }
@@ -142,6 +200,7 @@ function render(printers) {
     c.where.textContent = [p.model, p.host + " \\u2192 " + p.bind, p.firmware ? "firmware " + p.firmware : ""].filter(Boolean).join(" \\u00b7 ");
     showCamera(c, p, cameras <= MAX_LIVE);
     if (c.img && c.img.naturalWidth > 0 && !c.failed) c.none.hidden = true;
+    showTelemetry(c.telemetry, p.telemetry);
     c.cameraLine.textContent = "";
     if (p.camera) {
       var cam = p.camera;
@@ -163,7 +222,7 @@ function render(printers) {
       var name = el("td", "name", s.name);
       if (s.details) {
         var d = Object.keys(s.details).filter(function (k) { return s.details[k] !== undefined; })
-          .map(function (k) { return k + " " + s.details[k]; }).join(" \\u00b7 ");
+          .map(function (k) { return words(k) + " " + s.details[k]; }).join(" \\u00b7 ");
         if (d) name.append(el("div", "details", d));
       }
       var up = el("td", "upstream");
@@ -206,7 +265,7 @@ export const STATUS_PAGE = `<!doctype html>
 <style>${STYLE}</style>
 </head>
 <body>
-<header><h1>pandaproxy</h1><span id="updated">loading\u2026</span></header>
+<header><h1>pandaproxy</h1><a href="wall">camera wall</a><span id="updated">loading\u2026</span></header>
 <main id="printers"><p id="empty" class="empty" hidden>No printers configured.</p></main>
 <script>${SCRIPT}</script>
 </body>

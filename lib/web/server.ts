@@ -1,5 +1,6 @@
-// The web server (Bun.serve): status page, /api/printers, camera MJPEG and snapshots, /metrics. Every request
-// passes the gate (gate.ts, access.ts): credentials by default, anonymous only with [web] open = true.
+// The web server (Bun.serve): status page, camera wall (/wall), /api/printers, camera MJPEG and snapshots,
+// /metrics. Every request passes the gate (gate.ts, access.ts): credentials by default, anonymous only with
+// [web] open = true.
 import type { WebConfig } from "../config.ts";
 import { createAllowList } from "../core/allow.ts";
 import { processLogger, serviceLogger } from "../log.ts";
@@ -11,6 +12,8 @@ import type { WebRoute } from "./access.ts";
 import { createGate } from "./gate.ts";
 import type { LoginLimitOptions } from "./login-limit.ts";
 import { STATUS_PAGE } from "./page.ts";
+import { WALL_PAGE } from "./wall.ts";
+import { registerTelemetryGauges } from "../core/telemetry-metrics.ts";
 import { SNAPSHOT_WAIT_MS, takeSnapshot } from "./snapshot.ts";
 
 /** Idle keep-alive connections close after this many seconds (MJPEG streams are exempt: they have their own stall limit). */
@@ -63,6 +66,7 @@ export function printerSummary(p: PrinterRuntime, webViewers = 0) {
     serial: p.config.serial,
     model: p.hub.info.model ?? null,
     firmware: p.hub.info.firmware ?? null,
+    telemetry: p.hub.telemetry() ?? null,
     camera: feed
       ? {
           id: feedId(feed),
@@ -100,6 +104,7 @@ const CAMERA_ROUTE = /^\/printers\/([^/]+)\/(camera\.mjpeg|snapshot\.jpg)$/;
 /** The route of a path: a WebRoute, or the answer for a path that serves nothing (no credentials needed). */
 function routeOf(path: string): (WebRoute & { file?: string }) | Response {
   if (path === "/" || path === "/index.html") return { kind: "page" };
+  if (path === "/wall") return { kind: "page", file: "wall" };
   if (path === "/api/printers") return { kind: "api" };
   if (path === "/metrics") return { kind: "metrics" };
   const camera = CAMERA_ROUTE.exec(path);
@@ -120,7 +125,9 @@ export async function startWeb(options: WebOptions): Promise<WebServer> {
   const listen = options.web.listen!;
   const { metrics } = options;
   const stats = new Map<string, WebCameraStats>();
-  const unregister: (() => void)[] = [];
+  const unregister: (() => void)[] = [
+    registerTelemetryGauges(metrics, () => options.printers().map((p) => ({ printer: p.config.name, telemetry: p.hub.telemetry() }))),
+  ];
 
   const findPrinter = (name: string) => options.printers().find((p) => p.config.name === name);
   let gate;
@@ -248,7 +255,7 @@ export async function startWeb(options: WebOptions): Promise<WebServer> {
         if (access instanceof Response) return access;
         switch (route.kind) {
           case "page":
-            return new Response(STATUS_PAGE, { headers: { "Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store" } });
+            return new Response(route.file === "wall" ? WALL_PAGE : STATUS_PAGE, { headers: { "Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store" } });
           case "api":
             return Response.json(
               options.printers()

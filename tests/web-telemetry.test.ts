@@ -1,0 +1,152 @@
+// What a printer is doing, on the status page and the camera wall in Chromium: two simulated printers behind
+// pandaproxy's MQTT and chamber services; the simulator's print advances and the page follows it. The page's
+// screenshot for the README (docs/screenshot.png) is made here, so it shows what the code does.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { chromium, type Browser, type Page } from "playwright-core";
+import { createChamberService } from "../lib/bambu/chamber.ts";
+import { createMqttService } from "../lib/bambu/mqtt.ts";
+import type { Service } from "../lib/core/service.ts";
+import type { PrinterRuntime } from "../lib/printer-services.ts";
+import { startSimulatedBambu, type SimPrinter } from "../lib/sim/bambu.ts";
+import { STATUS_POLL_MS } from "../lib/web/page.ts";
+import type { WebServer } from "../lib/web/server.ts";
+import { serviceContext } from "./support.ts";
+import { ADMIN_AUTH, startTestWeb, TEST_ADMIN, waitFor } from "./web-fixtures.ts";
+
+const CHROMIUM = "/usr/bin/chromium";
+const CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
+const WEB_HOST = "127.0.43.20";
+const SCREENSHOT = join(import.meta.dir, "../docs/screenshot.png");
+/** The simulator's PETG tray (lib/sim/print-state.ts), as the page should paint its swatch. */
+const PETG_COLOUR = "#f95d73";
+const text = (page: Page, selector: string) => page.locator(selector).first().textContent();
+
+describe.skipIf(!existsSync(CHROMIUM))("printer telemetry and the camera wall in Chromium", () => {
+  const sims: SimPrinter[] = [];
+  const services: Service[] = [];
+  const printers: PrinterRuntime[] = [];
+  let web: WebServer;
+  let url: string;
+  let browser: Browser;
+
+  async function printer(name: string, model: "P1S" | "A1", host: string, bind: string, withMqtt: boolean) {
+    const sim = await startSimulatedBambu({
+      host, model, services: withMqtt ? ["mqtt", "chamber"] : ["chamber"], mqttReportIntervalMs: 150, cameraFps: 5, cameraWidth: 640, cameraHeight: 360,
+    });
+    sims.push(sim);
+    const ctx = serviceContext(
+      `name = "${name}"\nhost = "${host}"\nserial = "${sim.identity.serial}"\naccess_code = "${sim.identity.accessCode}"\n` +
+        `bind = "${bind}"\nmodel = "${model}"\nservices = [${withMqtt ? '"mqtt", ' : ""}"camera"]\n`,
+    );
+    const own = [...(withMqtt ? [createMqttService(ctx)] : []), createChamberService(ctx)];
+    for (const s of own) await s.start();
+    services.push(...own);
+    printers.push({ config: ctx.printer, hub: ctx.hub, services: own, start: async () => {}, stop: async () => {} });
+    return ctx;
+  }
+
+  beforeAll(async () => {
+    const p1s = await printer("p1s", "P1S", "127.0.43.1", "127.0.43.11", true);
+    await printer("a1", "A1", "127.0.43.2", "127.0.43.12", false);
+    ({ web, url } = await startTestWeb(printers, { host: WEB_HOST, metrics: p1s.metrics }));
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    await waitFor("the simulated print to start", () => p1s.hub.telemetry()?.state === "printing", 20_000);
+  }, 40_000);
+  afterAll(async () => {
+    await browser?.close();
+    await web?.stop();
+    for (const s of services) await s.stop();
+    for (const sim of sims) await sim.stop();
+  });
+
+  test("the status page shows the print advancing, temperatures and the AMS trays' colours", async () => {
+    const page = await browser.newPage({ viewport: { width: 900, height: 760 }, httpCredentials: TEST_ADMIN });
+    try {
+      await page.goto(`${url}/`);
+      const card = 'section[data-printer="p1s"]';
+      await page.waitForFunction(`document.querySelector('${card} .printer-state')?.textContent === "printing"`, undefined, { timeout: STATUS_POLL_MS * 3 });
+      expect(await text(page, `${card} .job`)).toMatch(/^sim_benchy_\d+$/);
+      const first = (await text(page, `${card} .progress-line`))!;
+      expect(first).toMatch(/^\d+% · layer \d+ of 120 · .+ left · done at /);
+      const layerOf = (line: string) => Number(/layer (\d+) of/.exec(line)![1]);
+      await page.waitForFunction(
+        `(() => { const m = /layer (\\d+) of/.exec(document.querySelector('${card} .progress-line')?.textContent ?? ""); return m && Number(m[1]) > ${layerOf(first)}; })()`,
+        undefined,
+        { timeout: STATUS_POLL_MS * 4 },
+      );
+      expect(Number(await page.locator(`${card} progress`).evaluate((bar: any) => bar.value))).toBeGreaterThan(0);
+      expect(await text(page, `${card} .temperatures`)).toMatch(/^nozzle \d+ \/ 220 °C · bed \d+ \/ 55 °C · chamber 28 °C$/);
+      expect(await text(page, `${card} .fans`)).toContain("standard speed");
+      const swatches = await page.locator(`${card} .swatch`).evaluateAll((s: any[]) => s.map((e) => [e.dataset.colour, (globalThis as any).getComputedStyle(e).backgroundColor]));
+      expect(swatches).toContainEqual([PETG_COLOUR, "rgb(249, 93, 115)"]);
+      expect(await page.locator(`${card} .tray`).allTextContents()).toEqual(["PLA 82%", "PLA 47%", "PETG 100%", "PLA 12%"]);
+      expect(await page.locator(`${card} .printer-error`).count()).toBe(0);
+      // A printer without MQTT here has no telemetry: no empty box, no alarm.
+      expect(await page.locator('section[data-printer="a1"] .telemetry').isHidden()).toBe(true);
+      // Service details are words, not the API's keys.
+      expect(await text(page, `${card} tr[data-service="mqtt"] .details`)).toContain("printer connects");
+      await page.waitForFunction(`[...document.querySelectorAll("img.camera")].every((img) => img.naturalWidth > 0)`, undefined, { timeout: 10_000 });
+      await page.screenshot({ path: SCREENSHOT, type: "png", scale: "css" });
+    } finally {
+      await page.close();
+    }
+  }, 30_000);
+
+  test("/api/printers and /metrics carry the same telemetry", async () => {
+    const [p1s] = (await (await fetch(`${url}/api/printers`, { headers: ADMIN_AUTH })).json()) as any[];
+    expect(p1s.telemetry).toMatchObject({ state: "printing", totalLayers: 120, speedProfile: "standard" });
+    expect(p1s.telemetry.trays[2]).toEqual({ slot: "AMS 1 slot 3", material: "PETG", colour: PETG_COLOUR, remainPercent: 100, active: false });
+    const metrics = await (await fetch(`${url}/metrics`, { headers: ADMIN_AUTH })).text();
+    expect(metrics).toContain('pandaproxy_printer_state{printer="p1s",state="printing"} 1');
+    expect(metrics).toContain('pandaproxy_printer_state{printer="p1s",state="idle"} 0');
+    expect(metrics).toMatch(/\npandaproxy_printer_nozzle_temperature_celsius\{printer="p1s",nozzle="main"\} \d/);
+    expect(metrics).toContain('pandaproxy_printer_bed_target_temperature_celsius{printer="p1s"} 55');
+    expect(metrics).toMatch(/\npandaproxy_printer_progress_ratio\{printer="p1s"\} 0\.\d+/);
+    expect(metrics).toMatch(/\npandaproxy_printer_layer\{printer="p1s"\} \d+/);
+    expect(metrics).toMatch(/\npandaproxy_printer_remaining_seconds\{printer="p1s"\} \d+/);
+    expect(metrics).toContain('pandaproxy_printer_filament_remain_ratio{printer="p1s",slot="AMS 1 slot 1",material="PLA"} 0.82');
+    expect(metrics).not.toContain('printer="a1",state');
+  });
+
+  test("the camera wall: every camera, the focused one live, the others snapshots; a click focuses one full-screen", async () => {
+    const page = await browser.newPage({ viewport: { width: 1000, height: 760 }, httpCredentials: TEST_ADMIN });
+    try {
+      await page.goto(`${url}/wall`);
+      const shown = `(() => { const imgs = [...document.querySelectorAll(".tile img.camera")]; return imgs.length === 2 && imgs.every((img) => img.naturalWidth === 640); })()`;
+      await page.waitForFunction(shown, undefined, { timeout: 10_000 });
+      const source = (name: string) => page.locator(`.tile[data-printer="${name}"] img`).getAttribute("src");
+      expect(await source("p1s")).toContain("printers/p1s/camera.mjpeg");
+      expect(await source("a1")).toContain("printers/a1/snapshot.jpg");
+      const before = await source("a1");
+      await page.waitForFunction(`document.querySelector('.tile[data-printer="a1"] img').getAttribute("src") !== ${JSON.stringify(before)}`, undefined, { timeout: 10_000 });
+      await page.locator('.tile[data-printer="a1"]').click();
+      await page.waitForFunction(`document.fullscreenElement?.dataset.printer === "a1"`, undefined, { timeout: 5_000 });
+      expect(await source("a1")).toContain("printers/a1/camera.mjpeg");
+      expect(await source("p1s")).toContain("printers/p1s/snapshot.jpg");
+      await page.waitForFunction(shown, undefined, { timeout: 10_000 });
+    } finally {
+      await page.close();
+    }
+    const anonymous = await fetch(`${url}/wall`);
+    expect(anonymous.status).toBe(401);
+  }, 30_000);
+
+  test("dark mode and a phone's width", async () => {
+    const page = await browser.newPage({ viewport: { width: 390, height: 844 }, isMobile: true, colorScheme: "dark", httpCredentials: TEST_ADMIN });
+    try {
+      for (const path of ["/", "/wall"]) {
+        await page.goto(`${url}${path}`);
+        await page.waitForFunction(`document.querySelectorAll("img.camera").length === 2`, undefined, { timeout: 10_000 });
+        if (path === "/") await page.waitForSelector(".printer-state", { timeout: STATUS_POLL_MS * 3 });
+        expect(await page.evaluate("document.documentElement.scrollWidth")).toBeLessThanOrEqual(390);
+        const background = (await page.evaluate("getComputedStyle(document.body).backgroundColor")) as string;
+        const [r, g, b] = background.match(/\d+/g)!.map(Number);
+        expect(r! + g! + b!).toBeLessThan(150);
+      }
+    } finally {
+      await page.close();
+    }
+  }, 30_000);
+});
