@@ -11,6 +11,7 @@ import { isIPv4, optionalBoolean, optionalString, parseHostPort, suggest, table,
 import { DEFAULT_ALLOW, parseAllowList } from "./core/allow.ts";
 import { FLASHFORGE_PORTS, FLASHFORGE_SERVICES, type FlashForgeFields } from "./flashforge/config.ts";
 import { LOG_LEVELS, type Level } from "./log.ts";
+import { parseExportConfig, type ExportConfig } from "./export/config.ts";
 import { COMMON_PRINTER_KEYS, PRINTER_KEYS, parsePrinter, vendorOf } from "./printer-config.ts";
 
 export { BAMBU_PORTS, BAMBU_SERVICES, FLASHFORGE_PORTS, FLASHFORGE_SERVICES, COMMON_PRINTER_KEYS, PRINTER_KEYS, isIPv4, parseHostPort, suggest };
@@ -96,6 +97,8 @@ export interface Config {
   proxy: ProxyConfig;
   web: WebConfig;
   printers: PrinterConfig[];
+  /** [export.mqtt]: the external broker (lib/export/). */
+  export: ExportConfig;
 }
 
 export class ConfigErrors extends Error {
@@ -122,7 +125,7 @@ export function loadConfig(file: string): Config {
   return parseConfig(text, file);
 }
 
-export const TOP_KEYS = ["proxy", "web", "printer"];
+export const TOP_KEYS = ["proxy", "web", "printer", "export"];
 export const PROXY_KEYS = ["state_dir", "log_level", "ffmpeg", "allow"];
 export const WEB_KEYS = ["listen", "username", "password", "open"];
 export function parseConfig(text: string, file = "printers.toml"): Config {
@@ -176,6 +179,7 @@ export function parseConfig(text: string, file = "printers.toml"): Config {
   });
   if (Array.isArray(printerList) && printerList.length === 0) at("", "", "no [[printer]] entries: add at least one printer (see config.example.toml)");
 
+  const exported = parseExportConfig(raw.export, printers.map((p) => p.name), at);
   problems.push(...listenerConflicts(printers).map((c) => `${file}: ${c}`));
   if (web.listen) {
     const { host, port } = web.listen;
@@ -185,7 +189,7 @@ export function parseConfig(text: string, file = "printers.toml"): Config {
     }
   }
   if (problems.length) throw new ConfigErrors(problems);
-  return { file, proxy, web, printers };
+  return { file, proxy, web, printers, export: exported };
 }
 
 export interface Listener {

@@ -10,6 +10,7 @@ import { printerTlsMaterial } from "./tls.ts";
 import { bambuServices } from "./bambu/printer.ts";
 import { flashforgeServices } from "./flashforge/printer.ts";
 import { startWeb, type WebServer } from "./web/server.ts";
+import { startMqttExport, type MqttExport } from "./export/mqtt.ts";
 
 /** How long stop() waits for every service before the process exits anyway. */
 export const STOP_DEADLINE_MS = 5_000;
@@ -139,12 +140,25 @@ export async function startSupervisor(initial: Config, options: SupervisorOption
   const stopDeadlineMs = options.stopDeadlineMs ?? STOP_DEADLINE_MS;
   const runtimeOf = (p: PrinterConfig, c: Config) => createPrinterRuntime(p, c, metrics, options.servicesOf);
   let config = initial;
+  let exportedWith = initial.export;
   registerConfigSecrets(config);
   let printers: SupervisedPrinter[] = [];
   let web: WebServer | undefined;
   let webStopping = false;
   let stopped = false;
   const printerList = () => printers;
+  let exporter: MqttExport | undefined;
+  // The exporter holds links to the running printers: after a reload it follows the printers it exports.
+  const restartExport = async (c: Config) => {
+    await exporter?.stop();
+    const mqtt = c.export.mqtt;
+    try {
+      exporter = mqtt ? startMqttExport({ config: mqtt, printers, proxy: c.proxy, web: c.web, metrics }) : undefined;
+    } catch (error) {
+      exporter = undefined;
+      log.error(`[export.mqtt] not started: ${(error as Error).message}; the printers are served without it`);
+    }
+  };
 
   for (const p of config.printers) printers.push(runtimeOf(p, config));
   await Promise.all(printers.map((p) => p.start()));
@@ -152,6 +166,8 @@ export async function startSupervisor(initial: Config, options: SupervisorOption
     log.error((error as Error).message);
     return undefined;
   });
+
+  await restartExport(config);
 
   const stopWeb = async () => {
     webStopping = true;
@@ -192,6 +208,8 @@ export async function startSupervisor(initial: Config, options: SupervisorOption
     printers = [...kept, ...toStart];
     config = next;
     await Promise.all(toStart.map((p) => p.start()));
+    if (toStart.length || previous.size || !sameJson(next.export, exportedWith)) await restartExport(next);
+    exportedWith = next.export;
     if (!sameJson(next.web, initial.web) || !web !== !next.web.listen) {
       await stopWeb();
       web = next.web.listen ? await startWeb({ web: next.web, printers: printerList, metrics }).catch((e) => (log.error((e as Error).message), undefined)) : undefined;
@@ -240,7 +258,7 @@ export async function startSupervisor(initial: Config, options: SupervisorOption
       let deadline: ReturnType<typeof setTimeout> | undefined;
       const late = new Promise<"late">((r) => (deadline = setTimeout(() => r("late"), stopDeadlineMs)));
       // A reload in progress finishes first, or its printers would start after we stopped them.
-      const all = Promise.resolve(running).then(() => Promise.allSettled([stopWeb(), ...printers.map((p) => p.stop())]));
+      const all = Promise.resolve(running).then(() => Promise.allSettled([stopWeb(), exporter?.stop(), ...printers.map((p) => p.stop())]));
       const result = await Promise.race([all, late]);
       // A pending deadline timer would keep the process alive for the full 5 s after a prompt stop.
       clearTimeout(deadline);

@@ -1,0 +1,95 @@
+// The [export.mqtt] section of printers.toml: the external MQTT broker pandaproxy publishes every printer's
+// state to (lib/export/mqtt.ts), and whether Home Assistant discovery and commands from that broker are on.
+import { readFileSync } from "node:fs";
+import { isTable, optionalBoolean, optionalString, table, unknownKeys, type At } from "../config-fields.ts";
+
+export const EXPORT_KEYS = ["mqtt"];
+export const MQTT_EXPORT_KEYS = [
+  "url", "ca", "insecure", "username", "password", "password_file", "prefix", "client_id", "reports", "commands",
+  "discovery", "discovery_prefix", "skip",
+];
+export const DEFAULT_EXPORT_PREFIX = "pandaproxy";
+export const DEFAULT_DISCOVERY_PREFIX = "homeassistant";
+const WHERE = "[export.mqtt] ";
+
+export interface MqttExportConfig {
+  /** mqtt://host:port or mqtts://host:port */
+  url: string;
+  /** PEM file of the CA that signed the broker's certificate (mqtts://). */
+  ca?: string;
+  /** mqtts:// without checking the broker's certificate. */
+  insecure: boolean;
+  username?: string;
+  password?: string;
+  prefix: string;
+  clientId: string;
+  /** Every printer report on <prefix>/<printer>/report, besides the merged state. */
+  reports: boolean;
+  /** Forward <prefix>/<printer>/request to the printer (as a local client with the printer's access code would). */
+  commands: boolean;
+  discovery: boolean;
+  discoveryPrefix: string;
+  /** Printers not exported (the per-printer opt-out). */
+  skip: string[];
+}
+
+export interface ExportConfig {
+  mqtt?: MqttExportConfig;
+}
+
+function readPasswordFile(path: string, at: At): string | undefined {
+  try {
+    return readFileSync(path, "utf8").trim();
+  } catch (error) {
+    at(WHERE, "password_file", `"${path}" cannot be read (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+    return undefined;
+  }
+}
+
+function topicPrefix(t: Record<string, unknown>, key: string, fallback: string, at: At): string {
+  const value = optionalString(t, key, WHERE, at) ?? fallback;
+  if (!value || /[#+]/.test(value) || value.startsWith("/") || value.endsWith("/")) {
+    at(WHERE, key, `is "${value}"; expected a topic prefix without wildcards or a leading/trailing "/", e.g. "${fallback}"`);
+  }
+  return value;
+}
+
+function parseMqttExport(t: Record<string, unknown>, printerNames: readonly string[], at: At): MqttExportConfig | undefined {
+  unknownKeys(t, MQTT_EXPORT_KEYS, (key, hint) => at(WHERE, key, `is unknown${hint}`));
+  const url = optionalString(t, "url", WHERE, at);
+  if (!url) return void at(WHERE, "url", `is missing; expected e.g. "mqtt://broker.lan:1883" or "mqtts://broker.lan:8883"`);
+  if (!/^mqtts?:\/\/[^/\s]+(:\d+)?\/?$/.test(url)) at(WHERE, "url", `is "${url.replace(/\/\/[^@/]*@/, "//…@")}"; expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]`);
+  if (/\/\/[^@/]*@/.test(url)) at(WHERE, "url", "carries credentials; put them in username and password (or password_file)");
+  const password = optionalString(t, "password", WHERE, at);
+  const passwordFile = optionalString(t, "password_file", WHERE, at);
+  if (password !== undefined && passwordFile !== undefined) at(WHERE, "password_file", "and password are both set; keep one");
+  const skip = Array.isArray(t.skip) ? t.skip : t.skip === undefined ? [] : (at(WHERE, "skip", `must be a list of printer names, e.g. ["p1s"]`), []);
+  for (const name of skip) {
+    if (typeof name !== "string" || !printerNames.includes(name)) at(WHERE, "skip", `names "${String(name)}", which is no [[printer]] name`);
+  }
+  const ca = optionalString(t, "ca", WHERE, at);
+  if (ca !== undefined && !url.startsWith("mqtts://")) at(WHERE, "ca", "is set, but url is not mqtts://");
+  return {
+    url,
+    ca,
+    insecure: optionalBoolean(t, "insecure", WHERE, at) ?? false,
+    username: optionalString(t, "username", WHERE, at),
+    password: passwordFile !== undefined ? readPasswordFile(passwordFile, at) : password,
+    prefix: topicPrefix(t, "prefix", DEFAULT_EXPORT_PREFIX, at),
+    clientId: optionalString(t, "client_id", WHERE, at) ?? `pandaproxy-${process.pid}`,
+    reports: optionalBoolean(t, "reports", WHERE, at) ?? false,
+    commands: optionalBoolean(t, "commands", WHERE, at) ?? false,
+    discovery: optionalBoolean(t, "discovery", WHERE, at) ?? false,
+    discoveryPrefix: topicPrefix(t, "discovery_prefix", DEFAULT_DISCOVERY_PREFIX, at),
+    skip: skip.filter((s): s is string => typeof s === "string"),
+  };
+}
+
+/** The [export] section; `printerNames` checks `skip`. */
+export function parseExportConfig(raw: unknown, printerNames: readonly string[], at: At): ExportConfig {
+  const t = table(raw, "[export]", at);
+  unknownKeys(t, EXPORT_KEYS, (key, hint) => at("[export] ", key, `is unknown${hint}`));
+  if (t.mqtt === undefined) return {};
+  if (!isTable(t.mqtt)) return at("[export] ", "mqtt", "must be a table: write it as [export.mqtt]"), {};
+  return { mqtt: parseMqttExport(t.mqtt, printerNames, at) };
+}

@@ -1,0 +1,14 @@
+// Print events from gcode_state transitions (the Bambu firmware's words: IDLE, PREPARE, RUNNING, PAUSE, FINISH,
+// FAILED). Pure: the exporter feeds it each state it sees and publishes what comes back.
+export type PrintEvent = "started" | "finished" | "failed";
+
+const ACTIVE = new Set(["PREPARE", "RUNNING", "PAUSE"]);
+
+/** The event a change from `previous` to `next` means, if any; undefined `previous` (just connected) means none. */
+export function printEvent(previous: string | undefined, next: string | undefined): PrintEvent | undefined {
+  if (previous === undefined || next === undefined || previous === next) return undefined;
+  if (ACTIVE.has(next) && !ACTIVE.has(previous)) return "started";
+  if (next === "FINISH" && ACTIVE.has(previous)) return "finished";
+  if (next === "FAILED" && ACTIVE.has(previous)) return "failed";
+  return undefined;
+}

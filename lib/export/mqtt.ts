@@ -1,0 +1,148 @@
+// [export.mqtt]: every exported printer on an external broker. Per printer: <prefix>/<printer>/state (the
+// merged state, retained, at most once per STATE_INTERVAL_MS and only when changed), /report (each report, with
+// `reports`), /availability (retained; the exporter's own <prefix>/availability carries the last will), /event
+// (print started/finished/failed), /request (forwarded with `commands` only), and Home Assistant discovery.
+import { readFileSync } from "node:fs";
+import { hostname } from "node:os";
+import { join } from "node:path";
+import type { ProxyConfig, WebConfig } from "../config.ts";
+import type { Metrics } from "../core/metrics.ts";
+import { processLogger, registerSecret, serviceLogger } from "../log.ts";
+import type { PrinterRuntime } from "../printer-services.ts";
+import { cameraToken } from "../web/tokens.ts";
+import { isObject, type JsonObject } from "../bambu/mqtt-state.ts";
+import { startBambuLink, type BambuLink } from "./bambu-link.ts";
+import { connectBroker, type Broker } from "./broker.ts";
+import type { MqttExportConfig } from "./config.ts";
+import { cameraAttributes, discoveryMessages, printerTopic } from "./discovery.ts";
+
+export const STATE_INTERVAL_MS = 1_000;
+
+export interface MqttExportOptions {
+  config: MqttExportConfig;
+  printers: readonly PrinterRuntime[];
+  proxy: ProxyConfig;
+  web: WebConfig;
+  metrics: Metrics;
+  /** Tests make it short. */
+  backoffMaxMs?: number;
+}
+
+export interface MqttExport {
+  stop(): Promise<void>;
+}
+
+/** The web page's base URL as another machine reaches it (0.0.0.0 means: this host's name). */
+function webBase(web: WebConfig): string | undefined {
+  if (!web.listen) return undefined;
+  const host = web.listen.host === "0.0.0.0" ? hostname() : web.listen.host;
+  return `http://${host}:${web.listen.port}`;
+}
+
+/** "0-0", "0-1", …: the AMS trays the merged state lists. */
+function amsTrays(state: JsonObject): string[] {
+  const print = state.print;
+  const ams = isObject(print) && isObject(print.ams) && Array.isArray(print.ams.ams) ? print.ams.ams : [];
+  return ams.flatMap((unit, i) => (isObject(unit) && Array.isArray(unit.tray) ? unit.tray.map((_, j) => `${i}-${j}`) : []));
+}
+
+interface Exported {
+  runtime: PrinterRuntime;
+  link: BambuLink;
+  online: boolean;
+  lastState?: string;
+  lastTrays?: string;
+}
+
+function publishDiscovery(broker: Broker, config: MqttExportConfig, web: WebConfig, p: Exported): void {
+  const { config: printer, hub } = p.runtime;
+  const base = webBase(web);
+  const messages = discoveryMessages({
+    printer: { name: printer.name, type: printer.type, serial: printer.serial, model: printer.model },
+    info: hub.info, prefix: config.prefix, discoveryPrefix: config.discoveryPrefix, commands: config.commands,
+    statusPage: base ? `${base}/` : undefined, amsTrays: amsTrays(p.link.state()),
+  });
+  for (const m of messages) broker.publish(m.topic, JSON.stringify(m.payload), true);
+  if (base) {
+    const token = web.tokensDir ? cameraToken(web.tokensDir, printer.name) : undefined;
+    broker.publish(printerTopic(config.prefix, printer.name, "camera/attributes"), JSON.stringify(cameraAttributes(base, printer.name, token)), true);
+  }
+}
+
+function exportPrinter(broker: Broker, options: MqttExportOptions, runtime: PrinterRuntime, ca: string): Exported {
+  const { config } = options;
+  const name = runtime.config.name;
+  const log = serviceLogger(name, "export");
+  const topic = (leaf: Parameters<typeof printerTopic>[2]) => printerTopic(config.prefix, name, leaf);
+  const exported: Exported = {
+    runtime, online: false,
+    link: startBambuLink(runtime.config, ca, config.commands, log, {
+      report: (payload) => config.reports && broker.publish(topic("report"), payload),
+      event: (event, print) =>
+        broker.publish(topic("event"), JSON.stringify({ event, gcode_state: print.gcode_state, subtask_name: print.subtask_name, at: new Date().toISOString() })),
+      online(up) {
+        exported.online = up;
+        broker.publish(topic("availability"), up ? "online" : "offline", true);
+      },
+    }),
+  };
+  return exported;
+}
+
+function publishState(broker: Broker, options: MqttExportOptions, p: Exported): void {
+  const state = p.link.state();
+  if (!p.online || !Object.keys(state).length) return;
+  const text = JSON.stringify(state);
+  if (text !== p.lastState && broker.connected) {
+    p.lastState = text;
+    broker.publish(printerTopic(options.config.prefix, p.runtime.config.name, "state"), text, true);
+  }
+  const trays = amsTrays(state).join(",");
+  if (options.config.discovery && trays !== p.lastTrays && broker.connected) {
+    p.lastTrays = trays;
+    publishDiscovery(broker, options.config, options.web, p);
+  }
+}
+
+export function startMqttExport(options: MqttExportOptions): MqttExport {
+  const { config } = options;
+  const log = processLogger("export");
+  registerSecret(config.password);
+  const ca = readFileSync(join(options.proxy.stateDir, "ca.crt"), "utf8");
+  const broker = connectBroker(config, options.metrics, log, options.backoffMaxMs);
+  const exported = new Map<string, Exported>();
+  for (const runtime of options.printers) {
+    const printer = runtime.config;
+    if (config.skip.includes(printer.name)) continue;
+    if (printer.type !== "bambu" || !printer.services.includes("mqtt")) {
+      log.info(`printer "${printer.name}": not exported (the exporter reads Bambu printers with the mqtt service only)`);
+      continue;
+    }
+    exported.set(printer.name, exportPrinter(broker, options, runtime, ca));
+  }
+  broker.onConnect(() => {
+    for (const p of exported.values()) {
+      broker.publish(printerTopic(config.prefix, p.runtime.config.name, "availability"), p.online ? "online" : "offline", true);
+      p.lastState = undefined;
+      if (config.discovery) publishDiscovery(broker, config, options.web, p);
+    }
+  });
+  if (config.commands) {
+    broker.subscribe(`${config.prefix}/+/request`);
+    broker.onMessage((topic, payload) => {
+      const name = topic.slice(config.prefix.length + 1, -"/request".length);
+      exported.get(name)?.link.request(payload);
+    });
+  }
+  const tick = setInterval(() => {
+    for (const p of exported.values()) publishState(broker, options, p);
+  }, STATE_INTERVAL_MS);
+  return {
+    async stop() {
+      clearInterval(tick);
+      for (const p of exported.values()) broker.publish(printerTopic(config.prefix, p.runtime.config.name, "availability"), "offline", true);
+      await Promise.allSettled([...exported.values()].map((p) => p.link.stop()));
+      await broker.stop();
+    },
+  };
+}
