@@ -23,8 +23,15 @@ export const BAMBU_PORTS = {
 /** The [[printer]] keys only a Bambu entry has (besides the common ones in config.ts). */
 export const BAMBU_KEYS = [
   "serial", "access_code", "access_code_file", "camera", "model", "viewer_access_code", "ftp_data_ports", "ftp_sessions",
-  "ssdp_targets", "ssdp_listen", "tls_cert", "tls_key", "printer_ca",
+  "ssdp_targets", "ssdp_listen", "tls_cert", "tls_key", "printer_ca", "camera_wait",
+  "mqtt_session_max_age",
 ] as const;
+
+/** `camera_wait` bounds, in seconds: camera viewers are kept this long while the printer is unreachable. */
+const CAMERA_WAIT_MAX_S = 24 * 3600;
+/** `mqtt_session_max_age` bounds, in seconds: each renewal costs a reconnect, so not more often than every 10 s. */
+const MQTT_SESSION_MAX_AGE_MIN_S = 10;
+const MQTT_SESSION_MAX_AGE_MAX_S = 7 * 24 * 3600;
 
 export type { CameraMode };
 
@@ -49,6 +56,10 @@ export interface BambuFields {
   tlsKey?: string;
   /** Verify the printer's certificate against this CA file (off by default: the certificate is pinned). */
   printerCa?: string;
+  /** `camera_wait`: how long chamber viewers wait without frames for an unreachable printer (default: chamber.ts). */
+  cameraWaitMs?: number;
+  /** `mqtt_session_max_age`: renew the printer's MQTT session at this age (firmware that degrades long sessions). */
+  mqttSessionMaxAgeMs?: number;
 }
 
 function parseBambu(entry: Record<string, unknown>, label: string, at: At): VendorFields {
@@ -78,7 +89,15 @@ function parseBambu(entry: Record<string, unknown>, label: string, at: At): Vend
   const tlsKey = optionalString(entry, "tls_key", label, at);
   if ((tlsCert === undefined) !== (tlsKey === undefined)) at(label, "", "tls_cert and tls_key must be set together");
   const printerCa = optionalString(entry, "printer_ca", label, at);
-  return { serial, ...codes, camera, model, ftpDataPorts, ftpSessions, ssdpTargets, ssdpListen, tlsCert, tlsKey, printerCa };
+  const cameraWait = optionalInteger(entry, "camera_wait", label, at);
+  if (cameraWait !== undefined && (cameraWait < 1 || cameraWait > CAMERA_WAIT_MAX_S)) at(label, "camera_wait", `is ${cameraWait}; expected seconds, 1 to ${CAMERA_WAIT_MAX_S}`);
+  const cameraWaitMs = cameraWait === undefined ? undefined : cameraWait * 1000;
+  const maxAge = optionalInteger(entry, "mqtt_session_max_age", label, at);
+  if (maxAge !== undefined && (maxAge < MQTT_SESSION_MAX_AGE_MIN_S || maxAge > MQTT_SESSION_MAX_AGE_MAX_S)) {
+    at(label, "mqtt_session_max_age", `is ${maxAge}; expected seconds, ${MQTT_SESSION_MAX_AGE_MIN_S} to ${MQTT_SESSION_MAX_AGE_MAX_S}`);
+  }
+  const mqttSessionMaxAgeMs = maxAge === undefined ? undefined : maxAge * 1000;
+  return { serial, ...codes, camera, model, ftpDataPorts, ftpSessions, ssdpTargets, ssdpListen, tlsCert, tlsKey, printerCa, cameraWaitMs, mqttSessionMaxAgeMs };
 }
 
 function parseFtpDataPorts(entry: Record<string, unknown>, label: string, at: At): PortRange | undefined {

@@ -1,12 +1,16 @@
 // The proxy's one MQTT session with the printer: a stable client id, subscribed to the report topic only,
 // reconnected with backoff (clients stay connected meanwhile), and after each connect it asks once for the full
-// state (`pushall`) and the versions (`get_version`). Publishes go out with their payload bytes untouched.
+// state (`pushall`) and the versions (`get_version`). Publishes go out with their payload bytes untouched. A session
+// that stops answering requests (mqtt-health.ts) or outlives `mqtt_session_max_age` is renewed: a new connection,
+// clients untouched, nothing sent again.
 import type { TLSSocket } from "node:tls";
 import { connectToPrinter, dropPrinterSocket } from "../core/printer-socket.ts";
 import type { PrinterConfig } from "../config.ts";
 import { createUpstream, LoginRefused, type Upstream } from "../core/upstream.ts";
+import type { Counter } from "../core/metrics.ts";
 import type { Logger } from "../log.ts";
 import { printerClientTlsOptions } from "../tls.ts";
+import { createSessionHealth } from "./mqtt-health.ts";
 import { reportTopic, requestTopic } from "./mqtt-topics.ts";
 import {
   CONNACK_ACCEPTED, CONNACK_BAD_CREDENTIALS, CONNACK_NOT_AUTHORIZED, SUBACK_FAILURE, createPacketReader, encode,
@@ -24,11 +28,17 @@ export const PROXY_SEQUENCE_BASE = 2_000_000_000;
 /** Request bytes waiting for the printer's socket past which client publishes are refused (a printer that
  * stops reading must not make us buffer every client's commands). */
 export const PRINTER_WRITE_BUFFER_BYTES = 256 * 1024;
+/** How often a connected session is checked for requests left unanswered. */
+export const SESSION_HEALTH_CHECK_MS = 1_000;
+/** Renewals for unanswered requests come at most this often: a printer that never answers is not hammered. */
+export const SESSION_RENEW_MIN_INTERVAL_MS = 60_000;
 /** MQTT packet identifiers are 1..65535 (3.1.1 section 2.3.1). */
 const MAX_MESSAGE_ID = 65_535;
 
 export interface PrinterSessionOptions {
   writeBufferBytes?: number;
+  /** Counts the sessions renewed (the metrics counter, when the service has one). */
+  renewals?: Counter;
 }
 
 export interface PrinterSession {
@@ -48,6 +58,8 @@ export interface PrinterSession {
   onConnected(listener: () => void): () => void;
   onDisconnected(listener: () => void): () => void;
   readonly connected: boolean;
+  /** Sessions renewed so far because requests went unanswered or the session reached its maximum age. */
+  readonly renewals: number;
   readonly upstream: Upstream<PrinterLink>;
 }
 
@@ -67,6 +79,10 @@ export function createPrinterSession(printer: PrinterConfig, log: Logger, option
   const connectedListeners = new Set<() => void>();
   const disconnectedListeners = new Set<() => void>();
   let ownSequence = 0;
+  const health = createSessionHealth();
+  reportListeners.add((payload) => health.reportReceived(payload));
+  let renewals = 0;
+  let lastRenewAt = -Infinity;
 
   const connect = () =>
     new Promise<{ connection: PrinterLink; closed: Promise<unknown>; close(): void }>((resolve, reject) => {
@@ -204,7 +220,30 @@ export function createPrinterSession(printer: PrinterConfig, log: Logger, option
     });
   };
 
+  const renew = (link: PrinterLink, why: string) => {
+    renewals++;
+    options.renewals?.inc();
+    lastRenewAt = Date.now();
+    log.warn(`renewing the printer's MQTT session (${why}); clients stay connected, no request is sent again`);
+    link.socket.destroy(new Error(`session renewed by the proxy: ${why}`));
+  };
+
+  const watchHealth = (link: PrinterLink) => {
+    health.reset();
+    const check = setInterval(() => {
+      const why = health.wedged(Date.now());
+      if (why && Date.now() - lastRenewAt >= SESSION_RENEW_MIN_INTERVAL_MS) renew(link, why);
+    }, SESSION_HEALTH_CHECK_MS);
+    const maxAgeMs = printer.mqttSessionMaxAgeMs;
+    const aged = maxAgeMs === undefined ? undefined : setTimeout(() => renew(link, `the session is ${maxAgeMs / 1000} s old, mqtt_session_max_age`), maxAgeMs);
+    link.socket.once("close", () => {
+      clearInterval(check);
+      clearTimeout(aged);
+    });
+  };
+
   upstream.on("connected", (link) => {
+    watchHealth(link);
     // Once per connect: the state clients are waiting for, and the firmware version for SSDP and bind.
     const pushall = { pushing: { sequence_id: String(PROXY_SEQUENCE_BASE + ++ownSequence), command: "pushall" } };
     const version = { info: { sequence_id: String(PROXY_SEQUENCE_BASE + ++ownSequence), command: "get_version" } };
@@ -222,6 +261,7 @@ export function createPrinterSession(printer: PrinterConfig, log: Logger, option
     publish(payload, qos) {
       const link = upstream.current();
       if (!link) return Promise.resolve(false);
+      health.requestSent(payload, Date.now());
       return write(link, payload, qos);
     },
     onReport(listener) {
@@ -246,6 +286,9 @@ export function createPrinterSession(printer: PrinterConfig, log: Logger, option
     },
     get connected() {
       return upstream.state === "connected";
+    },
+    get renewals() {
+      return renewals;
     },
     upstream,
   };

@@ -1,6 +1,7 @@
 // The simulated printer's MQTT broker (TLS 8883), with the firmware's habits: login `bblp` / access code, at most
 // N connections, a client subscribing to `#` or to the request topic is dropped, a wrong serial in SUBSCRIBE
 // closes the connection silently, a publish anywhere but the request topic is dropped with the connection.
+// Optional firmware faults: a command budget per session (replies queue until a reconnect) and session decay.
 // It shares the pure MQTT codec (lib/bambu/mqtt-wire.ts, on mqtt-packet) with the proxy; mosquitto plays the
 // printer's broker in tests/mqtt-mosquitto-printer.test.ts, so what a real broker does is proven there.
 import type { Socket } from "node:net";
@@ -24,6 +25,8 @@ const isJsonObject = (value: unknown): value is JsonObject => typeof value === "
 export const SIM_MQTT_REPORT_INTERVAL_MS = 1_000;
 export const SIM_MQTT_CONNECT_TIMEOUT_MS = 10_000;
 export const SIM_MQTT_MAX_PACKET_BYTES = 1 << 20;
+/** Replies a wedged session holds at most (the firmware's ring buffer; older ones are lost). */
+export const SIM_MQTT_HELD_REPLIES = 64;
 
 export interface SimMqtt extends SimService {
   readonly print: SimPrint;
@@ -42,6 +45,9 @@ export interface SimMqtt extends SimService {
 interface SimClient {
   socket: Socket;
   subscribed: boolean;
+  /** Requests this session sent (the command budget counts them). */
+  requests: number;
+  connectedAt: number;
 }
 
 export async function startSimMqtt(identity: SimIdentity, options: SimOptions): Promise<SimMqtt> {
@@ -53,12 +59,24 @@ export async function startSimMqtt(identity: SimIdentity, options: SimOptions): 
   const request = requestTopic(identity.serial);
   const clients = new Set<SimClient>();
   const requests: Buffer[] = [];
+  /** Replies the wedged response handler holds; a new session releases them at once. */
+  let heldReplies: JsonObject[] = [];
+  const budget = options.mqttCommandBudget;
+  const decayMs = options.mqttSessionDecayMs;
 
   const send = (payload: Buffer) => {
     const packet = encodePublish(report, payload);
     for (const c of clients) if (c.subscribed && !c.socket.destroyed) c.socket.write(packet);
   };
   const sendReport = (value: JsonObject | Buffer) => send(Buffer.isBuffer(value) ? value : Buffer.from(JSON.stringify(value)));
+
+  const answer = (client: SimClient, body: JsonObject) => {
+    client.requests++;
+    if (decayMs !== undefined && Date.now() - client.connectedAt > decayMs) return; // a decayed session ignores it
+    const replies = print.command(body);
+    if (budget !== undefined && client.requests > budget) heldReplies = [...heldReplies, ...replies].slice(-SIM_MQTT_HELD_REPLIES);
+    else for (const reply of replies) sendReport(reply);
+  };
 
   const onClient = (socket: Socket, peerLog: typeof log) => {
     let client: SimClient | undefined;
@@ -80,7 +98,7 @@ export async function startSimMqtt(identity: SimIdentity, options: SimOptions): 
           socket.end(connackBytes(CONNACK_NOT_AUTHORIZED));
           return;
         }
-        client = { socket, subscribed: false };
+        client = { socket, subscribed: false, requests: 0, connectedAt: Date.now() };
         clients.add(client);
         socket.write(connackBytes(CONNACK_ACCEPTED));
         return;
@@ -97,6 +115,7 @@ export async function startSimMqtt(identity: SimIdentity, options: SimOptions): 
           }
           client.subscribed = true;
           socket.write(encode({ cmd: "suback", messageId: packet.messageId ?? 0, granted: packet.subscriptions.map((s) => Math.min(s.qos, 1)) }));
+          for (const reply of heldReplies.splice(0)) sendReport(reply);
           return;
         }
         case "unsubscribe":
@@ -115,7 +134,7 @@ export async function startSimMqtt(identity: SimIdentity, options: SimOptions): 
             return drop("published something that is not JSON");
           }
           if (!isJsonObject(body)) return drop("published something that is not a JSON object");
-          for (const reply of print.command(body)) sendReport(reply);
+          answer(client, body);
           return;
         }
         case "pingreq":

@@ -22,6 +22,11 @@ export interface SimOptions {
   mqttMaxClients?: number;
   /** How often the simulated printer sends a status delta (default 1000 ms; 0: only on request). */
   mqttReportIntervalMs?: number;
+  /** Requests a session gets answers to; past it the replies queue until the client reconnects, then arrive at
+   * once (P1S firmware, maziggy/bambuddy#1164). Undefined: no budget. */
+  mqttCommandBudget?: number;
+  /** A session older than this has its requests ignored (A1 mini 01.07.02 degraded long sessions). */
+  mqttSessionDecayMs?: number;
   /** Most FTP sessions at once. */
   ftpMaxSessions?: number;
   /** Directory served over FTPS (default: a fresh temporary directory). */
