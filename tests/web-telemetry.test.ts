@@ -2,7 +2,7 @@
 // pandaproxy's MQTT and chamber services; the simulator's print advances and the page follows it. The page's
 // screenshot for the README (docs/screenshot.png) is made here, so it shows what the code does.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { chromium, type Browser, type Page } from "playwright-core";
 import { createChamberService } from "../lib/bambu/chamber.ts";
@@ -108,6 +108,10 @@ describe.skipIf(!existsSync(CHROMIUM))("printer telemetry and the camera wall in
     expect(metrics).toMatch(/\npandaproxy_printer_remaining_seconds\{printer="p1s"\} \d+/);
     expect(metrics).toContain('pandaproxy_printer_filament_remain_ratio{printer="p1s",slot="AMS 1 slot 1",material="PLA"} 0.82');
     expect(metrics).not.toContain('printer="a1",state');
+    // Every printer gauge docs/api.md and the example Grafana dashboard name is one /metrics serves.
+    const named = (file: string) => new Set(readFileSync(join(import.meta.dir, "../docs", file), "utf8").match(/pandaproxy_printer_[a-z_]+/g));
+    const served = new Set(metrics.match(/^pandaproxy_printer_[a-z_]+/gm));
+    for (const file of ["api.md", "grafana-dashboard.json"]) expect([...named(file)].filter((name) => !served.has(name))).toEqual([]);
   });
 
   test("the camera wall: every camera, the focused one live, the others snapshots; a click focuses one full-screen", async () => {
