@@ -10,6 +10,7 @@ import { createMqttService } from "../lib/bambu/mqtt.ts";
 import type { Service } from "../lib/core/service.ts";
 import type { PrinterRuntime } from "../lib/printer-services.ts";
 import { startSimulatedBambu, type SimPrinter } from "../lib/sim/bambu.ts";
+import type { SimMqtt } from "../lib/sim/mqtt.ts";
 import { STATUS_POLL_MS } from "../lib/web/page.ts";
 import type { WebServer } from "../lib/web/server.ts";
 import { serviceContext } from "./support.ts";
@@ -135,6 +136,27 @@ describe.skipIf(!existsSync(CHROMIUM))("printer telemetry and the camera wall in
     }
     const anonymous = await fetch(`${url}/wall`);
     expect(anonymous.status).toBe(401);
+  }, 30_000);
+
+  test("an HMS error the printer raises is shown in words, with its code", async () => {
+    const page = await browser.newPage({ viewport: { width: 900, height: 760 }, httpCredentials: TEST_ADMIN });
+    try {
+      await page.goto(`${url}/`);
+      await page.waitForSelector('section[data-printer="p1s"] .printer-state', { timeout: STATUS_POLL_MS * 3 });
+      sims[0]!.service<SimMqtt>("mqtt")!.report({
+        print: { command: "push_status", msg: 1, sequence_id: "900", hms: [{ attr: 0x03001a00, code: 0x00020002 }, { attr: 0x07000100, code: 0x00010001 }] },
+      });
+      const errors = 'section[data-printer="p1s"] .printer-error';
+      await page.waitForFunction(`document.querySelectorAll('${errors}').length === 2`, undefined, { timeout: STATUS_POLL_MS * 3 });
+      expect(await page.locator(errors).allTextContents()).toEqual([
+        "The nozzle is clogged with filament. (HMS_0300_1A00_0002_0002)",
+        "error HMS_0700_0100_0001_0001",
+      ]);
+      const metrics = await (await fetch(`${url}/metrics`, { headers: ADMIN_AUTH })).text();
+      expect(metrics).toContain('pandaproxy_printer_errors{printer="p1s"} 2');
+    } finally {
+      await page.close();
+    }
   }, 30_000);
 
   test("dark mode and a phone's width", async () => {
