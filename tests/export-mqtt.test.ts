@@ -9,6 +9,7 @@ import { chmodSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import mqtt, { type MqttClient } from "mqtt";
 import { parseConfig, ConfigErrors } from "../lib/config.ts";
+import { captureLogs, setupLogging } from "../lib/log.ts";
 import { startSupervisor, type Supervisor } from "../lib/supervisor.ts";
 import { discoveryMessages, type DiscoveryInput } from "../lib/export/discovery.ts";
 import { printEvent } from "../lib/export/events.ts";
@@ -121,6 +122,7 @@ async function runWith(exportKeys: string): Promise<Supervisor> {
 }
 
 beforeAll(async () => {
+  setupLogging("info");
   dir = tempDir("pp-export-");
   chmodSync(dir, 0o755);
   writeFileSync(join(dir, "broker-password"), `${BROKER_PASSWORD}\n`);
@@ -139,7 +141,13 @@ afterAll(async () => {
 
 describe("[export.mqtt] on mosquitto", () => {
   test("the merged state (retained), every report and availability arrive at the broker", async () => {
+    const logs = captureLogs();
     await runWith(`reports = true\ndiscovery = true`);
+    // Without commands the exporter reads as a viewer: our MQTT service's ACL would refuse it any command.
+    await until("the exporter's local login", () => logs.lines.some((l) => l.includes(`id "pandaproxy-export-p1s"`)), WAIT_MS);
+    logs.stop();
+    expect(logs.lines.find((l) => l.includes(`id "pandaproxy-export-p1s"`))).toContain("connected as viewer");
+    expect(logs.lines.join("\n")).not.toContain(BROKER_PASSWORD);
     await reader.next("pandaproxy/availability", (t) => t === "online");
     await reader.next("pandaproxy/p1s/availability", (t) => t === "online");
     const state = JSON.parse(await reader.next("pandaproxy/p1s/state"));
@@ -163,6 +171,13 @@ describe("[export.mqtt] on mosquitto", () => {
     const camera = JSON.parse(await reader.next("pandaproxy/p1s/camera/attributes"));
     expect(camera.mjpeg_url).toMatch(new RegExp(`^http://${PROXY.replaceAll(".", "\\.")}:18080/printers/p1s/camera\\.mjpeg\\?token=.{16,}`));
     expect(reader.messages.some((m) => m.topic.startsWith("homeassistant/button/"))).toBe(false);
+  }, 30_000);
+
+  test("print events come from the printer's gcode_state changes", async () => {
+    simMqtt.report({ print: { command: "push_status", msg: 1, gcode_state: "RUNNING", subtask_name: "cube" } });
+    simMqtt.report({ print: { command: "push_status", msg: 1, gcode_state: "FAILED", subtask_name: "cube" } });
+    const event = JSON.parse(await reader.next("pandaproxy/p1s/event", (t) => t.includes(`"failed"`)));
+    expect(event).toMatchObject({ event: "failed", gcode_state: "FAILED", subtask_name: "cube" });
   }, 30_000);
 
   test("commands flow only when enabled, and only to the printer's request topic", async () => {
