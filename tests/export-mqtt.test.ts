@@ -13,6 +13,8 @@ import { captureLogs, setupLogging } from "../lib/log.ts";
 import { startSupervisor, type Supervisor } from "../lib/supervisor.ts";
 import { discoveryMessages, type DiscoveryInput } from "../lib/export/discovery.ts";
 import { printEvent } from "../lib/export/events.ts";
+import { MQTT_EXPORT_KEYS } from "../lib/export/config.ts";
+import { readFileSync } from "node:fs";
 import { ACCESS_CODE, VIEWER_CODE, npmClient, startSim, tempDir, until, type TestClient } from "./mqtt-helpers.ts";
 import type { SimPrinter } from "../lib/sim/bambu.ts";
 import type { SimMqtt } from "../lib/sim/mqtt.ts";
@@ -322,6 +324,14 @@ describe("print events and the [export.mqtt] keys", () => {
     expect(printEvent("RUNNING", "FAILED")).toBe("failed");
     expect(printEvent("FINISH", "IDLE")).toBeUndefined();
   });
+  test("config.example.toml documents every [export.mqtt] key, and README every metric the exporter adds", () => {
+    const example = readFileSync(join(import.meta.dir, "../config.example.toml"), "utf8");
+    const section = example.slice(example.indexOf("[export.mqtt]"), example.indexOf("[[printer]]\n"));
+    for (const key of MQTT_EXPORT_KEYS) expect(section).toMatch(new RegExp(`^(# )?${key} = |: ${key} = `, "m"));
+    expect(parseConfig(example).export).toEqual({ mqtt: undefined });
+    const readme = readFileSync(join(import.meta.dir, "../README.md"), "utf8");
+    for (const metric of ["pandaproxy_export_mqtt_dropped_total", "pandaproxy_export_mqtt_connected"]) expect(readme).toContain(metric);
+  });
   test("every problem names its key", () => {
     const problems = (extra: string) => {
       try {
@@ -332,6 +342,7 @@ describe("print events and the [export.mqtt] keys", () => {
       }
     };
     expect(problems(`url = "mqtt://broker:1883"`)).toEqual([]);
+    expect(problems(`url = ""\nreports = "yes"`)).toEqual([expect.stringContaining(`key "reports"`)]);
     expect(problems(`prefix = "x"`)).toEqual([expect.stringContaining(`[export.mqtt] key "url" is missing`)]);
     expect(problems(`url = "http://broker"`)).toEqual([expect.stringContaining(`key "url" is "http://broker"`)]);
     expect(problems(`url = "mqtt://u:pw@broker"`).join("\n")).not.toContain("pw");

@@ -13,7 +13,7 @@ export const DEFAULT_DISCOVERY_PREFIX = "homeassistant";
 const WHERE = "[export.mqtt] ";
 
 export interface MqttExportConfig {
-  /** mqtt://host:port or mqtts://host:port */
+  /** mqtt://host:port or mqtts://host:port ("" in printers.toml: no export). */
   url: string;
   /** PEM file of the CA that signed the broker's certificate (mqtts://). */
   ca?: string;
@@ -57,9 +57,9 @@ function topicPrefix(t: Record<string, unknown>, key: string, fallback: string, 
 function parseMqttExport(t: Record<string, unknown>, printerNames: readonly string[], at: At): MqttExportConfig | undefined {
   unknownKeys(t, MQTT_EXPORT_KEYS, (key, hint) => at(WHERE, key, `is unknown${hint}`));
   const url = optionalString(t, "url", WHERE, at);
-  if (!url) return void at(WHERE, "url", `is missing; expected e.g. "mqtt://broker.lan:1883" or "mqtts://broker.lan:8883"`);
-  if (!/^mqtts?:\/\/[^/\s]+(:\d+)?\/?$/.test(url)) at(WHERE, "url", `is "${url.replace(/\/\/[^@/]*@/, "//…@")}"; expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]`);
-  if (/\/\/[^@/]*@/.test(url)) at(WHERE, "url", "carries credentials; put them in username and password (or password_file)");
+  if (url === undefined) at(WHERE, "url", `is missing; expected e.g. "mqtt://broker.lan:1883" or "mqtts://broker.lan:8883" ("" exports nothing)`);
+  else if (url && !/^mqtts?:\/\/[^/\s]+(:\d+)?\/?$/.test(url)) at(WHERE, "url", `is "${url.replace(/\/\/[^@/]*@/, "//…@")}"; expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]`);
+  if (url && /\/\/[^@/]*@/.test(url)) at(WHERE, "url", "carries credentials; put them in username and password (or password_file)");
   const password = optionalString(t, "password", WHERE, at);
   const passwordFile = optionalString(t, "password_file", WHERE, at);
   if (password !== undefined && passwordFile !== undefined) at(WHERE, "password_file", "and password are both set; keep one");
@@ -68,9 +68,9 @@ function parseMqttExport(t: Record<string, unknown>, printerNames: readonly stri
     if (typeof name !== "string" || !printerNames.includes(name)) at(WHERE, "skip", `names "${String(name)}", which is no [[printer]] name`);
   }
   const ca = optionalString(t, "ca", WHERE, at);
-  if (ca !== undefined && !url.startsWith("mqtts://")) at(WHERE, "ca", "is set, but url is not mqtts://");
-  return {
-    url,
+  if (ca !== undefined && url && !url.startsWith("mqtts://")) at(WHERE, "ca", "is set, but url is not mqtts://");
+  const exported: MqttExportConfig = {
+    url: url ?? "",
     ca,
     insecure: optionalBoolean(t, "insecure", WHERE, at) ?? false,
     username: optionalString(t, "username", WHERE, at),
@@ -83,6 +83,8 @@ function parseMqttExport(t: Record<string, unknown>, printerNames: readonly stri
     discoveryPrefix: topicPrefix(t, "discovery_prefix", DEFAULT_DISCOVERY_PREFIX, at),
     skip: skip.filter((s): s is string => typeof s === "string"),
   };
+  // url = "" turns the export off, as [web] listen = "" turns the web page off; the other keys are still checked.
+  return url ? exported : undefined;
 }
 
 /** The [export] section; `printerNames` checks `skip`. */
