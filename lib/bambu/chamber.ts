@@ -6,7 +6,7 @@ import type { TLSSocket } from "node:tls";
 import { connectToPrinter, dropPrinterSocket } from "../core/printer-socket.ts";
 import type { Socket } from "node:net";
 import { registerSecret, serviceLogger, type Logger } from "../log.ts";
-import { createStream } from "../core/stream.ts";
+import { createStream, liveFrame } from "../core/stream.ts";
 import { createRateMeter } from "../core/rate.ts";
 import { listen, readExactly, type Listening } from "../core/server.ts";
 import type { CameraFeed, CameraFrame, Service, ServiceContext, ServiceStatus } from "../core/service.ts";
@@ -21,8 +21,11 @@ export const VIEWER_LOGIN_TIMEOUT_MS = 10_000;
 const LOGIN_KIND_BYTES = 16;
 /** A viewer that takes not one frame in this long is gone (or wedged): the stream ends it and we close it. */
 export const VIEWER_STALL_TIMEOUT_MS = 30_000;
-/** Viewers stay connected through upstream drops shorter than this; then they are closed so they notice. */
+/** While the printer refuses our login (waiting will not help), viewers get no frames this long, then are closed. */
 export const NO_FRAMES_CLOSE_MS = 30_000;
+/** A printer that is only unreachable: viewers are kept, quietly, this long without frames (config `camera_wait`),
+ * well past a 10 min outage, since a closed viewer gives up after a dozen tries (ha-bambulab). */
+export const CAMERA_WAIT_MS = 15 * 60_000;
 export const MAX_VIEWERS = 256;
 /** A printer with every slot taken accepts TCP but never finishes the handshake. */
 export const UPSTREAM_HANDSHAKE_TIMEOUT_MS = 10_000;
@@ -39,6 +42,9 @@ export interface ChamberOptions {
   backoffMaxMs?: number;
   viewerStallTimeoutMs?: number;
   noFramesCloseMs?: number;
+  /** Default: the printer's `camera_wait`, else CAMERA_WAIT_MS. */
+  cameraWaitMs?: number;
+  waitingRetryMaxMs?: number;
   viewerLoginTimeoutMs?: number;
   endDestroyMs?: number;
 }
@@ -56,6 +62,7 @@ export function createChamberService(ctx: ServiceContext, options: ChamberOption
   const log = serviceLogger(printer.name, "chamber");
   const stallTimeoutMs = options.viewerStallTimeoutMs ?? VIEWER_STALL_TIMEOUT_MS;
   const noFramesCloseMs = options.noFramesCloseMs ?? NO_FRAMES_CLOSE_MS;
+  const cameraWaitMs = options.cameraWaitMs ?? printer.cameraWaitMs ?? CAMERA_WAIT_MS;
   const loginTimeoutMs = options.viewerLoginTimeoutMs ?? VIEWER_LOGIN_TIMEOUT_MS;
   const endDestroyMs = options.endDestroyMs ?? END_DESTROY_MS;
   registerSecret(printer.accessCode);
@@ -170,6 +177,7 @@ export function createChamberService(ctx: ServiceContext, options: ChamberOption
     lingerMs: options.lingerMs,
     backoffMinMs: options.backoffMinMs,
     backoffMaxMs: options.backoffMaxMs,
+    waitingRetryMaxMs: options.waitingRetryMaxMs,
   });
   upstream.on("connected", () => {
     if (upstream.connects > 1) reconnects.inc();
@@ -189,12 +197,15 @@ export function createChamberService(ctx: ServiceContext, options: ChamberOption
   };
   ctx.hub.setCamera(feed);
 
+  // A printer that is off comes back by itself: its viewers wait. One that refuses our code does not: they are told.
   const watch = () => {
     const now = Date.now();
+    const lasting = upstreamProblem(upstream)?.lasting === true;
+    const patienceMs = lasting ? noFramesCloseMs : cameraWaitMs;
     for (const viewer of viewers) {
-      if (now - Math.max(lastFrameAt, viewer.joinedAt) > noFramesCloseMs) {
+      if (now - Math.max(lastFrameAt, viewer.joinedAt) > patienceMs) {
         const why = upstream.lastError ? ` (${upstream.lastError})` : "";
-        viewer.log.warn(`closing: no frames from the printer for ${Math.round(noFramesCloseMs / 1000)} s; upstream ${upstream.state}${why}`);
+        viewer.log[lasting ? "warn" : "info"](`closing: no frames from the printer for ${Math.round(patienceMs / 1000)} s; upstream ${upstream.state}${why}`);
         viewer.leave();
         viewer.socket.destroy();
       }
@@ -211,6 +222,7 @@ export function createChamberService(ctx: ServiceContext, options: ChamberOption
     const consumer = frames.addConsumer({
       label: `viewer ${peer}`,
       replayLatest: true,
+      fresh: liveFrame,
       stallMs: stallTimeoutMs,
       write(frame, done) {
         if (socket.destroyed) return;

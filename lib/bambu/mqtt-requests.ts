@@ -38,7 +38,7 @@ export interface Session {
 export const log = (s: Session, level: LogLevel, message: string) => void s.out.push({ kind: "log", level, message });
 export const send = (s: Session, packet: Packet) => void s.out.push({ kind: "send", packet: encode(packet, s.protocolVersion) });
 
-export function close(s: Session, why: string | undefined, level: "info" | "warn" = "info"): void {
+export function close(s: Session, why: string | undefined, level: LogLevel = "info"): void {
   if (s.phase === "closed" || s.phase === "refused") return;
   s.phase = "closed";
   s.waitingForState = undefined;

@@ -7,7 +7,7 @@ import { answer, answerWaiting, close, log, printerAck, publish, send, type Sess
 import type { ReportState } from "./mqtt-state.ts";
 import { reportTopic, requestTopic, topicMatches, validFilter } from "./mqtt-topics.ts";
 import {
-  CONNACK_ACCEPTED, CONNACK_NOT_AUTHORIZED, CONNACK_UNACCEPTABLE_PROTOCOL, SUBACK_FAILURE, connackBytes, encode,
+  CONNACK_ACCEPTED, CONNACK_NOT_AUTHORIZED, CONNACK_SERVER_UNAVAILABLE, CONNACK_UNACCEPTABLE_PROTOCOL, SUBACK_FAILURE, connackBytes, encode,
   type Packet,
 } from "./mqtt-wire.ts";
 
@@ -15,6 +15,8 @@ import {
 export const KEEPALIVE_GRACE = 1.5;
 /** A client that asked for no keepalive (0) is closed after this long without a packet of its own. */
 export const NO_KEEPALIVE_IDLE_MS = 5 * 60_000;
+/** How long the printer may be away before a client that asked for no keepalive (0) is sent away to reconnect. */
+export const NO_KEEPALIVE_OUTAGE_MS = 60_000;
 /** Topic filters one client may hold; Bambu clients subscribe to one report topic, dashboards to a few. */
 export const MAX_SUBSCRIPTIONS_PER_CLIENT = 64;
 export { MAX_REFUSED_PUBLISHES } from "./mqtt-requests.ts";
@@ -27,7 +29,7 @@ export type MqttEvent =
   /** The client's bytes are not MQTT, or a packet is over the limit. */
   | { kind: "malformed"; message: string }
   /** No CONNECT in time, or (after login) no packet within the idle deadline. */
-  | { kind: "timeout"; deadline: "connect" | "idle" }
+  | { kind: "timeout"; deadline: Deadline }
   /** A printer report went into the merged state: a pushall or get_version waiting for it may be answered now. */
   | { kind: "report" }
   | { kind: "printer"; up: boolean }
@@ -36,11 +38,18 @@ export type MqttEvent =
   /** A `publish` action found too many bytes waiting for the printer's socket: it was not sent. */
   | { kind: "printer-busy"; id: number; backlog: number };
 
+/** "outage": the printer has been away longer than the client's `outageMs`. */
+export type Deadline = "connect" | "idle" | "outage";
+
 export type MqttAction =
-  /** Login accepted: the client gets its consumer of the report stream and its idle deadline; `connack` goes out at once. */
-  | { kind: "accept"; role: Role; clientId: string; idleMs: number; connack: Buffer }
-  /** Login refused: `connack`, then the connection ends (destroyed shortly after, whatever the client does). */
-  | { kind: "refuse"; connack: Buffer }
+  /**
+   * Login accepted: the client gets its consumer of the report stream and its idle deadline; `connack` goes out at
+   * once. Once the printer has been away `outageMs`, the client is sent away (an "outage" timeout).
+   */
+  | { kind: "accept"; role: Role; clientId: string; idleMs: number; outageMs: number; connack: Buffer }
+  /** Login refused: `connack`, then the connection ends (destroyed shortly after, whatever the client does).
+   * `outage`: refused because the printer is away (CONNACK 3), not for the client's credentials. */
+  | { kind: "refuse"; connack: Buffer; outage?: boolean }
   /** To the client, through its consumer (in order with the reports). */
   | { kind: "send"; packet: Buffer }
   /** A request for the printer, its payload byte for byte; the answer comes back as printer-ack or printer-busy. */
@@ -48,7 +57,7 @@ export type MqttAction =
   /** Reports on the report topic go to this client from now on (or no longer). */
   | { kind: "reports"; wanted: boolean }
   /** Destroy the connection; `why` (after login only) is logged as "disconnecting: why" at `level`. */
-  | { kind: "close"; why?: string; level: "info" | "warn" }
+  | { kind: "close"; why?: string; level: LogLevel }
   | { kind: "log"; level: LogLevel; message: string }
   | { kind: "count"; counter: "cached" | "refused" };
 
@@ -64,6 +73,9 @@ export interface MqttSessionOptions {
   printerUp: boolean;
   connectTimeoutMs: number;
   noKeepaliveIdleMs?: number;
+  noKeepaliveOutageMs?: number;
+  /** How long the printer session has been down now (0 while it is up; default: never away). */
+  printerAwayMs?(): number;
   maxSubscriptions?: number;
 }
 
@@ -128,8 +140,9 @@ function handle(s: Session, event: MqttEvent): void {
   }
 }
 
-function timeout(s: Session, deadline: "connect" | "idle"): void {
+function timeout(s: Session, deadline: Deadline): void {
   if (deadline === "idle" && s.phase === "open") close(s, s.idleLine);
+  if (deadline === "outage" && s.phase === "open") close(s, "the printer is away for longer than its keepalive; it may reconnect", "debug");
   if (deadline === "connect" && s.phase === "connecting") closeBeforeLogin(s, "info", `no CONNECT within ${s.options.connectTimeoutMs / 1000} s; closing`);
 }
 
@@ -148,15 +161,25 @@ function connecting(s: Session, packet: Packet): void {
     log(s, "warn", `refused login${bblp ? ": wrong access code" : `: user "${packet.username ?? ""}" (expected bblp)`}`);
     return refuseLogin(s, CONNACK_NOT_AUTHORIZED);
   }
+  const keepaliveS = packet.keepalive ?? 0;
+  const outageMs = keepaliveS > 0 ? keepaliveS * 1000 : options.noKeepaliveOutageMs ?? NO_KEEPALIVE_OUTAGE_MS;
+  const awayMs = options.printerAwayMs?.() ?? 0;
+  // Accepting now would hide the outage from the client's own reconnect logic: it retries until the printer is back.
+  if (awayMs > outageMs) {
+    log(s, "debug", `refused with CONNACK 3: the printer has been away for ${Math.round(awayMs / 1000)} s`);
+    s.phase = "refused";
+    s.out.push({ kind: "refuse", connack: connackBytes(CONNACK_SERVER_UNAVAILABLE), outage: true });
+    return;
+  }
   s.phase = "open";
   s.role = owner ? "owner" : "viewer";
-  const keepaliveMs = (packet.keepalive ?? 0) * 1000 * KEEPALIVE_GRACE;
+  const keepaliveMs = keepaliveS * 1000 * KEEPALIVE_GRACE;
   const idleMs = keepaliveMs > 0 ? keepaliveMs : options.noKeepaliveIdleMs ?? NO_KEEPALIVE_IDLE_MS;
   s.idleLine = keepaliveMs > 0
     ? `silent for ${idleMs / 1000} s (1.5 x its keepalive)`
     : `no packet for ${idleMs / 1000} s from a client that asked for no keepalive (0)`;
   const connack = encode({ cmd: "connack", returnCode: CONNACK_ACCEPTED, sessionPresent: false }, s.protocolVersion);
-  s.out.push({ kind: "accept", role: s.role, clientId: packet.clientId, idleMs, connack });
+  s.out.push({ kind: "accept", role: s.role, clientId: packet.clientId, idleMs, outageMs, connack });
   log(s, "info", `connected as ${s.role} (MQTT ${s.protocolVersion === 3 ? "3.1" : "3.1.1"}, id "${packet.clientId}")`);
   if (packet.will) log(s, "info", "ignoring the client's will message: the printer takes requests from connected clients only");
 }

@@ -9,6 +9,11 @@ import type { Logger } from "../log.ts";
 import { createEntry, handle, offer, reportDrops, retire, type Entry, type Owner } from "./stream-consumer.ts";
 
 export const DROP_REPORT_INTERVAL_MS = 5_000;
+/** A camera frame older than this is not live: no viewer of any kind is handed it as the current picture. */
+export const LIVE_FRAME_MAX_AGE_MS = 3_000;
+
+/** Whether a camera frame is still live (the `fresh` test every camera viewer uses). */
+export const liveFrame = (frame: { receivedAt: number }): boolean => Date.now() - frame.receivedAt <= LIVE_FRAME_MAX_AGE_MS;
 
 export type Policy<T> =
   | { kind: "latest" }
@@ -40,6 +45,11 @@ export interface ConsumerOptions<T> {
   accepts?(value: T): boolean;
   /** Hand the newest value (if any) over at once. */
   replayLatest?: boolean;
+  /**
+   * Freshness: a value this says is too old (a camera frame from before an outage) is never handed over: not
+   * replayed, and passed over (acknowledged unwritten) when it waited that long for a slow consumer.
+   */
+  fresh?(value: T): boolean;
   /**
    * Acknowledging consumers: a write not done within this long ends the consumer (cause "stalled", reason "accepted
    * nothing for N s"); its owner logs the line, it knows the peer. Default: no deadline.
@@ -91,6 +101,12 @@ export interface StreamOptions {
   reportIntervalMs?: number;
 }
 
+function freshOnly<T>(options: ConsumerOptions<T>): ConsumerOptions<T> {
+  const { fresh, write } = options;
+  if (!fresh) return options;
+  return { ...options, write: (value, done) => (fresh(value) ? write(value, done) : done()) };
+}
+
 export function createStream<T>(options: StreamOptions = {}): Stream<T> {
   const entries = new Set<Entry<T>>();
   const reportIntervalMs = options.reportIntervalMs ?? DROP_REPORT_INTERVAL_MS;
@@ -122,13 +138,13 @@ export function createStream<T>(options: StreamOptions = {}): Stream<T> {
       for (const e of entries) offer(e, value);
     },
     addConsumer(consumerOptions) {
-      const e = createEntry(consumerOptions, owner);
+      const e = createEntry(freshOnly(consumerOptions), owner);
       entries.add(e);
       if (options.log && !reportTimer) {
         reportTimer = setInterval(() => entries.forEach(reportDrops), reportIntervalMs);
         reportTimer.unref?.();
       }
-      if (consumerOptions.replayLatest && hasNewest) offer(e, newest as T);
+      if (consumerOptions.replayLatest && hasNewest && (consumerOptions.fresh?.(newest as T) ?? true)) offer(e, newest as T);
       return handle(e);
     },
     subscribe(write, subscribeOptions = {}) {

@@ -1,6 +1,8 @@
 // A reconnecting connection to one printer service. On demand (opened while someone holds a claim, closed after
 // a linger with none) or always on; exponential backoff between attempts; a refused login waits the longest
-// backoff instead of retrying in a tight loop. State changes are events the status page shows.
+// backoff instead of retrying in a tight loop. While someone waits (a claim, or an always-on link, whose clients
+// reconnect at any time) a retry is never further away than WAITING_RETRY_MAX_MS, so a printer that comes back is
+// found soon. State changes are events the status page shows.
 import { outsideClient } from "./client-context.ts";
 import type { Logger } from "../log.ts";
 import { PrinterIdentityRefused } from "./printer-identity.ts";
@@ -8,6 +10,8 @@ import { PrinterIdentityRefused } from "./printer-identity.ts";
 export const DEFAULT_LINGER_MS = 30_000;
 export const BACKOFF_MIN_MS = 1_000;
 export const BACKOFF_MAX_MS = 60_000;
+/** The longest backoff while someone waits for the printer (not after a refused login: that one waits BACKOFF_MAX_MS). */
+export const WAITING_RETRY_MAX_MS = 10_000;
 
 export type UpstreamState = "idle" | "connecting" | "connected" | "backoff" | "stopped";
 
@@ -36,6 +40,7 @@ export interface UpstreamOptions<C> {
   lingerMs?: number;
   backoffMinMs?: number;
   backoffMaxMs?: number;
+  waitingRetryMaxMs?: number;
 }
 
 export interface UpstreamEvents<C> {
@@ -87,6 +92,7 @@ export function createUpstream<C>(options: UpstreamOptions<C>): Upstream<C> {
   const lingerMs = options.lingerMs ?? DEFAULT_LINGER_MS;
   const backoffMin = options.backoffMinMs ?? BACKOFF_MIN_MS;
   const backoffMax = options.backoffMaxMs ?? BACKOFF_MAX_MS;
+  const waitingRetryMax = Math.min(backoffMax, options.waitingRetryMaxMs ?? WAITING_RETRY_MAX_MS);
   const listeners: { [E in keyof UpstreamEvents<C>]: Set<UpstreamEvents<C>[E]> } = {
     state: new Set(), connected: new Set(), disconnected: new Set(),
   };
@@ -166,7 +172,8 @@ export function createUpstream<C>(options: UpstreamOptions<C>): Upstream<C> {
     }
     refused = error instanceof LoginRefused;
     untrusted = error instanceof PrinterIdentityRefused;
-    const delay = refused || untrusted ? backoffMax : firstIsQuick && attempt === 0 ? backoffMin / 2 : Math.min(backoffMax, backoffMin * 2 ** attempt);
+    const longest = claims > 0 || !options.onDemand ? waitingRetryMax : backoffMax;
+    const delay = refused || untrusted ? backoffMax : firstIsQuick && attempt === 0 ? backoffMin / 2 : Math.min(longest, backoffMin * 2 ** attempt);
     attempt++;
     const message = (error as Error)?.message ?? String(error);
     if (refused) options.log.error(`${options.describe} refused the login: ${message}; check access_code. Retrying in ${Math.round(delay / 1000)} s`);

@@ -5,7 +5,7 @@
 // accepts nothing for VIEWER_STALL_MS is closed.
 import { request as httpRequest, type ClientRequest, type IncomingMessage } from "node:http";
 import type { Socket } from "node:net";
-import { createStream, type Consumer } from "../core/stream.ts";
+import { createStream, LIVE_FRAME_MAX_AGE_MS, type Consumer } from "../core/stream.ts";
 import { createRateMeter } from "../core/rate.ts";
 import { listen, type Listening } from "../core/server.ts";
 import { MJPEG_CONTENT_TYPE, mjpegPart } from "../core/mjpeg.ts";
@@ -24,7 +24,7 @@ export const VIEWER_STALL_MS = 30_000;
 export const REQUEST_HEAD_TIMEOUT_MS = 10_000;
 export const MAX_REQUEST_HEAD_BYTES = 8 * 1024;
 /** A frame older than this is not replayed to a new viewer nor served as a snapshot. */
-export const STALE_FRAME_MS = 3_000;
+export const STALE_FRAME_MS = LIVE_FRAME_MAX_AGE_MS;
 export const SNAPSHOT_WAIT_MS = 10_000;
 export const MAX_CAMERA_VIEWERS = 64;
 

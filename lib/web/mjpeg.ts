@@ -1,7 +1,7 @@
 // MJPEG over HTTP (multipart/x-mixed-replace) fed from a printer's camera stream (core/stream.ts): each browser gets the newest
 // frame whenever its connection can take one (latest wins, never a queue), and the camera runs while anyone watches.
 import type { Logger } from "../log.ts";
-import type { Consumer } from "../core/stream.ts";
+import { liveFrame, type Consumer } from "../core/stream.ts";
 import type { CameraFeed, CameraFrame } from "../core/service.ts";
 import { mjpegPart } from "../core/mjpeg.ts";
 
@@ -79,6 +79,7 @@ export function mjpegStream(feed: CameraFeed, hooks: MjpegViewerHooks, signal: A
         consumer = feed.frames.addConsumer({
           label: hooks.label,
           replayLatest: true,
+          fresh: liveFrame,
           // The stream's deadline runs from a frame's delivery to its acknowledgement, the pull after Bun took the
           // part: a browser whose socket takes no part for stallMs is ended.
           stallMs,

@@ -2,11 +2,12 @@
 // run and the next frame is awaited for a bounded time.
 import type { CameraFeed, CameraFrame } from "../core/service.ts";
 import type { UpstreamProblem } from "../core/upstream.ts";
+import { LIVE_FRAME_MAX_AGE_MS } from "../core/stream.ts";
 
 /** How long a snapshot waits for the camera to produce a frame. */
 export const SNAPSHOT_WAIT_MS = 10_000;
-/** A cached frame older than this is not "the newest" any more (the camera may have stopped after its linger). */
-export const SNAPSHOT_MAX_AGE_MS = 10_000;
+/** A cached frame older than this is not the current picture (the printer may be gone): wait for a new one. */
+export const SNAPSHOT_MAX_AGE_MS = LIVE_FRAME_MAX_AGE_MS;
 /** How often a waiting snapshot asks the camera whether waiting is pointless (the printer refused our code). */
 export const SNAPSHOT_PROBLEM_POLL_MS = 200;
 

@@ -1,0 +1,185 @@
+// Outages real clients recover from (docs/outages.md): the simulated printer is stopped and started again on the
+// same address and ports, in front of pandaproxy's MQTT and chamber services. An npm `mqtt` client with its own
+// reconnect logic and a chamber viewer that reconnects on close (as ha-bambulab's chamber thread does) must be
+// streaming again within 15 s of the printer's return, and no frame older than the freshness limit may reach any
+// viewer. Loopback range 127.0.40.0/24.
+//
+// Scaling: the MQTT client's keepalive is 4 s here (ha-bambulab's is 60 s), so the table's 5 s outage (shorter
+// than any real keepalive) is a 0.5 s outage, and its 1 min outage (longer than the keepalive) is 16 s = 4 x the
+// keepalive. 16 s is also long enough that the chamber's default backoff (1 s doubling to 60 s) would put its
+// next retry 15.5 s after the return without the 10 s cap; the cap and the camera's patience are the real
+// defaults, not shortened.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import mqtt, { type MqttClient } from "mqtt";
+import { startSimulatedBambu, type SimPrinter } from "../lib/sim/bambu.ts";
+import type { Service, ServiceContext } from "../lib/core/service.ts";
+import { createChamberService } from "../lib/bambu/chamber.ts";
+import { createMqttService } from "../lib/bambu/mqtt.ts";
+import { LIVE_FRAME_MAX_AGE_MS } from "../lib/core/stream.ts";
+import { mjpegStream } from "../lib/web/mjpeg.ts";
+import { takeSnapshot } from "../lib/web/snapshot.ts";
+import { captureLogs, serviceLogger, setupLogging } from "../lib/log.ts";
+import { readJpegStamp } from "../lib/sim/jpeg-picture.ts";
+import { ACCESS_CODE, proxyContext, watch, waitFor, type TestViewer } from "./chamber-fixtures.ts";
+
+const SIM = "127.0.40.10";
+const PROXY = "127.0.40.11";
+const SERIAL = "01P00A000000001";
+const KEEPALIVE_S = 4;
+const SHORT_OUTAGE_MS = 500;
+const LONG_OUTAGE_MS = 16_000;
+const BACK_WITHIN_MS = 15_000;
+/** ha-bambulab gives its camera reader about a dozen attempts. */
+const HA_ATTEMPTS = 12;
+const HA_RETRY_MS = 1_000;
+
+function startSim(): Promise<SimPrinter> {
+  return startSimulatedBambu({
+    host: SIM, model: "P1S", serial: SERIAL, accessCode: ACCESS_CODE, services: ["mqtt", "chamber"], cameraFps: 5,
+    mqttMaxClients: 4, mqttReportIntervalMs: 200,
+  });
+}
+
+/** The age of a frame when it reached us: our clock then minus the simulator's stamp (same process, same clock). */
+function ageOf(frame: { jpeg: Buffer; at: number }): number {
+  const stamp = readJpegStamp(frame.jpeg);
+  return stamp ? performance.timeOrigin + frame.at - Number(stamp.split(" ")[2]) : Infinity;
+}
+
+/** A chamber viewer that logs in again whenever the proxy closes it, a bounded number of times. */
+function haViewer() {
+  const ages: number[] = [];
+  let viewer: TestViewer;
+  let closes = 0;
+  let stopped = false;
+  let lastFrameAt = 0;
+  const open = () => {
+    viewer = watch(PROXY, 6000, { accessCode: ACCESS_CODE });
+    viewer.socket.on("data", () => {});
+    const seen = viewer.frames;
+    const poll = setInterval(() => {
+      while (seen.length > 0) {
+        ages.push(ageOf(seen.shift()!));
+        lastFrameAt = Date.now();
+      }
+    }, 20);
+    void viewer.closed.then(async () => {
+      clearInterval(poll);
+      if (stopped || ++closes > HA_ATTEMPTS) return;
+      await Bun.sleep(HA_RETRY_MS);
+      if (!stopped) open();
+    });
+  };
+  open();
+  return {
+    ages,
+    get closes() {
+      return closes;
+    },
+    get lastFrameAt() {
+      return lastFrameAt;
+    },
+    stop() {
+      stopped = true;
+      viewer.close();
+    },
+  };
+}
+
+function mqttClient() {
+  const client: MqttClient = mqtt.connect(`mqtts://${PROXY}:8883`, {
+    username: "bblp", password: ACCESS_CODE, rejectUnauthorized: false, protocolVersion: 4, keepalive: KEEPALIVE_S,
+    // mqtt.js 5 stops reconnecting after a refused CONNACK unless told otherwise (docs/outages.md).
+    reconnectPeriod: 1_000, connectTimeout: 5_000, reconnectOnConnackError: true,
+  });
+  const seen = { closes: 0, refusedUnavailable: 0, lastReportAt: 0 };
+  client.on("connect", () => client.subscribe(`device/${SERIAL}/report`));
+  client.on("close", () => seen.closes++);
+  client.on("error", (error) => {
+    if ((error as { code?: number }).code === 3) seen.refusedUnavailable++;
+  });
+  client.on("message", () => (seen.lastReportAt = Date.now()));
+  return { client, seen };
+}
+
+describe("outages of the printer, through pandaproxy, with clients that reconnect as real ones do", () => {
+  let sim: SimPrinter | undefined;
+  let ctx: ServiceContext;
+  const services: Service[] = [];
+  let mq: ReturnType<typeof mqttClient>;
+  let ha: ReturnType<typeof haViewer>;
+
+  beforeAll(async () => {
+    setupLogging("info", { quiet: true });
+    sim = await startSim();
+    ctx = proxyContext({ name: "p1s", proxy: PROXY, printer: SIM });
+    services.push(createMqttService({ ...ctx, log: serviceLogger("p1s", "mqtt") }), createChamberService(ctx));
+    for (const s of services) await s.start();
+    mq = mqttClient();
+    ha = haViewer();
+    await waitFor("reports and frames", () => mq.seen.lastReportAt > 0 && ha.ages.length > 0, 15_000);
+  });
+  afterAll(async () => {
+    ha?.stop();
+    await mq?.client.endAsync(true);
+    for (const s of services) await s.stop();
+    await sim?.stop();
+  });
+
+  const outage = async (ms: number, during: () => Promise<void> = async () => {}) => {
+    await sim!.stop();
+    sim = undefined;
+    const back = Date.now() + ms;
+    await during();
+    await Bun.sleep(Math.max(0, back - Date.now()));
+    sim = await startSim();
+    return Date.now();
+  };
+
+  test(`a ${SHORT_OUTAGE_MS} ms outage (the table's 5 s) stays hidden: nobody is disconnected`, async () => {
+    const logs = captureLogs();
+    const before = { mqtt: mq.seen.closes, ha: ha.closes };
+    const returned = await outage(SHORT_OUTAGE_MS);
+    await waitFor("reports and frames after the return", () => mq.seen.lastReportAt > returned && ha.lastFrameAt > returned, BACK_WITHIN_MS);
+    logs.stop();
+    expect(mq.seen.closes).toBe(before.mqtt);
+    expect(ha.closes).toBe(before.ha);
+    expect(logs.lines.filter((l) => /server unavailable/.test(l))).toEqual([]);
+  });
+
+  test(`a ${LONG_OUTAGE_MS / 1000} s outage (the table's 1 min): MQTT clients are sent away and refused, viewers wait quietly, all stream again within 15 s`, async () => {
+    const logs = captureLogs();
+    const before = { mqtt: mq.seen.closes, ha: ha.closes };
+    const late: { viewer?: TestViewer; snapshot?: boolean; mjpegPart?: boolean } = {};
+    const returned = await outage(LONG_OUTAGE_MS, async () => {
+      await Bun.sleep(KEEPALIVE_S * 1000 + 2_000);
+      // Joining mid-outage: the frame cached from before is not live, for any kind of viewer.
+      late.viewer = watch(PROXY, 6000, { accessCode: ACCESS_CODE });
+      const feed = ctx.hub.camera!;
+      late.snapshot = (await takeSnapshot(feed, 1_000)).frame !== undefined;
+      const abort = new AbortController();
+      const hooks = { label: "web viewer test", log: serviceLogger("p1s", "web"), stillCurrent: () => true, sent: () => {}, closed: () => {} };
+      const reader = mjpegStream(feed, hooks, abort.signal).getReader();
+      late.mjpegPart = await Promise.race([reader.read().then(() => true), Bun.sleep(1_000).then(() => false)]);
+      abort.abort();
+    });
+    await waitFor("MQTT reports after the return", () => mq.seen.lastReportAt > returned, BACK_WITHIN_MS);
+    await waitFor("chamber frames after the return", () => ha.lastFrameAt > returned, BACK_WITHIN_MS - (Date.now() - returned));
+    await late.viewer!.moreFrames(1, BACK_WITHIN_MS);
+    logs.stop();
+    expect(mq.seen.closes).toBeGreaterThan(before.mqtt);
+    expect(mq.seen.refusedUnavailable).toBeGreaterThan(0);
+    expect(ha.closes).toBe(before.ha);
+    expect(late.snapshot).toBe(false);
+    expect(late.mjpegPart).toBe(false);
+    expect(late.viewer!.frames.every((f) => ageOf(f) <= LIVE_FRAME_MAX_AGE_MS)).toBe(true);
+    late.viewer!.close();
+    expect(logs.lines.filter((l) => /server unavailable/.test(l)).length).toBe(1);
+    expect(logs.lines.filter((l) => /access.code/.test(l))).toEqual([]);
+  }, 60_000);
+
+  test("no frame older than the freshness limit reached the reconnecting viewer", () => {
+    expect(ha.ages.length).toBeGreaterThan(0);
+    expect(Math.max(...ha.ages)).toBeLessThanOrEqual(LIVE_FRAME_MAX_AGE_MS);
+  });
+});
