@@ -1,7 +1,8 @@
 // The RTSPS camera (X1/H2/P2, port 322): one FFmpeg pulls the printer's stream (`-c copy`) through our
 // credential relay and publishes it into our own RTSP server, which serves any number of RTSPS (and optional
 // plain RTSP) clients on the printer's path. A second FFmpeg, run only while the web page watches, turns the
-// stream into JPEG frames for the CameraFeed. RTP over UDP is offered on the plain port only.
+// stream into JPEG frames for the CameraFeed. RTP over UDP is offered on the plain port only. While the printer
+// reports its camera off (liveview.ts), FFmpeg stays down and the status says what to switch on.
 import { createStream as createFrameStream } from "../core/stream.ts";
 import { createRateMeter } from "../core/rate.ts";
 import { listen, type Listening } from "../core/server.ts";
@@ -9,6 +10,7 @@ import { MAX_CAMERA_JPEG_BYTES, type CameraFeed, type CameraFrame, type Service,
 import { createUpstream, upstreamProblem, type Upstream } from "../core/upstream.ts";
 import { registerSecret, serviceLogger } from "../log.ts";
 import { printerClientTlsOptions, serverTlsOptions } from "../tls.ts";
+import { LIVEVIEW_OFF } from "./liveview.ts";
 import { modelOf } from "./models.ts";
 import { createAuthenticator, LIVE555_REALM, type Credential } from "../rtsp/auth.ts";
 import { createPublisher, ffmpegMissing, jpegArgs, relayArgs, spawnFfmpeg, type FfmpegChild, type Publisher } from "../rtsp/ffmpeg.ts";
@@ -86,6 +88,8 @@ export function createRtspService(ctx: ServiceContext, options: RtspServiceOptio
   let server: RtspServer | undefined;
   const listeners: Listening[] = [];
   let state = "stopped";
+  let liveviewOff = false;
+  let makePublisher: (() => Publisher) | undefined;
 
   const credentials = (): Credential[] => {
     const list: Credential[] = [{ user: RTSP_USER, password: printer.accessCode, role: "access code" }];
@@ -112,6 +116,25 @@ export function createRtspService(ctx: ServiceContext, options: RtspServiceOptio
     jpeg = publisher = relay = loopback = server = undefined;
   };
 
+  let stopLiveview: (() => void) | undefined;
+  /** Off: FFmpeg is stopped (not retried) and waiting readers are told; on again: a fresh FFmpeg on demand. */
+  const followLiveview = async (liveview: "on" | "off" | undefined) => {
+    const off = liveview === "off";
+    if (off === liveviewOff || !makePublisher) return;
+    liveviewOff = off;
+    if (off) {
+      log.warn(`${LIVEVIEW_OFF} (the printer reports ipcam.rtsp_url "disable"); FFmpeg stays down until it is on`);
+      state = LIVEVIEW_OFF;
+      stream.failWaiters(LIVEVIEW_OFF);
+      await publisher?.stop();
+      return;
+    }
+    log.info("the printer reports its camera on again");
+    state = "listening";
+    publisher = makePublisher();
+    publisher.start();
+  };
+
   return {
     name: "rtsp",
     async start() {
@@ -128,13 +151,18 @@ export function createRtspService(ctx: ServiceContext, options: RtspServiceOptio
         loopback = await startLoopback(log, streams);
         const { url: relayUrl } = relay;
         const publishUrl = loopback.publishUrl;
-        publisher = createPublisher({
+        makePublisher = () => createPublisher({
           log, binary: ctx.proxy.ffmpeg, stream, describe: `FFmpeg for the camera at ${printer.host}:${printer.printerPorts.rtsp}`,
           args: () => relayArgs(relayUrl(CAMERA_PATH), publishUrl(CAMERA_PATH), model?.name),
           lingerMs: options.lingerMs, stallTimeoutMs: options.stallTimeoutMs, backoffMinMs: options.backoffMinMs,
           loginRefused: () => relay?.refused ?? false,
         });
-        stream.setDemand(() => publisher!.upstream.claim());
+        publisher = makePublisher();
+        stream.setDemand(() => {
+          if (!liveviewOff) return publisher!.upstream.claim();
+          queueMicrotask(() => stream.failWaiters(LIVEVIEW_OFF));
+          return () => {};
+        });
         publisher.start();
 
         const readUrl = loopback.readUrl(CAMERA_PATH);
@@ -179,9 +207,13 @@ export function createRtspService(ctx: ServiceContext, options: RtspServiceOptio
       }
       ctx.hub.setCamera(feed);
       state = "listening";
+      stopLiveview = ctx.hub.onInfo((info) => void followLiveview(info.liveview));
+      await followLiveview(ctx.hub.info.liveview);
       log.info(`RTSPS camera on ${printer.bind}:${printer.ports.rtsp}${CAMERA_PATH}${printer.ports.rtsp_plain ? ` (plain RTSP on ${printer.ports.rtsp_plain})` : ""}`);
     },
     async stop() {
+      stopLiveview?.();
+      stopLiveview = makePublisher = undefined;
       if (ctx.hub.camera === feed) ctx.hub.setCamera(undefined);
       await stopAll();
       state = "stopped";

@@ -73,7 +73,8 @@ export function simIdentity(options: SimPrinterOptions): SimIdentity {
 
 export async function startSimulatedBambu(options: SimPrinterOptions): Promise<SimPrinter> {
   const identity = simIdentity(options);
-  const wanted = options.services ?? servicesOfModel(identity.model);
+  // Liveview off closes the camera's port, as on the printer; the reports say so (print-state.ts).
+  const wanted = (options.services ?? servicesOfModel(identity.model)).filter((s) => !(s === "rtsp" && options.liveviewOff));
   const started: SimService[] = [];
   // One card for FTPS and MQTT, so a `project_file` command finds what was uploaded.
   const card = openSdCard(options.ftpRoot);

@@ -38,7 +38,7 @@ export interface SimPrint {
 type Section = Record<string, Json>;
 
 /** The card is where `project_file` looks for the file it names; without one every such command fails. */
-export function createSimPrint(identity: SimIdentity, card?: SdCard): SimPrint {
+export function createSimPrint(identity: SimIdentity, card?: SdCard, options: { liveviewOff?: boolean } = {}): SimPrint {
   let pushSequence = 0;
   let gcodeState = "PREPARE";
   let layer = 0;
@@ -83,7 +83,7 @@ export function createSimPrint(identity: SimIdentity, card?: SdCard): SimPrint {
       hms: [], home_flag: 6, hw_switch_state: 1,
       ipcam: {
         ipcam_dev: "1", ipcam_record: "enable", timelapse: "disable", resolution: "1080p", tutk_server: "disable", mode_bits: 3,
-        ...(identity.model.camera === "rtsp" ? { rtsp_url: `rtsps://${identity.host}/streaming/live/1` } : {}),
+        ...(identity.model.camera === "rtsp" ? { rtsp_url: options.liveviewOff ? "disable" : `rtsps://${identity.host}/streaming/live/1` } : {}),
       },
       layer_num: layer, lifecycle: "product", lights_report: [{ node: "chamber_light", mode: chamberLight }],
       maintain: 3, mc_percent: percent(), mc_print_error_code: "0", mc_print_line_number: String(layer * 400),

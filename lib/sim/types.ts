@@ -27,6 +27,8 @@ export interface SimOptions {
   mqttCommandBudget?: number;
   /** A session older than this has its requests ignored (A1 mini 01.07.02 degraded long sessions). */
   mqttSessionDecayMs?: number;
+  /** The RTSPS camera switched off ("LAN Mode Liveview" off): reports say `rtsp_url: "disable"`, port 322 is closed. */
+  liveviewOff?: boolean;
   /** Most FTP sessions at once. */
   ftpMaxSessions?: number;
   /** Directory served over FTPS (default: a fresh temporary directory). */
