@@ -1,9 +1,11 @@
-// A Bambu printer's telemetry from its merged MQTT state, without a socket: the golden report (OpenBambuAPI's push_status of an idle printer),
-// then deltas as the firmware sends them while printing.
+// A printer's telemetry without a socket: a Bambu printer's from its merged MQTT state (the golden report, OpenBambuAPI's
+// push_status of an idle printer, then deltas as the firmware sends them while printing), a FlashForge's from its
+// ~M119/~M27/~M105 replies (the golden replies, then a print).
 import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { bambuTelemetry, hmsCode } from "../lib/bambu/telemetry.ts";
+import { createFlashforgeStatus, flashforgeTelemetry } from "../lib/flashforge/telemetry.ts";
 import { createReportState, type JsonObject } from "../lib/bambu/mqtt-state.ts";
 
 const GOLDEN = JSON.parse(readFileSync(join(import.meta.dir, "golden/mqtt-push-status-report.json"), "utf8")) as JsonObject;
@@ -90,5 +92,36 @@ describe("Bambu telemetry", () => {
     expect(bambuTelemetry({}, NOW)).toEqual({ state: "unknown", temperatures: [], fans: [], trays: [], errors: [] });
     const t = bambuTelemetry({ print: { gcode_state: "SOMETHING_NEW", nozzle_temper: "hot", mc_percent: [1], ams: { ams: [7, null] }, hms: "none" } }, NOW);
     expect(t).toEqual({ state: "unknown", temperatures: [], fans: [], trays: [], errors: [] });
+  });
+});
+
+describe("FlashForge telemetry", () => {
+  const golden = (name: string) => readFileSync(join(import.meta.dir, `golden/flashforge-${name}-reply.txt`), "utf8");
+
+  test("an idle printer (the golden M119 and M27 replies)", () => {
+    expect(flashforgeTelemetry({ M119: golden("m119"), M27: golden("m27") })).toEqual({ state: "idle", progress: 0, temperatures: [], fans: [], trays: [], errors: [] });
+  });
+
+  test("a print: state, file, progress, layers, temperatures with targets (the second nozzle's 0/0 left out)", () => {
+    const t = flashforgeTelemetry({
+      M119: golden("m119").replace("MachineStatus: READY", "MachineStatus: BUILDING_FROM_SD").replace("CurrentFile: ", "CurrentFile: cube.gx"),
+      M27: "CMD M27 Received.\nSD printing byte 42/100\nLayer: 12/80\nok\n",
+      M105: "CMD M105 Received.\nT0:209.6/210.0 T1:0.0/0.0 B:59 /60\nok\n",
+    });
+    expect(t).toEqual({
+      state: "printing", job: "cube.gx", progress: 0.42, layer: 12, totalLayers: 80, fans: [], trays: [], errors: [],
+      temperatures: [{ name: "nozzle", celsius: 209.6, targetCelsius: 210 }, { name: "bed", celsius: 59, targetCelsius: 60 }],
+    });
+  });
+
+  test("only status replies are kept; nothing until the printer has answered ~M119", () => {
+    const status = createFlashforgeStatus();
+    status.heard("M27", golden("m27"));
+    expect(status.telemetry()).toBeUndefined();
+    status.heard("M119", golden("m119").replace("READY", "PAUSED"));
+    status.heard("M115", "Machine Type: not a status reply");
+    expect(status.telemetry()).toMatchObject({ state: "paused", progress: 0 });
+    status.heard("M119", "garbage");
+    expect(status.telemetry()!.state).toBe("unknown");
   });
 });

@@ -11,6 +11,9 @@ import type { Service } from "../lib/core/service.ts";
 import type { PrinterRuntime } from "../lib/printer-services.ts";
 import { startSimulatedBambu, type SimPrinter } from "../lib/sim/bambu.ts";
 import type { SimMqtt } from "../lib/sim/mqtt.ts";
+import { createFlashforgeTcp } from "../lib/flashforge/tcp.ts";
+import { startSimulatedFlashforge, type SimFlashforge } from "../lib/sim/flashforge/index.ts";
+import { consoleClient } from "./flashforge-helpers.ts";
 import { STATUS_POLL_MS } from "../lib/web/page.ts";
 import type { WebServer } from "../lib/web/server.ts";
 import { serviceContext } from "./support.ts";
@@ -31,6 +34,7 @@ describe.skipIf(!existsSync(CHROMIUM))("printer telemetry and the camera wall in
   let web: WebServer;
   let url: string;
   let browser: Browser;
+  let flashforge: SimFlashforge;
 
   async function printer(name: string, model: "P1S" | "A1", host: string, bind: string, withMqtt: boolean) {
     const sim = await startSimulatedBambu({
@@ -51,6 +55,16 @@ describe.skipIf(!existsSync(CHROMIUM))("printer telemetry and the camera wall in
   beforeAll(async () => {
     const p1s = await printer("p1s", "P1S", "127.0.43.1", "127.0.43.11", true);
     await printer("a1", "A1", "127.0.43.2", "127.0.43.12", false);
+    flashforge = await startSimulatedFlashforge({ host: "127.0.43.3" });
+    const { identity } = flashforge;
+    const ff = serviceContext(
+      `name = "ff5m"\ntype = "flashforge"\nhost = "${identity.host}"\nserial = "${identity.serial}"\ncheck_code = "${identity.checkCode}"\n` +
+        `bind = "127.0.43.13"\nservices = ["tcp"]\n`,
+    );
+    const tcp = createFlashforgeTcp(ff, { lingerMs: 60_000 });
+    await tcp.start();
+    services.push(tcp);
+    printers.push({ config: ff.printer, hub: ff.hub, services: [tcp], start: async () => {}, stop: async () => {} });
     ({ web, url } = await startTestWeb(printers, { host: WEB_HOST, metrics: p1s.metrics }));
     browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
     await waitFor("the simulated print to start", () => p1s.hub.telemetry()?.state === "printing", 20_000);
@@ -60,6 +74,7 @@ describe.skipIf(!existsSync(CHROMIUM))("printer telemetry and the camera wall in
     await web?.stop();
     for (const s of services) await s.stop();
     for (const sim of sims) await sim.stop();
+    await flashforge?.stop();
   });
 
   test("the status page shows the print advancing, temperatures and the AMS trays' colours", async () => {
@@ -136,6 +151,30 @@ describe.skipIf(!existsSync(CHROMIUM))("printer telemetry and the camera wall in
     }
     const anonymous = await fetch(`${url}/wall`);
     expect(anonymous.status).toBe(401);
+  }, 30_000);
+
+  test("a FlashForge printer's status replies, as a client polls them, are its telemetry", async () => {
+    flashforge.state.status = "printing";
+    flashforge.state.printFile = "cube.gx";
+    const client = await consoleClient("127.0.43.13", 8899);
+    const page = await browser.newPage({ viewport: { width: 900, height: 760 }, httpCredentials: TEST_ADMIN });
+    try {
+      for (const command of ["~M119", "~M105", "~M27"]) {
+        client.send(command);
+        expect(await client.readText()).toContain(`CMD ${command.slice(1)} Received.`);
+      }
+      await page.goto(`${url}/`);
+      const card = 'section[data-printer="ff5m"]';
+      await page.waitForFunction(`document.querySelector('${card} .printer-state')?.textContent === "printing"`, undefined, { timeout: STATUS_POLL_MS * 3 });
+      expect(await text(page, `${card} .job`)).toBe("cube.gx");
+      expect(await text(page, `${card} .progress-line`)).toBe("11%");
+      expect(await text(page, `${card} .temperatures`)).toMatch(/^nozzle \d+ \/ \d+ °C · bed \d+ \/ \d+ °C$/);
+      const metrics = await (await fetch(`${url}/metrics`, { headers: ADMIN_AUTH })).text();
+      expect(metrics).toContain('pandaproxy_printer_state{printer="ff5m",state="printing"} 1');
+    } finally {
+      await page.close();
+      client.close();
+    }
   }, 30_000);
 
   test("an HMS error the printer raises is shown in words, with its code", async () => {

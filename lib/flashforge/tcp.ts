@@ -7,6 +7,7 @@ import { createUpstream, type Upstream } from "../core/upstream.ts";
 import type { Service, ServiceContext } from "../core/service.ts";
 import { serviceLogger, type Logger } from "../log.ts";
 import { openConsole, type PrinterConsole } from "./tcp-console.ts";
+import { createFlashforgeStatus } from "./telemetry.ts";
 import {
   createTcpScheduler, type ClientId, type SchedulerAction, type SchedulerEvent, type TimerId,
 } from "./tcp-scheduler.ts";
@@ -63,7 +64,8 @@ export function createFlashforgeTcp(ctx: ServiceContext, options: FlashforgeTcpO
     },
   });
   const timers = createTimers((timer) => dispatch({ type: "timeout", timer }));
-  const perform = performer({ upstream, peers, timers, log, dispatch, sent: () => commands.inc() });
+  const status = createFlashforgeStatus();
+  const perform = performer({ upstream, peers, timers, log, dispatch, sent: () => commands.inc(), heard: status.heard });
   function dispatch(event: SchedulerEvent): void {
     for (const action of scheduler.handle(event)) perform(action);
   }
@@ -92,6 +94,7 @@ export function createFlashforgeTcp(ctx: ServiceContext, options: FlashforgeTcpO
       });
       upstream.on("disconnected", () => dispatch({ type: "linkDown" }));
       upstream.start();
+      ctx.hub.setTelemetry(() => (upstream.state === "connected" ? status.telemetry() : undefined));
       listening = await listen({
         log, what: "FlashForge TCP console", host: printer.bind, allow: printer.allow, port: printer.ports.tcp, maxClients: MAX_TCP_CLIENTS, onClient,
       }).catch((e) => {
@@ -143,6 +146,8 @@ interface Glue {
   dispatch(event: SchedulerEvent): void;
   /** A command went to the printer (the metrics counter). */
   sent(): void;
+  /** The printer's reply to a command (its status replies are the telemetry). */
+  heard(code: string, text: string): void;
 }
 
 /** Does what the scheduler decided, on the sockets; what comes back is dispatched to it as events. */
@@ -155,7 +160,10 @@ function performer(glue: Glue): (action: SchedulerAction) => void {
     if (!conn) return failed("the printer connection is closed");
     if (action.type === "sendToPrinter") glue.sent();
     const work: Promise<SchedulerEvent> = action.type === "sendToPrinter"
-      ? conn.request(action.command, action.timeoutMs).then((reply) => ({ type: "printerReplied", job, reply }))
+      ? conn.request(action.command, action.timeoutMs).then((reply): SchedulerEvent => {
+          glue.heard(action.command.code, reply.text);
+          return { type: "printerReplied", job, reply };
+        })
       : conn.write(action.bytes).then(() => ({ type: "printerWritten", job }));
     void work.then(dispatch, (e) => failed((e as Error).message));
   };
