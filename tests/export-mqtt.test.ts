@@ -18,11 +18,14 @@ import { readFileSync } from "node:fs";
 import { ACCESS_CODE, VIEWER_CODE, npmClient, startSim, tempDir, until, type TestClient } from "./mqtt-helpers.ts";
 import type { SimPrinter } from "../lib/sim/bambu.ts";
 import type { SimMqtt } from "../lib/sim/mqtt.ts";
+import { startSimulatedFlashforge, type SimFlashforge } from "../lib/sim/flashforge/index.ts";
 
 const BROKER = "127.0.42.10";
 const PRINTER = "127.0.42.11";
 const PROXY = "127.0.42.12";
 const CHILD_PROXY = "127.0.42.13";
+const FLASHFORGE = "127.0.42.14";
+const FLASHFORGE_PROXY = "127.0.42.15";
 const BROKER_PORT = 1883;
 const SERIAL = "01P00A000000042";
 const BROKER_USER = "exporter";
@@ -34,6 +37,7 @@ let dir: string;
 let broker: ChildProcess | undefined;
 let sim: SimPrinter;
 let simMqtt: SimMqtt;
+let flashforge: SimFlashforge;
 let supervisor: Supervisor | undefined;
 let reader: Reader;
 
@@ -92,7 +96,7 @@ async function brokerReader(): Promise<Reader> {
   };
 }
 
-function configText(exportKeys: string, bind = PROXY, stateDir = join(dir, "state")): string {
+function configText(exportKeys: string, bind = PROXY, stateDir = join(dir, "state"), morePrinters = ""): string {
   return `
 [proxy]
 state_dir = "${stateDir}"
@@ -107,6 +111,7 @@ access_code = "${ACCESS_CODE}"
 viewer_access_code = "${VIEWER_CODE}"
 bind = "${bind}"
 services = ["mqtt"]
+${morePrinters}
 [export.mqtt]
 url = "mqtt://${BROKER}:${BROKER_PORT}"
 username = "${BROKER_USER}"
@@ -115,10 +120,22 @@ ${exportKeys}
 `;
 }
 
+/** The Adventurer 5M beside the P1S, in the in-process proxy only. */
+const adventurer = () => `[[printer]]
+name = "ad5m"
+type = "flashforge"
+host = "${FLASHFORGE}"
+serial = "${flashforge.identity.serial}"
+check_code = "${flashforge.identity.checkCode}"
+bind = "${FLASHFORGE_PROXY}"
+services = ["tcp"]
+`;
+
 async function runWith(exportKeys: string): Promise<Supervisor> {
   const file = join(dir, "printers.toml");
-  writeFileSync(file, configText(exportKeys));
-  if (!supervisor) supervisor = await startSupervisor(parseConfig(configText(exportKeys), file), { configFile: file });
+  const text = configText(exportKeys, PROXY, join(dir, "state"), adventurer());
+  writeFileSync(file, text);
+  if (!supervisor) supervisor = await startSupervisor(parseConfig(text, file), { configFile: file });
   else expect(await supervisor.reload()).toBe(true);
   return supervisor;
 }
@@ -131,12 +148,14 @@ beforeAll(async () => {
   writeBrokerConfig();
   await startBroker();
   ({ sim, mqtt: simMqtt } = await startSim(PRINTER, { serial: SERIAL, mqttMaxClients: 3 }));
+  flashforge = await startSimulatedFlashforge({ host: FLASHFORGE });
   reader = await brokerReader();
 });
 afterAll(async () => {
   await supervisor?.stop();
   await reader?.client.endAsync(true);
   await sim?.stop();
+  await flashforge?.stop();
   await stopBroker();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
@@ -164,6 +183,15 @@ describe("[export.mqtt] on mosquitto", () => {
     await until("retained state", () => retained.includes("pandaproxy/p1s/state") && retained.includes("pandaproxy/p1s/availability"), WAIT_MS);
     await late.endAsync(true);
   }, 60_000);
+
+  test("a FlashForge printer: its telemetry (from the console the exporter polls) is its state, and it is online", async () => {
+    await reader.next("pandaproxy/ad5m/availability", (t) => t === "online");
+    const state = JSON.parse(await reader.next("pandaproxy/ad5m/state"));
+    expect(typeof state.state).toBe("string");
+    expect(state.temperatures.map((t: { name: string }) => t.name)).toContain("bed");
+    const bed = JSON.parse(await reader.next(`homeassistant/sensor/pandaproxy_${flashforge.identity.serial}/bed_temperature/config`));
+    expect(bed.state_topic).toBe("pandaproxy/ad5m/state");
+  }, 30_000);
 
   test("discovery: one device whose sensors read the state topic; no buttons without commands", async () => {
     const progress = JSON.parse(await reader.next(`homeassistant/sensor/pandaproxy_${SERIAL}/progress/config`));
@@ -307,10 +335,11 @@ describe("Home Assistant discovery payloads follow the documented schema", () =>
     expect(byId.get("button/stop")).toMatchObject({ command_topic: "pandaproxy/x1c/request", payload_press: JSON.stringify({ print: { command: "stop", sequence_id: "0" } }) });
     expect(byId.get("sensor/state")!.device.model).toBe("X1 Carbon");
   });
-  test("an Adventurer 5M: the fields of its HTTP status, manufacturer FlashForge, no buttons", () => {
+  test("an Adventurer 5M: the fields of its telemetry (console status replies), manufacturer FlashForge, no buttons", () => {
     const byId = checkSchema({ ...common, commands: true, printer: { name: "ad5m", type: "flashforge", serial: "SNMOMC9900001", model: "Adventurer 5M" }, info: {} });
-    expect([...byId.keys()].sort()).toEqual([...EXPECTED_ENTITIES].sort());
-    expect(byId.get("sensor/bed_temperature")!.value_template).toBe("{{ value_json.detail.platTemp }}");
+    expect([...byId.keys()].sort()).toEqual(EXPECTED_ENTITIES.filter((e) => e !== "sensor/chamber_temperature").sort());
+    expect(byId.get("sensor/bed_temperature")!.value_template).toContain("selectattr('name', 'equalto', 'bed')");
+    expect(byId.get("sensor/state")!.value_template).toBe("{{ value_json.state }}");
     expect(byId.get("sensor/state")!.device).toMatchObject({ manufacturer: "FlashForge", model: "Adventurer 5M" });
   });
 });

@@ -73,21 +73,25 @@ function bambuEntities(input: DiscoveryInput): Entity[] {
   return entities;
 }
 
-/** FlashForge: the fields of its HTTP status (`/detail`: status, printProgress, rightTemp, platTemp, …). */
+/** The temperature named `heater` in the telemetry's list (core/telemetry.ts), or none. */
+const heaterTemplate = (heater: string) =>
+  `{{ (value_json.temperatures | selectattr('name', 'equalto', '${heater}') | map(attribute='celsius') | first) | default(none) }}`;
+
+/** FlashForge: its telemetry (core/telemetry.ts), from the ~M119, ~M27 and ~M105 replies of its console; ~M105
+ * names no chamber, so there is no chamber sensor. */
 function flashforgeEntities(): Entity[] {
-  const d = "value_json.detail";
+  const t = "value_json";
   return [
-    sensor("state", "State", `{{ ${d}.status }}`),
-    sensor("progress", "Progress", `{{ (${d}.printProgress * 100) | round(0) }}`, percent),
-    sensor("remaining", "Remaining time", `{{ (${d}.estimatedTime / 60) | round(0) }}`, minutes),
-    sensor("layer", "Layer", `{{ ${d}.printLayer }}`, { json_attributes_template: `{{ {'total_layers': ${d}.targetPrintLayer} | tojson }}` }),
-    temperature("nozzle_temperature", "Nozzle temperature", `{{ ${d}.rightTemp }}`),
-    temperature("bed_temperature", "Bed temperature", `{{ ${d}.platTemp }}`),
-    temperature("chamber_temperature", "Chamber temperature", `{{ ${d}.chamberTemp }}`),
+    sensor("state", "State", `{{ ${t}.state }}`),
+    sensor("progress", "Progress", `{{ ((${t}.progress | default(0)) * 100) | round(0) }}`, percent),
+    sensor("remaining", "Remaining time", `{{ ((${t}.remainingSeconds | default(0)) / 60) | round(0) }}`, minutes),
+    sensor("layer", "Layer", `{{ ${t}.layer | default(none) }}`, { json_attributes_template: `{{ {'total_layers': ${t}.totalLayers | default(none)} | tojson }}` }),
+    temperature("nozzle_temperature", "Nozzle temperature", heaterTemplate("nozzle")),
+    temperature("bed_temperature", "Bed temperature", heaterTemplate("bed")),
     { component: "binary_sensor", id: "printing", name: "Printing", device_class: "running",
-      value_template: `{{ 'ON' if ${d}.status in ['printing', 'pausing', 'paused'] else 'OFF' }}` },
+      value_template: `{{ 'ON' if ${t}.state in ['preparing', 'printing', 'paused'] else 'OFF' }}` },
     { component: "binary_sensor", id: "error", name: "Error", device_class: "problem",
-      value_template: `{{ 'ON' if ${d}.status == 'error' else 'OFF' }}` },
+      value_template: `{{ 'ON' if ${t}.state == 'failed' or (${t}.errors | default([]) | length) > 0 else 'OFF' }}` },
   ];
 }
 

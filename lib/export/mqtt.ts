@@ -11,7 +11,8 @@ import { processLogger, registerSecret, serviceLogger } from "../log.ts";
 import type { PrinterRuntime } from "../printer-services.ts";
 import { cameraToken } from "../web/tokens.ts";
 import { isObject, type JsonObject } from "../bambu/mqtt-state.ts";
-import { startBambuLink, type BambuLink } from "./bambu-link.ts";
+import { startBambuLink } from "./bambu-link.ts";
+import { startFlashforgeLink } from "./flashforge-link.ts";
 import { connectBroker, type Broker } from "./broker.ts";
 import type { MqttExportConfig } from "./config.ts";
 import { cameraAttributes, discoveryMessages, printerTopic } from "./discovery.ts";
@@ -40,15 +41,19 @@ function webBase(web: WebConfig): string | undefined {
 }
 
 /** "0-0", "0-1", …: the AMS trays the merged state lists. */
-function amsTrays(state: JsonObject): string[] {
-  const print = state.print;
+function amsTrays(state: object): string[] {
+  const print = (state as JsonObject).print;
   const ams = isObject(print) && isObject(print.ams) && Array.isArray(print.ams.ams) ? print.ams.ams : [];
   return ams.flatMap((unit, i) => (isObject(unit) && Array.isArray(unit.tray) ? unit.tray.map((_, j) => `${i}-${j}`) : []));
 }
 
 interface Exported {
   runtime: PrinterRuntime;
-  link: BambuLink;
+  /** What <prefix>/<printer>/state carries: a Bambu printer's merged report, a FlashForge's telemetry. */
+  state(): object | undefined;
+  /** Bambu only: forward to the printer's request topic. */
+  request?(payload: Buffer): void;
+  stop(): Promise<void>;
   online: boolean;
   lastState?: string;
   lastTrays?: string;
@@ -60,7 +65,7 @@ function publishDiscovery(broker: Broker, config: MqttExportConfig, web: WebConf
   const messages = discoveryMessages({
     printer: { name: printer.name, type: printer.type, serial: printer.serial, model: printer.model },
     info: hub.info, prefix: config.prefix, discoveryPrefix: config.discoveryPrefix, commands: config.commands,
-    statusPage: base ? `${base}/` : undefined, amsTrays: amsTrays(p.link.state()),
+    statusPage: base ? `${base}/` : undefined, amsTrays: amsTrays(p.state() ?? {}),
   });
   for (const m of messages) broker.publish(m.topic, JSON.stringify(m.payload), true);
   if (base) {
@@ -69,29 +74,34 @@ function publishDiscovery(broker: Broker, config: MqttExportConfig, web: WebConf
   }
 }
 
-function exportPrinter(broker: Broker, options: MqttExportOptions, runtime: PrinterRuntime, ca: string): Exported {
-  const { config } = options;
+function setOnline(broker: Broker, config: MqttExportConfig, p: Exported, up: boolean): void {
+  p.online = up;
+  broker.publish(printerTopic(config.prefix, p.runtime.config.name, "availability"), up ? "online" : "offline", true);
+}
+
+function exportBambu(broker: Broker, config: MqttExportConfig, runtime: PrinterRuntime, ca: string): Exported {
   const name = runtime.config.name;
-  const log = serviceLogger(name, "export");
   const topic = (leaf: Parameters<typeof printerTopic>[2]) => printerTopic(config.prefix, name, leaf);
-  const exported: Exported = {
-    runtime, online: false,
-    link: startBambuLink(runtime.config, ca, config.commands, log, {
-      report: (payload) => config.reports && broker.publish(topic("report"), payload),
-      event: (event, print) =>
-        broker.publish(topic("event"), JSON.stringify({ event, gcode_state: print.gcode_state, subtask_name: print.subtask_name, at: new Date().toISOString() })),
-      online(up) {
-        exported.online = up;
-        broker.publish(topic("availability"), up ? "online" : "offline", true);
-      },
-    }),
-  };
+  const link = startBambuLink(runtime.config, ca, config.commands, serviceLogger(name, "export"), {
+    report: (payload) => config.reports && broker.publish(topic("report"), payload),
+    event: (event, print) =>
+      broker.publish(topic("event"), JSON.stringify({ event, gcode_state: print.gcode_state, subtask_name: print.subtask_name, at: new Date().toISOString() })),
+    online: (up) => setOnline(broker, config, exported, up),
+  });
+  const exported: Exported = { runtime, online: false, state: link.state, request: link.request, stop: link.stop };
   return exported;
 }
 
+/** FlashForge: the telemetry its console keeps while the link polls; online while there is some. */
+function exportFlashforge(runtime: PrinterRuntime): Exported {
+  const link = startFlashforgeLink(runtime.config, serviceLogger(runtime.config.name, "export"));
+  return { runtime, online: false, state: () => runtime.hub.telemetry(), stop: link.stop };
+}
+
 function publishState(broker: Broker, options: MqttExportOptions, p: Exported): void {
-  const state = p.link.state();
-  if (!p.online || !Object.keys(state).length) return;
+  const state = p.state();
+  if (p.runtime.config.type === "flashforge" && (state !== undefined) !== p.online) setOnline(broker, options.config, p, state !== undefined);
+  if (!p.online || !state || !Object.keys(state).length) return;
   const text = JSON.stringify(state);
   if (text !== p.lastState && broker.connected) {
     p.lastState = text;
@@ -108,17 +118,19 @@ export function startMqttExport(options: MqttExportOptions): MqttExport {
   const { config } = options;
   const log = processLogger("export");
   registerSecret(config.password);
-  const ca = readFileSync(join(options.proxy.stateDir, "ca.crt"), "utf8");
+  let ca: string | undefined;
   const broker = connectBroker(config, options.metrics, log, options.backoffMaxMs);
   const exported = new Map<string, Exported>();
   for (const runtime of options.printers) {
     const printer = runtime.config;
     if (config.skip.includes(printer.name)) continue;
-    if (printer.type !== "bambu" || !printer.services.includes("mqtt")) {
-      log.info(`printer "${printer.name}": not exported (the exporter reads Bambu printers with the mqtt service only)`);
+    const service = printer.type === "bambu" ? "mqtt" : "tcp";
+    if (!printer.services.includes(service)) {
+      log.info(`printer "${printer.name}": not exported (the exporter reads it through its ${service} service, which is off)`);
       continue;
     }
-    exported.set(printer.name, exportPrinter(broker, options, runtime, ca));
+    if (printer.type === "flashforge") exported.set(printer.name, exportFlashforge(runtime));
+    else exported.set(printer.name, exportBambu(broker, config, runtime, (ca ??= readFileSync(join(options.proxy.stateDir, "ca.crt"), "utf8"))));
   }
   broker.onConnect(() => {
     for (const p of exported.values()) {
@@ -131,7 +143,7 @@ export function startMqttExport(options: MqttExportOptions): MqttExport {
     broker.subscribe(`${config.prefix}/+/request`);
     broker.onMessage((topic, payload) => {
       const name = topic.slice(config.prefix.length + 1, -"/request".length);
-      exported.get(name)?.link.request(payload);
+      exported.get(name)?.request?.(payload);
     });
   }
   const tick = setInterval(() => {
@@ -141,7 +153,7 @@ export function startMqttExport(options: MqttExportOptions): MqttExport {
     async stop() {
       clearInterval(tick);
       for (const p of exported.values()) broker.publish(printerTopic(config.prefix, p.runtime.config.name, "availability"), "offline", true);
-      await Promise.allSettled([...exported.values()].map((p) => p.link.stop()));
+      await Promise.allSettled([...exported.values()].map((p) => p.stop()));
       await broker.stop();
     },
   };
