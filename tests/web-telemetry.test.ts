@@ -78,7 +78,7 @@ describe.skipIf(!existsSync(CHROMIUM))("printer telemetry and the camera wall in
   });
 
   test("the status page shows the print advancing, temperatures and the AMS trays' colours", async () => {
-    const page = await browser.newPage({ viewport: { width: 900, height: 760 }, httpCredentials: TEST_ADMIN });
+    const page = await browser.newPage({ viewport: { width: 880, height: 640 }, httpCredentials: TEST_ADMIN });
     try {
       await page.goto(`${url}/`);
       const card = 'section[data-printer="p1s"]';

@@ -256,18 +256,26 @@ function poll() {
 poll();
 `;
 
-export const STATUS_PAGE = `<!doctype html>
+/** A page of ours: the head every page shares, its style, body and script. */
+export const htmlPage = (title: string, style: string, body: string, script: string) => `<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>pandaproxy</title>
-<style>${STYLE}</style>
+<title>${title}</title>
+<style>${style}</style>
 </head>
 <body>
-<header><h1>pandaproxy</h1><a href="wall">camera wall</a><span id="updated">loading\u2026</span></header>
-<main id="printers"><p id="empty" class="empty" hidden>No printers configured.</p></main>
-<script>${SCRIPT}</script>
+${body}
+<script>${script}</script>
 </body>
 </html>
 `;
+
+export const STATUS_PAGE = htmlPage(
+  "pandaproxy",
+  STYLE,
+  `<header><h1>pandaproxy</h1><a href="wall">camera wall</a><span id="updated">loading\u2026</span></header>
+<main id="printers"><p id="empty" class="empty" hidden>No printers configured.</p></main>`,
+  SCRIPT,
+);

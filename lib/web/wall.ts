@@ -1,7 +1,7 @@
 // The camera wall (/wall): every camera the login opens on one page. Browsers keep about 6 connections per host,
 // so only the focused camera streams (MJPEG); the others are snapshots refreshed every few seconds. A click on
 // a camera focuses it and shows it full-screen.
-import { STATUS_POLL_MS } from "./page.ts";
+import { htmlPage, STATUS_POLL_MS } from "./page.ts";
 
 /** The other cameras' snapshots are this old at most (milliseconds). */
 export const WALL_SNAPSHOT_MS = 3_000;
@@ -94,18 +94,10 @@ function poll() {
 poll();
 `;
 
-export const WALL_PAGE = `<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>pandaproxy cameras</title>
-<style>${STYLE}</style>
-</head>
-<body>
-<header><h1>Cameras</h1><a href="./">status</a></header>
-<main id="wall"><p id="empty" class="empty" hidden>No cameras.</p></main>
-<script>${SCRIPT}</script>
-</body>
-</html>
-`;
+export const WALL_PAGE = htmlPage(
+  "pandaproxy cameras",
+  STYLE,
+  `<header><h1>Cameras</h1><a href="./">status</a></header>
+<main id="wall"><p id="empty" class="empty" hidden>No cameras.</p></main>`,
+  SCRIPT,
+);
