@@ -86,9 +86,9 @@ function haViewer() {
   };
 }
 
-function mqttClient() {
+function mqttClient(keepalive: number) {
   const client: MqttClient = mqtt.connect(`mqtts://${PROXY}:8883`, {
-    username: "bblp", password: ACCESS_CODE, rejectUnauthorized: false, protocolVersion: 4, keepalive: KEEPALIVE_S,
+    username: "bblp", password: ACCESS_CODE, rejectUnauthorized: false, protocolVersion: 4, keepalive,
     // mqtt.js 5 stops reconnecting after a refused CONNACK unless told otherwise (docs/outages.md).
     reconnectPeriod: 1_000, connectTimeout: 5_000, reconnectOnConnackError: true,
   });
@@ -107,21 +107,25 @@ describe("outages of the printer, through pandaproxy, with clients that reconnec
   let ctx: ServiceContext;
   const services: Service[] = [];
   let mq: ReturnType<typeof mqttClient>;
+  /** Asked for no keepalive (0): sent away after the service's no-keepalive outage time, injected as KEEPALIVE_S. */
+  let mq0: ReturnType<typeof mqttClient>;
   let ha: ReturnType<typeof haViewer>;
 
   beforeAll(async () => {
     setupLogging("info", { quiet: true });
     sim = await startSim();
     ctx = proxyContext({ name: "p1s", proxy: PROXY, printer: SIM });
-    services.push(createMqttService({ ...ctx, log: serviceLogger("p1s", "mqtt") }), createChamberService(ctx));
+    services.push(createMqttService({ ...ctx, log: serviceLogger("p1s", "mqtt") }, { noKeepaliveOutageMs: KEEPALIVE_S * 1000 }), createChamberService(ctx));
     for (const s of services) await s.start();
-    mq = mqttClient();
+    mq = mqttClient(KEEPALIVE_S);
+    mq0 = mqttClient(0);
     ha = haViewer();
-    await waitFor("reports and frames", () => mq.seen.lastReportAt > 0 && ha.ages.length > 0, 15_000);
+    await waitFor("reports and frames", () => mq.seen.lastReportAt > 0 && mq0.seen.lastReportAt > 0 && ha.ages.length > 0, 15_000);
   });
   afterAll(async () => {
     ha?.stop();
     await mq?.client.endAsync(true);
+    await mq0?.client.endAsync(true);
     for (const s of services) await s.stop();
     await sim?.stop();
   });
@@ -138,18 +142,19 @@ describe("outages of the printer, through pandaproxy, with clients that reconnec
 
   test(`a ${SHORT_OUTAGE_MS} ms outage (the table's 5 s) stays hidden: nobody is disconnected`, async () => {
     const logs = captureLogs();
-    const before = { mqtt: mq.seen.closes, ha: ha.closes };
+    const before = { mqtt: mq.seen.closes, mqtt0: mq0.seen.closes, ha: ha.closes };
     const returned = await outage(SHORT_OUTAGE_MS);
-    await waitFor("reports and frames after the return", () => mq.seen.lastReportAt > returned && ha.lastFrameAt > returned, BACK_WITHIN_MS);
+    await waitFor("reports and frames after the return", () => mq.seen.lastReportAt > returned && mq0.seen.lastReportAt > returned && ha.lastFrameAt > returned, BACK_WITHIN_MS);
     logs.stop();
     expect(mq.seen.closes).toBe(before.mqtt);
+    expect(mq0.seen.closes).toBe(before.mqtt0);
     expect(ha.closes).toBe(before.ha);
     expect(logs.lines.filter((l) => /server unavailable/.test(l))).toEqual([]);
   });
 
   test(`a ${LONG_OUTAGE_MS / 1000} s outage (the table's 1 min): MQTT clients are sent away and refused, viewers wait quietly, all stream again within 15 s`, async () => {
     const logs = captureLogs();
-    const before = { mqtt: mq.seen.closes, ha: ha.closes };
+    const before = { mqtt: mq.seen.closes, mqtt0: mq0.seen.closes, ha: ha.closes };
     const late: { viewer?: TestViewer; snapshot?: boolean; mjpegPart?: boolean } = {};
     const returned = await outage(LONG_OUTAGE_MS, async () => {
       await Bun.sleep(KEEPALIVE_S * 1000 + 2_000);
@@ -163,12 +168,14 @@ describe("outages of the printer, through pandaproxy, with clients that reconnec
       late.mjpegPart = await Promise.race([reader.read().then(() => true), Bun.sleep(1_000).then(() => false)]);
       abort.abort();
     });
-    await waitFor("MQTT reports after the return", () => mq.seen.lastReportAt > returned, BACK_WITHIN_MS);
+    await waitFor("MQTT reports after the return", () => mq.seen.lastReportAt > returned && mq0.seen.lastReportAt > returned, BACK_WITHIN_MS);
     await waitFor("chamber frames after the return", () => ha.lastFrameAt > returned, BACK_WITHIN_MS - (Date.now() - returned));
     await late.viewer!.moreFrames(1, BACK_WITHIN_MS);
     logs.stop();
     expect(mq.seen.closes).toBeGreaterThan(before.mqtt);
     expect(mq.seen.refusedUnavailable).toBeGreaterThan(0);
+    expect(mq0.seen.closes).toBeGreaterThan(before.mqtt0);
+    expect(mq0.seen.refusedUnavailable).toBeGreaterThan(0);
     expect(ha.closes).toBe(before.ha);
     expect(late.snapshot).toBe(false);
     expect(late.mjpegPart).toBe(false);
