@@ -2,6 +2,7 @@
 // push_status of an idle printer, then deltas as the firmware sends them while printing), a FlashForge's from its
 // ~M119/~M27/~M105 replies (the golden replies, then a print).
 import { describe, expect, test } from "bun:test";
+import fc from "fast-check";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { bambuTelemetry, hmsCode } from "../lib/bambu/telemetry.ts";
@@ -123,5 +124,23 @@ describe("FlashForge telemetry", () => {
     expect(status.telemetry()).toMatchObject({ state: "paused", progress: 0 });
     status.heard("M119", "garbage");
     expect(status.telemetry()!.state).toBe("unknown");
+  });
+});
+
+describe("telemetry from anything a printer may send", () => {
+  const FIELDS = ["gcode_state", "mc_percent", "layer_num", "total_layer_num", "mc_remaining_time", "nozzle_temper", "bed_target_temper",
+    "spd_lvl", "cooling_fan_speed", "ams", "vt_tray", "hms", "print_error", "subtask_name"];
+  const finiteNumbers = (value: unknown): boolean =>
+    typeof value === "number" ? Number.isFinite(value) : typeof value === "object" && value !== null ? Object.values(value).every(finiteNumbers) : true;
+
+  test("a Bambu print section of any shape gives telemetry with finite numbers, never an exception", () => {
+    const value = fc.oneof(fc.string({ maxLength: 12 }), fc.double(), fc.integer(), fc.boolean(), fc.constant(null), fc.constantFrom("255", "254", "1e400", "-1"), fc.array(fc.integer(), { maxLength: 3 }));
+    const print = fc.dictionary(fc.constantFrom(...FIELDS), fc.oneof(value, fc.record({ ams: fc.array(fc.record({ id: value, tray: fc.array(fc.dictionary(fc.constantFrom("id", "tray_type", "tray_color", "remain"), value)) })), tray_now: value })));
+    fc.assert(fc.property(print, (section) => finiteNumbers(bambuTelemetry({ print: section as JsonObject }, NOW))), { numRuns: 2_000, seed: 16 });
+  });
+
+  test("FlashForge replies of any text give telemetry with finite numbers, never an exception", () => {
+    const reply = fc.oneof(fc.string(), fc.constantFrom("SD printing byte 99999999999999999999/0\nLayer: 5/0", "T0:1e400/-0 B:./.", "MachineStatus: __proto__"));
+    fc.assert(fc.property(reply, reply, reply, (M119, M27, M105) => finiteNumbers(flashforgeTelemetry({ M119, M27, M105 }))), { numRuns: 2_000, seed: 16 });
   });
 });

@@ -117,7 +117,7 @@ export function bambuTelemetry(sections: Readonly<JsonObject>, now: number): Pri
     ].filter((t): t is Temperature => t !== undefined),
     fans: FANS.flatMap(([field, name]) => {
       const gear = num(print[field]);
-      return gear === undefined ? [] : [{ name, percent: Math.round((Math.min(gear, FAN_FULL_GEAR) / FAN_FULL_GEAR) * 100) }];
+      return gear === undefined ? [] : [{ name, percent: Math.round((Math.max(0, Math.min(gear, FAN_FULL_GEAR)) / FAN_FULL_GEAR) * 100) }];
     }),
     trays: traysOf(print),
     errors: errorsOf(print),
@@ -129,8 +129,10 @@ export function bambuTelemetry(sections: Readonly<JsonObject>, now: number): Pri
   const totalLayers = num(print.total_layer_num);
   if (layer !== undefined) telemetry.layer = layer;
   if (totalLayers) telemetry.totalLayers = totalLayers;
-  if (minutes !== undefined) telemetry.remainingSeconds = Math.max(0, minutes) * 60;
-  if (active && minutes) telemetry.finishesAt = new Date(now + minutes * 60_000).toISOString();
+  if (minutes !== undefined && Number.isFinite(minutes * 60)) telemetry.remainingSeconds = Math.max(0, minutes) * 60;
+  const finish = new Date(now + (minutes ?? 0) * 60_000);
+  // A nonsense estimate (1e300 minutes) has no date.
+  if (active && minutes && Number.isFinite(finish.getTime())) telemetry.finishesAt = finish.toISOString();
   if (speed !== undefined && SPEED_PROFILES[speed]) telemetry.speedProfile = SPEED_PROFILES[speed];
   return telemetry;
 }
