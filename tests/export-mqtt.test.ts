@@ -13,6 +13,10 @@ import { captureLogs, setupLogging } from "../lib/log.ts";
 import { startSupervisor, type Supervisor } from "../lib/supervisor.ts";
 import { discoveryMessages, type DiscoveryInput } from "../lib/export/discovery.ts";
 import { printEvent } from "../lib/export/events.ts";
+import { connectBroker } from "../lib/export/broker.ts";
+import { createMetrics } from "../lib/core/metrics.ts";
+import { processLogger } from "../lib/log.ts";
+import { makeCa, makeLeaf } from "../lib/tls.ts";
 import { MQTT_EXPORT_KEYS } from "../lib/export/config.ts";
 import { readFileSync } from "node:fs";
 import { ACCESS_CODE, VIEWER_CODE, npmClient, startSim, tempDir, until, type TestClient } from "./mqtt-helpers.ts";
@@ -27,6 +31,7 @@ const CHILD_PROXY = "127.0.42.13";
 const FLASHFORGE = "127.0.42.14";
 const FLASHFORGE_PROXY = "127.0.42.15";
 const BROKER_PORT = 1883;
+const BROKER_TLS_PORT = 8883;
 const SERIAL = "01P00A000000042";
 const BROKER_USER = "exporter";
 const BROKER_PASSWORD = "broker-secret-42";
@@ -45,9 +50,17 @@ function writeBrokerConfig(): string {
   const passwd = spawnSync("mosquitto_passwd", ["-b", "-c", join(dir, "passwd"), BROKER_USER, BROKER_PASSWORD], { encoding: "utf8" });
   if (passwd.status !== 0) throw new Error(`mosquitto_passwd failed: ${passwd.stderr}`);
   const conf = join(dir, "mosquitto.conf");
-  writeFileSync(conf, ["allow_anonymous false", `password_file ${join(dir, "passwd")}`, `listener ${BROKER_PORT} ${BROKER}`,
+  const ca = makeCa("test broker CA", "test");
+  const leaf = makeLeaf(ca, "broker.test", { dns: ["broker.test"], ips: [BROKER] });
+  writeFileSync(join(dir, "broker-ca.pem"), ca.cert);
+  writeFileSync(join(dir, "other-ca.pem"), makeCa("someone else's CA", "test").cert);
+  writeFileSync(join(dir, "broker.key"), leaf.key);
+  writeFileSync(join(dir, "broker.crt"), leaf.cert);
+  writeFileSync(conf, ["per_listener_settings false", "allow_anonymous false", `password_file ${join(dir, "passwd")}`, `listener ${BROKER_PORT} ${BROKER}`,
+    `listener ${BROKER_TLS_PORT} ${BROKER}`, `certfile ${join(dir, "broker.crt")}`, `keyfile ${join(dir, "broker.key")}`,
     "persistence false", "log_type error", ""].join("\n"));
-  for (const name of ["passwd", "mosquitto.conf"]) chmodSync(join(dir, name), 0o644);
+  // mosquitto started as root drops to its own user and must still read its files.
+  for (const name of ["passwd", "mosquitto.conf", "broker.key", "broker.crt"]) chmodSync(join(dir, name), 0o644);
   return conf;
 }
 
@@ -85,7 +98,7 @@ async function brokerReader(): Promise<Reader> {
   const client = await mqtt.connectAsync(`mqtt://${BROKER}:${BROKER_PORT}`, { username: BROKER_USER, password: BROKER_PASSWORD, reconnectPeriod: 500 });
   const messages: Reader["messages"] = [];
   client.on("message", (topic, payload, packet) => void messages.push({ topic, text: payload.toString(), retain: packet.retain }));
-  await client.subscribeAsync(["pandaproxy/#", "farm/#", "homeassistant/#"], { qos: 0 });
+  await client.subscribeAsync(["pandaproxy/#", "farm/#", "tls/#", "homeassistant/#"], { qos: 0 });
   return {
     client, messages,
     async next(topic, match = () => true) {
@@ -244,6 +257,33 @@ describe("[export.mqtt] on mosquitto", () => {
     expect(local.client.connected).toBe(true);
     await local.end();
   }, 90_000);
+});
+
+describe("mqtts://", () => {
+  const tlsExport = (ca: string, insecure = false) => ({
+    url: `mqtts://${BROKER}:${BROKER_TLS_PORT}`, ca: join(dir, ca), insecure, username: BROKER_USER, password: BROKER_PASSWORD,
+    prefix: "tls", clientId: `pandaproxy-tls-${ca}`, reports: false, commands: false, discovery: false, discoveryPrefix: "homeassistant", skip: [],
+  });
+  test("with the broker's CA the exporter connects and says online; with another CA it is refused", async () => {
+    const good = connectBroker(tlsExport("broker-ca.pem"), createMetrics(), processLogger("export"));
+    try {
+      await reader.next("tls/availability", (t) => t === "online");
+    } finally {
+      await good.stop();
+    }
+    await reader.next("tls/availability", (t) => t === "offline");
+    const logs = captureLogs();
+    const wrong = connectBroker(tlsExport("other-ca.pem"), createMetrics(), processLogger("export"));
+    try {
+      const refusal = () => logs.lines.find((l) => l.includes(`external broker mqtts://${BROKER}:${BROKER_TLS_PORT}: `));
+      await until("the refused certificate in the log", () => refusal() !== undefined, WAIT_MS);
+      expect(refusal()).toMatch(/certificate/i);
+      expect(wrong.connected).toBe(false);
+    } finally {
+      logs.stop();
+      await wrong.stop();
+    }
+  }, 60_000);
 });
 
 describe("the last will", () => {

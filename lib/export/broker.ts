@@ -78,7 +78,8 @@ export function connectBroker(config: MqttExportConfig, metrics: Metrics, log: L
     wasConnected = false;
     client.options.reconnectPeriod = next;
   });
-  client.on("error", (error) => log.warn(`external broker ${shown(config.url)}: ${error.message}`));
+  client.on("error", (error) =>
+    log.warn(`external broker ${shown(config.url)}: ${error.message}; check [export.mqtt] url, ca or insecure, username and password (retrying with backoff)`));
 
   return {
     publish(topic, payload, retain = false) {
