@@ -101,6 +101,10 @@ describe.skipIf(!existsSync(CHROMIUM))("printer telemetry and the camera wall in
       expect(await page.locator(`${card} .printer-error`).count()).toBe(0);
       // A printer without MQTT here has no telemetry: no empty box, no alarm.
       expect(await page.locator('section[data-printer="a1"] .telemetry').isHidden()).toBe(true);
+      // A printer link that is idle because nobody asks for it is no alarm.
+      const idle = page.locator('section[data-printer="ff5m"] tr[data-service="tcp"] .upstream');
+      expect(await idle.textContent()).toBe("idle");
+      expect(await idle.locator(".dot").getAttribute("class")).toBe("dot ");
       // Service details are words, not the API's keys.
       expect(await text(page, `${card} tr[data-service="mqtt"] .details`)).toContain("printer connects");
       await page.waitForFunction(`[...document.querySelectorAll("img.camera")].every((img) => img.naturalWidth > 0)`, undefined, { timeout: 10_000 });

@@ -70,7 +70,9 @@ function el(tag, cls, text) {
 function health(state) {
   if (!state) return "";
   if (/^(connected|listening|running|streaming|announcing|printer answered)/.test(state)) return "ok";
-  if (/^(connecting|backoff|idle|waiting|detecting)/.test(state)) return "warn";
+  // An idle link is one nobody needs now (the printer is asked on demand): not an alarm.
+  if (/^idle/.test(state)) return "";
+  if (/^(connecting|backoff|waiting|detecting)/.test(state)) return "warn";
   // Services describe their state in words ("0 printer sessions, 0 busy"): only failures are red.
   if (/error|fail|refused|stopped|unreachable|cannot/i.test(state)) return "bad";
   return "";
