@@ -12,7 +12,7 @@ import { parseConfig, ConfigErrors } from "../lib/config.ts";
 import { captureLogs, setupLogging } from "../lib/log.ts";
 import { startSupervisor, type Supervisor } from "../lib/supervisor.ts";
 import { discoveryMessages, type DiscoveryInput } from "../lib/export/discovery.ts";
-import { printEvent } from "../lib/export/events.ts";
+import { GCODE_STATE_OF, printEvent } from "../lib/export/events.ts";
 import { connectBroker } from "../lib/export/broker.ts";
 import { createMetrics } from "../lib/core/metrics.ts";
 import { processLogger } from "../lib/log.ts";
@@ -204,6 +204,12 @@ describe("[export.mqtt] on mosquitto", () => {
     expect(state.temperatures.map((t: { name: string }) => t.name)).toContain("bed");
     const bed = JSON.parse(await reader.next(`homeassistant/sensor/pandaproxy_${flashforge.identity.serial}/bed_temperature/config`));
     expect(bed.state_topic).toBe("pandaproxy/ad5m/state");
+    // The printer starts a job: the next ~M119 the exporter polls says so, and its telemetry becomes an event.
+    flashforge.state.printFile = "Benchy.gcode";
+    flashforge.state.status = "printing";
+    const event = JSON.parse(await reader.next("pandaproxy/ad5m/event", (t) => t.includes(`"started"`)));
+    expect(event).toMatchObject({ event: "started", gcode_state: "RUNNING" });
+    flashforge.state.status = "ready";
   }, 30_000);
 
   test("discovery: one device whose sensors read the state topic; no buttons without commands", async () => {
@@ -392,6 +398,10 @@ describe("print events and the [export.mqtt] keys", () => {
     expect(printEvent("PAUSE", "FINISH")).toBe("finished");
     expect(printEvent("RUNNING", "FAILED")).toBe("failed");
     expect(printEvent("FINISH", "IDLE")).toBeUndefined();
+    // A FlashForge's telemetry words first become gcode_state words.
+    expect(printEvent(GCODE_STATE_OF.idle, GCODE_STATE_OF.printing)).toBe("started");
+    expect(printEvent(GCODE_STATE_OF.paused, GCODE_STATE_OF.finished)).toBe("finished");
+    expect(GCODE_STATE_OF.unknown).toBeUndefined();
   });
   test("config.example.toml documents every [export.mqtt] key, and README every metric the exporter adds", () => {
     const example = readFileSync(join(import.meta.dir, "../config.example.toml"), "utf8");

@@ -16,6 +16,7 @@ import { startFlashforgeLink } from "./flashforge-link.ts";
 import { connectBroker, type Broker } from "./broker.ts";
 import type { MqttExportConfig } from "./config.ts";
 import { cameraAttributes, discoveryMessages, printerTopic } from "./discovery.ts";
+import { GCODE_STATE_OF, printEvent, type PrintEvent } from "./events.ts";
 
 export const STATE_INTERVAL_MS = 1_000;
 
@@ -55,6 +56,8 @@ interface Exported {
   request?(payload: Buffer): void;
   stop(): Promise<void>;
   online: boolean;
+  /** FlashForge: the last telemetry state, in gcode_state words, for its events. */
+  gcodeState?: string;
   lastState?: string;
   lastTrays?: string;
 }
@@ -79,13 +82,15 @@ function setOnline(broker: Broker, config: MqttExportConfig, p: Exported, up: bo
   broker.publish(printerTopic(config.prefix, p.runtime.config.name, "availability"), up ? "online" : "offline", true);
 }
 
+const eventPayload = (event: PrintEvent, gcodeState: unknown, job: unknown) =>
+  JSON.stringify({ event, gcode_state: gcodeState, subtask_name: job, at: new Date().toISOString() });
+
 function exportBambu(broker: Broker, config: MqttExportConfig, runtime: PrinterRuntime, ca: string): Exported {
   const name = runtime.config.name;
   const topic = (leaf: Parameters<typeof printerTopic>[2]) => printerTopic(config.prefix, name, leaf);
   const link = startBambuLink(runtime.config, ca, config.commands, serviceLogger(name, "export"), {
     report: (payload) => config.reports && broker.publish(topic("report"), payload),
-    event: (event, print) =>
-      broker.publish(topic("event"), JSON.stringify({ event, gcode_state: print.gcode_state, subtask_name: print.subtask_name, at: new Date().toISOString() })),
+    event: (event, print) => broker.publish(topic("event"), eventPayload(event, print.gcode_state, print.subtask_name)),
     online: (up) => setOnline(broker, config, exported, up),
   });
   const exported: Exported = { runtime, online: false, state: link.state, request: link.request, stop: link.stop };
@@ -98,9 +103,22 @@ function exportFlashforge(runtime: PrinterRuntime): Exported {
   return { runtime, online: false, state: () => runtime.hub.telemetry(), stop: link.stop };
 }
 
+/** A FlashForge's print events: its telemetry state changes, seen once a second. */
+function flashforgeEvent(broker: Broker, config: MqttExportConfig, p: Exported): void {
+  const telemetry = p.runtime.hub.telemetry();
+  const gcodeState = telemetry && GCODE_STATE_OF[telemetry.state];
+  if (!gcodeState) return;
+  const event = printEvent(p.gcodeState, gcodeState);
+  p.gcodeState = gcodeState;
+  if (event) broker.publish(printerTopic(config.prefix, p.runtime.config.name, "event"), eventPayload(event, gcodeState, telemetry.job));
+}
+
 function publishState(broker: Broker, options: MqttExportOptions, p: Exported): void {
   const state = p.state();
-  if (p.runtime.config.type === "flashforge" && (state !== undefined) !== p.online) setOnline(broker, options.config, p, state !== undefined);
+  if (p.runtime.config.type === "flashforge") {
+    if ((state !== undefined) !== p.online) setOnline(broker, options.config, p, state !== undefined);
+    flashforgeEvent(broker, options.config, p);
+  }
   if (!p.online || !state || !Object.keys(state).length) return;
   const text = JSON.stringify(state);
   if (text !== p.lastState && broker.connected) {
