@@ -20,6 +20,7 @@ import { createReportState, isObject, type JsonObject } from "./mqtt-state.ts";
 import { bambuTelemetry } from "./telemetry.ts";
 import { reportTopic } from "./mqtt-topics.ts";
 import { createPacketReader, type Packet } from "./mqtt-wire.ts";
+import { createPrinterAbsence, type OutageClient, type PrinterAbsence } from "./mqtt-outage.ts";
 import { createPrinterSession } from "./mqtt-upstream.ts";
 
 export { KEEPALIVE_GRACE, MAX_REFUSED_PUBLISHES, MAX_SUBSCRIPTIONS_PER_CLIENT, NO_KEEPALIVE_IDLE_MS, NO_KEEPALIVE_OUTAGE_MS } from "./mqtt-session.ts";
@@ -66,9 +67,8 @@ interface Connection {
   closed: boolean;
   connectTimer?: ReturnType<typeof setTimeout>;
   idle?: IdleDeadline;
-  /** After login: how long the printer may be away before this client is sent away to reconnect. */
-  outageMs?: number;
-  outageTimer?: ReturnType<typeof setTimeout>;
+  /** After login: its deadline while the printer is away. */
+  outage?: OutageClient;
 }
 
 /** What the connections of one MQTT service share. */
@@ -87,10 +87,7 @@ interface Shared {
   /** Clients whose pushall or get_version waits for the merged state. */
   waiting: Set<Connection>;
   counters: Record<"reports" | "forwarded" | "cached" | "slow" | "refused", { inc(): void; readonly value: number }>;
-  /** When the printer session went down (or the service started without it); undefined while it is up. */
-  awaySince?: number;
-  /** The outage was logged (once per outage). */
-  toldOutage: boolean;
+  absence: PrinterAbsence;
 }
 
 /** Hands one event to a client's session and runs what it decides. */
@@ -106,7 +103,7 @@ function perform(m: Shared, c: Connection, action: MqttAction): void {
       return accept(m, c, action);
     case "refuse":
       clearTimeout(c.connectTimer);
-      if (action.outage) tellOutage(m);
+      if (action.outage) m.absence.tell();
       return endAndDestroy(c.socket, action.connack, m.endDestroyMs);
     case "send":
       if (!c.closed) c.consumer?.offer(action.packet);
@@ -132,36 +129,9 @@ function accept(m: Shared, c: Connection, action: Extract<MqttAction, { kind: "a
   c.consumer = addConsumer(m, c);
   m.clients.add(c);
   c.idle = idleDeadline(action.idleMs, () => run(m, c, { kind: "timeout", deadline: "idle" }));
-  c.outageMs = action.outageMs;
-  armOutage(m, c);
+  c.outage = { outageMs: action.outageMs, sendAway: () => run(m, c, { kind: "timeout", deadline: "outage" }) };
+  m.absence.watch(c.outage);
   c.socket.write(action.connack);
-}
-
-const awayMs = (m: Shared) => (m.awaySince === undefined ? 0 : Date.now() - m.awaySince);
-
-/** While the printer is away: the client is sent away once the outage outlasts its keepalive. */
-function armOutage(m: Shared, c: Connection): void {
-  clearTimeout(c.outageTimer);
-  if (m.awaySince === undefined || c.outageMs === undefined || c.closed) return;
-  c.outageTimer = setTimeout(() => {
-    tellOutage(m);
-    run(m, c, { kind: "timeout", deadline: "outage" });
-  }, Math.max(0, c.outageMs - awayMs(m)));
-}
-
-/** One line per outage, when the first client is sent away or refused. */
-function tellOutage(m: Shared): void {
-  if (m.toldOutage) return;
-  m.toldOutage = true;
-  m.log.warn(`the printer has been unreachable for ${Math.round(awayMs(m) / 1000)} s, longer than its clients' keepalive: ` +
-    "disconnecting MQTT clients and refusing new ones (CONNACK 3, server unavailable) until it is back, so they reconnect by themselves");
-}
-
-function printerUp(m: Shared, up: boolean): void {
-  if (up && m.toldOutage) m.log.info(`the printer is back after ${Math.round(awayMs(m) / 1000)} s: accepting MQTT clients again`);
-  m.awaySince = up ? undefined : Date.now();
-  m.toldOutage = false;
-  for (const c of m.clients) armOutage(m, c);
 }
 
 /** A bounded FIFO consumer: waits past CLIENT_WRITE_BUFFER_BYTES on the socket, ends past CLIENT_QUEUE_MESSAGES. */
@@ -194,7 +164,7 @@ function forward(m: Shared, c: Connection, action: Extract<MqttAction, { kind: "
 function closeClient(m: Shared, c: Connection, why: string | undefined, level: LogLevel = "info"): void {
   if (c.closed) return;
   c.closed = true;
-  clearTimeout(c.outageTimer);
+  if (c.outage) m.absence.forget(c.outage);
   if (why) c.log[level](`disconnecting: ${why}`);
   m.clients.delete(c);
   m.waiting.delete(c);
@@ -209,7 +179,7 @@ function onClient(m: Shared, options: MqttServiceOptions, socket: Socket, peerLo
   const session = createMqttSession({
     serial: printer.serial, accessCode: printer.accessCode, viewerAccessCode: printer.viewerAccessCode, proxyAddress,
     state: m.state, printerUp: m.printer.connected, connectTimeoutMs, noKeepaliveIdleMs: options.noKeepaliveIdleMs,
-    noKeepaliveOutageMs: options.noKeepaliveOutageMs, printerAwayMs: () => awayMs(m),
+    noKeepaliveOutageMs: options.noKeepaliveOutageMs, printerAwayMs: m.absence.awayMs,
     maxSubscriptions: options.maxSubscriptions,
   });
   const c: Connection = { socket, session, log: peerLog, wantsReports: false, proxyAddress, closed: false };
@@ -233,7 +203,7 @@ function onClient(m: Shared, options: MqttServiceOptions, socket: Socket, peerLo
   socket.on("drain", () => c.consumer?.resume());
   socket.on("close", () => {
     clearTimeout(c.connectTimer);
-    clearTimeout(c.outageTimer);
+    if (c.outage) m.absence.forget(c.outage);
     c.idle?.clear();
     m.connections.delete(c);
     if (!c.consumer || c.closed) return;
@@ -284,7 +254,7 @@ export function createMqttService(ctx: ServiceContext, options: MqttServiceOptio
     ctx, log, report: reportTopic(printer.serial), endDestroyMs: options.endDestroyMs ?? END_DESTROY_MS,
     printer: createPrinterSession(printer, log, { writeBufferBytes: options.printerWriteBufferBytes }),
     state: createReportState(), reports: createStream<Buffer | Outgoing>({ log, what: "messages" }),
-    connections: new Set(), clients, waiting: new Set(), awaySince: Date.now(), toldOutage: false,
+    connections: new Set(), clients, waiting: new Set(), absence: createPrinterAbsence(log),
     counters: {
       reports: metrics.counter("pandaproxy_mqtt_reports_total", "Reports received from the printer", labels),
       forwarded: metrics.counter("pandaproxy_mqtt_requests_total", "Client requests sent to the printer", labels),
@@ -296,7 +266,7 @@ export function createMqttService(ctx: ServiceContext, options: MqttServiceOptio
   const removeGauge = metrics.gauge("pandaproxy_mqtt_clients", "MQTT clients connected", labels, () => clients.size);
   let listening: Listening | undefined;
   const broadcast = (up: boolean) => {
-    printerUp(m, up);
+    m.absence.printer(up, [...m.clients].flatMap((c) => (c.outage ? [c.outage] : [])));
     for (const c of m.connections) run(m, c, { kind: "printer", up });
   };
   m.printer.onReport((payload) => onReport(m, payload));
