@@ -155,6 +155,16 @@ describe.skipIf(!existsSync(CHROMIUM))("printer telemetry and the camera wall in
     }
     const anonymous = await fetch(`${url}/wall`);
     expect(anonymous.status).toBe(401);
+    // A printer's own code shows that printer only: the FlashForge has no camera here, so the wall has none.
+    const { serial, checkCode } = flashforge.identity;
+    const own = await browser.newPage({ httpCredentials: { username: serial, password: checkCode } });
+    try {
+      await own.goto(`${url}/wall`);
+      await own.waitForSelector("#empty:not([hidden])", { timeout: STATUS_POLL_MS * 3 });
+      expect(await own.locator(".tile").count()).toBe(0);
+    } finally {
+      await own.close();
+    }
   }, 30_000);
 
   test("a FlashForge printer's status replies, as a client polls them, are its telemetry", async () => {
