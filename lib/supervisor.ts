@@ -150,10 +150,11 @@ export async function startSupervisor(initial: Config, options: SupervisorOption
   let exporter: MqttExport | undefined;
   // The exporter holds links to the running printers: after a reload it follows the printers it exports.
   const restartExport = async (c: Config) => {
+    const previous = exporter?.retained();
     await exporter?.stop();
     const mqtt = c.export.mqtt;
     try {
-      exporter = mqtt ? startMqttExport({ config: mqtt, printers, proxy: c.proxy, web: c.web, metrics }) : undefined;
+      exporter = mqtt ? startMqttExport({ config: mqtt, printers, proxy: c.proxy, web: c.web, metrics, previous }) : undefined;
     } catch (error) {
       exporter = undefined;
       log.error(`[export.mqtt] not started: ${(error as Error).message}; the printers are served without it`);

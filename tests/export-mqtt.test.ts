@@ -253,6 +253,30 @@ describe("[export.mqtt] on mosquitto", () => {
     expect(seen.find((r) => r.includes("forwarded-2"))).toBe(pause("forwarded-2"));
   }, 60_000);
 
+  test("a reload clears what is no longer exported: the buttons without commands, a skipped printer's device and state", async () => {
+    const ff = flashforge.identity.serial;
+    const cleared = (topic: string) => reader.next(topic, (t) => t === "");
+    await runWith(`reports = true\ndiscovery = true\nskip = ["ad5m"]`);
+    await cleared(`homeassistant/button/pandaproxy_${SERIAL}/pause/config`);
+    await cleared(`homeassistant/sensor/pandaproxy_${ff}/bed_temperature/config`);
+    await cleared("pandaproxy/ad5m/state");
+    // What stays exported stays: a reader arriving now gets the P1S's sensor, and no button.
+    const late = await mqtt.connectAsync(`mqtt://${BROKER}:${BROKER_PORT}`, { username: BROKER_USER, password: BROKER_PASSWORD, reconnectPeriod: 0 });
+    const retained = new Set<string>();
+    let marked = false;
+    late.on("message", (topic, payload, packet) => {
+      if (topic === "homeassistant/test-marker") marked = true;
+      else if (packet.retain && payload.length) retained.add(topic);
+    });
+    await late.subscribeAsync("homeassistant/#");
+    // mosquitto sends a subscription's retained messages before it handles the same client's next publish.
+    await late.publishAsync("homeassistant/test-marker", "end", { qos: 1 });
+    await until("every retained config, then the marker", () => marked, WAIT_MS);
+    await late.endAsync(true);
+    expect(retained.has(`homeassistant/sensor/pandaproxy_${SERIAL}/progress/config`)).toBe(true);
+    expect([...retained].some((t) => t.includes("/button/") || t.includes(ff))).toBe(false);
+  }, 60_000);
+
   test("a broker outage loses no local client; publishing resumes and drops are counted", async () => {
     const local: TestClient = await npmClient(PROXY);
     await local.client.subscribeAsync(`device/${SERIAL}/report`);

@@ -28,9 +28,15 @@ export interface MqttExportOptions {
   metrics: Metrics;
   /** Tests make it short. */
   backoffMaxMs?: number;
+  /** What the exporter this one replaces (a reload) left retained: what is no longer exported is cleared. */
+  previous?: RetainedTopics;
 }
 
+/** Per printer: the retained discovery configs, and its other retained topics (state, availability, camera). */
+export type RetainedTopics = ReadonlyMap<string, { discovery: readonly string[]; other: readonly string[] }>;
+
 export interface MqttExport {
+  retained(): RetainedTopics;
   stop(): Promise<void>;
 }
 
@@ -60,6 +66,25 @@ interface Exported {
   gcodeState?: string;
   lastState?: string;
   lastTrays?: string;
+  /** The discovery configs published for it: a config it no longer has is cleared (Home Assistant removes the entity). */
+  discoveryTopics: Set<string>;
+}
+
+/** An empty retained message: the broker forgets the topic's retained message. */
+const clear = (broker: Broker, topic: string) => broker.publish(topic, "", true);
+
+function otherRetained(config: MqttExportConfig, name: string): string[] {
+  return (["state", "availability", "camera/attributes"] as const).map((leaf) => printerTopic(config.prefix, name, leaf));
+}
+
+/** After a reload: printers no longer exported lose every retained topic, and the others their dropped configs. */
+function clearLeftovers(broker: Broker, config: MqttExportConfig, exported: ReadonlyMap<string, Exported>, previous: RetainedTopics): void {
+  for (const [name, topics] of previous) {
+    const p = exported.get(name);
+    if (!p) for (const topic of [...topics.discovery, ...topics.other]) clear(broker, topic);
+    else if (!config.discovery) for (const topic of topics.discovery) clear(broker, topic);
+    else for (const topic of topics.discovery) p.discoveryTopics.add(topic);
+  }
 }
 
 function publishDiscovery(broker: Broker, config: MqttExportConfig, web: WebConfig, p: Exported): void {
@@ -71,6 +96,9 @@ function publishDiscovery(broker: Broker, config: MqttExportConfig, web: WebConf
     statusPage: base ? `${base}/` : undefined, amsTrays: amsTrays(p.state() ?? {}),
   });
   for (const m of messages) broker.publish(m.topic, JSON.stringify(m.payload), true);
+  const now = new Set(messages.map((m) => m.topic));
+  for (const topic of p.discoveryTopics) if (!now.has(topic)) clear(broker, topic);
+  p.discoveryTopics = now;
   if (base) {
     const token = web.tokensDir ? cameraToken(web.tokensDir, printer.name) : undefined;
     broker.publish(printerTopic(config.prefix, printer.name, "camera/attributes"), JSON.stringify(cameraAttributes(base, printer.name, token)), true);
@@ -93,14 +121,14 @@ function exportBambu(broker: Broker, config: MqttExportConfig, runtime: PrinterR
     event: (event, print) => broker.publish(topic("event"), eventPayload(event, print.gcode_state, print.subtask_name)),
     online: (up) => setOnline(broker, config, exported, up),
   });
-  const exported: Exported = { runtime, online: false, state: link.state, request: link.request, stop: link.stop };
+  const exported: Exported = { runtime, online: false, state: link.state, request: link.request, stop: link.stop, discoveryTopics: new Set() };
   return exported;
 }
 
 /** FlashForge: the telemetry its console keeps while the link polls; online while there is some. */
 function exportFlashforge(runtime: PrinterRuntime): Exported {
   const link = startFlashforgeLink(runtime.config, serviceLogger(runtime.config.name, "export"));
-  return { runtime, online: false, state: () => runtime.hub.telemetry(), stop: link.stop };
+  return { runtime, online: false, state: () => runtime.hub.telemetry(), stop: link.stop, discoveryTopics: new Set() };
 }
 
 /** A FlashForge's print events: its telemetry state changes, seen once a second. */
@@ -150,7 +178,10 @@ export function startMqttExport(options: MqttExportOptions): MqttExport {
     if (printer.type === "flashforge") exported.set(printer.name, exportFlashforge(runtime));
     else exported.set(printer.name, exportBambu(broker, config, runtime, (ca ??= readFileSync(join(options.proxy.stateDir, "ca.crt"), "utf8"))));
   }
+  let previous = options.previous;
   broker.onConnect(() => {
+    if (previous) clearLeftovers(broker, config, exported, previous);
+    previous = undefined;
     for (const p of exported.values()) {
       broker.publish(printerTopic(config.prefix, p.runtime.config.name, "availability"), p.online ? "online" : "offline", true);
       p.lastState = undefined;
@@ -168,6 +199,7 @@ export function startMqttExport(options: MqttExportOptions): MqttExport {
     for (const p of exported.values()) publishState(broker, options, p);
   }, STATE_INTERVAL_MS);
   return {
+    retained: () => new Map([...exported].map(([name, p]) => [name, { discovery: [...p.discoveryTopics], other: otherRetained(config, name) }])),
     async stop() {
       clearInterval(tick);
       for (const p of exported.values()) broker.publish(printerTopic(config.prefix, p.runtime.config.name, "availability"), "offline", true);
