@@ -217,6 +217,9 @@ describe("[export.mqtt] on mosquitto", () => {
     expect(progress.state_topic).toBe("pandaproxy/p1s/state");
     expect(progress.device.serial_number).toBe(SERIAL);
     expect(progress.device.configuration_url).toBe(`http://${PROXY}:18080/`);
+    // The firmware the printer answered to get_version, once it did.
+    const withFirmware = JSON.parse(await reader.next(`homeassistant/sensor/pandaproxy_${SERIAL}/progress/config`, (t) => t.includes("sw_version")));
+    expect(withFirmware.device.sw_version).toBe(sim.identity.firmware);
     const camera = JSON.parse(await reader.next("pandaproxy/p1s/camera/attributes"));
     expect(camera.mjpeg_url).toMatch(new RegExp(`^http://${PROXY.replaceAll(".", "\\.")}:18080/printers/p1s/camera\\.mjpeg\\?token=.{16,}`));
     expect(reader.messages.some((m) => m.topic.startsWith("homeassistant/button/"))).toBe(false);

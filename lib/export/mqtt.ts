@@ -65,7 +65,7 @@ interface Exported {
   /** FlashForge: the last telemetry state, in gcode_state words, for its events. */
   gcodeState?: string;
   lastState?: string;
-  lastTrays?: string;
+  lastDiscoveryKey?: string;
   /** The discovery configs published for it: a config it no longer has is cleared (Home Assistant removes the entity). */
   discoveryTopics: Set<string>;
 }
@@ -153,9 +153,10 @@ function publishState(broker: Broker, options: MqttExportOptions, p: Exported): 
     p.lastState = text;
     broker.publish(printerTopic(options.config.prefix, p.runtime.config.name, "state"), text, true);
   }
-  const trays = amsTrays(state).join(",");
-  if (options.config.discovery && trays !== p.lastTrays && broker.connected) {
-    p.lastTrays = trays;
+  // The device block and the tray sensors follow what the printer said of itself (firmware arrives after connect).
+  const discoveryKey = JSON.stringify([amsTrays(state), p.runtime.hub.info]);
+  if (options.config.discovery && discoveryKey !== p.lastDiscoveryKey && broker.connected) {
+    p.lastDiscoveryKey = discoveryKey;
     publishDiscovery(broker, options.config, options.web, p);
   }
 }
