@@ -16,14 +16,16 @@ import type { Service, ServiceContext } from "../lib/core/service.ts";
 import { createChamberService } from "../lib/bambu/chamber.ts";
 import { createMqttService } from "../lib/bambu/mqtt.ts";
 import { LIVE_FRAME_MAX_AGE_MS } from "../lib/core/stream.ts";
-import { mjpegStream } from "../lib/web/mjpeg.ts";
-import { takeSnapshot } from "../lib/web/snapshot.ts";
+import type { PrinterRuntime } from "../lib/printer-services.ts";
+import type { WebServer } from "../lib/web/server.ts";
 import { captureLogs, serviceLogger, setupLogging } from "../lib/log.ts";
 import { readJpegStamp } from "../lib/sim/jpeg-picture.ts";
 import { ACCESS_CODE, proxyContext, watch, waitFor, type TestViewer } from "./chamber-fixtures.ts";
+import { ADMIN_AUTH, startTestWeb, watchMjpeg } from "./web-fixtures.ts";
 
 const SIM = "127.0.40.10";
 const PROXY = "127.0.40.11";
+const WEB = "127.0.40.12";
 const SERIAL = "01P00A000000001";
 const KEEPALIVE_S = 4;
 const SHORT_OUTAGE_MS = 500;
@@ -110,6 +112,10 @@ describe("outages of the printer, through pandaproxy, with clients that reconnec
   /** Asked for no keepalive (0): sent away after the service's no-keepalive outage time, injected as KEEPALIVE_S. */
   let mq0: ReturnType<typeof mqttClient>;
   let ha: ReturnType<typeof haViewer>;
+  let web: WebServer;
+  let url: string;
+  /** A browser watching camera.mjpeg from before the outages. */
+  let browser: Awaited<ReturnType<typeof watchMjpeg>>;
 
   beforeAll(async () => {
     setupLogging("info", { quiet: true });
@@ -117,6 +123,9 @@ describe("outages of the printer, through pandaproxy, with clients that reconnec
     ctx = proxyContext({ name: "p1s", proxy: PROXY, printer: SIM });
     services.push(createMqttService({ ...ctx, log: serviceLogger("p1s", "mqtt") }, { noKeepaliveOutageMs: KEEPALIVE_S * 1000 }), createChamberService(ctx));
     for (const s of services) await s.start();
+    const runtime: PrinterRuntime = { config: ctx.printer, hub: ctx.hub, services, start: async () => {}, stop: async () => {} };
+    ({ web, url } = await startTestWeb([runtime], { host: WEB, metrics: ctx.metrics }));
+    browser = await watchMjpeg(`${url}/printers/p1s/camera.mjpeg`);
     mq = mqttClient(KEEPALIVE_S);
     mq0 = mqttClient(0);
     ha = haViewer();
@@ -124,6 +133,8 @@ describe("outages of the printer, through pandaproxy, with clients that reconnec
   });
   afterAll(async () => {
     ha?.stop();
+    await browser?.close();
+    await web?.stop();
     await mq?.client.endAsync(true);
     await mq0?.client.endAsync(true);
     for (const s of services) await s.stop();
@@ -155,30 +166,33 @@ describe("outages of the printer, through pandaproxy, with clients that reconnec
   test(`a ${LONG_OUTAGE_MS / 1000} s outage (the table's 1 min): MQTT clients are sent away and refused, viewers wait quietly, all stream again within 15 s`, async () => {
     const logs = captureLogs();
     const before = { mqtt: mq.seen.closes, mqtt0: mq0.seen.closes, ha: ha.closes };
-    const late: { viewer?: TestViewer; snapshot?: boolean; mjpegPart?: boolean } = {};
+    const browserParts = browser.parts.length;
+    const late: { viewer?: TestViewer; snapshot?: Response; partsWhileAway?: number } = {};
     const returned = await outage(LONG_OUTAGE_MS, async () => {
-      await Bun.sleep(KEEPALIVE_S * 1000 + 2_000);
-      // Joining mid-outage: the frame cached from before is not live, for any kind of viewer.
+      await Bun.sleep(KEEPALIVE_S * 1000 + 1_000);
+      // Joining mid-outage: the frame cached from before is not live. The snapshot waits its 10 s for a fresh
+      // frame, ending before the printer's return (at 16 s, found at the next retry).
       late.viewer = watch(PROXY, 6000, { accessCode: ACCESS_CODE });
-      const feed = ctx.hub.camera!;
-      late.snapshot = (await takeSnapshot(feed, 1_000)).frame !== undefined;
-      const abort = new AbortController();
-      const hooks = { label: "web viewer test", log: serviceLogger("p1s", "web"), stillCurrent: () => true, sent: () => {}, closed: () => {} };
-      const reader = mjpegStream(feed, hooks, abort.signal).getReader();
-      late.mjpegPart = await Promise.race([reader.read().then(() => true), Bun.sleep(1_000).then(() => false)]);
-      abort.abort();
+      late.snapshot = await fetch(`${url}/printers/p1s/snapshot.jpg`, { headers: ADMIN_AUTH });
+      late.partsWhileAway = browser.parts.length - browserParts + late.viewer.frames.length;
     });
     await waitFor("MQTT reports after the return", () => mq.seen.lastReportAt > returned && mq0.seen.lastReportAt > returned, BACK_WITHIN_MS);
     await waitFor("chamber frames after the return", () => ha.lastFrameAt > returned, BACK_WITHIN_MS - (Date.now() - returned));
     await late.viewer!.moreFrames(1, BACK_WITHIN_MS);
+    // The browser that watched through the outage: its first part after it is a new frame.
+    await browser.until(browserParts + 1, BACK_WITHIN_MS);
+    const stamp = readJpegStamp(browser.parts[browserParts]!.jpeg)!;
+    expect(Date.now() - Number(stamp.split(" ")[2])).toBeLessThanOrEqual(LIVE_FRAME_MAX_AGE_MS);
     logs.stop();
     expect(mq.seen.closes).toBeGreaterThan(before.mqtt);
     expect(mq.seen.refusedUnavailable).toBeGreaterThan(0);
     expect(mq0.seen.closes).toBeGreaterThan(before.mqtt0);
     expect(mq0.seen.refusedUnavailable).toBeGreaterThan(0);
     expect(ha.closes).toBe(before.ha);
-    expect(late.snapshot).toBe(false);
-    expect(late.mjpegPart).toBe(false);
+    expect(late.snapshot!.status).toBe(503);
+    expect(await late.snapshot!.text()).toContain("gave no picture");
+    expect(late.partsWhileAway).toBe(0);
+    expect(browser.error).toBeUndefined();
     expect(late.viewer!.frames.every((f) => ageOf(f) <= LIVE_FRAME_MAX_AGE_MS)).toBe(true);
     late.viewer!.close();
     expect(logs.lines.filter((l) => /server unavailable/.test(l)).length).toBe(1);
