@@ -109,7 +109,7 @@ async function brokerReader(): Promise<Reader> {
   };
 }
 
-function configText(exportKeys: string, bind = PROXY, stateDir = join(dir, "state"), morePrinters = ""): string {
+function configText(exportKeys: string, bind = PROXY, stateDir = join(dir, "state"), morePrinters = "", services = `["mqtt"]`): string {
   return `
 [proxy]
 state_dir = "${stateDir}"
@@ -123,7 +123,7 @@ model = "P1S"
 access_code = "${ACCESS_CODE}"
 viewer_access_code = "${VIEWER_CODE}"
 bind = "${bind}"
-services = ["mqtt"]
+services = ${services}
 ${morePrinters}
 [export.mqtt]
 url = "mqtt://${BROKER}:${BROKER_PORT}"
@@ -146,7 +146,7 @@ services = ["tcp"]
 
 async function runWith(exportKeys: string): Promise<Supervisor> {
   const file = join(dir, "printers.toml");
-  const text = configText(exportKeys, PROXY, join(dir, "state"), adventurer());
+  const text = configText(exportKeys, PROXY, join(dir, "state"), adventurer(), `["mqtt", "camera"]`);
   writeFileSync(file, text);
   if (!supervisor) supervisor = await startSupervisor(parseConfig(text, file), { configFile: file });
   else expect(await supervisor.reload()).toBe(true);
@@ -160,7 +160,7 @@ beforeAll(async () => {
   writeFileSync(join(dir, "broker-password"), `${BROKER_PASSWORD}\n`);
   writeBrokerConfig();
   await startBroker();
-  ({ sim, mqtt: simMqtt } = await startSim(PRINTER, { serial: SERIAL, mqttMaxClients: 3 }));
+  ({ sim, mqtt: simMqtt } = await startSim(PRINTER, { serial: SERIAL, mqttMaxClients: 3, services: ["mqtt", "chamber"] }));
   flashforge = await startSimulatedFlashforge({ host: FLASHFORGE });
   reader = await brokerReader();
 });
@@ -280,6 +280,16 @@ describe("[export.mqtt] on mosquitto", () => {
     expect([...retained].some((t) => t.includes("/button/") || t.includes(ff))).toBe(false);
   }, 60_000);
 
+  test("camera_interval: the camera entity's topic gets the printer's chamber camera picture, base64, retained", async () => {
+    await runWith(`reports = true\ndiscovery = true\ncamera_interval = 1`);
+    const still = Buffer.from(await reader.next("pandaproxy/p1s/camera"), "base64");
+    expect(still.subarray(0, 2)).toEqual(Buffer.from([0xff, 0xd8]));
+    expect(still.subarray(-2)).toEqual(Buffer.from([0xff, 0xd9]));
+    // FFmpeg, not our code, says it is a picture.
+    const probe = spawnSync("ffprobe", ["-v", "error", "-show_entries", "stream=codec_name,width", "-of", "csv=p=0", "-"], { input: still, encoding: "utf8" });
+    expect(probe.stdout.trim()).toMatch(/^mjpeg,\d+$/);
+  }, 60_000);
+
   test("a broker outage loses no local client; publishing resumes and drops are counted", async () => {
     const local: TestClient = await npmClient(PROXY);
     await local.client.subscribeAsync(`device/${SERIAL}/report`);
@@ -298,7 +308,7 @@ describe("[export.mqtt] on mosquitto", () => {
 describe("mqtts://", () => {
   const tlsExport = (ca: string, insecure = false) => ({
     url: `mqtts://${BROKER}:${BROKER_TLS_PORT}`, ca: join(dir, ca), insecure, username: BROKER_USER, password: BROKER_PASSWORD,
-    prefix: "tls", clientId: `pandaproxy-tls-${ca}`, reports: false, commands: false, discovery: false, discoveryPrefix: "homeassistant", skip: [],
+    prefix: "tls", clientId: `pandaproxy-tls-${ca}`, reports: false, commands: false, discovery: false, discoveryPrefix: "homeassistant", skip: [], cameraIntervalSeconds: 0,
   });
   test("with the broker's CA the exporter connects and says online; with another CA it is refused", async () => {
     const good = connectBroker(tlsExport("broker-ca.pem"), createMetrics(), processLogger("export"));
@@ -458,6 +468,7 @@ describe("print events and the [export.mqtt] keys", () => {
     expect(problems(`url = "mqtt://broker"\nskip = ["x1c"]`)).toEqual([expect.stringContaining(`key "skip" names "x1c"`)]);
     expect(problems(`url = "mqtt://broker"\nprefix = "a/#"`)).toEqual([expect.stringContaining(`key "prefix"`)]);
     expect(problems(`url = "mqtt://broker"\npassword_file = "/nonexistent/pw"`)).toEqual([expect.stringContaining(`key "password_file"`)]);
+    expect(problems(`url = "mqtt://broker"\ncamera_interval = -5`)).toEqual([expect.stringContaining(`key "camera_interval" is -5`)]);
     expect(problems(`url = "mqtt://broker"\ncomand = true`)).toEqual([expect.stringContaining(`key "comand" is unknown`)]);
   });
 });

@@ -1,12 +1,12 @@
 // The [export.mqtt] section of printers.toml: the external MQTT broker pandaproxy publishes every printer's
 // state to (lib/export/mqtt.ts), and whether Home Assistant discovery and commands from that broker are on.
 import { readFileSync } from "node:fs";
-import { isTable, optionalBoolean, optionalString, table, unknownKeys, type At } from "../config-fields.ts";
+import { isTable, optionalBoolean, optionalInteger, optionalString, table, unknownKeys, type At } from "../config-fields.ts";
 
 export const EXPORT_KEYS = ["mqtt"];
 export const MQTT_EXPORT_KEYS = [
   "url", "ca", "insecure", "username", "password", "password_file", "prefix", "client_id", "reports", "commands",
-  "discovery", "discovery_prefix", "skip",
+  "discovery", "discovery_prefix", "skip", "camera_interval",
 ];
 export const DEFAULT_EXPORT_PREFIX = "pandaproxy";
 export const DEFAULT_DISCOVERY_PREFIX = "homeassistant";
@@ -31,6 +31,8 @@ export interface MqttExportConfig {
   discoveryPrefix: string;
   /** Printers not exported (the per-printer opt-out). */
   skip: string[];
+  /** Seconds between camera snapshots on <prefix>/<printer>/camera; 0: none. */
+  cameraIntervalSeconds: number;
 }
 
 export interface ExportConfig {
@@ -67,6 +69,8 @@ function parseMqttExport(t: Record<string, unknown>, printerNames: readonly stri
   for (const name of skip) {
     if (typeof name !== "string" || !printerNames.includes(name)) at(WHERE, "skip", `names "${String(name)}", which is no [[printer]] name`);
   }
+  const cameraInterval = optionalInteger(t, "camera_interval", WHERE, at) ?? 0;
+  if (cameraInterval < 0) at(WHERE, "camera_interval", `is ${cameraInterval}; expected seconds between snapshots, or 0 for none`);
   const ca = optionalString(t, "ca", WHERE, at);
   if (ca !== undefined && url && !url.startsWith("mqtts://")) at(WHERE, "ca", "is set, but url is not mqtts://");
   const exported: MqttExportConfig = {
@@ -82,6 +86,7 @@ function parseMqttExport(t: Record<string, unknown>, printerNames: readonly stri
     discovery: optionalBoolean(t, "discovery", WHERE, at) ?? false,
     discoveryPrefix: topicPrefix(t, "discovery_prefix", DEFAULT_DISCOVERY_PREFIX, at),
     skip: skip.filter((s): s is string => typeof s === "string"),
+    cameraIntervalSeconds: Math.max(0, cameraInterval),
   };
   // url = "" turns the export off, as [web] listen = "" turns the web page off; the other keys are still checked.
   return url ? exported : undefined;

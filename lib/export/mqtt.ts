@@ -13,6 +13,7 @@ import { cameraToken } from "../web/tokens.ts";
 import { isObject, type JsonObject } from "../bambu/mqtt-state.ts";
 import { startBambuLink } from "./bambu-link.ts";
 import { startFlashforgeLink } from "./flashforge-link.ts";
+import { startCameraStills, type CameraStills } from "./camera.ts";
 import { connectBroker, type Broker } from "./broker.ts";
 import type { MqttExportConfig } from "./config.ts";
 import { cameraAttributes, discoveryMessages, printerTopic } from "./discovery.ts";
@@ -61,6 +62,8 @@ interface Exported {
   /** Bambu only: forward to the printer's request topic. */
   request?(payload: Buffer): void;
   stop(): Promise<void>;
+  /** With camera_interval: the snapshots published on <prefix>/<printer>/camera. */
+  stills?: CameraStills;
   online: boolean;
   /** FlashForge: the last telemetry state, in gcode_state words, for its events. */
   gcodeState?: string;
@@ -176,8 +179,12 @@ export function startMqttExport(options: MqttExportOptions): MqttExport {
       log.info(`printer "${printer.name}": not exported (the exporter reads it through its ${service} service, which is off)`);
       continue;
     }
-    if (printer.type === "flashforge") exported.set(printer.name, exportFlashforge(runtime));
-    else exported.set(printer.name, exportBambu(broker, config, runtime, (ca ??= readFileSync(join(options.proxy.stateDir, "ca.crt"), "utf8"))));
+    const p = printer.type === "flashforge"
+      ? exportFlashforge(runtime)
+      : exportBambu(broker, config, runtime, (ca ??= readFileSync(join(options.proxy.stateDir, "ca.crt"), "utf8")));
+    const camera = printerTopic(config.prefix, printer.name, "camera");
+    if (config.cameraIntervalSeconds) p.stills = startCameraStills(runtime.hub, config.cameraIntervalSeconds * 1000, (jpeg) => broker.publish(camera, jpeg.toString("base64"), true));
+    exported.set(printer.name, p);
   }
   let previous = options.previous;
   broker.onConnect(() => {
@@ -204,6 +211,7 @@ export function startMqttExport(options: MqttExportOptions): MqttExport {
     async stop() {
       clearInterval(tick);
       for (const p of exported.values()) broker.publish(printerTopic(config.prefix, p.runtime.config.name, "availability"), "offline", true);
+      for (const p of exported.values()) p.stills?.stop();
       await Promise.allSettled([...exported.values()].map((p) => p.stop()));
       await broker.stop();
     },
