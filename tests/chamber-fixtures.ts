@@ -170,9 +170,11 @@ def need(n):
 def frame():
     size = struct.unpack("<I", need(16)[:4])[0]
     jpeg = need(size)
-    if jpeg[2:4] == b"\\xff\\xfe":
-        n = struct.unpack(">H", jpeg[4:6])[0]
-        print(jpeg[6:4 + n].decode().split(" ")[1], flush=True)
+    at = 2  # the stamp (a COM segment) follows SOI, and APP0 when there is one, as real frames start
+    if jpeg[2:4] == b"\\xff\\xe0": at = 4 + struct.unpack(">H", jpeg[4:6])[0]
+    if jpeg[at:at + 2] == b"\\xff\\xfe":
+        n = struct.unpack(">H", jpeg[at + 2:at + 4])[0]
+        print(jpeg[at + 4:at + 2 + n].decode().split(" ")[1], flush=True)
 frame()
 time.sleep(pause)
 try:
