@@ -69,3 +69,34 @@ describe("liveview off", () => {
     expect(frames).toBeGreaterThanOrEqual(10);
   }, 90_000);
 });
+
+describe("liveview off, learned from the printer's own reports", () => {
+  test("the proxy's MQTT service tells its RTSP camera, which says so and starts no FFmpeg", async () => {
+    const { mkdtempSync, rmSync } = await import("node:fs");
+    const { tmpdir } = await import("node:os");
+    const { join } = await import("node:path");
+    const { parseConfig } = await import("../lib/config.ts");
+    const { startSupervisor } = await import("../lib/supervisor.ts");
+    const host = "127.0.41.50";
+    const bind = "127.0.41.51";
+    const stateDir = mkdtempSync(join(tmpdir(), "pp-liveview-"));
+    const sim = await startSimulatedBambu({ host, model: "X1C", serial: SERIAL, accessCode: ACCESS_CODE, services: ["mqtt"], liveviewOff: true, ports: { mqtt: 18884 } });
+    const ports = "{ mqtt = 18884, rtsp = 10323 }";
+    const supervisor = await startSupervisor(parseConfig([
+      `[proxy]`, `state_dir = ${JSON.stringify(stateDir)}`, `[web]`, `listen = ""`, `[[printer]]`, `name = "x1c"`, `model = "X1C"`,
+      `host = "${host}"`, `serial = "${SERIAL}"`, `access_code = "${ACCESS_CODE}"`, `bind = "${bind}"`, `services = ["mqtt", "camera"]`,
+      `camera = "rtsp"`, `ports = ${ports}`, `printer_ports = ${ports}`,
+    ].join("\n") + "\n", "liveview printers.toml"));
+    try {
+      const camera = () => supervisor.printers[0]!.services.find((s) => s.name === "rtsp");
+      await waitFor("the camera to say it is off on the printer", () => camera()?.status().state === LIVEVIEW_OFF, 15_000).catch((e) => {
+        throw new Error(`${e.message}: ${supervisor.printers[0]!.services.map((s) => `${s.name} ${JSON.stringify(s.status())}`).join("; ")}`);
+      });
+      expect(camera()!.status().details?.ffmpegStarts ?? 0).toBe(0);
+    } finally {
+      await supervisor.stop();
+      await sim.stop();
+      rmSync(stateDir, { recursive: true, force: true });
+    }
+  }, 30_000);
+});

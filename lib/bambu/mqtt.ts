@@ -22,6 +22,7 @@ import { reportTopic } from "./mqtt-topics.ts";
 import { createPacketReader, type Packet } from "./mqtt-wire.ts";
 import { createPrinterAbsence, type OutageClient, type PrinterAbsence } from "./mqtt-outage.ts";
 import { createPrinterSession } from "./mqtt-upstream.ts";
+import { learnLiveview } from "./liveview.ts";
 
 export { KEEPALIVE_GRACE, MAX_REFUSED_PUBLISHES, MAX_SUBSCRIPTIONS_PER_CLIENT, NO_KEEPALIVE_IDLE_MS, NO_KEEPALIVE_OUTAGE_MS } from "./mqtt-session.ts";
 
@@ -240,6 +241,7 @@ function onReport(m: Shared, payload: Buffer): void {
     const notKept = m.state.apply(parsed);
     if (notKept) m.log.warn(`a report from the printer was passed on but not kept in the merged state: ${notKept}`);
     learnVersion(m.ctx, parsed);
+    learnLiveview(m.ctx.hub, parsed);
   }
   m.reports.publish(outgoing(payload, parsed));
   for (const c of m.waiting) run(m, c, { kind: "report" });
@@ -252,7 +254,10 @@ export function createMqttService(ctx: ServiceContext, options: MqttServiceOptio
   const clients = new Set<Connection>();
   const m: Shared = {
     ctx, log, report: reportTopic(printer.serial), endDestroyMs: options.endDestroyMs ?? END_DESTROY_MS,
-    printer: createPrinterSession(printer, log, { writeBufferBytes: options.printerWriteBufferBytes }),
+    printer: createPrinterSession(printer, log, {
+      writeBufferBytes: options.printerWriteBufferBytes,
+      renewals: metrics.counter("pandaproxy_mqtt_session_renewals_total", "Printer sessions renewed because requests stopped getting replies", labels),
+    }),
     state: createReportState(), reports: createStream<Buffer | Outgoing>({ log, what: "messages" }),
     connections: new Set(), clients, waiting: new Set(), absence: createPrinterAbsence(log),
     counters: {
