@@ -11,6 +11,7 @@ import { bambuServices } from "./bambu/printer.ts";
 import { flashforgeServices } from "./flashforge/printer.ts";
 import { startWeb, type WebServer } from "./web/server.ts";
 import { startMqttExport, type MqttExport } from "./export/mqtt.ts";
+import { startRtspExport, type RtspExport } from "./export/rtsp.ts";
 
 /** How long stop() waits for every service before the process exits anyway. */
 export const STOP_DEADLINE_MS = 5_000;
@@ -148,10 +149,12 @@ export async function startSupervisor(initial: Config, options: SupervisorOption
   let stopped = false;
   const printerList = () => printers;
   let exporter: MqttExport | undefined;
-  // The exporter holds links to the running printers: after a reload it follows the printers it exports.
+  let pusher: RtspExport | undefined;
+  // The exporters hold links to the running printers: after a reload they follow the printers they export.
   const restartExport = async (c: Config) => {
     const previous = exporter?.retained();
-    await exporter?.stop();
+    await Promise.allSettled([exporter?.stop(), pusher?.stop()]);
+    pusher = c.export.rtsp ? startRtspExport({ config: c.export.rtsp, printers, proxy: c.proxy }) : undefined;
     const mqtt = c.export.mqtt;
     try {
       exporter = mqtt ? startMqttExport({ config: mqtt, printers, proxy: c.proxy, web: c.web, metrics, previous }) : undefined;
@@ -259,7 +262,7 @@ export async function startSupervisor(initial: Config, options: SupervisorOption
       let deadline: ReturnType<typeof setTimeout> | undefined;
       const late = new Promise<"late">((r) => (deadline = setTimeout(() => r("late"), stopDeadlineMs)));
       // A reload in progress finishes first, or its printers would start after we stopped them.
-      const all = Promise.resolve(running).then(() => Promise.allSettled([stopWeb(), exporter?.stop(), ...printers.map((p) => p.stop())]));
+      const all = Promise.resolve(running).then(() => Promise.allSettled([stopWeb(), exporter?.stop(), pusher?.stop(), ...printers.map((p) => p.stop())]));
       const result = await Promise.race([all, late]);
       // A pending deadline timer would keep the process alive for the full 5 s after a prompt stop.
       clearTimeout(deadline);

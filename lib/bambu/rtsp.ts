@@ -104,6 +104,7 @@ export function createRtspService(ctx: ServiceContext, options: RtspServiceOptio
     state: () => publisher?.upstream.state ?? "stopped",
     problem: () => (publisher ? upstreamProblem(publisher.upstream) : undefined),
     frameRate: frameRate.rate,
+    loopbackUrl: () => loopback?.readUrl(CAMERA_PATH),
   };
 
   const stopAll = async () => {

@@ -1,9 +1,13 @@
-// The [export.mqtt] section of printers.toml: the external MQTT broker pandaproxy publishes every printer's
-// state to (lib/export/mqtt.ts), and whether Home Assistant discovery and commands from that broker are on.
+// The [export] sections of printers.toml: [export.mqtt], the external MQTT broker pandaproxy publishes every
+// printer's state to (lib/export/mqtt.ts), with Home Assistant discovery and commands; [export.rtsp], the media
+// server each camera is pushed to (lib/export/rtsp.ts).
 import { readFileSync } from "node:fs";
 import { isTable, optionalBoolean, optionalInteger, optionalString, table, unknownKeys, type At } from "../config-fields.ts";
 
-export const EXPORT_KEYS = ["mqtt"];
+export const EXPORT_KEYS = ["mqtt", "rtsp"];
+export const RTSP_EXPORT_KEYS = ["url", "skip"];
+/** Where [export.rtsp] url names the printer. */
+export const PRINTER_PLACEHOLDER = "{printer}";
 export const MQTT_EXPORT_KEYS = [
   "url", "ca", "insecure", "username", "password", "password_file", "prefix", "client_id", "reports", "commands",
   "discovery", "discovery_prefix", "skip", "camera_interval",
@@ -35,8 +39,15 @@ export interface MqttExportConfig {
   cameraIntervalSeconds: number;
 }
 
+export interface RtspExportConfig {
+  /** rtsp://host[:port]/path with {printer}: where each camera is pushed (ANNOUNCE/RECORD). */
+  url: string;
+  skip: string[];
+}
+
 export interface ExportConfig {
   mqtt?: MqttExportConfig;
+  rtsp?: RtspExportConfig;
 }
 
 function readPasswordFile(path: string, at: At): string | undefined {
@@ -56,6 +67,27 @@ function topicPrefix(t: Record<string, unknown>, key: string, fallback: string, 
   return value;
 }
 
+function skipList(t: Record<string, unknown>, printerNames: readonly string[], where: string, at: At): string[] {
+  const skip = Array.isArray(t.skip) ? t.skip : t.skip === undefined ? [] : (at(where, "skip", `must be a list of printer names, e.g. ["p1s"]`), []);
+  for (const name of skip) {
+    if (typeof name !== "string" || !printerNames.includes(name)) at(where, "skip", `names "${String(name)}", which is no [[printer]] name`);
+  }
+  return skip.filter((s): s is string => typeof s === "string");
+}
+
+function parseRtspExport(t: Record<string, unknown>, printerNames: readonly string[], at: At): RtspExportConfig | undefined {
+  const where = "[export.rtsp] ";
+  unknownKeys(t, RTSP_EXPORT_KEYS, (key, hint) => at(where, key, `is unknown${hint}`));
+  const url = optionalString(t, "url", where, at);
+  const shown = url?.replace(/\/\/[^@/]*@/, "//…@");
+  if (url === undefined) at(where, "url", `is missing; expected e.g. "rtsp://mediamtx:8554/${PRINTER_PLACEHOLDER}" ("" pushes nothing)`);
+  else if (url && /\/\/[^@/]*@/.test(url)) at(where, "url", `is "${shown}" and carries credentials; the push takes none yet (allow publishing from this host on the media server)`);
+  else if (url && !/^rtsp:\/\/[^/\s@]+(:\d+)?\/\S*$/.test(url)) at(where, "url", `is "${url}"; expected rtsp://HOST[:PORT]/PATH, e.g. "rtsp://mediamtx:8554/${PRINTER_PLACEHOLDER}"`);
+  else if (url && !url.includes(PRINTER_PLACEHOLDER)) at(where, "url", `is "${url}" without ${PRINTER_PLACEHOLDER}; each printer needs its own path, e.g. "rtsp://mediamtx:8554/${PRINTER_PLACEHOLDER}"`);
+  const skip = skipList(t, printerNames, where, at);
+  return url ? { url, skip } : undefined;
+}
+
 function parseMqttExport(t: Record<string, unknown>, printerNames: readonly string[], at: At): MqttExportConfig | undefined {
   unknownKeys(t, MQTT_EXPORT_KEYS, (key, hint) => at(WHERE, key, `is unknown${hint}`));
   const url = optionalString(t, "url", WHERE, at);
@@ -65,10 +97,7 @@ function parseMqttExport(t: Record<string, unknown>, printerNames: readonly stri
   const password = optionalString(t, "password", WHERE, at);
   const passwordFile = optionalString(t, "password_file", WHERE, at);
   if (password !== undefined && passwordFile !== undefined) at(WHERE, "password_file", "and password are both set; keep one");
-  const skip = Array.isArray(t.skip) ? t.skip : t.skip === undefined ? [] : (at(WHERE, "skip", `must be a list of printer names, e.g. ["p1s"]`), []);
-  for (const name of skip) {
-    if (typeof name !== "string" || !printerNames.includes(name)) at(WHERE, "skip", `names "${String(name)}", which is no [[printer]] name`);
-  }
+  const skip = skipList(t, printerNames, WHERE, at);
   const cameraInterval = optionalInteger(t, "camera_interval", WHERE, at) ?? 0;
   if (cameraInterval < 0) at(WHERE, "camera_interval", `is ${cameraInterval}; expected seconds between snapshots, or 0 for none`);
   const ca = optionalString(t, "ca", WHERE, at);
@@ -85,7 +114,7 @@ function parseMqttExport(t: Record<string, unknown>, printerNames: readonly stri
     commands: optionalBoolean(t, "commands", WHERE, at) ?? false,
     discovery: optionalBoolean(t, "discovery", WHERE, at) ?? false,
     discoveryPrefix: topicPrefix(t, "discovery_prefix", DEFAULT_DISCOVERY_PREFIX, at),
-    skip: skip.filter((s): s is string => typeof s === "string"),
+    skip,
     cameraIntervalSeconds: Math.max(0, cameraInterval),
   };
   // url = "" turns the export off, as [web] listen = "" turns the web page off; the other keys are still checked.
@@ -96,7 +125,11 @@ function parseMqttExport(t: Record<string, unknown>, printerNames: readonly stri
 export function parseExportConfig(raw: unknown, printerNames: readonly string[], at: At): ExportConfig {
   const t = table(raw, "[export]", at);
   unknownKeys(t, EXPORT_KEYS, (key, hint) => at("[export] ", key, `is unknown${hint}`));
-  if (t.mqtt === undefined) return {};
-  if (!isTable(t.mqtt)) return at("[export] ", "mqtt", "must be a table: write it as [export.mqtt]"), {};
-  return { mqtt: parseMqttExport(t.mqtt, printerNames, at) };
+  const result: ExportConfig = {};
+  for (const key of ["mqtt", "rtsp"] as const) {
+    if (t[key] !== undefined && !isTable(t[key])) at("[export] ", key, `must be a table: write it as [export.${key}]`);
+  }
+  if (isTable(t.mqtt)) result.mqtt = parseMqttExport(t.mqtt, printerNames, at);
+  if (isTable(t.rtsp)) result.rtsp = parseRtspExport(t.rtsp, printerNames, at);
+  return result;
 }

@@ -51,15 +51,15 @@ export function ffmpegMissing(binary: string): string | undefined {
 }
 
 export interface FfmpegChild {
-  process: Subprocess<"ignore", "pipe" | "ignore", "pipe">;
+  process: Subprocess<"ignore" | "pipe", "pipe" | "ignore", "pipe">;
   /** Settles when the process has exited, with a one-line reason. */
   exited: Promise<string>;
   kill(): void;
 }
 
 /** Starts FFmpeg with `args`; its warnings are logged (redacted) at debug, the tail kept for the exit reason. */
-export function spawnFfmpeg(binary: string, args: string[], log: Logger, options: { stdout?: boolean } = {}): FfmpegChild {
-  const child = Bun.spawn([binary, ...args], { stdin: "ignore", stdout: options.stdout ? "pipe" : "ignore", stderr: "pipe" });
+export function spawnFfmpeg(binary: string, args: string[], log: Logger, options: { stdout?: boolean; stdin?: boolean } = {}): FfmpegChild {
+  const child = Bun.spawn([binary, ...args], { stdin: options.stdin ? "pipe" : "ignore", stdout: options.stdout ? "pipe" : "ignore", stderr: "pipe" });
   const tail: string[] = [];
   const stderrDone = (async () => {
     const decoder = new TextDecoder();

@@ -9,6 +9,13 @@ import type { Stream } from "./stream.ts";
 
 const LOOPBACK_MAX_CLIENTS = 8;
 
+declare module "../core/service.ts" {
+  interface CameraFeed {
+    /** RTSP cameras: our own stream on the loopback server, for our own FFmpegs (the [export.rtsp] push). */
+    loopbackUrl?(): string | undefined;
+  }
+}
+
 export interface Loopback {
   /** rtsp://publisher:<random>@127.0.0.1:<port><path> */
   publishUrl(path: string): string;
