@@ -2,7 +2,7 @@
 // child process, and 1, 10, 50 and 100 TLS viewers. Prints frames delivered per viewer, added latency p50/p99
 // (the simulator stamps each JPEG with its sequence number and the time it wrote it) and the proxy's CPU and RSS.
 // Run: node_modules/.bin/bun bench/chamber.ts [--seconds 10] [--viewers 1,10,50,100] [--fps 30]
-import { cpuSeconds, memoryMiB, percentile } from "./support.ts";
+import { cpuSeconds, memoryMiB, microsecondsPer, percentile } from "./support.ts";
 import { spawn, type ChildProcess } from "node:child_process";
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import { parseArgs } from "node:util";
@@ -118,7 +118,8 @@ async function measure(host: string, count: number, seconds: number, proxyPid?: 
   measuring = false;
   const elapsed = (performance.now() - started) / 1000;
   clearInterval(sampler);
-  const cpu = proxyPid ? ((cpuSeconds(proxyPid) - cpuBefore) / elapsed) * 100 : NaN;
+  const cpuUsed = proxyPid ? cpuSeconds(proxyPid) - cpuBefore : NaN;
+  const cpu = (cpuUsed / elapsed) * 100;
   const memory = proxyPid ? memoryMiB(proxyPid) : { rss: NaN, peak: NaN };
   for (const v of viewers) v.socket.destroy();
 
@@ -134,6 +135,7 @@ async function measure(host: string, count: number, seconds: number, proxyPid?: 
     minDelivered: Math.min(...delivered), meanDelivered: delivered.reduce((a, b) => a + b, 0) / delivered.length,
     p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99),
     cpu, rss: Math.max(rssMax, memory.rss), peak: memory.peak,
+    cpuUsPerFrame: microsecondsPer(cpuUsed, perViewer.reduce((sum, frames) => sum + frames.length, 0)),
   };
 }
 
@@ -155,7 +157,7 @@ async function runBenchmark(): Promise<void> {
     const direct = await measure(SIM_HOST, 1, seconds);
     console.log(`baseline, 1 viewer straight to the simulator: latency p50 ${direct.p50.toFixed(1)} ms, p99 ${direct.p99.toFixed(1)} ms, ${direct.made} frames made`);
     console.log("");
-    console.log("viewers | frames made | delivered per viewer min / mean | latency p50 / p99 ms | added p50 / p99 ms | to viewers MB/s | proxy CPU | proxy RSS MB (peak)");
+    console.log("viewers | frames made | delivered per viewer min / mean | latency p50 / p99 ms | added p50 / p99 ms | to viewers MB/s | proxy CPU | proxy RSS MB (peak) | CPU us/frame/viewer");
     for (const count of counts) {
       const r = await measure(PROXY_HOST, count, seconds, proxy.pid);
       const cells = [
@@ -163,6 +165,7 @@ async function runBenchmark(): Promise<void> {
         `${(r.minDelivered * 100).toFixed(1)}% / ${(r.meanDelivered * 100).toFixed(1)}%`.padStart(31),
         `${r.p50.toFixed(1)} / ${r.p99.toFixed(1)}`.padStart(19), `${(r.p50 - direct.p50).toFixed(1)} / ${(r.p99 - direct.p99).toFixed(1)}`.padStart(17),
         r.megabytesPerSecond.toFixed(0).padStart(15), `${r.cpu.toFixed(0)}%`.padStart(9), `${r.rss.toFixed(0)} (${r.peak.toFixed(0)})`.padStart(18),
+        r.cpuUsPerFrame.toFixed(1).padStart(19),
       ];
       console.log(cells.join(" | "));
       await Bun.sleep(1_000);

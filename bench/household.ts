@@ -5,9 +5,9 @@
 // camera); the proxy is one process, so services are not split: the client-side counts say what work it did.
 // Loopback only (127.0.46.1-20). The simulators and the clients share this process, not the proxy's.
 //   node_modules/.bin/bun bench/household.ts [--seconds 600] [--one-core]   (--one-core: the proxy under taskset -c 0)
-import { cpuSeconds, memoryMiB, percentile } from "./support.ts";
+import { cpuSeconds, descendants, memoryMiB, percentile } from "./support.ts";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, openSync } from "node:fs";
+import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
@@ -64,23 +64,6 @@ function configText(stateDir: string, sims: { entry: Household; serial: string }
     if (entry.sim.type === "bambu") lines.push(`model = "${entry.sim.model}"`, `ssdp_targets = ["${entry.sim.host}"]`);
   }
   return lines.join("\n") + "\n";
-}
-
-/** Every process below `pid` (FFmpeg and whatever it runs), from each of its threads' children lists. */
-function descendants(pid: number): number[] {
-  const out: number[] = [];
-  let tasks: string[] = [];
-  try {
-    tasks = readdirSync(`/proc/${pid}/task`);
-  } catch {
-    return out;
-  }
-  for (const task of tasks) {
-    try {
-      for (const child of readFileSync(`/proc/${pid}/task/${task}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number)) out.push(child, ...descendants(child));
-    } catch {}
-  }
-  return out;
 }
 
 const authorization = `Basic ${Buffer.from(`${WEB_USER}:${WEB_PASSWORD}`).toString("base64")}`;
