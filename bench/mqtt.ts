@@ -3,7 +3,7 @@
 // p50/p99 for both. Loopback only (127.0.2.x); pandaproxy and the subscribers run in their own processes so
 // neither side shares an event loop with the measurement.
 //   node_modules/.bin/bun bench/mqtt.ts   (needs Debian mosquitto; takes about a minute)
-import { percentile } from "./support.ts";
+import { cpuSeconds, microsecondsPer, percentile } from "./support.ts";
 import { spawn, type ChildProcess } from "node:child_process";
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -179,9 +179,10 @@ async function main(): Promise<void> {
       }
     };
 
-    const results: Record<string, { phase: string; delivered: number; expected: number; p50: number; p99: number; max: number }[]> = {};
+    const results: Record<string, { phase: string; delivered: number; expected: number; p50: number; p99: number; max: number; cpuUs: number }[]> = {};
     for (const [name, host] of [["pandaproxy", PROXY_HOST], ["mosquitto bridge", BROKER_HOST]] as const) {
       results[name] = [];
+      const pid = name === "pandaproxy" ? proxy.child.pid! : broker.pid!;
       const workers = Array.from({ length: WORKERS }, () => startWorker(["subscribers", JSON.stringify({ host, count: SUBSCRIBERS / WORKERS, topic })]));
       children.push(...workers.map((w) => w.child));
       await Promise.all(workers.map((w) => expectLine(w, "ready")));
@@ -189,16 +190,18 @@ async function main(): Promise<void> {
         const from = seq;
         for (const w of workers) w.child.stdin!.write(`start ${from}\n`);
         await Promise.all(workers.map((w) => expectLine(w, "started")));
+        const cpu0 = cpuSeconds(pid);
         await pace(rate, seconds);
         const sent = seq - from;
         await Bun.sleep(DRAIN_MS);
+        const cpu = cpuSeconds(pid) - cpu0;
         const summaries = await Promise.all(workers.map(async (w) => {
           w.child.stdin!.write("stop\n");
           return JSON.parse(await expectLine(w, "{")) as { received: number[]; latencies: number[] };
         }));
         const latencies = summaries.flatMap((s) => s.latencies).sort((a, b) => a - b);
         const delivered = summaries.flatMap((s) => s.received).reduce((a, b) => a + b, 0);
-        results[name]!.push({ phase, delivered, expected: sent * SUBSCRIBERS, p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), max: latencies.at(-1) ?? NaN });
+        results[name]!.push({ phase, delivered, expected: sent * SUBSCRIBERS, p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), max: latencies.at(-1) ?? NaN, cpuUs: microsecondsPer(cpu, delivered) });
         if (phase.startsWith("steady")) {
           // Workers print once and exit: start a fresh set for the burst.
           workers.splice(0, workers.length, ...Array.from({ length: WORKERS }, () => startWorker(["subscribers", JSON.stringify({ host, count: SUBSCRIBERS / WORKERS, topic })])));
@@ -209,11 +212,11 @@ async function main(): Promise<void> {
     }
 
     console.log(`\nMQTT fan-out: ${SUBSCRIBERS} subscribers (TLS, QoS 0), ${WORKERS} subscriber processes, ${STEADY_RATE}/s for ${STEADY_SECONDS} s, then ${BURST_RATE}/s for ${BURST_SECONDS} s`);
-    console.log("target             phase          delivered            p50 ms    p99 ms    max ms");
+    console.log("target             phase          delivered            p50 ms    p99 ms    max ms   CPU us/report/subscriber (publishing + drain)");
     for (const [name, rows] of Object.entries(results)) {
       for (const r of rows) {
         const pct = ((100 * r.delivered) / r.expected).toFixed(2);
-        console.log(`${name.padEnd(18)} ${r.phase.padEnd(14)} ${`${r.delivered}/${r.expected} (${pct}%)`.padEnd(20)} ${r.p50.toFixed(2).padStart(8)} ${r.p99.toFixed(2).padStart(9)} ${r.max.toFixed(2).padStart(9)}`);
+        console.log(`${name.padEnd(18)} ${r.phase.padEnd(14)} ${`${r.delivered}/${r.expected} (${pct}%)`.padEnd(20)} ${r.p50.toFixed(2).padStart(8)} ${r.p99.toFixed(2).padStart(9)} ${r.max.toFixed(2).padStart(9)} ${r.cpuUs.toFixed(2).padStart(10)}`);
       }
     }
   } finally {
