@@ -2,7 +2,7 @@
 // and 50 raw RTSPS readers. Prints packets delivered, lost packets for readers that keep up, added latency
 // (our server receiving a packet from FFmpeg -> a reader parsing it, across two processes) p50/p99, and the
 // proxy process's CPU and RSS. Run: node_modules/.bin/bun bench/rtsp.ts
-import { cpuSeconds, memoryMiB, percentile } from "./support.ts";
+import { cpuSeconds, memoryMiB, microsecondsPer, percentile } from "./support.ts";
 import { readFileSync } from "node:fs";
 import { createRtspService } from "../lib/bambu/rtsp.ts";
 import { simIdentity } from "../lib/sim/bambu.ts";
@@ -89,7 +89,7 @@ async function main() {
   })();
   await isReady;
   console.log(`RTSPS camera benchmark: simulated X1C 1280x720@15 H.264 -> pandaproxy (pid ${proxy.pid}) -> N raw RTSPS readers, ${MEASURE_MS / 1000} s per round`);
-  console.log("readers | packets in | delivered/reader (min) | lost (readers that kept up) | Mbit/s per reader | added latency p50 / p99 ms | proxy CPU % | FFmpeg CPU % | proxy RSS MiB");
+  console.log("readers | packets in | delivered/reader (min) | lost (readers that kept up) | Mbit/s per reader | added latency p50 / p99 ms | proxy CPU % | FFmpeg CPU % | proxy RSS MiB | proxy CPU us/packet/reader");
   try {
     for (const count of ROUNDS) {
       const readers: Reader[] = [];
@@ -110,7 +110,9 @@ async function main() {
       const t0 = performance.now();
       await Bun.sleep(MEASURE_MS);
       const elapsed = (performance.now() - t0) / 1000;
-      const cpu = ((cpuSeconds(proxy.pid) - cpu0) / elapsed) * 100;
+      const cpuUsed = cpuSeconds(proxy.pid) - cpu0;
+      const cpu = (cpuUsed / elapsed) * 100;
+      const cpuUsPerPacket = microsecondsPer(cpuUsed, readers.reduce((sum, r) => sum + r.received, 0));
       const ff = ((ffmpegPids.reduce((s, p) => { try { return s + cpuSeconds(p); } catch { return s; } }, 0) - ff0) / elapsed) * 100;
       const rss = memoryMiB(proxy.pid).rss;
       await Bun.sleep(200); // let the last tap lines arrive
@@ -132,7 +134,7 @@ async function main() {
       const minDelivered = Math.min(...readers.map((r) => r.received));
       console.log(
         `${String(count).padStart(7)} | ${String(serverTimes.size).padStart(10)} | ${String(minDelivered).padStart(22)} | ${String(lost).padStart(28)} | ${((readers[0]!.bytes * 8) / elapsed / 1e6).toFixed(2).padStart(17)} | ` +
-          `${percentile(latencies, 0.5).toFixed(2).padStart(11)} / ${percentile(latencies, 0.99).toFixed(2).padEnd(12)} | ${cpu.toFixed(1).padStart(11)} | ${ff.toFixed(1).padStart(12)} | ${rss.toFixed(1).padStart(13)}`,
+          `${percentile(latencies, 0.5).toFixed(2).padStart(11)} / ${percentile(latencies, 0.99).toFixed(2).padEnd(12)} | ${cpu.toFixed(1).padStart(11)} | ${ff.toFixed(1).padStart(12)} | ${rss.toFixed(1).padStart(13)} | ${cpuUsPerPacket.toFixed(2).padStart(26)}`,
       );
       for (const r of readers) r.client.close();
       await Bun.sleep(500);
