@@ -14,10 +14,10 @@
 // Bun's fresh 512 KB read buffers awaiting GC; the ratio is bounded by the proxy's extra TLS work competing with
 // curl, vsftpd and this process's SHA-256 for the same cores.
 // Run (as root: port 990, PAM): node_modules/.bin/bun bench/ftp.ts [--mb 200] [--rounds 5]
-import { cpuSeconds, memoryMiB } from "./support.ts";
+import { cpuSeconds, descendants, memoryMiB, microsecondsPer, treeCpuTracker } from "./support.ts";
 import { spawn, type ChildProcess } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { rmSync } from "node:fs";
+import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { startPrinterLikeVsftpd } from "../tests/ftp-vsftpd.ts";
@@ -30,6 +30,8 @@ const BLOCK = 1024 * 1024;
 const TARGET_RATIO = 0.8;
 const WARM_UP_MB = 4;
 const TARGET_RSS_GROWTH_MB = 30;
+/** vsftpd's session processes (whose CPU is lost once they end) are sampled this often during a direct transfer. */
+const SESSION_SAMPLE_MS = 20;
 
 const median = (xs: number[]) => {
   const sorted = [...xs].sort((a, b) => a - b);
@@ -85,6 +87,20 @@ async function withRss<T>(pid: number | undefined, work: () => Promise<T>): Prom
   }
 }
 
+/** Samples vsftpd's CPU (its sessions come and go) while `work` runs. */
+async function withCpu<T extends object>(vsftpdPid: number | undefined, work: () => Promise<T>): Promise<T & { vsftpdSeconds: number }> {
+  if (!vsftpdPid) return { ...(await work()), vsftpdSeconds: NaN };
+  const tracker = treeCpuTracker(vsftpdPid, true);
+  const sampler = setInterval(() => tracker.sample(), SESSION_SAMPLE_MS);
+  try {
+    const result = await work();
+    tracker.sample();
+    return { ...result, vsftpdSeconds: tracker.seconds() };
+  } finally {
+    clearInterval(sampler);
+  }
+}
+
 const CURL = ["curl", "-sS", "-k", "--ftp-pasv", "-u", `bblp:${ACCESS_CODE}`];
 
 /** Uploads `bytes` of generated data through curl's stdin; returns seconds and the SHA-256 of what was sent. */
@@ -135,6 +151,13 @@ async function runBenchmark(): Promise<void> {
   };
   process.once("SIGINT", () => void cleanup().then(() => process.exit(130)));
   try {
+    const vsftpdPid = descendants(process.pid).find((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/comm`, "utf8").trim() === "vsftpd";
+      } catch {
+        return false;
+      }
+    });
     proxy = await startProxy(vsftpd.caFile);
     // The proxy's first transfer also opens its printer session and TLS contexts: not part of "growth with size".
     await upload(PROXY_HOST, "warm-up.3mf", WARM_UP_MB * BLOCK);
@@ -142,6 +165,7 @@ async function runBenchmark(): Promise<void> {
     console.log(`FTPS: ${megabytes} MB with curl (EPSV, TLS session reuse); vsftpd 3.0.3 like a printer (implicit TLS, require_ssl_reuse); ${rounds} round(s), median of each; ${WARM_UP_MB} MB warm-up through the proxy first`);
     const rates = { direct: { up: [] as number[], down: [] as number[] }, proxy: { up: [] as number[], down: [] as number[] } };
     const growths: number[] = [];
+    const cpuPerMb = { direct: { up: [] as number[], down: [] as number[] }, proxy: { up: [] as number[], down: [] as number[] } };
     let worstGrowth = 0;
     let peakRss = 0;
     for (let round = 1; round <= rounds; round++) {
@@ -149,8 +173,11 @@ async function runBenchmark(): Promise<void> {
         const host = path === "direct" ? PRINTER_HOST : PROXY_HOST;
         const name = `bench-${path}-${round}.3mf`;
         const pid = path === "proxy" ? proxy.pid : undefined;
-        const up = await withRss(pid, () => upload(host, name, size));
-        const down = await withRss(pid, () => download(host, name));
+        const up = await withCpu(path === "proxy" ? undefined : vsftpdPid, () => withRss(pid, () => upload(host, name, size)));
+        const down = await withCpu(path === "proxy" ? undefined : vsftpdPid, () => withRss(pid, () => download(host, name)));
+        // The proxy's own CPU; direct, vsftpd's (listener and sessions): it stores and serves the file as well.
+        cpuPerMb[path].up.push(microsecondsPer(path === "proxy" ? up.cpuSeconds : up.vsftpdSeconds, megabytes));
+        cpuPerMb[path].down.push(microsecondsPer(path === "proxy" ? down.cpuSeconds : down.vsftpdSeconds, megabytes));
         if (down.result.bytes !== size || down.result.digest !== up.result.digest) throw new Error(`${path}: the download does not match the upload (SHA-256)`);
         rmSync(join(vsftpd.root, name), { force: true });
         const upRate = megabytes / up.result.seconds;
@@ -163,7 +190,7 @@ async function runBenchmark(): Promise<void> {
           growths.push(Math.max(up.growthMb, down.growthMb));
           peakRss = Math.max(peakRss, up.peakMb, down.peakMb);
         }
-        console.log(`round ${round} ${path.padEnd(6)} | upload ${upRate.toFixed(0).padStart(4)} MB/s (${up.result.seconds.toFixed(2)} s) | download ${downRate.toFixed(0).padStart(4)} MB/s (${down.result.seconds.toFixed(2)} s) | SHA-256 ok${rss}`);
+        console.log(`round ${round} ${path.padEnd(6)} | upload ${upRate.toFixed(0).padStart(4)} MB/s (${up.result.seconds.toFixed(2)} s) | download ${downRate.toFixed(0).padStart(4)} MB/s (${down.result.seconds.toFixed(2)} s) | SHA-256 ok | CPU us/MB up ${cpuPerMb[path].up.at(-1)!.toFixed(0)}, down ${cpuPerMb[path].down.at(-1)!.toFixed(0)}${rss}`);
       }
     }
     // Ratios of the medians: one lucky or unlucky round (two cores shared by curl, vsftpd and the proxy) moves neither.
@@ -177,6 +204,7 @@ async function runBenchmark(): Promise<void> {
     console.log("");
     console.log(`upload (median):   direct ${med.direct.up.toFixed(0)} MB/s, through pandaproxy ${med.proxy.up.toFixed(0)} MB/s = ${upRatio.toFixed(2)}x (target >= ${TARGET_RATIO}x: ${mark(upRatio >= TARGET_RATIO)})`);
     console.log(`download (median): direct ${med.direct.down.toFixed(0)} MB/s, through pandaproxy ${med.proxy.down.toFixed(0)} MB/s = ${downRatio.toFixed(2)}x (target >= ${TARGET_RATIO}x: ${mark(downRatio >= TARGET_RATIO)})`);
+    console.log(`CPU per MB (median): through pandaproxy (the proxy process) up ${median(cpuPerMb.proxy.up).toFixed(0)} us, down ${median(cpuPerMb.proxy.down).toFixed(0)} us; direct vsftpd (listener + sessions, storing/serving the file) up ${median(cpuPerMb.direct.up).toFixed(0)} us, down ${median(cpuPerMb.direct.down).toFixed(0)} us`);
     console.log(`proxy RSS: growth during a round median ${median(growths).toFixed(1)} MB, largest ${worstGrowth.toFixed(1)} MB (target < ${TARGET_RSS_GROWTH_MB} MB: ${mark(worstGrowth < TARGET_RSS_GROWTH_MB)}), peak ${peakRss.toFixed(0)} MB`);
   } finally {
     await cleanup();

@@ -5,7 +5,7 @@
 // camera); the proxy is one process, so services are not split: the client-side counts say what work it did.
 // Loopback only (127.0.46.1-20). The simulators and the clients share this process, not the proxy's.
 //   node_modules/.bin/bun bench/household.ts [--seconds 600] [--one-core]   (--one-core: the proxy under taskset -c 0)
-import { cpuSeconds, descendants, memoryMiB, percentile } from "./support.ts";
+import { cpuSeconds, memoryMiB, percentile, treeCpuTracker } from "./support.ts";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -157,34 +157,23 @@ async function main(): Promise<void> {
     const streams = served.map((s) => mjpegReader(s.entry.sim.name, work, counting, abort.signal));
     await Bun.sleep(WARMUP_MS);
 
-    const ffmpegCpu = new Map<number, { first: number; last: number }>();
-    const sampleFfmpeg = () => {
-      for (const child of descendants(pid)) {
-        try {
-          const cpu = cpuSeconds(child);
-          const seen = ffmpegCpu.get(child);
-          if (seen) seen.last = cpu;
-          else ffmpegCpu.set(child, { first: cpu, last: cpu });
-        } catch {}
-      }
-    };
-    sampleFfmpeg();
+    const ffmpegCpu = treeCpuTracker(pid);
     const rssSamples: number[] = [];
     const cpu0 = cpuSeconds(pid);
     const t0 = performance.now();
     measuring = true;
     const sampler = setInterval(() => {
       rssSamples.push(memoryMiB(pid).rss);
-      sampleFfmpeg();
+      ffmpegCpu.sample();
     }, SAMPLE_MS);
     await Bun.sleep(seconds * 1000);
     measuring = false;
     clearInterval(sampler);
-    sampleFfmpeg();
+    ffmpegCpu.sample();
     const elapsed = (performance.now() - t0) / 1000;
     const cpu = cpuSeconds(pid) - cpu0;
     const memory = memoryMiB(pid);
-    const ffmpeg = [...ffmpegCpu.values()].reduce((sum, c) => sum + c.last - c.first, 0);
+    const ffmpeg = ffmpegCpu.seconds();
     const steady = percentile([...rssSamples.slice(rssSamples.length >> 1)].sort((a, b) => a - b), 0.5);
     const perHour = (x: number) => (x / elapsed) * SECONDS_PER_HOUR;
 
@@ -193,7 +182,7 @@ async function main(): Promise<void> {
     console.log(`proxy process (all services together; one process cannot be split by service):`);
     console.log(`  CPU ${cpu.toFixed(2)} s = ${perHour(cpu).toFixed(1)} CPU-seconds per hour of work (${((100 * cpu) / elapsed).toFixed(2)}% of a core)`);
     console.log(`  RSS steady ${steady.toFixed(1)} MiB (median of the second half), largest sample ${Math.max(...rssSamples).toFixed(1)} MiB, peak (VmHWM) ${memory.peak.toFixed(1)} MiB`);
-    console.log(`FFmpeg under the proxy (the X1C's RTSPS -> JPEG): ${ffmpegCpu.size} process(es), CPU ${ffmpeg.toFixed(2)} s = ${perHour(ffmpeg).toFixed(1)} CPU-seconds per hour (${((100 * ffmpeg) / elapsed).toFixed(2)}% of a core)`);
+    console.log(`FFmpeg under the proxy (the X1C's RTSPS -> JPEG): ${ffmpegCpu.processes()} process(es), CPU ${ffmpeg.toFixed(2)} s = ${perHour(ffmpeg).toFixed(1)} CPU-seconds per hour (${((100 * ffmpeg) / elapsed).toFixed(2)}% of a core)`);
     console.log(`work done in the window (what the CPU above paid for):`);
     console.log(`  MQTT reports delivered ${work.mqttReports} (${(work.mqttReports / elapsed).toFixed(1)}/s over ${MQTT_CLIENTS} clients)`);
     console.log(`  chamber frames delivered ${work.chamberFrames} (${(work.chamberBytes / elapsed / 1e6).toFixed(2)} MB/s over ${CHAMBER_VIEWERS} viewers)`);

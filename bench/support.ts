@@ -10,12 +10,6 @@ export function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
 }
 
-/** `pid`'s own CPU seconds plus its reaped children's (cutime + cstime): a forking server's finished sessions. */
-function cpuWithReapedSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-  return (Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14])) / CLOCK_TICKS_PER_SECOND;
-}
-
 /** Every live process below `pid` (FFmpeg, vsftpd's sessions), from each of its threads' children lists. */
 export function descendants(pid: number): number[] {
   const out: number[] = [];
@@ -33,15 +27,26 @@ export function descendants(pid: number): number[] {
   return out;
 }
 
-/** CPU seconds of `pid` and everything below it, live or already reaped; a process that just ended counts 0. */
-export function treeCpuSeconds(pid: number): number {
-  let total = 0;
-  for (const p of [pid, ...descendants(pid)]) {
-    try {
-      total += cpuWithReapedSeconds(p);
-    } catch {}
-  }
-  return total;
+/** Samples the CPU seconds of the processes below `pid` (with `andSelf`, its own too). Forked sessions and FFmpeg
+ * come and go and are not always reaped by `pid`: sample often; a process's time after its last sample is lost. */
+export function treeCpuTracker(pid: number, andSelf = false): { sample(): void; seconds(): number; processes(): number } {
+  const seen = new Map<number, { first: number; last: number }>();
+  const sample = (born: boolean) => {
+    for (const p of andSelf ? [pid, ...descendants(pid)] : descendants(pid)) {
+      try {
+        const cpu = cpuSeconds(p);
+        const known = seen.get(p);
+        if (known) known.last = cpu;
+        else seen.set(p, { first: born ? 0 : cpu, last: cpu });
+      } catch {}
+    }
+  };
+  sample(false);
+  return {
+    sample: () => sample(true),
+    seconds: () => [...seen.values()].reduce((sum, c) => sum + c.last - c.first, 0),
+    processes: () => seen.size,
+  };
 }
 
 /** Microseconds of CPU per unit of work, e.g. per report per subscriber. */
