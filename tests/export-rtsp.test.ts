@@ -24,6 +24,8 @@ const X1C_SERIAL = "00M09A350100044";
 /** Frames the media server records before it stops; a push that decodes gives them all. */
 const RECORDED_FRAMES = 10;
 const LISTEN_SECONDS = 45;
+/** The media server starts this long after the push, which meanwhile fails and waits its backoff. */
+const MEDIA_SERVER_LATE_MS = 3_000;
 
 let dir: string;
 let p1s: SimPrinter;
@@ -88,19 +90,23 @@ afterAll(async () => {
 });
 
 /** Pushes `name` alone (the other skipped: the media server is one listener) and returns what it recorded. */
-async function recordPushOf(name: "p1s" | "x1c"): Promise<{ name: string; codec: string; frames: number; how: string }> {
-  const server = mediaServer(name);
+async function recordPushOf(name: "p1s" | "x1c", serverLateMs = 0): Promise<{ name: string; codec: string; frames: number; how: string }> {
+  let server = serverLateMs ? undefined : mediaServer(name);
   const file = join(dir, "printers.toml");
   const text = printers(`url = "rtsp://${MEDIA}:${MEDIA_PORT}/{printer}"\nskip = ["${name === "p1s" ? "x1c" : "p1s"}"]`);
   writeFileSync(file, text);
   try {
     if (!supervisor) supervisor = await startSupervisor(parseConfig(text, file), { configFile: file });
     else expect(await supervisor.reload()).toBe(true);
+    if (!server) {
+      await Bun.sleep(serverLateMs);
+      server = mediaServer(name);
+    }
     const how = await Promise.race([server.done, Bun.sleep((LISTEN_SECONDS + 15) * 1000).then(() => "no recording in time")]);
     const { codec, frames } = probe(server.file);
     return { name, codec, frames, how: frames >= RECORDED_FRAMES ? "" : how };
   } finally {
-    server.child.kill("SIGKILL");
+    server?.child.kill("SIGKILL");
   }
 }
 
@@ -117,6 +123,13 @@ describe("[export.rtsp] to an RTSP server in RECORD mode", () => {
     expect(await recordPushOf("x1c")).toEqual({ name: "x1c", codec: "h264", frames: RECORDED_FRAMES, how: "" });
     logs.stop();
     expect(logs.lines.join("\n")).not.toContain(ACCESS_CODE);
+  }, 90_000);
+
+  test("a media server that is not up yet: the push is retried with backoff and records once it is", async () => {
+    const logs = captureLogs();
+    expect(await recordPushOf("p1s", MEDIA_SERVER_LATE_MS)).toEqual({ name: "p1s", codec: "h264", frames: RECORDED_FRAMES, how: "" });
+    logs.stop();
+    expect(logs.lines.some((l) => l.includes("[p1s/export rtsp]") && /retry|backoff|FFmpeg exited/i.test(l))).toBe(true);
   }, 90_000);
 
   test("config problems name the key", () => {
