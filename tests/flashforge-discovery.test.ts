@@ -1,35 +1,19 @@
 // FlashForge UDP discovery: the codec, and the proxy answering probes as the printer from its own address.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { createSocket } from "node:dgram";
 import { createFlashforgeDiscovery } from "../lib/flashforge/discovery.ts";
 import { decodeDiscoveryReply, encodeDiscoveryReply, rewriteDiscoveryReply, DISCOVERY_REPLY_BYTES } from "../lib/flashforge/discovery-codec.ts";
 import type { Service } from "../lib/core/service.ts";
 import { setupLogging } from "../lib/log.ts";
 import { startSimulatedFlashforge, type SimFlashforge } from "../lib/sim/flashforge/index.ts";
 import { SIM_PRODUCT_ID, SIM_VENDOR_ID } from "../lib/sim/flashforge/discovery.ts";
-import { flashforgeContext } from "./flashforge-helpers.ts";
+import { discoveryProbe, flashforgeContext } from "./flashforge-helpers.ts";
 
 const SIM_HOST = "127.0.7.6";
 const PROXY_HOST = "127.0.7.5";
 const LONELY_PROXY_HOST = "127.0.7.10";
 const CLIENT_HOST = "127.0.7.50";
 
-/** Sends one probe as FlashPrint does and returns the first reply with where it came from. */
-function probe(to: string): Promise<{ reply: Buffer; from: string }> {
-  return new Promise((resolve, reject) => {
-    const socket = createSocket("udp4");
-    const timer = setTimeout(() => {
-      socket.close();
-      reject(new Error(`no discovery reply from ${to}`));
-    }, 3_000);
-    socket.on("message", (reply, from) => {
-      clearTimeout(timer);
-      socket.close();
-      resolve({ reply, from: from.address });
-    });
-    socket.bind(0, CLIENT_HOST, () => socket.send(Buffer.from("www.usr\"e6\xc0"), 48899, to));
-  });
-}
+const probe = (to: string) => discoveryProbe(to, 48899, CLIENT_HOST);
 
 describe("discovery codec", () => {
   test("a 276-byte reply round-trips; a rewrite changes name, serial and ports and keeps the rest", () => {

@@ -126,3 +126,21 @@ export async function startFakeConsole(host: string, port: number, dropOn: strin
       }),
   };
 }
+
+/** Sends one discovery probe as FlashPrint does from `client` and returns the first reply, with where it came from. */
+export async function discoveryProbe(to: string, port: number, client: string): Promise<{ reply: Buffer; from: string }> {
+  const { createSocket } = await import("node:dgram");
+  return new Promise((resolve, reject) => {
+    const socket = createSocket("udp4");
+    const timer = setTimeout(() => {
+      socket.close();
+      reject(new Error(`no discovery reply from ${to}`));
+    }, 3_000);
+    socket.on("message", (reply, from) => {
+      clearTimeout(timer);
+      socket.close();
+      resolve({ reply, from: from.address });
+    });
+    socket.bind(0, client, () => socket.send(Buffer.from("www.usr\"e6\xc0"), port, to));
+  });
+}

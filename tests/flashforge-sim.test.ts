@@ -1,29 +1,15 @@
 // The simulated Adventurer 5M tells clients it is a 5M, not a 5M Pro: the product id in its discovery reply and
 // in its HTTP /detail (0x0023 is the 5M, 0x0024 the 5M Pro, as issue 15 records it).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { createSocket } from "node:dgram";
 import { decodeDiscoveryReply } from "../lib/flashforge/discovery-codec.ts";
 import { startSimulatedFlashforge, type SimFlashforge } from "../lib/sim/flashforge/index.ts";
+import { discoveryProbe } from "./flashforge-helpers.ts";
 
 const SIM_HOST = "127.0.41.20";
 const CLIENT_HOST = "127.0.41.21";
 const ADVENTURER_5M_PRODUCT_ID = 0x0023;
 
-function probe(to: string, port: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const socket = createSocket("udp4");
-    const timer = setTimeout(() => {
-      socket.close();
-      reject(new Error(`no discovery reply from ${to}`));
-    }, 3_000);
-    socket.on("message", (reply) => {
-      clearTimeout(timer);
-      socket.close();
-      resolve(reply);
-    });
-    socket.bind(0, CLIENT_HOST, () => socket.send(Buffer.from("www.usr\"e6\xc0"), port, to));
-  });
-}
+const probe = async (to: string, port: number) => (await discoveryProbe(to, port, CLIENT_HOST)).reply;
 
 describe("simulated Adventurer 5M identity", () => {
   let sim: SimFlashforge;
