@@ -22,6 +22,7 @@ export function registerConfigSecrets(config: Config): void {
     registerSecret(p.viewerAccessCode);
   }
   registerSecret(config.web.password);
+  registerSecret(config.export?.mqtt?.password);
 }
 
 /** A printer as the supervisor holds it: whether it could be set up at all, and what is still stopping. */

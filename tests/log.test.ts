@@ -47,10 +47,10 @@ describe("log lines", () => {
   });
 
   test("every code and password in a configuration is registered", () => {
-    const config = parseConfig(`[web]\nlisten = ""\nusername = "admin"\npassword = "webPass99"\n[[printer]]\nname = "a"\nhost = "h"\nserial = "s"\naccess_code = "Zz998877"\nviewer_access_code = "Vv112233"\n`);
+    const config = parseConfig(`[web]\nlisten = ""\nusername = "admin"\npassword = "webPass99"\n[export.mqtt]\nurl = "mqtt://broker.lan:1883"\nusername = "farm"\npassword = "brokerPw77"\n[[printer]]\nname = "a"\nhost = "h"\nserial = "s"\naccess_code = "Zz998877"\nviewer_access_code = "Vv112233"\n`);
     registerConfigSecrets(config);
-    serviceLogger("a", "bind").info("codes Zz998877 Vv112233 webPass99");
-    expect(last()).toContain("codes ******** ******** ********");
+    serviceLogger("a", "bind").info("codes Zz998877 Vv112233 webPass99 brokerPw77");
+    expect(last()).toContain("codes ******** ******** ******** ********");
   });
 
   test("very short strings are not treated as secrets (they would redact ordinary words)", () => {

@@ -48,17 +48,20 @@ export interface RtspServiceOptions {
  * Cuts JPEG pictures (FFD8 … FFD9) out of FFmpeg's MJPEG output. More than MAX_CAMERA_JPEG_BYTES without an end
  * means we lost sync: drop the buffer.
  */
+const START_OF_IMAGE = Buffer.from([0xff, 0xd8]);
+const END_OF_IMAGE = Buffer.from([0xff, 0xd9]);
+
 export function createJpegSplitter(onJpeg: (jpeg: Buffer) => void): (chunk: Buffer) => void {
   let pending: Buffer = Buffer.alloc(0);
   return (chunk) => {
     pending = pending.length ? Buffer.concat([pending, chunk]) : chunk;
     for (;;) {
-      const start = pending.indexOf(Buffer.from([0xff, 0xd8]));
+      const start = pending.indexOf(START_OF_IMAGE);
       if (start < 0) {
         pending = Buffer.alloc(0);
         return;
       }
-      const end = pending.indexOf(Buffer.from([0xff, 0xd9]), start + 2);
+      const end = pending.indexOf(END_OF_IMAGE, start + 2);
       if (end < 0) {
         pending = pending.length - start > MAX_CAMERA_JPEG_BYTES ? Buffer.alloc(0) : pending.subarray(start);
         return;

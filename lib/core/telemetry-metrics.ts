@@ -41,8 +41,17 @@ const FAMILIES: [name: string, help: string, read: Reader][] = [
 
 /** Registers the families; returns their removal. */
 export function registerTelemetryGauges(metrics: Metrics, sources: () => TelemetrySource[]): () => void {
-  const removals = FAMILIES.map(([name, help, read]) =>
-    metrics.gauges(PREFIX + name, help, () => sources().flatMap((s) => (s.telemetry ? read(s.printer, s.telemetry) : []))),
+  // One scrape reads every family in the same tick: build the printers' telemetry once for all of them.
+  let read: TelemetrySource[] | undefined;
+  const current = () => {
+    if (!read) {
+      read = sources();
+      queueMicrotask(() => (read = undefined));
+    }
+    return read;
+  };
+  const removals = FAMILIES.map(([name, help, family]) =>
+    metrics.gauges(PREFIX + name, help, () => current().flatMap((s) => (s.telemetry ? family(s.printer, s.telemetry) : []))),
   );
   return () => removals.forEach((remove) => remove());
 }

@@ -24,7 +24,6 @@ export const VIEWER_STALL_MS = 30_000;
 export const REQUEST_HEAD_TIMEOUT_MS = 10_000;
 export const MAX_REQUEST_HEAD_BYTES = 8 * 1024;
 /** A frame older than this is not replayed to a new viewer nor served as a snapshot. */
-export const STALE_FRAME_MS = LIVE_FRAME_MAX_AGE_MS;
 export const SNAPSHOT_WAIT_MS = 10_000;
 export const MAX_CAMERA_VIEWERS = 64;
 
@@ -154,7 +153,7 @@ export function createFlashforgeCamera(ctx: ServiceContext, options: FlashforgeC
     });
   }
 
-  const fresh = (frame: CameraFrame | undefined) => frame !== undefined && Date.now() - frame.receivedAt <= STALE_FRAME_MS;
+  const fresh = (frame: CameraFrame | undefined) => frame !== undefined && Date.now() - frame.receivedAt <= LIVE_FRAME_MAX_AGE_MS;
 
   const feed: CameraFeed = {
     source: "mjpeg",

@@ -4,6 +4,7 @@
 // tests/golden/) is shared with the proxy, never its bind responder, so a test against this proves the proxy's
 // responder against the documented framing rather than against itself.
 import type { Socket } from "node:net";
+import { endAndDestroy } from "../core/edge.ts";
 import { listen, type Listening } from "../core/server.ts";
 import { serviceLogger, type Logger } from "../log.ts";
 import { decodeBindFrame, detectReply, encodeBindFrame, isDetectRequest, type DetectIdentity } from "../bambu/bind-codec.ts";
@@ -41,9 +42,7 @@ function answerDetect(socket: Socket, log: Logger, identity: DetectIdentity, nex
     if (!isDetectRequest(decoded.message)) return hangUp("not a detect request");
     clearTimeout(silence);
     socket.off("data", onData);
-    const destroyTimer = setTimeout(() => socket.destroy(), SIM_BIND_CLOSE_MS);
-    socket.once("close", () => clearTimeout(destroyTimer));
-    socket.end(encodeBindFrame(detectReply(identity, nextSequenceId())));
+    endAndDestroy(socket, encodeBindFrame(detectReply(identity, nextSequenceId())), SIM_BIND_CLOSE_MS);
     onAnswered();
   };
   socket.on("data", onData);
