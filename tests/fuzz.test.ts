@@ -13,6 +13,11 @@ const TARGET_TIMEOUT_MS = 45_000;
 beforeAll(() => setupLogging("info", { quiet: true }));
 const modules = await loadFuzzModules();
 
+test("the fuzz targets are found (an empty glob would make this file pass with nothing run)", () => {
+  expect(modules.length).toBeGreaterThanOrEqual(5);
+  expect(modules.flatMap((m) => m.targets).length).toBeGreaterThan(20);
+});
+
 for (const module of modules) {
   describe(`fuzz: ${module.area}`, () => {
     afterAll(async () => void (await module.teardown?.()));

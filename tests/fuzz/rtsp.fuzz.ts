@@ -8,6 +8,8 @@ import {
 } from "../../lib/rtsp/message.ts";
 import { bytes, chunked, cuts, wireText } from "./bytes.ts";
 import type { FuzzTarget } from "./target.ts";
+import { createTrackNumbering, renumber, rtpPayloadOffset, senderReportTs, startsKeyFrame } from "../../lib/rtsp/rtp.ts";
+import { createAuthenticator, digestResponse, parseAuthParams } from "../../lib/rtsp/auth.ts";
 
 const fail = (why: string): never => {
   throw new Error(why);
@@ -123,4 +125,35 @@ const transport: FuzzTarget = {
     ),
 };
 
-export const targets: FuzzTarget[] = [rtspMessages, rtspGarbage, transport];
+/** RTP and RTCP packets from the producer (FFmpeg pulling the printer): never throw, never point past the packet. */
+const rtpPackets: FuzzTarget = {
+  name: "RTP and RTCP packets from the producer",
+  property: () =>
+    fc.property(bytes(1500), fc.boolean(), (packet, previousEnded) => {
+      const offset = rtpPayloadOffset(packet);
+      if (offset !== -1 && (offset < 12 || offset > packet.length)) fail(`payload offset ${offset} for ${packet.length} bytes`);
+      if (offset >= 0) startsKeyFrame(packet.subarray(offset), previousEnded);
+      const numbering = createTrackNumbering();
+      const copy = Buffer.from(packet);
+      if (copy.length >= 12) renumber(numbering, copy, 0);
+      if (copy.length !== packet.length) fail("renumbering changed the packet's length");
+      senderReportTs(numbering, Buffer.from(packet));
+    }),
+};
+
+/** Authorization headers from a client: a refusal or a credential, never a throw; a forged Digest never passes. */
+const rtspAuthorization: FuzzTarget = {
+  name: "RTSP Authorization header",
+  property: () =>
+    fc.property(fc.oneof(wireText(200), fc.constantFrom("Digest ", "Basic ", "Digest nonce=\"", "Digest username=\"bblp\", nc=zz")), (header) => {
+      parseAuthParams(header);
+      const auth = createAuthenticator({ realm: "r", credentials: () => [{ user: "bblp", password: "12345678", role: "access code" }], allowBasic: false });
+      auth.challenge();
+      if (auth.check("DESCRIBE", header)) fail(`a made-up header was accepted: ${JSON.stringify(header)}`);
+      // A well-formed answer to a nonce we never issued is refused too.
+      const forged = `Digest username="bblp", realm="r", nonce="n0", uri="/", response="${digestResponse({ user: "bblp", password: "12345678", realm: "r", nonce: "n0", method: "DESCRIBE", uri: "/" })}"`;
+      if (auth.check("DESCRIBE", forged)) fail("a nonce we never issued was accepted");
+    }),
+};
+
+export const targets: FuzzTarget[] = [rtspMessages, rtspGarbage, transport, rtpPackets, rtspAuthorization];
