@@ -89,6 +89,37 @@ describe("Bambu telemetry", () => {
     ]);
   });
 
+  test("an H2D's two nozzles (the golden extruder block): left and right, each with its target, unpacked from `temp`", () => {
+    const h2d = JSON.parse(readFileSync(join(import.meta.dir, "golden/mqtt-push-status-h2d-extruder.json"), "utf8")) as JsonObject;
+    const t = bambuTelemetry(stateAfter(h2d), NOW);
+    expect(t.temperatures).toEqual([
+      { name: "left nozzle", celsius: 159, targetCelsius: 88 },
+      { name: "right nozzle", celsius: 220, targetCelsius: 220 },
+      { name: "bed", celsius: 25, targetCelsius: 25 },
+      { name: "chamber", celsius: 24 },
+    ]);
+    // A later delta replaces the array whole, as the merged state keeps arrays.
+    const later = printing({ device: { extruder: { info: [{ id: 0, temp: (220 << 16) + 219 }, { id: 1, temp: (160 << 16) + 100 }], state: 2 } } });
+    expect(bambuTelemetry(stateAfter(h2d, later), NOW).temperatures.slice(0, 2)).toEqual([
+      { name: "left nozzle", celsius: 100, targetCelsius: 160 },
+      { name: "right nozzle", celsius: 219, targetCelsius: 220 },
+    ]);
+    // One extruder (a single-nozzle printer on newer firmware), or an entry without a usable temp: the flat fields.
+    for (const info of [[{ id: 0, temp: 14418140 }], [{ id: 0, temp: 14418140 }, { id: 1, temp: "hot" }], [{ id: 0, temp: -1 }, { id: 1, temp: 2 ** 32 }]]) {
+      expect(bambuTelemetry(stateAfter(printing({ device: { extruder: { info } } })), NOW).temperatures[0]).toEqual({ name: "nozzle", celsius: 25, targetCelsius: 25 });
+    }
+  });
+
+  test("the AMS runout the simulator raises: the HMS entry and the print error, each with the printer's words", () => {
+    const t = bambuTelemetry(stateAfter(printing({ gcode_state: "PAUSE", hms: [{ attr: 0x07002000, code: 0x00020001 }], print_error: 0x07008011 })), NOW);
+    expect(t.state).toBe("paused");
+    expect(t.errors).toEqual([
+      { code: "HMS_0700_2000_0002_0001", text: "AMS A Slot 1 filament has run out. Please insert a new filament." },
+      { code: "0700_8011", text: "AMS filament ran out. Please insert a new filament into the same AMS slot." },
+    ]);
+    expect(bambuTelemetry(stateAfter(printing({ hms: [{ attr: 0x07002000, code: 0x00020001 }] }), printing({ hms: [], print_error: 0 })), NOW).errors).toEqual([]);
+  });
+
   test("before any report, or with fields of the wrong type, nothing is made up", () => {
     expect(bambuTelemetry({}, NOW)).toEqual({ state: "unknown", temperatures: [], fans: [], trays: [], errors: [] });
     const t = bambuTelemetry({ print: { gcode_state: "SOMETHING_NEW", nozzle_temper: "hot", mc_percent: [1], ams: { ams: [7, null] }, hms: "none" } }, NOW);
@@ -129,7 +160,7 @@ describe("FlashForge telemetry", () => {
 
 describe("telemetry from anything a printer may send", () => {
   const FIELDS = ["gcode_state", "mc_percent", "layer_num", "total_layer_num", "mc_remaining_time", "nozzle_temper", "bed_target_temper",
-    "spd_lvl", "cooling_fan_speed", "ams", "vt_tray", "hms", "print_error", "subtask_name"];
+    "spd_lvl", "cooling_fan_speed", "ams", "vt_tray", "hms", "print_error", "subtask_name", "device"];
   const finiteNumbers = (value: unknown): boolean =>
     typeof value === "number" ? Number.isFinite(value) : typeof value === "object" && value !== null ? Object.values(value).every(finiteNumbers) : true;
 

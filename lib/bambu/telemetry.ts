@@ -1,5 +1,5 @@
 // A Bambu printer's telemetry from the merged MQTT state (mqtt-state.ts `sections`): the `print` section's
-// gcode_state, progress, temperatures, fans, AMS trays and HMS list, turned into core/telemetry.ts's words.
+// gcode_state, progress, temperatures (both nozzles of an H2D), fans, AMS trays and HMS list, turned into core/telemetry.ts's words.
 // Field meanings: ../shared/PROTOCOLS.md "push_status"; tests/golden/mqtt-push-status-report.json is a capture.
 import type { FilamentTray, PrinterError, PrinterState, PrinterTelemetry, Temperature } from "../core/telemetry.ts";
 import { isObject, type Json, type JsonObject } from "./mqtt-state.ts";
@@ -22,8 +22,10 @@ const NO_TRAY = "255";
 const UNKNOWN_REMAIN = 0;
 
 /**
- * A few HMS texts from Bambu Lab's public HMS wiki (wiki.bambulab.com, "HMS error code" pages), as compiled in
- * github.com/AndrewLemons/bambu-js src/utilities/hms.ts. Codes without a text here are shown by code only.
+ * A few HMS texts. Most are from Bambu Lab's public HMS wiki (wiki.bambulab.com, "HMS error code" pages), as
+ * compiled in github.com/AndrewLemons/bambu-js src/utilities/hms.ts; the AMS runout the simulator raises is as
+ * greghesp/ha-bambulab pybambu/hms_error_text/hms_P1S_en.json (`device_hms`, from Bambu's own tables) words it.
+ * Codes without a text here are shown by code only.
  */
 const HMS_TEXTS: Record<string, string> = {
   HMS_0300_1A00_0002_0002: "The nozzle is clogged with filament.",
@@ -31,7 +33,19 @@ const HMS_TEXTS: Record<string, string> = {
   HMS_0C00_0300_0002_0010: "Foreign objects detected on the heatbed: check and clean it.",
   HMS_0500_0100_0003_0004: "Not enough space on the MicroSD card.",
   HMS_1200_1300_0002_0002: "The AMS1 slot 4 motor is overloaded: the filament may be tangled or stuck.",
+  HMS_0700_2000_0002_0001: "AMS A Slot 1 filament has run out. Please insert a new filament.",
 };
+/** `print_error` texts: ha-bambulab's hms_P1S_en.json (`device_error`). */
+const PRINT_ERROR_TEXTS: Record<string, string> = {
+  "0700_8011": "AMS filament ran out. Please insert a new filament into the same AMS slot.",
+};
+/**
+ * Two-nozzle printers (H2D) report each extruder in `device.extruder.info[]`: `temp` packs the target in its high
+ * 16 bits and the current temperature in its low 16 (greghesp/ha-bambulab pybambu/models.py); id 0 is the right
+ * nozzle, 1 the left (bambulab/BambuStudio DeviceManager.hpp MAIN_NOZZLE_ID / DEPUTY_NOZZLE_ID).
+ */
+const NOZZLES_BY_ID: [id: number, name: string][] = [[1, "left nozzle"], [0, "right nozzle"]];
+const PACKED_HALF = 0x10000;
 
 const num = (value: Json | undefined): number | undefined => {
   const n = typeof value === "number" ? value : typeof value === "string" && value.trim() !== "" ? Number(value) : NaN;
@@ -57,7 +71,10 @@ function errorsOf(print: JsonObject): PrinterError[] {
     out.push(HMS_TEXTS[name] ? { code: name, text: HMS_TEXTS[name] } : { code: name });
   }
   const printError = num(print.print_error);
-  if (printError) out.push({ code: groups(hex(printError, 8)) });
+  if (printError) {
+    const code = groups(hex(printError, 8));
+    out.push(PRINT_ERROR_TEXTS[code] ? { code, text: PRINT_ERROR_TEXTS[code] } : { code });
+  }
   return out;
 }
 
@@ -66,6 +83,19 @@ function temperature(name: string, current: Json | undefined, target?: Json): Te
   if (celsius === undefined) return undefined;
   const targetCelsius = num(target);
   return targetCelsius === undefined ? { name, celsius } : { name, celsius, targetCelsius };
+}
+
+/** Both nozzles of a two-nozzle printer, left first; undefined unless the report has both. */
+function nozzlesOf(print: JsonObject): Temperature[] | undefined {
+  const device = isObject(print.device) ? print.device : undefined;
+  const extruder = device && isObject(device.extruder) ? device.extruder : undefined;
+  const info = extruder && Array.isArray(extruder.info) ? extruder.info.filter(isObject) : [];
+  const found = NOZZLES_BY_ID.flatMap(([id, name]) => {
+    const packed = num(info.find((entry) => num(entry.id) === id)?.temp);
+    if (packed === undefined || !Number.isInteger(packed) || packed < 0 || packed >= PACKED_HALF * PACKED_HALF) return [];
+    return [{ name, celsius: packed % PACKED_HALF, targetCelsius: Math.floor(packed / PACKED_HALF) }];
+  });
+  return found.length === NOZZLES_BY_ID.length ? found : undefined;
 }
 
 function tray(section: JsonObject, slot: string, active: boolean): FilamentTray | undefined {
@@ -111,7 +141,7 @@ export function bambuTelemetry(sections: Readonly<JsonObject>, now: number): Pri
   const telemetry: PrinterTelemetry = {
     state,
     temperatures: [
-      temperature("nozzle", print.nozzle_temper, print.nozzle_target_temper),
+      ...(nozzlesOf(print) ?? [temperature("nozzle", print.nozzle_temper, print.nozzle_target_temper)]),
       temperature("bed", print.bed_temper, print.bed_target_temper),
       temperature("chamber", print.chamber_temper),
     ].filter((t): t is Temperature => t !== undefined),

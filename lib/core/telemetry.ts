@@ -5,7 +5,7 @@
 export type PrinterState = "idle" | "preparing" | "printing" | "paused" | "finished" | "failed" | "unknown";
 
 export interface Temperature {
-  /** "nozzle", "left nozzle", "bed", "chamber". */
+  /** "nozzle" (or "left nozzle" and "right nozzle" on a two-nozzle printer), "bed", "chamber". */
   name: string;
   celsius: number;
   targetCelsius?: number;
