@@ -214,3 +214,90 @@ describe("simulated printer MQTT", () => {
     }
   });
 });
+
+describe("the simulated printer's own HMS error and an H2D's two nozzles", () => {
+  const RUNOUT_HOST = "127.0.55.1";
+  const H2D_HOST = "127.0.55.2";
+  /** Ticks until the print has been RUNNING (the nozzle heats first). */
+  const tickUntil = (mqttSim: SimMqtt, state: string) => {
+    for (let i = 0; i < 200 && mqttSim.print.gcodeState !== state; i++) mqttSim.tick();
+    expect(mqttSim.print.gcodeState).toBe(state);
+  };
+
+  test("hmsAfterMs: AMS 1 slot 1 runs out during the print, the printer pauses with the HMS entry and print_error, then clears both and resumes", async () => {
+    const { sim: runoutSim, mqtt: mqttSim } = await startSim(RUNOUT_HOST, { mqttReportIntervalMs: 0, hmsAfterMs: 0, hmsForMs: 300 });
+    const c = await npmClient(RUNOUT_HOST);
+    try {
+      const topic = `device/${runoutSim.identity.serial}/report`;
+      await c.client.subscribeAsync(topic);
+      expect((mqttSim.print.full("0").print as any).hms).toEqual([]);
+      tickUntil(mqttSim, "RUNNING");
+      mqttSim.tick();
+      const raised = await c.next((j) => j.print?.gcode_state === "PAUSE");
+      expect(raised.print.hms).toEqual([{ attr: 0x07002000, code: 0x00020001 }]);
+      expect(raised.print.print_error).toBe(0x07008011);
+      await c.client.publishAsync(`device/${runoutSim.identity.serial}/request`, JSON.stringify({ pushing: { sequence_id: "70", command: "pushall" } }));
+      const full = await c.next((j) => j.print?.msg === 0 && j.print.sequence_id === "70");
+      expect(full.print).toMatchObject({ gcode_state: "PAUSE", hms: [{ attr: 0x07002000, code: 0x00020001 }], print_error: 0x07008011 });
+      const layer = full.print.layer_num;
+      for (let i = 0; i < 4; i++) mqttSim.tick();
+      expect((mqttSim.print.full("0").print as any).layer_num).toBe(layer); // paused: no layer goes by
+      await Bun.sleep(350);
+      mqttSim.tick();
+      const cleared = await c.next((j) => j.print?.gcode_state === "RUNNING" && Array.isArray(j.print.hms) && j.print.hms.length === 0);
+      expect(cleared.print.print_error).toBe(0);
+      // Once a print: the rest of this one prints on.
+      for (let i = 0; i < 10; i++) mqttSim.tick();
+      expect(mqttSim.print.gcodeState).toBe("RUNNING");
+    } finally {
+      await c.end();
+      await runoutSim.stop();
+    }
+  });
+
+  test("a resume command clears the runout at once; without hmsAfterMs the filament never runs out", async () => {
+    const { sim: runoutSim, mqtt: mqttSim } = await startSim(RUNOUT_HOST, { mqttReportIntervalMs: 0, hmsAfterMs: 0, hmsForMs: 60_000 });
+    const { sim: plainSim, mqtt: plainMqtt } = await startSim(H2D_HOST, { mqttReportIntervalMs: 0 });
+    const c = await npmClient(RUNOUT_HOST);
+    try {
+      const serial = runoutSim.identity.serial;
+      await c.client.subscribeAsync(`device/${serial}/report`);
+      tickUntil(mqttSim, "RUNNING");
+      mqttSim.tick();
+      await c.next((j) => j.print?.gcode_state === "PAUSE");
+      await c.client.publishAsync(`device/${serial}/request`, JSON.stringify({ print: { sequence_id: "71", command: "resume" } }));
+      const resumed = await c.next((j) => j.print?.msg === 1 && j.print.gcode_state === "RUNNING" && j.print.hms !== undefined);
+      expect(resumed.print).toMatchObject({ hms: [], print_error: 0 });
+      tickUntil(plainMqtt, "RUNNING");
+      for (let i = 0; i < 20; i++) plainMqtt.tick();
+      expect(plainMqtt.print.full("0").print).toMatchObject({ gcode_state: "RUNNING", hms: [], print_error: 0 });
+    } finally {
+      await c.end();
+      await runoutSim.stop();
+      await plainSim.stop();
+    }
+  });
+
+  test("an H2D reports both nozzles in device.extruder.info, temp packed as the real one packs it; a P1S has no such block", async () => {
+    const { sim: h2d, mqtt: mqttSim } = await startSim(H2D_HOST, { model: "H2D", mqttReportIntervalMs: 0 });
+    const c = await npmClient(H2D_HOST);
+    try {
+      await c.client.subscribeAsync(`device/${h2d.identity.serial}/report`);
+      tickUntil(mqttSim, "RUNNING");
+      await c.client.publishAsync(`device/${h2d.identity.serial}/request`, JSON.stringify({ pushing: { sequence_id: "72", command: "pushall" } }));
+      const full = await c.next((j) => j.print?.msg === 0 && j.print.sequence_id === "72");
+      const { info, state } = full.print.device.extruder;
+      expect(state).toBe(2);
+      expect(info.map((e: any) => e.id)).toEqual([0, 1]);
+      const [right, left] = info.map((e: any) => ({ current: e.temp % 0x10000, target: Math.floor(e.temp / 0x10000) }));
+      expect(right.target).toBe(220);
+      expect(Math.abs(right.current - 220)).toBeLessThan(10);
+      expect(left.target).toBe(160);
+      expect(c.messages.some((m) => m.json?.print?.msg === 1 && m.json.print.device?.extruder?.info?.length === 2)).toBe(true);
+      expect(simMqtt.print.full("0").print).not.toHaveProperty("device");
+    } finally {
+      await c.end();
+      await h2d.stop();
+    }
+  });
+});

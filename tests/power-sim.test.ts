@@ -3,7 +3,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { connect } from "node:net";
 import { parseSimConfig } from "../lib/sim/config.ts";
 import { startSimulated, type RunningSim } from "../lib/sim/start.ts";
-import { until } from "./mqtt-helpers.ts";
+import { npmClient, until } from "./mqtt-helpers.ts";
 
 const HOST = "127.0.41.60";
 
@@ -29,6 +29,28 @@ describe("sim.toml fault options", () => {
     expect(() => parseSimConfig(`[[printer]]\nhost = "${HOST}"\nliveview_off = "yes"\n`)).toThrow(/"liveview_off" must be true or false/);
     expect(() => parseSimConfig(`[[printer]]\nhost = "${HOST}"\npower_off_every = 60\n`)).toThrow(/"power_off_every" and "power_off_for" go together/);
   });
+
+  test("hms_after and hms_for are read; hms_for alone or a value that is not whole seconds names the key", () => {
+    const [entry] = parseSimConfig(`[[printer]]\nhost = "${HOST}"\nhms_after = 90\nhms_for = 20\n`);
+    expect(entry).toMatchObject({ hmsAfterMs: 90_000, hmsForMs: 20_000 });
+    expect(() => parseSimConfig(`[[printer]]\nhost = "${HOST}"\nhms_for = 20\n`)).toThrow(/"hms_for" needs "hms_after"/);
+    expect(() => parseSimConfig(`[[printer]]\nhost = "${HOST}"\nhms_after = 1.5\n`)).toThrow(/"hms_after" must be a positive whole number of seconds/);
+  });
+
+  test("a printer from sim.toml with hms_after raises the AMS runout by itself during its print", async () => {
+    const host = "127.0.55.3";
+    const [entry] = parseSimConfig(`[[printer]]\nhost = "${host}"\nmodel = "P1S"\naccess_code = "12345678"\nservices = ["mqtt"]\nhms_after = 1\n`);
+    const printer = await startSimulated(entry!);
+    const client = await npmClient(host);
+    try {
+      await client.client.subscribeAsync(`device/${printer.serial}/report`);
+      const raised = await client.next((j) => Array.isArray(j.print?.hms) && j.print.hms.length > 0, 30_000);
+      expect(raised.print).toMatchObject({ gcode_state: "PAUSE", hms: [{ attr: 0x07002000, code: 0x00020001 }], print_error: 0x07008011 });
+    } finally {
+      await client.end();
+      await printer.stop();
+    }
+  }, 40_000);
 
   test("a printer with power_off_every switches off (its port closes) and comes back", async () => {
     const [entry] = parseSimConfig(`[[printer]]\nhost = "${HOST}"\nmodel = "P1S"\nservices = ["mqtt"]\npower_off_every = 1\npower_off_for = 1\n`);

@@ -27,7 +27,7 @@ const KEYS: Record<string, "string" | "number" | "seconds" | "boolean" | "string
   host: "string", ports: "ports", services: "strings", mqtt_max_clients: "number", ftp_max_sessions: "number",
   ftp_root: "string", camera_fps: "number", camera_width: "number", camera_height: "number",
   camera_max_viewers: "number", ssdp_targets: "strings", mqtt_command_budget: "number", mqtt_session_decay: "seconds",
-  liveview_off: "boolean", power_off_every: "seconds", power_off_for: "seconds",
+  liveview_off: "boolean", power_off_every: "seconds", power_off_for: "seconds", hms_after: "seconds", hms_for: "seconds",
 };
 const KIND_WORDS = {
   string: "a string", number: "a positive whole number", seconds: "a positive whole number of seconds", boolean: "true or false",
@@ -74,6 +74,9 @@ export function parseSimConfig(text: string, file = "sim.toml"): SimEntry[] {
     if (typeof entry.host !== "string" || !isIPv4(entry.host)) problems.push(`${label}key "host" must be an IPv4 address to listen on, e.g. "127.0.0.11"`);
     if (entry.type === "bambu" && entry.model !== undefined && !findModel(entry.model as string)) {
       problems.push(`${label}key "model" is "${entry.model}"; not a known Bambu model (P1S, P1P, A1, A1 mini, X1C, X1, X1E, P2S, H2D, …)`);
+    }
+    if (entry.hmsForMs !== undefined && entry.hmsAfterMs === undefined) {
+      problems.push(`${label}key "hms_for" needs "hms_after" (the filament runs out N seconds into each print, for M seconds)`);
     }
     if ((entry.powerOffEveryMs === undefined) !== (entry.powerOffForMs === undefined)) {
       problems.push(`${label}keys "power_off_every" and "power_off_for" go together (switch off every N seconds, for M seconds)`);

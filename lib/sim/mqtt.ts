@@ -54,7 +54,7 @@ export async function startSimMqtt(identity: SimIdentity, options: SimOptions): 
   const log = serviceLogger(identity.name, "sim-mqtt");
   // The card FTPS serves (lib/sim/bambu.ts passes one root to both), read by `project_file`.
   const card = openSdCard(options.ftpRoot);
-  const print = createSimPrint(identity, card, { liveviewOff: options.liveviewOff });
+  const print = createSimPrint(identity, card, { liveviewOff: options.liveviewOff, hmsAfterMs: options.hmsAfterMs, hmsForMs: options.hmsForMs });
   const report = reportTopic(identity.serial);
   const request = requestTopic(identity.serial);
   const clients = new Set<SimClient>();

@@ -4,10 +4,13 @@
 // (`"msg": 0`), small deltas otherwise (`"msg": 1`), as P1/A1 firmware sends them. Until a slicer sends
 // `project_file`, the simulator prints its own jobs one after another (so the demo always shows progress); the
 // job a slicer starts comes from a file on the SD card and, once ended, stays ended as on a real printer.
+// When asked (`hmsAfterMs`), AMS 1 slot 1 runs out of filament during each print (filament-runout.ts). An H2D
+// reports both its nozzles in `device.extruder.info`, as the real one does.
 import { posix } from "node:path";
 import type { SimIdentity } from "./types.ts";
 import { cardPathOfUrl, type SdCard } from "./sdcard.ts";
 import { versionModules } from "./version-modules.ts";
+import { createFilamentRunout } from "./filament-runout.ts";
 import type { Json, JsonObject } from "../bambu/mqtt-state.ts";
 
 /** `net.info[].ip` as the firmware writes it: the address's four bytes read as a little-endian u32
@@ -37,8 +40,24 @@ export interface SimPrint {
 
 type Section = Record<string, Json>;
 
+/** Models that report two nozzles in `device.extruder.info` (maziggy/bambuddy: only the H2D and H2D Pro have two). */
+const TWO_NOZZLE_MODELS = new Set(["H2D", "H2D Pro"]);
+/** The nozzle that is not printing keeps this standby temperature. */
+const STANDBY_NOZZLE_TARGET = 160;
+/** `device.extruder.info[].temp`: the target in the high 16 bits, the current temperature in the low 16
+ * (greghesp/ha-bambulab pybambu/models.py). */
+const packedTemperature = (celsius: number, target: number) => target * 0x10000 + Math.max(0, Math.min(0xffff, Math.round(celsius)));
+
+export interface SimPrintOptions {
+  liveviewOff?: boolean;
+  /** The filament runs out this long into each print (undefined: never); cleared after `hmsForMs`. */
+  hmsAfterMs?: number;
+  hmsForMs?: number;
+  now?: () => number;
+}
+
 /** The card is where `project_file` looks for the file it names; without one every such command fails. */
-export function createSimPrint(identity: SimIdentity, card?: SdCard, options: { liveviewOff?: boolean } = {}): SimPrint {
+export function createSimPrint(identity: SimIdentity, card?: SdCard, options: SimPrintOptions = {}): SimPrint {
   let pushSequence = 0;
   let gcodeState = "PREPARE";
   let layer = 0;
@@ -52,7 +71,11 @@ export function createSimPrint(identity: SimIdentity, card?: SdCard, options: { 
   const nozzleTarget = 220;
   const bedTarget = 55;
   let nozzle = 25;
+  /** The H2D's left nozzle (id 1); `nozzle` is its right one (id 0), which prints. */
+  let leftNozzle = 25;
   let bed = 24;
+  const twoNozzles = TWO_NOZZLE_MODELS.has(identity.model.name);
+  const runout = createFilamentRunout({ afterMs: options.hmsAfterMs, forMs: options.hmsForMs, now: options.now });
   let humidity = 4;
   const percent = () => Math.min(100, Math.floor((layer / SIM_PRINT_LAYERS) * 100));
   const remainingMinutes = () => Math.max(0, Math.round((SIM_PRINT_LAYERS - layer) * 0.75));
@@ -71,6 +94,15 @@ export function createSimPrint(identity: SimIdentity, card?: SdCard, options: { 
     tray_read_done_bits: "f", tray_reading_bits: "0", version: 4, insert_flag: true, power_on_flag: false,
   });
 
+  /** Ids as Bambu Studio numbers them: 0 the right (main) nozzle, 1 the left. `state`: the count of extruders in
+   * its low 4 bits, the active one in the next 4 (ha-bambulab pybambu/models.py). */
+  const device = (): Section => ({
+    extruder: {
+      info: [{ id: 0, temp: packedTemperature(nozzle, nozzleTarget) }, { id: 1, temp: packedTemperature(leftNozzle, STANDBY_NOZZLE_TARGET) }],
+      state: 2,
+    },
+  });
+
   const stage = () => (gcodeState === "RUNNING" ? "2" : gcodeState === "PREPARE" ? "1" : "1");
 
   const full = (sequenceId: string): JsonObject => {
@@ -80,7 +112,7 @@ export function createSimPrint(identity: SimIdentity, card?: SdCard, options: { 
       chamber_temper: 28, command: "push_status", cooling_fan_speed: "15", fail_reason: "0", fan_gear: 0,
       force_upgrade: false, gcode_file: job.gcodeFile, gcode_file_prepare_percent: "100",
       gcode_start_time: String(Math.floor(Date.now() / 1000)), gcode_state: gcodeState, heatbreak_fan_speed: "15",
-      hms: [], home_flag: 6, hw_switch_state: 1,
+      home_flag: 6, hw_switch_state: 1,
       ipcam: {
         ipcam_dev: "1", ipcam_record: "enable", timelapse: "disable", resolution: "1080p", tutk_server: "disable", mode_bits: 3,
         ...(identity.model.camera === "rtsp" ? { rtsp_url: options.liveviewOff ? "disable" : `rtsps://${identity.host}/streaming/live/1` } : {}),
@@ -91,7 +123,7 @@ export function createSimPrint(identity: SimIdentity, card?: SdCard, options: { 
       mess_production_state: "active", msg: 0,
       net: { conf: 0, info: [{ ip: firmwareIpv4(identity.host), mask: firmwareIpv4("255.255.255.0") }, { ip: 0, mask: 0 }] },
       nozzle_diameter: "0.4", nozzle_target_temper: nozzleTarget, nozzle_temper: round(nozzle), nozzle_type: "stainless_steel",
-      online: { ahb: false, rfid: false, version: 7 }, print_error: 0, print_gcode_action: 0, print_real_action: 0,
+      online: { ahb: false, rfid: false, version: 7 }, print_gcode_action: 0, print_real_action: 0,
       print_type: "local", profile_id: job.profileId, project_id: job.projectId, queue_number: 0, s_obj: [], sdcard: true,
       sequence_id: sequenceId, spd_lvl: 2, spd_mag: 100, stg: [2, 14, 1], stg_cur: gcodeState === "RUNNING" ? 0 : 1,
       subtask_id: job.subtaskId, subtask_name: job.subtaskName, task_id: job.taskId, total_layer_num: SIM_PRINT_LAYERS,
@@ -99,6 +131,8 @@ export function createSimPrint(identity: SimIdentity, card?: SdCard, options: { 
       upload: { status: "idle", progress: 0, message: "" },
       vt_tray: { id: "254", tray_type: "", tray_color: "00000000", remain: 0 },
       wifi_signal: "-44dBm", xcam: { allow_skip_parts: false, buildplate_marker_detector: true, first_layer_inspector: true, halt_print_sensitivity: "medium", print_halt: true, printing_monitor: true, spaghetti_detector: true },
+      ...runout.fields(),
+      ...(twoNozzles ? { device: device() } : {}),
     };
     return { print };
   };
@@ -116,6 +150,14 @@ export function createSimPrint(identity: SimIdentity, card?: SdCard, options: { 
     bed = approach(bed, heating ? bedTarget : 28);
     changed.nozzle_temper = round(nozzle);
     changed.bed_temper = round(bed);
+    if (twoNozzles) {
+      leftNozzle = approach(leftNozzle, heating ? STANDBY_NOZZLE_TARGET : 30);
+      changed.device = device();
+    }
+    const ranOut = runout.step(gcodeState);
+    if (ranOut === "raise") gcodeState = "PAUSE";
+    if (ranOut === "clear" && gcodeState === "PAUSE") gcodeState = "RUNNING";
+    if (ranOut) Object.assign(changed, { gcode_state: gcodeState, ...runout.fields() });
     if (gcodeState === "PREPARE") {
       if (Math.abs(nozzle - nozzleTarget) < 5) {
         gcodeState = "RUNNING";
@@ -157,7 +199,10 @@ export function createSimPrint(identity: SimIdentity, card?: SdCard, options: { 
     layer = 0;
     tickInLayer = 0;
     gcodeState = "PREPARE";
+    runout.clear();
+    runout.printStarted();
     return {
+      ...runout.fields(),
       gcode_state: gcodeState, layer_num: 0, mc_percent: 0, mc_remaining_time: remainingMinutes(), mc_print_stage: stage(),
       subtask_name: job.subtaskName, gcode_file: job.gcodeFile, total_layer_num: SIM_PRINT_LAYERS,
       project_id: job.projectId, profile_id: job.profileId, task_id: job.taskId, subtask_id: job.subtaskId,
@@ -192,10 +237,14 @@ export function createSimPrint(identity: SimIdentity, card?: SdCard, options: { 
     const reply: JsonObject = { [section]: { ...body, result: "success", reason: "success", sequence_id: sequenceId } };
     const followUp: Section = {};
     if (section === "print" && name === "pause" && gcodeState === "RUNNING") followUp.gcode_state = gcodeState = "PAUSE";
-    if (section === "print" && name === "resume" && gcodeState === "PAUSE") followUp.gcode_state = gcodeState = "RUNNING";
+    if (section === "print" && name === "resume" && gcodeState === "PAUSE") {
+      followUp.gcode_state = gcodeState = "RUNNING";
+      if (runout.clear()) Object.assign(followUp, runout.fields());
+    }
     if (section === "print" && name === "stop" && gcodeState !== "FINISH") {
       followUp.gcode_state = gcodeState = "FAILED";
       finishTicks = 0;
+      if (runout.clear()) Object.assign(followUp, runout.fields());
     }
     if (section === "system" && name === "ledctrl" && body.led_node === "chamber_light") {
       chamberLight = body.led_mode === "off" ? "off" : "on";

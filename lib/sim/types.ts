@@ -27,6 +27,11 @@ export interface SimOptions {
   mqttCommandBudget?: number;
   /** A session older than this has its requests ignored (A1 mini 01.07.02 degraded long sessions). */
   mqttSessionDecayMs?: number;
+  /** AMS 1 slot 1 runs out of filament this long into each print: the printer pauses with HMS_0700_2000_0002_0001
+   * in `print.hms` and print_error 0700_8011 (lib/sim/filament-runout.ts). Undefined: it never runs out. */
+  hmsAfterMs?: number;
+  /** How long the printer then stays paused before the error clears and the print resumes (default 30 s). */
+  hmsForMs?: number;
   /** The RTSPS camera switched off ("LAN Mode Liveview" off): reports say `rtsp_url: "disable"`, port 322 is closed. */
   liveviewOff?: boolean;
   /** Most FTP sessions at once. */
