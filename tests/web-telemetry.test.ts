@@ -1,5 +1,6 @@
 // What a printer is doing, on the status page and the camera wall in Chromium: two simulated printers behind
-// pandaproxy's MQTT and chamber services; the simulator's print advances and the page follows it. The page's
+// pandaproxy's MQTT and chamber services; the simulator's print advances and the page follows it; a simulated H2D
+// shows both its nozzles and the AMS runout its simulator raises by itself, in the printer's words. The page's
 // screenshot for the README (docs/screenshot.png) is made here, so it shows what the code does: run with
 // PANDAPROXY_SCREENSHOT=1 to write it (a plain `npm test` leaves the tracked file alone and the tree clean).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
@@ -11,10 +12,10 @@ import { createMqttService } from "../lib/bambu/mqtt.ts";
 import type { Service } from "../lib/core/service.ts";
 import type { PrinterRuntime } from "../lib/printer-services.ts";
 import { startSimulatedBambu, type SimPrinter } from "../lib/sim/bambu.ts";
-import type { SimMqtt } from "../lib/sim/mqtt.ts";
 import { createFlashforgeTcp } from "../lib/flashforge/tcp.ts";
 import { startSimulatedFlashforge, type SimFlashforge } from "../lib/sim/flashforge/index.ts";
 import { consoleClient } from "./flashforge-helpers.ts";
+import { npmClient } from "./mqtt-helpers.ts";
 import { STATUS_POLL_MS } from "../lib/web/page.ts";
 import type { WebServer } from "../lib/web/server.ts";
 import { serviceContext } from "./support.ts";
@@ -193,27 +194,6 @@ describe.skipIf(!existsSync(CHROMIUM))("printer telemetry and the camera wall in
     }
   }, 30_000);
 
-  test("an HMS error the printer raises is shown in words, with its code", async () => {
-    const page = await browser.newPage({ viewport: { width: 900, height: 760 }, httpCredentials: TEST_ADMIN });
-    try {
-      await page.goto(`${url}/`);
-      await page.waitForSelector('section[data-printer="p1s"] .printer-state', { timeout: STATUS_POLL_MS * 3 });
-      sims[0]!.service<SimMqtt>("mqtt")!.report({
-        print: { command: "push_status", msg: 1, sequence_id: "900", hms: [{ attr: 0x03001a00, code: 0x00020002 }, { attr: 0x07000100, code: 0x00010001 }] },
-      });
-      const errors = 'section[data-printer="p1s"] .printer-error';
-      await page.waitForFunction(`document.querySelectorAll('${errors}').length === 2`, undefined, { timeout: STATUS_POLL_MS * 3 });
-      expect(await page.locator(errors).allTextContents()).toEqual([
-        "The nozzle is clogged with filament. (HMS_0300_1A00_0002_0002)",
-        "error HMS_0700_0100_0001_0001",
-      ]);
-      const metrics = await (await fetch(`${url}/metrics`, { headers: ADMIN_AUTH })).text();
-      expect(metrics).toContain('pandaproxy_printer_errors{printer="p1s"} 2');
-    } finally {
-      await page.close();
-    }
-  }, 30_000);
-
   test("dark mode and a phone's width", async () => {
     const page = await browser.newPage({ viewport: { width: 390, height: 844 }, isMobile: true, colorScheme: "dark", httpCredentials: TEST_ADMIN });
     try {
@@ -230,4 +210,81 @@ describe.skipIf(!existsSync(CHROMIUM))("printer telemetry and the camera wall in
       await page.close();
     }
   }, 30_000);
+  describe("a simulated H2D whose filament runs out by itself", () => {
+    // Its own printer, proxy and web server (127.0.55.x), so the pause it makes leaves the P1S above printing.
+    const H2D_HOST = "127.0.55.4";
+    const H2D_BIND = "127.0.55.14";
+    let h2d: SimPrinter;
+    let h2dMqtt: Service;
+    let h2dWeb: WebServer;
+    let h2dUrl: string;
+
+    beforeAll(async () => {
+      // The runout comes half a second into the print and stays until someone resumes.
+      h2d = await startSimulatedBambu({ host: H2D_HOST, model: "H2D", services: ["mqtt"], mqttReportIntervalMs: 150, hmsAfterMs: 500, hmsForMs: 600_000 });
+      const ctx = serviceContext(
+        `name = "h2d"\nhost = "${H2D_HOST}"\nserial = "${h2d.identity.serial}"\naccess_code = "${h2d.identity.accessCode}"\n` +
+          `bind = "${H2D_BIND}"\nmodel = "H2D"\nservices = ["mqtt"]\n`,
+      );
+      h2dMqtt = createMqttService(ctx);
+      await h2dMqtt.start();
+      const runtime: PrinterRuntime = { config: ctx.printer, hub: ctx.hub, services: [h2dMqtt], start: async () => {}, stop: async () => {} };
+      ({ web: h2dWeb, url: h2dUrl } = await startTestWeb([runtime], { host: "127.0.55.20", metrics: ctx.metrics }));
+    }, 20_000);
+    afterAll(async () => {
+      await h2dWeb?.stop();
+      await h2dMqtt?.stop();
+      await h2d?.stop();
+    });
+
+    test("the HMS error the simulator raises is shown in words with its code, the print paused; a resume through the proxy clears it", async () => {
+      const page = await browser.newPage({ viewport: { width: 900, height: 760 }, httpCredentials: TEST_ADMIN });
+      try {
+        await page.goto(`${h2dUrl}/`);
+        const card = 'section[data-printer="h2d"]';
+        const errors = `${card} .printer-error`;
+        await page.waitForFunction(`document.querySelectorAll('${errors}').length === 2`, undefined, { timeout: 20_000 });
+        expect(await page.locator(errors).allTextContents()).toEqual([
+          "AMS A Slot 1 filament has run out. Please insert a new filament. (HMS_0700_2000_0002_0001)",
+          "AMS filament ran out. Please insert a new filament into the same AMS slot. (0700_8011)",
+        ]);
+        expect(await text(page, `${card} .printer-state`)).toBe("paused");
+        const metrics = await (await fetch(`${h2dUrl}/metrics`, { headers: ADMIN_AUTH })).text();
+        expect(metrics).toContain('pandaproxy_printer_errors{printer="h2d"} 2');
+        expect(metrics).toContain('pandaproxy_printer_state{printer="h2d",state="paused"} 1');
+        // The user loads filament and resumes, as a slicer or Home Assistant would: through the proxy's MQTT.
+        const client = await npmClient(H2D_BIND, { password: h2d.identity.accessCode });
+        try {
+          await client.client.publishAsync(`device/${h2d.identity.serial}/request`, JSON.stringify({ print: { sequence_id: "80", command: "resume" } }), { qos: 1 });
+        } finally {
+          await client.end();
+        }
+        await page.waitForFunction(
+          `document.querySelectorAll('${errors}').length === 0 && document.querySelector('${card} .printer-state')?.textContent === "printing"`,
+          undefined,
+          { timeout: STATUS_POLL_MS * 4 },
+        );
+      } finally {
+        await page.close();
+      }
+    }, 40_000);
+
+    test("both nozzles on the page and in /metrics: left and right, each with its target", async () => {
+      const page = await browser.newPage({ viewport: { width: 900, height: 760 }, httpCredentials: TEST_ADMIN });
+      try {
+        await page.goto(`${h2dUrl}/`);
+        const temperatures = 'section[data-printer="h2d"] .temperatures';
+        await page.waitForSelector(temperatures, { timeout: STATUS_POLL_MS * 3 });
+        expect(await text(page, temperatures)).toMatch(/^left nozzle \d+ \/ 160 °C · right nozzle \d+ \/ 220 °C · bed \d+ \/ 55 °C · chamber 28 °C$/);
+      } finally {
+        await page.close();
+      }
+      const metrics = await (await fetch(`${h2dUrl}/metrics`, { headers: ADMIN_AUTH })).text();
+      expect(metrics).toMatch(/\npandaproxy_printer_nozzle_temperature_celsius\{printer="h2d",nozzle="left"\} \d+/);
+      expect(metrics).toMatch(/\npandaproxy_printer_nozzle_temperature_celsius\{printer="h2d",nozzle="right"\} \d+/);
+      expect(metrics).toContain('pandaproxy_printer_nozzle_target_temperature_celsius{printer="h2d",nozzle="left"} 160');
+      expect(metrics).toContain('pandaproxy_printer_nozzle_target_temperature_celsius{printer="h2d",nozzle="right"} 220');
+      expect(metrics).not.toContain('printer="h2d",nozzle="main"');
+    });
+  });
 });
