@@ -1,8 +1,10 @@
 // The RTSPS camera (X1/H2/P2, port 322): one FFmpeg pulls the printer's stream (`-c copy`) through our
 // credential relay and publishes it into our own RTSP server, which serves any number of RTSPS (and optional
-// plain RTSP) clients on the printer's path. A second FFmpeg, run only while the web page watches, turns the
-// stream into JPEG frames for the CameraFeed. RTP over UDP is offered on the plain port only. While the printer
-// reports its camera off (liveview.ts), FFmpeg stays down and the status says what to switch on.
+// plain RTSP) clients on the printer's path. For the web page, each run only while someone asks: an FFmpeg that
+// rewraps the H.264 as fragmented MP4 without decoding (live.mp4, rtsp/fmp4-live.ts), and one that turns the
+// stream into JPEG frames (camera.mjpeg, for browsers without Media Source Extensions). Snapshots decode the
+// latest key frame once (rtsp/h264.ts, rtsp/h264-snapshot.ts). RTP over UDP is offered on the plain port only.
+// While the printer reports its camera off (liveview.ts), FFmpeg stays down and the status says what to switch on.
 import { createStream as createFrameStream } from "../core/stream.ts";
 import { createRateMeter } from "../core/rate.ts";
 import { listen, type Listening } from "../core/server.ts";
@@ -18,6 +20,10 @@ import { startLoopback, type Loopback } from "../rtsp/loopback.ts";
 import { startRelay, type Relay } from "../rtsp/relay.ts";
 import { createRtspServer, type RtspServer } from "../rtsp/server.ts";
 import { createStream, type Stream } from "../rtsp/stream.ts";
+import { createLiveVideo, type LiveVideo } from "../rtsp/fmp4-live.ts";
+import { createKeyFrameKeeper } from "../rtsp/h264.ts";
+import { createKeyFrameSnapshots } from "../rtsp/h264-snapshot.ts";
+import type { StreamTrack } from "../rtsp/rtp.ts";
 
 export const CAMERA_PATH = "/streaming/live/1";
 export const RTSP_USER = "bblp";
@@ -84,6 +90,30 @@ export function createRtspService(ctx: ServiceContext, options: RtspServiceOptio
   const model = modelOf(printer);
   const frames = createFrameStream<CameraFrame>({ log, what: "camera frames" });
   const frameRate = createRateMeter();
+  const videoFrameRate = createRateMeter();
+  let lastVideoFrameAt: number | undefined;
+  // The latest key frame, for snapshots: the first H.264 track's packets, SPS/PPS from the SDP until the stream has them.
+  const keyFrames = createKeyFrameKeeper();
+  let seenTracks: readonly StreamTrack[] | undefined;
+  let videoTrack = -1;
+  stream.onPacket((index, packet) => {
+    if (stream.tracks !== seenTracks) {
+      seenTracks = stream.tracks;
+      videoTrack = seenTracks.findIndex((t) => t.h264);
+      keyFrames.setSdp(seenTracks[videoTrack]?.media);
+      keyFrames.reset();
+    }
+    if (index !== videoTrack) return;
+    keyFrames.push(packet);
+    if (packet[1]! & 0x80) {
+      videoFrameRate.tick();
+      lastVideoFrameAt = Date.now();
+    }
+  });
+  const snapshots = createKeyFrameSnapshots({
+    log, ffmpeg: ctx.proxy.ffmpeg, keeper: keyFrames, lastPacketAt: () => stream.lastPacketAt, claim: () => stream.claim(),
+  });
+  let liveVideo: LiveVideo | undefined;
   let relay: Relay | undefined;
   let loopback: Loopback | undefined;
   let publisher: Publisher | undefined;
@@ -106,18 +136,23 @@ export function createRtspService(ctx: ServiceContext, options: RtspServiceOptio
     claim: () => (jpeg ? jpeg.claim() : () => {}),
     state: () => publisher?.upstream.state ?? "stopped",
     problem: () => (publisher ? upstreamProblem(publisher.upstream) : undefined),
-    frameRate: frameRate.rate,
+    // The video's frame rate (access units through our server), whatever the JPEG FFmpeg makes of it.
+    frameRate: () => Math.max(videoFrameRate.rate(), frameRate.rate()),
+    lastFrameAt: () => lastVideoFrameAt,
     loopbackUrl: () => loopback?.readUrl(CAMERA_PATH),
+    keyFrameJpeg: (waitMs, giveUp) => snapshots.take(waitMs, giveUp),
   };
 
   const stopAll = async () => {
     await Promise.allSettled(listeners.map((l) => l.close()));
     listeners.length = 0;
     await jpeg?.stop();
+    await liveVideo?.stop();
     await publisher?.stop();
     await relay?.close();
     await loopback?.close();
     jpeg = publisher = relay = loopback = server = undefined;
+    liveVideo = feed.liveVideo = undefined;
   };
 
   let stopLiveview: (() => void) | undefined;
@@ -187,6 +222,10 @@ export function createRtspService(ctx: ServiceContext, options: RtspServiceOptio
           },
         });
         jpeg.start();
+        liveVideo = feed.liveVideo = createLiveVideo({
+          log, ffmpeg: ctx.proxy.ffmpeg, input: () => loopback?.readUrl(CAMERA_PATH), backoffMinMs: options.backoffMinMs,
+        });
+        liveVideo.start();
 
         server = createRtspServer({
           log, streams, sessionTimeoutMs: options.sessionTimeoutMs, idleTimeoutMs: options.idleTimeoutMs,
@@ -236,6 +275,10 @@ export function createRtspService(ctx: ServiceContext, options: RtspServiceOptio
           packets: stream.packetsIn,
           printerSessions: relay?.connections ?? 0,
           jpegViewers: jpeg?.claims ?? 0,
+          jpegFfmpeg: jpeg?.state ?? "stopped",
+          videoViewers: liveVideo?.viewers ?? 0,
+          remuxFfmpeg: liveVideo?.state ?? "stopped",
+          snapshotDecodes: snapshots.decodes,
         },
       };
     },

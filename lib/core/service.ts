@@ -51,6 +51,13 @@ export interface CameraFeed {
   frameRate(): number;
   /** Why no frames come now, when the upstream knows (see upstreamProblem in core/upstream.ts). */
   problem?(): UpstreamProblem | undefined;
+  /**
+   * Cameras that send video rather than pictures (RTSP): one JPEG decoded from the latest key frame, without a
+   * decoder running all the time; undefined when none came within `waitMs` or `giveUp` said to stop waiting.
+   */
+  keyFrameJpeg?(waitMs: number, giveUp?: () => boolean): Promise<CameraFrame | undefined>;
+  /** Date.now() of the camera's newest frame when `frames` does not carry every one (RTSP video). */
+  lastFrameAt?(): number | undefined;
 }
 
 /**

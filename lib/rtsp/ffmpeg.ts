@@ -43,6 +43,26 @@ export function jpegArgs(input: string, fps: number): string[] {
   ];
 }
 
+/** Fragment length for the browsers' live video (microseconds): short, so a fragment leaves soon after its frames. */
+export const REMUX_FRAGMENT_US = 200_000;
+
+/**
+ * Live video for browsers: read our own stream and rewrap its H.264 as fragmented MP4 on stdout, without decoding
+ * (`-c copy`). A fragment starts at every key frame and otherwise every REMUX_FRAGMENT_US.
+ */
+export function remuxArgs(input: string): string[] {
+  return [
+    ...COMMON, "-rtsp_transport", "tcp", "-i", input, "-map", "0:v:0", "-an", "-c", "copy",
+    "-f", "mp4", "-movflags", "empty_moov+default_base_moof+frag_keyframe", "-frag_duration", String(REMUX_FRAGMENT_US),
+    "-flush_packets", "1", "pipe:1",
+  ];
+}
+
+/** One JPEG from one H.264 access unit (Annex B, with its SPS and PPS) on stdin: a snapshot, decoded once. */
+export function keyFrameJpegArgs(): string[] {
+  return [...COMMON, "-f", "h264", "-i", "pipe:0", "-frames:v", "1", "-q:v", "4", "-f", "image2", "-c:v", "mjpeg", "pipe:1"];
+}
+
 /** A clear message when the configured FFmpeg cannot be run, else undefined. */
 export function ffmpegMissing(binary: string): string | undefined {
   const found = binary.includes("/") ? existsSync(binary) : Bun.which(binary) !== null;

@@ -1,5 +1,5 @@
-// The web server (Bun.serve): status page, camera wall (/wall), /api/printers, camera MJPEG and snapshots,
-// /metrics. Every request passes the gate (gate.ts, access.ts): credentials by default, anonymous only with
+// The web server (Bun.serve): status page, camera wall (/wall), /api/printers, camera MJPEG, live video (RTSP
+// cameras' H.264 as fragmented MP4) and snapshots, /metrics. Every request passes the gate (gate.ts, access.ts): credentials by default, anonymous only with
 // [web] open = true.
 import type { WebConfig } from "../config.ts";
 import { createAllowList } from "../core/allow.ts";
@@ -15,6 +15,8 @@ import { STATUS_PAGE } from "./page.ts";
 import { WALL_PAGE } from "./wall.ts";
 import { registerTelemetryGauges } from "../core/telemetry-metrics.ts";
 import { SNAPSHOT_WAIT_MS, takeSnapshot } from "./snapshot.ts";
+import { liveVideoResponse } from "./live-video.ts";
+import type { LiveVideo } from "../rtsp/fmp4-live.ts";
 
 /** Idle keep-alive connections close after this many seconds (MJPEG streams are exempt: they have their own stall limit). */
 export const WEB_IDLE_TIMEOUT_S = 30;
@@ -37,6 +39,8 @@ export interface WebOptions {
 /** What the web side counts per printer; counters live in the shared Metrics, so they survive a web restart. */
 interface WebCameraStats {
   viewers: number;
+  /** Browsers watching live.mp4 now. */
+  videoViewers: number;
   framesSent: Counter;
   bytesSent: Counter;
   snapshots: Counter;
@@ -58,6 +62,7 @@ const feedId = (feed: CameraFeed) => {
 export function printerSummary(p: PrinterRuntime, webViewers = 0) {
   const feed = p.hub.camera;
   const latest = feed?.frames.latest();
+  const frameAt = Math.max(feed?.lastFrameAt?.() ?? 0, latest?.receivedAt ?? 0);
   return {
     name: p.config.name,
     type: p.config.type,
@@ -74,9 +79,11 @@ export function printerSummary(p: PrinterRuntime, webViewers = 0) {
           state: feed.state(),
           problem: feed.problem?.()?.reason ?? null,
           fps: feed.frameRate(),
-          lastFrameAgeMs: latest ? Math.max(0, Date.now() - latest.receivedAt) : null,
+          lastFrameAgeMs: frameAt ? Math.max(0, Date.now() - frameAt) : null,
           webViewers,
           mjpeg: cameraPath(p.config.name, "camera.mjpeg"),
+          // RTSP cameras only: H.264 in fragmented MP4 for Media Source Extensions (the codec is in its X-Video-Codec header).
+          live: feed.liveVideo ? cameraPath(p.config.name, "live.mp4") : null,
           snapshot: cameraPath(p.config.name, "snapshot.jpg"),
         }
       : null,
@@ -99,7 +106,7 @@ function requestUrl(request: Request): URL | undefined {
 const text = (status: number, body: string) =>
   new Response(body + "\n", { status, headers: { "Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store" } });
 
-const CAMERA_ROUTE = /^\/printers\/([^/]+)\/(camera\.mjpeg|snapshot\.jpg)$/;
+const CAMERA_ROUTE = /^\/printers\/([^/]+)\/(camera\.mjpeg|snapshot\.jpg|live\.mp4)$/;
 
 /** The route of a path: a WebRoute, or the answer for a path that serves nothing (no credentials needed). */
 function routeOf(path: string): (WebRoute & { file?: string }) | Response {
@@ -143,6 +150,7 @@ export async function startWeb(options: WebOptions): Promise<WebServer> {
     const labels = { printer };
     s = {
       viewers: 0,
+      videoViewers: 0,
       framesSent: metrics.counter("pandaproxy_web_frames_sent_total", "Camera frames sent to web viewers (MJPEG parts and snapshots)", labels),
       bytesSent: metrics.counter("pandaproxy_web_bytes_sent_total", "Camera bytes sent to web viewers", labels),
       snapshots: metrics.counter("pandaproxy_web_snapshots_total", "Snapshots served", labels),
@@ -151,6 +159,7 @@ export async function startWeb(options: WebOptions): Promise<WebServer> {
     const entry = s;
     stats.set(printer, entry);
     unregister.push(metrics.gauge("pandaproxy_web_viewers", "Browsers watching the MJPEG stream now", labels, () => entry.viewers));
+    unregister.push(metrics.gauge("pandaproxy_web_video_viewers", "Browsers watching the live MP4 video now", labels, () => entry.videoViewers));
     unregister.push(
       metrics.gauge("pandaproxy_web_camera_frame_age_seconds", "Age of the newest camera frame (-1: none)", labels, () => {
         const latest = findPrinter(printer)?.hub.camera?.frames.latest();
@@ -201,6 +210,35 @@ export async function startWeb(options: WebOptions): Promise<WebServer> {
     return new Response(body, { headers });
   };
 
+  const liveVideo = (request: Request, p: PrinterRuntime): Response | Promise<Response> => {
+    const feed = p.hub.camera!;
+    const name = p.config.name;
+    if (!feed.liveVideo) return text(404, `printer "${name}": live video is for RTSP cameras; this ${feed.source} camera has camera.mjpeg`);
+    const headers = { "Cache-Control": "no-store, no-cache", Pragma: "no-cache" };
+    if (request.method === "HEAD") return new Response(null, { headers: { ...headers, "Content-Type": "video/mp4" } });
+    const s = statsFor(name);
+    const peer = peerOf(request);
+    const viewerLog = serviceLogger(name, "web").with({ peer });
+    s.videoViewers++;
+    viewerLog.info(`web viewer connected to the ${feed.source} camera's live video (${s.videoViewers} watching)`);
+    server.timeout(request, 0);
+    return liveVideoResponse(
+      feed as CameraFeed & { liveVideo: LiveVideo },
+      {
+        label: `video viewer ${peer}`,
+        log: viewerLog,
+        stillCurrent: () => findPrinter(name)?.hub.camera === feed,
+        sent: (bytes) => s.bytesSent.inc(bytes),
+        closed() {
+          s.videoViewers--;
+          viewerLog.info(`video viewer left (${s.videoViewers} watching)`);
+        },
+      },
+      request.signal,
+      headers,
+    );
+  };
+
   const snapshot = async (request: Request, p: PrinterRuntime): Promise<Response> => {
     const feed = p.hub.camera!;
     const s = statsFor(p.config.name);
@@ -233,6 +271,7 @@ export async function startWeb(options: WebOptions): Promise<WebServer> {
     const p = findPrinter(printerName);
     if (!p) return text(404, `no printer named "${printerName}"`);
     if (!p.hub.camera) return text(404, `printer "${printerName}" has no camera here (no camera service is running for it)`);
+    if (file === "live.mp4") return liveVideo(request, p);
     return file === "camera.mjpeg" ? mjpeg(request, p) : snapshot(request, p);
   };
 

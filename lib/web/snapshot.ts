@@ -1,5 +1,6 @@
-// One JPEG from a printer's camera: the cached newest frame when it is fresh, otherwise the camera is asked to
-// run and the next frame is awaited for a bounded time.
+// One JPEG from a printer's camera: the cached newest frame when it is fresh; for a camera that sends video
+// (RTSP), the latest key frame decoded once (no JPEG encoder kept running for snapshots); otherwise the camera is
+// asked to run and the next frame is awaited for a bounded time.
 import type { CameraFeed, CameraFrame } from "../core/service.ts";
 import type { UpstreamProblem } from "../core/upstream.ts";
 import { LIVE_FRAME_MAX_AGE_MS } from "../core/stream.ts";
@@ -23,6 +24,10 @@ export interface Snapshot {
 export async function takeSnapshot(feed: CameraFeed, waitMs = SNAPSHOT_WAIT_MS): Promise<Snapshot> {
   const cached = feed.frames.latest();
   if (cached && Date.now() - cached.receivedAt <= SNAPSHOT_MAX_AGE_MS) return { frame: cached, cameraState: feed.state() };
+  if (feed.keyFrameJpeg) {
+    const frame = await feed.keyFrameJpeg(waitMs, () => feed.problem?.()?.lasting ?? false);
+    return { frame, cameraState: feed.state(), problem: frame ? undefined : feed.problem?.() };
+  }
   const release = feed.claim();
   try {
     const frame = await new Promise<CameraFrame | undefined>((resolve) => {

@@ -1,0 +1,180 @@
+// H.264 out of RTP (RFC 6184): single NAL unit packets, STAP-A aggregates and FU-A fragments are put back into
+// access units (one RTP timestamp; the marker bit ends one), and the latest access unit holding an IDR slice is
+// kept as Annex B with the SPS and PPS in front (from the stream, or the SDP's sprop-parameter-sets): everything a
+// decoder needs for one picture, so a snapshot decodes one frame instead of running a decoder all the time.
+import { rtpPayloadOffset } from "./rtp.ts";
+
+/** An access unit larger than this is not a camera picture: it is dropped (and the next one awaited). */
+export const MAX_ACCESS_UNIT_BYTES = 8 * 1024 * 1024;
+
+const NAL_IDR = 5;
+const NAL_SPS = 7;
+const NAL_PPS = 8;
+const NAL_AUD = 9;
+const STAP_A = 24;
+const FU_A = 28;
+const START_CODE = Buffer.from([0, 0, 0, 1]);
+
+export interface KeyFrame {
+  /** SPS, PPS and the access unit's NAL units, each after a start code. */
+  annexB: Buffer;
+  /** Date.now() when its last packet arrived. */
+  receivedAt: number;
+  /** Counts key frames from 1: a new number is a new picture. */
+  id: number;
+}
+
+export interface KeyFrameKeeper {
+  /** One RTP packet of the H.264 track, in order. */
+  push(packet: Buffer): void;
+  /** The SDP's media section for the track (its sprop-parameter-sets stand in until the stream sends SPS/PPS). */
+  setSdp(media: string | undefined): void;
+  latest(): KeyFrame | undefined;
+  /** Called with each new key frame; returns the unsubscribe function. */
+  onKeyFrame(listener: (frame: KeyFrame) => void): () => void;
+  /** The producer restarted: forget the access unit in progress (not the latest key frame). */
+  reset(): void;
+  /** Key frames completed so far. */
+  readonly keyFrames: number;
+}
+
+/** SPS and PPS from an SDP media section's `sprop-parameter-sets`. */
+export function spropParameterSets(media: string): { sps?: Buffer; pps?: Buffer } {
+  const found = /sprop-parameter-sets=([A-Za-z0-9+/=,]+)/.exec(media)?.[1];
+  const out: { sps?: Buffer; pps?: Buffer } = {};
+  for (const part of found?.split(",") ?? []) {
+    const nal = Buffer.from(part, "base64");
+    if (!nal.length) continue;
+    if ((nal[0]! & 0x1f) === NAL_SPS) out.sps ??= nal;
+    else if ((nal[0]! & 0x1f) === NAL_PPS) out.pps ??= nal;
+  }
+  return out;
+}
+
+export function createKeyFrameKeeper(maxBytes = MAX_ACCESS_UNIT_BYTES): KeyFrameKeeper {
+  let sps: Buffer | undefined;
+  let pps: Buffer | undefined;
+  let sdpSps: Buffer | undefined;
+  let sdpPps: Buffer | undefined;
+  let latest: KeyFrame | undefined;
+  let keyFrames = 0;
+  const listeners = new Set<(frame: KeyFrame) => void>();
+
+  // The access unit being put together.
+  let nals: Buffer[] = [];
+  let bytes = 0;
+  let timestamp: number | undefined;
+  let broken = false;
+  let lastSeq: number | undefined;
+  /** FU-A pieces of the NAL unit being reassembled. */
+  let fragments: Buffer[] | undefined;
+
+  const startUnit = (ts: number | undefined) => {
+    nals = [];
+    bytes = 0;
+    timestamp = ts;
+    broken = false;
+    fragments = undefined;
+  };
+
+  const addNal = (nal: Buffer) => {
+    if (!nal.length) return;
+    bytes += nal.length + START_CODE.length;
+    if (bytes > maxBytes) broken = true;
+    if (broken) return;
+    const type = nal[0]! & 0x1f;
+    if (type === NAL_SPS) sps = nal;
+    else if (type === NAL_PPS) pps = nal;
+    nals.push(nal);
+  };
+
+  const finishUnit = (at: number) => {
+    const unit = nals;
+    const usable = !broken && !fragments && unit.some((n) => (n[0]! & 0x1f) === NAL_IDR);
+    startUnit(undefined);
+    if (!usable) return;
+    const ownSps = unit.some((n) => (n[0]! & 0x1f) === NAL_SPS);
+    const ownPps = unit.some((n) => (n[0]! & 0x1f) === NAL_PPS);
+    const head: Buffer[] = [];
+    const useSps = sps ?? sdpSps;
+    const usePps = pps ?? sdpPps;
+    if (!ownSps) {
+      if (!useSps) return; // no decoder could start here
+      head.push(useSps);
+    }
+    if (!ownPps) {
+      if (!usePps) return;
+      head.push(usePps);
+    }
+    const parts: Buffer[] = [];
+    for (const nal of [...head, ...unit]) {
+      if ((nal[0]! & 0x1f) === NAL_AUD) continue;
+      parts.push(START_CODE, nal);
+    }
+    latest = { annexB: Buffer.concat(parts), receivedAt: at, id: ++keyFrames };
+    for (const l of [...listeners]) l(latest);
+  };
+
+  return {
+    push(packet) {
+      const at = rtpPayloadOffset(packet);
+      if (at < 0 || at >= packet.length) return;
+      const seq = packet.readUInt16BE(2);
+      const ts = packet.readUInt32BE(4);
+      const marker = (packet[1]! & 0x80) !== 0;
+      // Padding (RFC 3550): the last byte says how much of the end is not payload.
+      const end = packet[0]! & 0x20 ? packet.length - packet[packet.length - 1]! : packet.length;
+      if (end <= at) return;
+      const payload = packet.subarray(at, end);
+      if (timestamp !== undefined && ts !== timestamp) finishUnit(Date.now());
+      if (timestamp === undefined) startUnit(ts);
+      if (lastSeq !== undefined && seq !== ((lastSeq + 1) & 0xffff)) broken = true; // a packet of this unit is missing
+      lastSeq = seq;
+      const type = payload[0]! & 0x1f;
+      if (type >= 1 && type <= 23) addNal(Buffer.from(payload));
+      else if (type === STAP_A) {
+        for (let i = 1; i + 2 <= payload.length;) {
+          const size = payload.readUInt16BE(i);
+          if (i + 2 + size > payload.length) {
+            broken = true;
+            break;
+          }
+          addNal(Buffer.from(payload.subarray(i + 2, i + 2 + size)));
+          i += 2 + size;
+        }
+      } else if (type === FU_A && payload.length >= 2) {
+        const fu = payload[1]!;
+        const start = (fu & 0x80) !== 0;
+        const last = (fu & 0x40) !== 0;
+        if (start) fragments = [Buffer.from([(payload[0]! & 0xe0) | (fu & 0x1f)])];
+        if (!fragments) broken = true; // its start was lost
+        else {
+          fragments.push(Buffer.from(payload.subarray(2)));
+          if (last) {
+            const nal = Buffer.concat(fragments);
+            fragments = undefined;
+            addNal(nal);
+          }
+        }
+      } else broken = true; // STAP-B, MTAP, FU-B: not in packetization mode 1
+      if (marker) finishUnit(Date.now());
+    },
+    setSdp(media) {
+      const sets = media ? spropParameterSets(media) : {};
+      sdpSps = sets.sps;
+      sdpPps = sets.pps;
+    },
+    latest: () => latest,
+    onKeyFrame(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
+    reset() {
+      startUnit(undefined);
+      lastSeq = undefined;
+    },
+    get keyFrames() {
+      return keyFrames;
+    },
+  };
+}

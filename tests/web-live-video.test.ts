@@ -1,0 +1,164 @@
+// Live video for RTSP cameras (issue #16): the simulated X1C behind pandaproxy's RTSP service and web server.
+// live.mp4 is the printer's H.264 rewrapped as fragmented MP4 without decoding: FFmpeg/ffprobe (independent of our
+// box splitter) read what a browser gets, also a second viewer that joins mid-stream; the login rules are the
+// camera's; a snapshot is one decoded key frame, with no JPEG FFmpeg left running. The Chromium half runs on
+// `pandaproxy demo` itself.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createRtspService } from "../lib/bambu/rtsp.ts";
+import type { Service } from "../lib/core/service.ts";
+import type { PrinterRuntime } from "../lib/printer-services.ts";
+import { simIdentity } from "../lib/sim/bambu.ts";
+import { startSimRtsp, type SimRtsp } from "../lib/sim/rtsp.ts";
+import { CODEC_HEADER } from "../lib/web/live-video.ts";
+import type { WebServer } from "../lib/web/server.ts";
+import { descendants } from "../bench/support.ts";
+import { ACCESS_CODE, proxyContext, run } from "./rtsp-fixtures.ts";
+import { ADMIN_AUTH, basicAuth, startTestWeb } from "./web-fixtures.ts";
+
+const SIM = "127.0.49.1";
+const PROXY = "127.0.49.2";
+const WEB = "127.0.49.3";
+const FPS = 15;
+
+let sim: SimRtsp;
+let service: Service;
+let web: WebServer;
+let url: string;
+let tokensDir: string;
+const work = mkdtempSync(join(tmpdir(), "pp-live-video-"));
+const ctx = proxyContext({ bind: PROXY, printerHost: SIM, printerRtsp: 322 });
+
+/** Reads `url` for `ms` (or until `maxBytes`), then aborts: what a browser got in that time. */
+async function readFor(target: string, ms: number, headers: Record<string, string> = ADMIN_AUTH, maxBytes = 64 * 1024 * 1024, answered = () => {}) {
+  const abort = new AbortController();
+  const response = await fetch(target, { headers, signal: abort.signal });
+  answered();
+  const chunks: Buffer[] = [];
+  let bytes = 0;
+  const timer = setTimeout(() => abort.abort(), ms);
+  try {
+    for await (const chunk of response.body as ReadableStream<Uint8Array>) {
+      chunks.push(Buffer.from(chunk));
+      bytes += chunk.length;
+      if (bytes >= maxBytes) break;
+    }
+  } catch {
+    // aborted: the time is up
+  } finally {
+    clearTimeout(timer);
+  }
+  return { response, body: Buffer.concat(chunks) };
+}
+
+/** The processes below us whose command line contains `text` (our FFmpeg children). */
+function children(text: string): string[] {
+  return descendants(process.pid)
+    .map((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").join(" ");
+      } catch {
+        return "";
+      }
+    })
+    .filter((cmd) => cmd.includes(text));
+}
+
+beforeAll(async () => {
+  sim = await startSimRtsp(simIdentity({ host: SIM, model: "X1C", serial: "00M09A350100123", accessCode: ACCESS_CODE, ports: { rtsp: 322 } }), {
+    cameraWidth: 640, cameraHeight: 360, cameraFps: FPS,
+  });
+  service = createRtspService(ctx, { lingerMs: 3_000, backoffMinMs: 300 });
+  await service.start();
+  const printer: PrinterRuntime = { config: ctx.printer, hub: ctx.hub, services: [service], start: async () => {}, stop: async () => {} };
+  ({ web, url, tokensDir } = await startTestWeb([printer], { host: WEB }));
+}, 30_000);
+
+afterAll(async () => {
+  await web?.stop();
+  await service?.stop();
+  await sim?.stop();
+  if (!process.env.KEEP) rmSync(work, { recursive: true, force: true }); else console.log(work);
+});
+
+describe("live.mp4 (simulated X1C through pandaproxy)", () => {
+  test("serves H.264 in fragmented MP4 that ffprobe reads; a viewer joining mid-stream starts at a key frame", async () => {
+    let firstAnswered = () => {};
+    const answered = new Promise<void>((resolve) => (firstAnswered = resolve));
+    const first = readFor(`${url}/printers/x1c/live.mp4`, 8_000, ADMIN_AUTH, undefined, firstAnswered);
+    // The second viewer joins while the first one's FFmpeg runs, a few key frames (every 2 s) later.
+    await answered;
+    await Bun.sleep(4_500);
+    const second = await readFor(`${url}/printers/x1c/live.mp4`, 3_000);
+    const one = await first;
+    for (const [name, got] of [["first", one], ["second", second]] as const) {
+      expect(`${name}: ${got.response.status} ${got.response.headers.get("content-type")}`).toBe(`${name}: 200 video/mp4`);
+      expect(got.response.headers.get(CODEC_HEADER)).toMatch(/^avc1\.[0-9a-f]{6}$/);
+      const file = join(work, `${name}.mp4`);
+      writeFileSync(file, got.body);
+      const probe = await run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_name,width,height:format=format_name", "-of", "json", file]);
+      expect(probe.code).toBe(0);
+      const info = JSON.parse(probe.stdout);
+      expect(info.format.format_name).toContain("mp4");
+      expect(info.streams).toEqual([{ codec_name: "h264", width: 640, height: 360 }]);
+      // Fragmented: an empty moov, then moof/mdat pairs (ffprobe's trace names the boxes it reads).
+      const boxes = await run(["ffprobe", "-v", "trace", file]);
+      expect(boxes.stderr).toMatch(/type:'moof'/);
+      expect(boxes.stderr).toMatch(/type:'mvex'/);
+      // Decodes without a single error, and its first frame is a key frame (an I picture).
+      const decoded = await run(["ffmpeg", "-v", "error", "-i", file, "-f", "null", "-"]);
+      expect(`${name}: ${decoded.code} ${decoded.stderr.trim()}`).toBe(`${name}: 0 `);
+      const frames = await run(["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries", "frame=key_frame,pict_type", "-of", "csv=p=0", file]);
+      const list = frames.stdout.trim().split("\n");
+      expect(list[0]).toBe("1,I");
+      expect(list.length).toBeGreaterThan(FPS); // more than a second of video
+    }
+    // The second viewer did join mid-stream: the same init segment, then fragments the first viewer got seconds later.
+    const firstMoof = (body: Buffer) => body.indexOf("moof", 0, "latin1") - 4;
+    expect(second.body.subarray(0, firstMoof(second.body))).toEqual(one.body.subarray(0, firstMoof(one.body)));
+    const joinedAt = one.body.indexOf(second.body.subarray(firstMoof(second.body), firstMoof(second.body) + 4096));
+    expect(joinedAt).toBeGreaterThan(firstMoof(one.body));
+  }, 60_000);
+
+  test("the printer's /api entry names the live URL; other cameras have none", async () => {
+    const [entry] = (await (await fetch(`${url}/api/printers`, { headers: ADMIN_AUTH })).json()) as { camera: { live: string | null; kind: string } }[];
+    expect(entry!.camera.kind).toBe("rtsp");
+    expect(entry!.camera.live).toBe("printers/x1c/live.mp4");
+  });
+
+  test("asks for the camera's credentials: no login 401, a camera token or the access code opens it, a wrong token does not", async () => {
+    expect((await fetch(`${url}/printers/x1c/live.mp4`)).status).toBe(401);
+    const token = readFileSync(join(tokensDir, "cameras", "x1c.token"), "utf8").trim();
+    expect((await fetch(`${url}/printers/x1c/live.mp4?token=${token.slice(0, -1)}x`)).status).toBe(401);
+    const byToken = await readFor(`${url}/printers/x1c/live.mp4?token=${encodeURIComponent(token)}`, 2_000, {}, 64 * 1024);
+    expect(byToken.response.status).toBe(200);
+    expect(byToken.body.subarray(4, 8).toString("latin1")).toBe("ftyp");
+    const byCode = await readFor(`${url}/printers/x1c/live.mp4`, 2_000, basicAuth("bblp", ACCESS_CODE), 64 * 1024);
+    expect(byCode.response.status).toBe(200);
+    // The token opens the camera's URLs only, not the page.
+    expect((await fetch(`${url}/api/printers?token=${encodeURIComponent(token)}`)).status).toBe(401);
+  }, 30_000);
+
+  test("a snapshot is the latest key frame decoded once: a JPEG ffprobe reads, and no continuous JPEG FFmpeg runs", async () => {
+    const response = await fetch(`${url}/printers/x1c/snapshot.jpg`, { headers: ADMIN_AUTH });
+    expect(response.status).toBe(200);
+    const file = join(work, "snapshot.jpg");
+    writeFileSync(file, Buffer.from(await response.arrayBuffer()));
+    const probe = await run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_name,width,height", "-of", "csv=p=0", file]);
+    expect(probe.stdout.trim()).toBe("mjpeg,640,360");
+    // The continuous JPEG FFmpeg (`-vf fps=…`) was never asked for; a second snapshot of the same key frame decodes nothing new.
+    expect(children("fps=")).toEqual([]);
+    const details = service.status().details!;
+    expect(details.jpegViewers).toBe(0);
+    expect(details.jpegFfmpeg).toBe("idle");
+    const decodes = details.snapshotDecodes as number;
+    expect(decodes).toBeGreaterThanOrEqual(1);
+    // Right after, the same key frame (the simulator's come every 2 s): served from the cache, not decoded again.
+    const again = await fetch(`${url}/printers/x1c/snapshot.jpg`, { headers: ADMIN_AUTH });
+    expect(again.status).toBe(200);
+    expect(again.headers.get("last-modified")).toBe(response.headers.get("last-modified"));
+    expect(service.status().details!.snapshotDecodes).toBe(decodes);
+  }, 30_000);
+});
