@@ -141,7 +141,7 @@ describe("[export.rtsp] to an RTSP server in RECORD mode", () => {
         return (error as ConfigErrors).problems;
       }
     };
-    expect(RTSP_EXPORT_KEYS).toEqual(["url", "skip"]);
+    expect(RTSP_EXPORT_KEYS).toEqual(["url", "username", "password", "password_file", "fps", "width", "skip"]);
     expect(problems(`url = "rtsp://mediamtx:8554/{printer}"\nskip = ["x1c"]`)).toEqual([]);
     expect(problems(`url = "rtsp://mediamtx:8554/cam"`)).toEqual([expect.stringContaining(`key "url" is "rtsp://mediamtx:8554/cam" without {printer}`)]);
     expect(problems(`url = "http://mediamtx/{printer}"`)).toEqual([expect.stringContaining(`key "url" is "http://mediamtx/{printer}"`)]);

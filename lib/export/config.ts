@@ -5,7 +5,7 @@ import { readFileSync } from "node:fs";
 import { isTable, optionalBoolean, optionalInteger, optionalString, table, unknownKeys, type At } from "../config-fields.ts";
 
 export const EXPORT_KEYS = ["mqtt", "rtsp"];
-export const RTSP_EXPORT_KEYS = ["url", "skip"];
+export const RTSP_EXPORT_KEYS = ["url", "username", "password", "password_file", "fps", "width", "skip"];
 /** Where [export.rtsp] url names the printer. */
 export const PRINTER_PLACEHOLDER = "{printer}";
 export const MQTT_EXPORT_KEYS = [
@@ -42,6 +42,13 @@ export interface MqttExportConfig {
 export interface RtspExportConfig {
   /** rtsp://host[:port]/path with {printer}: where each camera is pushed (ANNOUNCE/RECORD). */
   url: string;
+  /** The media server's login (Basic or Digest, answered by our relay: FFmpeg never sees the password). */
+  username?: string;
+  password?: string;
+  /** Chamber and MJPEG cameras: pictures per second of the H.264 pushed; absent: the camera's own rate. */
+  fps?: number;
+  /** Chamber and MJPEG cameras: width of the H.264 pushed (the height follows); absent: the camera's own. */
+  width?: number;
   skip: string[];
 }
 
@@ -50,11 +57,11 @@ export interface ExportConfig {
   rtsp?: RtspExportConfig;
 }
 
-function readPasswordFile(path: string, at: At): string | undefined {
+function readPasswordFile(path: string, at: At, where = WHERE): string | undefined {
   try {
     return readFileSync(path, "utf8").trim();
   } catch (error) {
-    at(WHERE, "password_file", `"${path}" cannot be read (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+    at(where, "password_file", `"${path}" cannot be read (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
     return undefined;
   }
 }
@@ -81,11 +88,21 @@ function parseRtspExport(t: Record<string, unknown>, printerNames: readonly stri
   const url = optionalString(t, "url", where, at);
   const shown = url?.replace(/\/\/[^@/]*@/, "//…@");
   if (url === undefined) at(where, "url", `is missing; expected e.g. "rtsp://mediamtx:8554/${PRINTER_PLACEHOLDER}" ("" pushes nothing)`);
-  else if (url && /\/\/[^@/]*@/.test(url)) at(where, "url", `is "${shown}" and carries credentials; the push takes none yet (allow publishing from this host on the media server)`);
+  else if (url && /\/\/[^@/]*@/.test(url)) at(where, "url", `is "${shown}" and carries credentials; put them in username and password (or password_file), which FFmpeg never sees`);
   else if (url && !/^rtsp:\/\/[^/\s@]+(:\d+)?\/\S*$/.test(url)) at(where, "url", `is "${url}"; expected rtsp://HOST[:PORT]/PATH, e.g. "rtsp://mediamtx:8554/${PRINTER_PLACEHOLDER}"`);
   else if (url && !url.includes(PRINTER_PLACEHOLDER)) at(where, "url", `is "${url}" without ${PRINTER_PLACEHOLDER}; each printer needs its own path, e.g. "rtsp://mediamtx:8554/${PRINTER_PLACEHOLDER}"`);
+  const username = optionalString(t, "username", where, at);
+  const password = optionalString(t, "password", where, at);
+  const passwordFile = optionalString(t, "password_file", where, at);
+  if (password !== undefined && passwordFile !== undefined) at(where, "password_file", "and password are both set; keep one");
+  const secret = passwordFile !== undefined ? readPasswordFile(passwordFile, at, where) : password;
+  if (secret !== undefined && !username) at(where, "username", "is missing; the password is sent with a username");
+  const fps = optionalInteger(t, "fps", where, at);
+  if (fps !== undefined && (fps < 1 || fps > 60)) at(where, "fps", `is ${fps}; expected pictures per second from 1 to 60 (leave it out for the camera's own rate)`);
+  const width = optionalInteger(t, "width", where, at);
+  if (width !== undefined && (width < 16 || width > 4096 || width % 2)) at(where, "width", `is ${width}; expected an even number of pixels from 16 to 4096, e.g. 640`);
   const skip = skipList(t, printerNames, where, at);
-  return url ? { url, skip } : undefined;
+  return url ? { url, username, password: secret, fps, width, skip } : undefined;
 }
 
 function parseMqttExport(t: Record<string, unknown>, printerNames: readonly string[], at: At): MqttExportConfig | undefined {

@@ -2,9 +2,11 @@
 // list: FFmpeg connects to plain rtsp://127.0.0.1:<port>/… without credentials; we open TLS to the printer,
 // rewrite request URLs to the printer's, and answer the printer's 401 challenge ourselves (Digest, as live555
 // wants) by re-sending the request with an Authorization header. Everything else passes through unchanged.
-import type { ConnectionOptions } from "node:tls";
+// Without `tls` the far side is plain RTSP over TCP: the media server [export.rtsp] pushes to, whose password
+// must stay out of FFmpeg's arguments just the same (its challenge may be Basic or Digest).
+import type { ConnectionOptions, TLSSocket } from "node:tls";
 import { connectToPrinter, dropPrinterSocket } from "../core/printer-socket.ts";
-import type { Socket } from "node:net";
+import { connect as tcpConnect, type Socket } from "node:net";
 import { listen, type Listening } from "../core/server.ts";
 import type { Logger } from "../log.ts";
 import { authorizationFor } from "./auth.ts";
@@ -18,14 +20,21 @@ export const RELAY_MAX_BACKLOG_BYTES = 1024 * 1024;
 
 export interface RelayOptions {
   log: Logger;
-  /** The printer's address and RTSPS port. */
+  /** The printer's address and RTSPS port (or the media server's address and RTSP port). */
   host: string;
   port: number;
-  tls: ConnectionOptions;
+  /** TLS to the printer; absent: plain TCP (a media server). */
+  tls?: ConnectionOptions;
   user: string;
   password: () => string;
   /** Default RELAY_MAX_BACKLOG_BYTES (tests shorten it). */
   maxBacklogBytes?: number;
+  /** The far side in log lines; default "printer camera". */
+  peer?: string;
+  /** Logged when the far side refuses our credentials; default: the printer's access code message. */
+  refusedMessage?: string;
+  /** Every response passed on to FFmpeg, with its request's method (a push waits for RECORD's). */
+  onResponse?: (method: string, status: number) => void;
 }
 
 export interface Relay {
@@ -41,29 +50,34 @@ export interface Relay {
 export async function startRelay(options: RelayOptions): Promise<Relay> {
   let connections = 0;
   let refused = false;
-  const printerBase = `rtsps://${options.host}:${options.port}`;
+  const printerBase = `${options.tls ? "rtsps" : "rtsp"}://${options.host}:${options.port}`;
+  const peer = options.peer ?? "printer camera";
+  const refusedMessage = options.refusedMessage ?? `printer camera refused user "${options.user}" with the access code: check access_code`;
   let localBase = "";
   const listening: Listening = await listen({
     log: options.log,
-    what: "printer camera relay",
+    what: `${peer} relay`,
     host: "127.0.0.1",
     port: 0,
     maxClients: MAX_RELAY_CLIENTS,
     onClient(ffmpeg) {
       connections++;
-      const printer = connectToPrinter({ ...options.tls, host: options.host, port: options.port });
+      const printer: Socket = options.tls
+        ? connectToPrinter({ ...options.tls, host: options.host, port: options.port })
+        : tcpConnect({ host: options.host, port: options.port });
+      const drop = () => (options.tls ? dropPrinterSocket(printer as TLSSocket) : printer.destroy());
       const connectTimer = setTimeout(() => {
-        options.log.warn(`printer camera ${options.host}:${options.port} did not answer in ${PRINTER_CONNECT_TIMEOUT_MS / 1000} s`);
-        dropPrinterSocket(printer);
+        options.log.warn(`${peer} ${options.host}:${options.port} did not answer in ${PRINTER_CONNECT_TIMEOUT_MS / 1000} s`);
+        drop();
       }, PRINTER_CONNECT_TIMEOUT_MS);
-      printer.once("secureConnect", () => clearTimeout(connectTimer));
+      printer.once(options.tls ? "secureConnect" : "connect", () => clearTimeout(connectTimer));
       const end = () => {
         clearTimeout(connectTimer);
         ffmpeg.destroy();
-        dropPrinterSocket(printer);
+        drop();
       };
       printer.on("error", (error) => {
-        options.log.info(`printer camera ${options.host}:${options.port}: ${error.message}`);
+        options.log.info(`${peer} ${options.host}:${options.port}: ${error.message}`);
         end();
       });
       printer.on("close", end);
@@ -117,14 +131,15 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
               }
               if (m.status === 401) {
                 refused = true;
-                options.log.error(`printer camera refused user "${options.user}" with the access code: check access_code`);
+                options.log.error(refusedMessage);
               } else if (m.status < 300) refused = false;
               pending.delete(cseq);
+              if (waiting) options.onResponse?.(waiting.request.method, m.status);
               toFfmpeg(encodeResponse(m.status, m.headers, m.body));
             }
           }
         } catch (error) {
-          options.log.warn(`relay: printer sent something unreadable (${(error as Error).message})`);
+          options.log.warn(`relay: ${peer} sent something unreadable (${(error as Error).message})`);
           end();
         }
       });
