@@ -1,5 +1,6 @@
 // A printer's telemetry without a socket: a Bambu printer's from its merged MQTT state (the golden report, OpenBambuAPI's
-// push_status of an idle printer, then deltas as the firmware sends them while printing), a FlashForge's from its
+// push_status of an idle printer, then deltas as the firmware sends them while printing; an H2D's two nozzles from the
+// golden extruder block of ha-bambulab's models.py), a FlashForge's from its
 // ~M119/~M27/~M105 replies (the golden replies, then a print).
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
