@@ -33,9 +33,12 @@ function hasFfmpeg(path: string): boolean {
   return spawnSync(path, ["-version"], { stdio: "ignore" }).status === 0;
 }
 
+/** The demo P1S runs out of filament this far into each print, so the page shows an HMS error in words. */
+export const DEMO_RUNOUT_AFTER_MS = 30_000;
+
 export function demoPrinters(ffmpeg: string): DemoPrinter[] {
   return [
-    { sim: { type: "bambu", name: "p1s", model: "P1S", host: "127.0.0.11", accessCode: DEMO_ACCESS_CODE, ports: DEMO_BAMBU_PORTS, ssdpTargets: ["127.0.0.21"] }, proxyBind: "127.0.0.21" },
+    { sim: { type: "bambu", name: "p1s", model: "P1S", host: "127.0.0.11", accessCode: DEMO_ACCESS_CODE, ports: DEMO_BAMBU_PORTS, ssdpTargets: ["127.0.0.21"], hmsAfterMs: DEMO_RUNOUT_AFTER_MS }, proxyBind: "127.0.0.21" },
     {
       sim: { type: "bambu", name: "x1c", model: "X1C", host: "127.0.0.12", accessCode: DEMO_ACCESS_CODE, ports: DEMO_BAMBU_PORTS, ssdpTargets: ["127.0.0.22"] },
       proxyBind: "127.0.0.22",
