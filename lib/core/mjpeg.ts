@@ -7,7 +7,11 @@ export const MJPEG_BOUNDARY = "boundarydonotcross";
 export const MJPEG_CONTENT_TYPE = `multipart/x-mixed-replace;boundary=${MJPEG_BOUNDARY}`;
 
 const CRLF = Buffer.from("\r\n");
+/** The first part's boundary line. A streamed response sends it with the head: Bun writes the head's end only
+ * with the first body bytes, and a browser that gets no complete head gives up (docs/outages.md). */
+export const MJPEG_OPENING = Buffer.from(`--${MJPEG_BOUNDARY}\r\n`);
 const parts = new WeakMap<CameraFrame, Buffer>();
+const firstParts = new WeakMap<CameraFrame, Buffer>();
 
 /** One part: boundary, Content-Type, Content-Length and X-Timestamp headers, the JPEG, CRLF. */
 export function mjpegPart(frame: CameraFrame): Buffer {
@@ -19,6 +23,16 @@ export function mjpegPart(frame: CameraFrame): Buffer {
     );
     part = Buffer.concat([head, frame.jpeg, CRLF]);
     parts.set(frame, part);
+  }
+  return part;
+}
+
+/** mjpegPart without its boundary line (a view of the same bytes): the first part after MJPEG_OPENING. */
+export function mjpegFirstPart(frame: CameraFrame): Buffer {
+  let part = firstParts.get(frame);
+  if (!part) {
+    part = mjpegPart(frame).subarray(MJPEG_OPENING.length);
+    firstParts.set(frame, part);
   }
   return part;
 }

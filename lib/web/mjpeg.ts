@@ -3,7 +3,7 @@
 import type { Logger } from "../log.ts";
 import { liveFrame, type Consumer } from "../core/stream.ts";
 import type { CameraFeed, CameraFrame } from "../core/service.ts";
-import { mjpegPart } from "../core/mjpeg.ts";
+import { MJPEG_OPENING, mjpegFirstPart, mjpegPart } from "../core/mjpeg.ts";
 
 export { MJPEG_BOUNDARY, MJPEG_CONTENT_TYPE } from "../core/mjpeg.ts";
 
@@ -23,28 +23,27 @@ export interface MjpegViewerHooks {
   closed(): void;
 }
 
-interface Delivery {
-  frame: CameraFrame;
-  done: () => void;
-}
-
 /**
  * The response body for one browser. Bun pulls the next part only when the socket has room, so a slow browser
- * holds at most one frame; the stream replaces (and counts) what it could not take (latest-value policy).
+ * holds at most one frame; the stream replaces (and counts) what it could not take (latest-value policy). The
+ * first boundary line goes out at once, so the browser has the whole response head while the printer is away.
+ * Nothing here allocates per frame: the parts are encoded once per frame for every viewer (core/mjpeg.ts).
  */
 export function mjpegStream(feed: CameraFeed, hooks: MjpegViewerHooks, signal: AbortSignal, options: { stallMs?: number } = {}): ReadableStream<Uint8Array> {
   const stallMs = options.stallMs ?? MJPEG_STALL_MS;
   let release: (() => void) | undefined;
   let consumer: Consumer<CameraFrame> | undefined;
-  /** A frame the stream delivered that the connection has not pulled yet. */
-  let held: Delivery | undefined;
-  /** A pull waiting for the next frame. */
-  let waiting: ((delivery: Delivery | undefined) => void) | undefined;
+  let controller: ReadableStreamDefaultController<Uint8Array> | undefined;
+  /** A frame the stream delivered that the connection has not pulled yet, and its acknowledgement. */
+  let heldFrame: CameraFrame | undefined;
+  let heldDone: (() => void) | undefined;
+  /** Bun asked for a part and none was there: the next frame goes straight to it. */
+  let wanted = false;
+  let first = true;
   /** Tells the stream the previous part has left, so it may deliver the next one. */
   let acknowledge: (() => void) | undefined;
   let feedCheck: ReturnType<typeof setInterval> | undefined;
   let closed = false;
-  let end: ((why: string) => void) | undefined;
 
   const close = () => {
     if (closed) return;
@@ -52,28 +51,37 @@ export function mjpegStream(feed: CameraFeed, hooks: MjpegViewerHooks, signal: A
     clearInterval(feedCheck);
     consumer?.remove();
     release?.();
-    const w = waiting;
-    waiting = undefined;
-    w?.(undefined);
+    heldFrame = undefined;
+    heldDone = undefined;
     hooks.closed();
+  };
+  const end = (why: string) => {
+    hooks.log.info(`${hooks.label}: ${why}; closing it`);
+    close();
+    try {
+      controller?.close();
+    } catch {
+      // already closed by the server
+    }
+  };
+  const send = (frame: CameraFrame, done: () => void) => {
+    wanted = false;
+    const part = first ? mjpegFirstPart(frame) : mjpegPart(frame);
+    first = false;
+    acknowledge = done;
+    controller!.enqueue(part);
+    hooks.sent(part.length);
   };
 
   return new ReadableStream<Uint8Array>(
     {
-      start(controller) {
+      start(c) {
+        controller = c;
         if (signal.aborted) return close();
         signal.addEventListener("abort", close, { once: true });
-        end = (why: string) => {
-          hooks.log.info(`${hooks.label}: ${why}; closing it`);
-          close();
-          try {
-            controller.close();
-          } catch {
-            // already closed by the server
-          }
-        };
+        c.enqueue(MJPEG_OPENING);
         feedCheck = setInterval(() => {
-          if (!hooks.stillCurrent()) end?.("the camera was replaced or removed");
+          if (!hooks.stillCurrent()) end("the camera was replaced or removed");
         }, FEED_CHECK_MS);
         release = feed.claim();
         consumer = feed.frames.addConsumer({
@@ -85,41 +93,27 @@ export function mjpegStream(feed: CameraFeed, hooks: MjpegViewerHooks, signal: A
           stallMs,
           write(frame, done) {
             if (closed) return done();
-            const delivery = { frame, done };
-            if (waiting) {
-              const w = waiting;
-              waiting = undefined;
-              w(delivery);
-              return;
-            }
-            held = delivery;
+            if (wanted) return send(frame, done);
+            heldFrame = frame;
+            heldDone = done;
           },
-          onEnd: (why, cause) => end?.(cause === "stalled" ? `took no frame for ${stallMs / 1000} s` : why),
+          onEnd: (why, cause) => end(cause === "stalled" ? `took no frame for ${stallMs / 1000} s` : why),
         });
       },
-      pull(controller) {
+      // Returns nothing: a pull with no frame at hand leaves Bun's read pending until `write` enqueues one.
+      pull() {
+        if (closed) return;
+        wanted = true;
         const ack = acknowledge;
         acknowledge = undefined;
-        ack?.(); // may hand over the frame that waited in the stream, into `held`
-        const take = (delivery: Delivery | undefined) => {
-          if (!delivery || closed) return;
-          const part = mjpegPart(delivery.frame);
-          controller.enqueue(part);
-          acknowledge = delivery.done;
-          hooks.sent(part.length);
-        };
-        if (held) {
-          const h = held;
-          held = undefined;
-          return take(h);
+        ack?.(); // may hand the next frame over at once (straight to `send`, as `wanted` is set)
+        if (heldFrame && wanted) {
+          const frame = heldFrame;
+          const done = heldDone!;
+          heldFrame = undefined;
+          heldDone = undefined;
+          send(frame, done);
         }
-        if (closed) return;
-        return new Promise<void>((resolve) => {
-          waiting = (delivery) => {
-            take(delivery);
-            resolve();
-          };
-        });
       },
       cancel() {
         close();
