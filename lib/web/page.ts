@@ -1,11 +1,16 @@
 // The status page: one card per printer with its live camera, what it is printing (telemetry), camera state and
 // services. Plain HTML, CSS and a
 // little script that polls /api/printers; relative URLs so it also works behind a reverse proxy's sub-path.
+// An RTSP camera plays as video (live.mp4 through Media Source Extensions, live-video-page.ts); every other
+// camera, and an RTSP one where the browser cannot play the video, is the MJPEG image.
+import { LIVE_VIDEO_SCRIPT } from "./live-video-page.ts";
 
 /** The page polls the API this often (milliseconds). */
 export const STATUS_POLL_MS = 2_000;
 /** Browsers open about 6 connections per host; past this many cameras the page shows refreshed snapshots. */
 export const MAX_LIVE_CAMERAS = 4;
+/** Failed attempts at an RTSP camera's live video (after it played, each) before the card shows the MJPEG image. */
+export const VIDEO_TRIES = 3;
 
 const STYLE = `
 :root { color-scheme: light dark; --fg: #1d232a; --muted: #5d6873; --bg: #f3f5f7; --card: #fff; --line: #dde2e7;
@@ -25,7 +30,7 @@ main { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(100%, 
 .head { padding: .6rem .8rem; display: flex; flex-wrap: wrap; gap: .1rem .6rem; align-items: baseline; }
 .where { color: var(--muted); font-size: .85rem; }
 .view { position: relative; background: #000; aspect-ratio: 16 / 9; }
-.view img { display: block; width: 100%; height: 100%; object-fit: contain; }
+.view img, .view video { display: block; width: 100%; height: 100%; object-fit: contain; }
 .view .none { position: absolute; inset: 0; display: flex; align-items: center; justify-content: center; color: #bbb; font-size: .9rem; text-align: center; padding: 1rem; }
 .camera-line { padding: .5rem .8rem; font-size: .9rem; border-bottom: 1px solid var(--line); }
 .camera-problem { color: var(--bad); margin-top: .2rem; }
@@ -57,7 +62,8 @@ progress { width: 100%; height: .5rem; accent-color: var(--ok); }
 // Written without template literals or `${}` so it survives being embedded in this TypeScript string.
 const SCRIPT = `
 "use strict";
-var POLL_MS = ${STATUS_POLL_MS}, MAX_LIVE = ${MAX_LIVE_CAMERAS}, RETRY_MS = 5000;
+var POLL_MS = ${STATUS_POLL_MS}, MAX_LIVE = ${MAX_LIVE_CAMERAS}, RETRY_MS = 5000, VIDEO_TRIES = ${VIDEO_TRIES};
+${LIVE_VIDEO_SCRIPT}
 var cards = new Map();
 var lastOk = 0;
 
@@ -157,9 +163,16 @@ function card(p) {
   table.append(thead, tbody);
   root.append(view, telemetry, cameraLine, table);
   document.getElementById("printers").append(root);
-  c = { root: root, where: where, view: view, none: none, img: null, failed: false, mode: "", telemetry: telemetry, cameraLine: cameraLine, tbody: tbody, timer: 0 };
+  c = { root: root, where: where, view: view, none: none, img: null, video: null, stopVideo: null, videoFailures: 0, failed: false, mode: "",
+    telemetry: telemetry, cameraLine: cameraLine, tbody: tbody, timer: 0 };
   cards.set(p.name, c);
   return c;
+}
+
+function dropPicture(c) {
+  if (c.img) { c.img.src = ""; c.img.remove(); c.img = null; }
+  if (c.stopVideo) { c.stopVideo(); c.stopVideo = null; }
+  if (c.video) { c.video.remove(); c.video = null; }
 }
 
 function showCamera(c, p, live) {
@@ -168,10 +181,35 @@ function showCamera(c, p, live) {
   if (mode === c.mode) return;
   c.mode = mode;
   clearTimeout(c.timer);
-  if (c.img) { c.img.src = ""; c.img.remove(); c.img = null; }
-  c.none.textContent = "waiting for the camera\\u2026";
+  dropPicture(c);
+  c.videoFailures = 0;
+  c.none.textContent = "waiting for the camera\u2026";
   c.none.hidden = false;
   if (!p.camera) return;
+  if (live && p.camera.live && liveVideoPossible()) showVideo(c, p, mode);
+  else showImage(c, p, mode);
+}
+
+function showVideo(c, p, mode) {
+  var video = el("video", "camera");
+  video.muted = true; video.autoplay = true; video.playsInline = true;
+  video.setAttribute("muted", ""); video.setAttribute("playsinline", "");
+  c.video = video;
+  video.onplaying = function () { if (c.video === video) { c.none.hidden = true; c.videoFailures = 0; } };
+  c.view.prepend(video);
+  c.stopVideo = playLive(video, p.camera.live, function (why, played) {
+    if (c.video !== video) return;
+    c.stopVideo = null; c.video = null; video.remove();
+    c.videoFailures++;
+    c.none.hidden = false;
+    // Unsupported here, or failing again and again: the MJPEG image instead (until the camera changes).
+    if (/cannot play/.test(why) || c.videoFailures >= VIDEO_TRIES) return showImage(c, p, mode);
+    c.none.textContent = "camera video interrupted (" + why + "), retrying\u2026";
+    c.timer = setTimeout(function () { if (c.mode === mode && !c.video && !c.img) showVideo(c, p, mode); }, played ? 500 : RETRY_MS);
+  });
+}
+
+function showImage(c, p, mode) {
   var img = el("img", "camera");
   img.alt = p.name + " camera";
   c.img = img;
@@ -185,7 +223,7 @@ function showCamera(c, p, live) {
   img.onerror = function () {
     c.failed = true;
     c.none.hidden = false;
-    c.none.textContent = "camera not reachable, retrying\\u2026";
+    c.none.textContent = "camera not reachable, retrying\u2026";
     c.timer = setTimeout(load, RETRY_MS);
   };
   c.view.prepend(img);
@@ -202,6 +240,7 @@ function render(printers) {
     c.where.textContent = [p.model, p.host + " \\u2192 " + p.bind, p.firmware ? "firmware " + p.firmware : ""].filter(Boolean).join(" \\u00b7 ");
     showCamera(c, p, cameras <= MAX_LIVE);
     if (c.img && c.img.naturalWidth > 0 && !c.failed) c.none.hidden = true;
+    if (c.video && c.video.readyState >= 2) c.none.hidden = true;
     showTelemetry(c.telemetry, p.telemetry);
     c.cameraLine.textContent = "";
     if (p.camera) {
@@ -235,7 +274,7 @@ function render(printers) {
     });
   });
   cards.forEach(function (c, name) {
-    if (!seen.has(name)) { clearTimeout(c.timer); if (c.img) c.img.src = ""; c.root.remove(); cards.delete(name); }
+    if (!seen.has(name)) { clearTimeout(c.timer); dropPicture(c); c.root.remove(); cards.delete(name); }
   });
 }
 

@@ -1,7 +1,9 @@
 // The camera wall (/wall): every camera the login opens on one page. Browsers keep about 6 connections per host,
-// so only the focused camera streams (MJPEG); the others are snapshots refreshed every few seconds. A click on
-// a camera focuses it and shows it full-screen.
-import { htmlPage, STATUS_POLL_MS } from "./page.ts";
+// so only the focused camera streams (an RTSP camera as video through Media Source Extensions, live-video-page.ts;
+// the others, or where the browser cannot play it, MJPEG); the others are snapshots refreshed every few seconds.
+// A click on a camera focuses it and shows it full-screen.
+import { htmlPage, STATUS_POLL_MS, VIDEO_TRIES } from "./page.ts";
+import { LIVE_VIDEO_SCRIPT } from "./live-video-page.ts";
 
 /** The other cameras' snapshots are this old at most (milliseconds). */
 export const WALL_SNAPSHOT_MS = 3_000;
@@ -18,6 +20,8 @@ h1 { font-size: 1.2rem; margin: 0; } header a { color: var(--muted); }
 #wall { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(100%, 280px), 1fr)); gap: .6rem; padding: 0 1rem 1rem; }
 .tile { position: relative; background: #000; aspect-ratio: 16 / 9; border-radius: 8px; overflow: hidden; cursor: zoom-in; border: 2px solid transparent; }
 .tile.focused { grid-column: 1 / -1; border-color: var(--accent); }
+.tile [hidden] { display: none !important; }
+.tile video { display: block; width: 100%; height: 100%; object-fit: contain; }
 .tile img { display: block; width: 100%; height: 100%; object-fit: contain; }
 .tile .label { position: absolute; left: 0; bottom: 0; padding: .2rem .5rem; background: rgba(0, 0, 0, .6); color: #fff; font-size: .85rem; }
 .tile:fullscreen { border: 0; border-radius: 0; cursor: zoom-out; }
@@ -27,9 +31,35 @@ h1 { font-size: 1.2rem; margin: 0; } header a { color: var(--muted); }
 // Written without template literals or `${}` beyond the constants, as page.ts's script is.
 const SCRIPT = `
 "use strict";
-var SNAPSHOT_MS = ${WALL_SNAPSHOT_MS}, POLL_MS = ${STATUS_POLL_MS}, RETRY_MS = ${WALL_RETRY_MS};
+var SNAPSHOT_MS = ${WALL_SNAPSHOT_MS}, POLL_MS = ${STATUS_POLL_MS}, RETRY_MS = ${WALL_RETRY_MS}, VIDEO_TRIES = ${VIDEO_TRIES};
+${LIVE_VIDEO_SCRIPT}
 var tiles = new Map();
 var focused = "";
+
+function stopVideo(t) {
+  if (t.stopVideo) { t.stopVideo(); t.stopVideo = null; }
+  if (t.video) { t.video.remove(); t.video = null; }
+  t.img.hidden = false;
+}
+
+function showVideo(t, mode) {
+  var video = document.createElement("video");
+  video.className = "camera";
+  video.muted = true; video.autoplay = true; video.playsInline = true;
+  video.setAttribute("muted", ""); video.setAttribute("playsinline", "");
+  video.onplaying = function () { if (t.video === video) t.videoFailures = 0; };
+  t.video = video;
+  t.img.hidden = true;
+  t.root.prepend(video);
+  t.stopVideo = playLive(video, t.camera.live, function (why, played) {
+    if (t.video !== video) return;
+    t.stopVideo = null;
+    stopVideo(t);
+    t.videoFailures++;
+    if (/cannot play/.test(why) || t.videoFailures >= VIDEO_TRIES) { t.noVideo = mode; t.mode = ""; show(t); return; }
+    t.timer = setTimeout(function () { if (t.mode === mode && !t.video) showVideo(t, mode); }, played ? 500 : RETRY_MS);
+  });
+}
 
 function show(t) {
   var live = t.name === focused;
@@ -38,12 +68,14 @@ function show(t) {
   if (t.mode === mode) return;
   t.mode = mode;
   clearTimeout(t.timer);
+  stopVideo(t);
   var img = t.img;
+  img.src = "";
+  if (live && t.camera.live && liveVideoPossible() && t.noVideo !== mode) { t.videoFailures = 0; showVideo(t, mode); return; }
   var base = live ? t.camera.mjpeg : t.camera.snapshot;
   var load = function () { if (t.mode === mode) img.src = base + "?t=" + Date.now(); };
   img.onload = function () { if (!live && t.mode === mode) t.timer = setTimeout(load, SNAPSHOT_MS); };
   img.onerror = function () { if (t.mode === mode) t.timer = setTimeout(load, RETRY_MS); };
-  img.src = "";
   load();
 }
 
@@ -60,7 +92,7 @@ function tile(p) {
   label.className = "label";
   label.textContent = p.name;
   root.append(img, label);
-  t = { name: p.name, root: root, img: img, camera: p.camera, mode: "", timer: 0 };
+  t = { name: p.name, root: root, img: img, camera: p.camera, mode: "", timer: 0, video: null, stopVideo: null, videoFailures: 0, noVideo: "" };
   root.onclick = function () {
     if (document.fullscreenElement) { document.exitFullscreen(); return; }
     focused = t.name;
@@ -78,7 +110,7 @@ function render(printers) {
   var seen = new Set();
   cameras.forEach(function (p) { seen.add(p.name); tile(p); });
   tiles.forEach(function (t, name) {
-    if (!seen.has(name)) { clearTimeout(t.timer); t.img.src = ""; t.root.remove(); tiles.delete(name); }
+    if (!seen.has(name)) { clearTimeout(t.timer); stopVideo(t); t.img.src = ""; t.root.remove(); tiles.delete(name); }
   });
   if (!tiles.has(focused)) focused = cameras.length ? cameras[0].name : "";
   tiles.forEach(show);
