@@ -218,6 +218,15 @@ export function createChamberService(ctx: ServiceContext, options: ChamberOption
     const release = upstream.claim();
     // Viewers have nothing more to say; keep reading so their bytes never pile up.
     socket.on("data", () => {});
+    // One write callback per viewer, made here, not one per frame (issue #18): it finishes the frame in flight.
+    let inFlightBytes = 0;
+    let inFlightDone: (() => void) | undefined;
+    const written = () => {
+      bytesOut.inc(inFlightBytes);
+      const done = inFlightDone;
+      inFlightDone = undefined;
+      done?.();
+    };
     // The newest frame whenever the viewer has taken the last one (latest value: a slow viewer skips frames).
     const consumer = frames.addConsumer({
       label: `viewer ${peer}`,
@@ -226,12 +235,11 @@ export function createChamberService(ctx: ServiceContext, options: ChamberOption
       stallMs: stallTimeoutMs,
       write(frame, done) {
         if (socket.destroyed) return;
+        inFlightBytes = frame.jpeg.length + FRAME_HEADER_SIZE;
+        inFlightDone = done;
         // Separate writes on an idle socket become separate TLS records: strict clients read the header alone.
         socket.write(frame.header ?? encodeFrameHeader(frame.jpeg.length));
-        socket.write(frame.jpeg, () => {
-          bytesOut.inc(frame.jpeg.length + FRAME_HEADER_SIZE);
-          done();
-        });
+        socket.write(frame.jpeg, written);
       },
       onEnd: (why, cause) => {
         if (cause === "stalled") viewerLog.warn(`closing: the viewer ${why}`);
