@@ -17,7 +17,7 @@ import { connectBroker } from "../lib/export/broker.ts";
 import { createMetrics } from "../lib/core/metrics.ts";
 import { processLogger } from "../lib/log.ts";
 import { makeCa, makeLeaf } from "../lib/tls.ts";
-import { MQTT_EXPORT_KEYS } from "../lib/export/config.ts";
+import { MQTT_EXPORT_KEYS, RTSP_EXPORT_KEYS } from "../lib/export/config.ts";
 import { readFileSync } from "node:fs";
 import { ACCESS_CODE, VIEWER_CODE, npmClient, startSim, tempDir, until, type TestClient } from "./mqtt-helpers.ts";
 import type { SimPrinter } from "../lib/sim/bambu.ts";
@@ -443,11 +443,14 @@ describe("print events and the [export.mqtt] keys", () => {
     expect(printEvent(GCODE_STATE_OF.paused, GCODE_STATE_OF.finished)).toBe("finished");
     expect(GCODE_STATE_OF.unknown).toBeUndefined();
   });
-  test("config.example.toml documents every [export.mqtt] key, and README every metric the exporter adds", () => {
+  test("config.example.toml documents every [export.mqtt] and [export.rtsp] key, and README every metric the exporter adds", () => {
     const example = readFileSync(join(import.meta.dir, "../config.example.toml"), "utf8");
-    const section = example.slice(example.indexOf("[export.mqtt]"), example.indexOf("[[printer]]\n"));
-    for (const key of MQTT_EXPORT_KEYS) expect(section).toMatch(new RegExp(`^(# )?${key} = |: ${key} = `, "m"));
-    expect(parseConfig(example).export).toEqual({ mqtt: undefined });
+    const sections = { mqtt: example.slice(example.indexOf("[export.mqtt]\n"), example.indexOf("[export.rtsp]\n")), rtsp: example.slice(example.indexOf("[export.rtsp]\n"), example.indexOf("[[printer]]\n")) };
+    for (const [name, keys] of [["mqtt", MQTT_EXPORT_KEYS], ["rtsp", RTSP_EXPORT_KEYS]] as const) {
+      expect(sections[name].length, `[export.${name}] in config.example.toml`).toBeGreaterThan(100);
+      for (const key of keys) expect(sections[name], `[export.${name}] ${key}`).toMatch(new RegExp(`^(# )?${key} = |: ${key} = `, "m"));
+    }
+    expect(parseConfig(example).export).toEqual({ mqtt: undefined, rtsp: undefined });
     const readme = readFileSync(join(import.meta.dir, "../README.md"), "utf8");
     for (const metric of ["pandaproxy_export_mqtt_dropped_total", "pandaproxy_export_mqtt_connected"]) expect(readme).toContain(metric);
   });

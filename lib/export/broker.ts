@@ -15,6 +15,8 @@ export const MAX_PENDING = 200;
 export const CONNECT_TIMEOUT_MS = 10_000;
 /** Drops are logged as one line per this interval, with their count. */
 export const DROP_LOG_INTERVAL_MS = 10_000;
+/** How long a stop that forgets waits for the broker to take the clearing messages. */
+export const FORGET_TIMEOUT_MS = 5_000;
 
 export interface Broker {
   /** Publish now, or drop (counted) when the broker is away or MAX_PENDING messages are still unsent. */
@@ -24,7 +26,11 @@ export interface Broker {
   onMessage(listener: (topic: string, payload: Buffer) => void): void;
   subscribe(filter: string): void;
   readonly connected: boolean;
-  stop(): Promise<void>;
+  /**
+   * Ends the connection. With `forget`, first clears `forget` and the exporter's own availability (empty retained
+   * messages, acknowledged, within FORGET_TIMEOUT_MS) instead of saying "offline": nothing is exported here any more.
+   */
+  stop(forget?: readonly string[]): Promise<void>;
 }
 
 /** "mqtts://broker.lan:8883" for logs: never credentials (the config refuses them in the url anyway). */
@@ -62,6 +68,7 @@ export function connectBroker(config: MqttExportConfig, metrics: Metrics, log: L
   }, DROP_LOG_INTERVAL_MS);
   dropLog.unref?.();
   const unregister = metrics.gauge("pandaproxy_export_mqtt_connected", "1 while connected to the external broker", {}, () => (client.connected ? 1 : 0));
+  const unregisterPending = metrics.gauge("pandaproxy_export_mqtt_pending", `Messages waiting for the external broker's socket (at most ${MAX_PENDING})`, {}, () => pending);
 
   client.on("connect", () => {
     client.options.reconnectPeriod = firstBackoffMs;
@@ -103,11 +110,24 @@ export function connectBroker(config: MqttExportConfig, metrics: Metrics, log: L
     get connected() {
       return client.connected;
     },
-    async stop() {
+    async stop(forget) {
       clearInterval(dropLog);
       unregister();
-      // A deliberate stop says offline itself; the will is for a death.
-      if (client.connected) await client.publishAsync(exporterAvailabilityTopic(config.prefix), "offline", { qos: 1, retain: true }).catch(() => {});
+      unregisterPending();
+      const own = exporterAvailabilityTopic(config.prefix);
+      if (forget && !client.connected) {
+        log.warn(`not connected to the external broker ${shown(config.url)}: what was exported stays retained there (${forget.length + 1} topics under ${config.prefix}/ and ${config.discoveryPrefix}/)`);
+      } else if (forget) {
+        const cleared = Promise.all([...forget, own].map((topic) => client.publishAsync(topic, "", { qos: 1, retain: true })));
+        const done = await Promise.race([cleared.then(() => true, () => false), Bun.sleep(FORGET_TIMEOUT_MS).then(() => false)]);
+        if (done) log.info(`cleared ${forget.length + 1} retained topics on the external broker ${shown(config.url)}`);
+        else log.warn(`the external broker ${shown(config.url)} did not take every clearing message in ${FORGET_TIMEOUT_MS / 1000} s: some exported topics may stay retained`);
+      } else if (client.connected) {
+        // A deliberate stop says offline itself; the will is for a death.
+        await client.publishAsync(own, "offline", { qos: 1, retain: true }).catch(() => {});
+      }
+      // A clean DISCONNECT after forgetting, so mosquitto drops the last will rather than retaining "offline" again.
+      if (forget && client.connected) await Promise.race([client.endAsync(false), Bun.sleep(FORGET_TIMEOUT_MS)]);
       await client.endAsync(true);
     },
   };

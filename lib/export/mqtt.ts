@@ -38,7 +38,12 @@ export type RetainedTopics = ReadonlyMap<string, { discovery: readonly string[];
 
 export interface MqttExport {
   retained(): RetainedTopics;
-  stop(): Promise<void>;
+  /**
+   * With `forget` (a reload that removes [export.mqtt] or points it at another broker): every retained topic
+   * this exporter published is cleared on the broker before it disconnects, so Home Assistant removes the
+   * devices, instead of leaving them "offline" for good. Without: they stay, and say offline.
+   */
+  stop(options?: { forget?: boolean }): Promise<void>;
 }
 
 /** The web page's base URL as another machine reaches it (0.0.0.0 means: this host's name). */
@@ -77,15 +82,21 @@ interface Exported {
 const clear = (broker: Broker, topic: string) => broker.publish(topic, "", true);
 
 function otherRetained(config: MqttExportConfig, name: string): string[] {
-  return (["state", "availability", "camera/attributes"] as const).map((leaf) => printerTopic(config.prefix, name, leaf));
+  return (["state", "availability", "camera", "camera/attributes"] as const).map((leaf) => printerTopic(config.prefix, name, leaf));
 }
 
 /** After a reload: printers no longer exported lose every retained topic, and the others their dropped configs. */
 function clearLeftovers(broker: Broker, config: MqttExportConfig, exported: ReadonlyMap<string, Exported>, previous: RetainedTopics): void {
   for (const [name, topics] of previous) {
     const p = exported.get(name);
-    if (!p) for (const topic of [...topics.discovery, ...topics.other]) clear(broker, topic);
-    else if (!config.discovery) for (const topic of topics.discovery) clear(broker, topic);
+    if (!p) {
+      for (const topic of [...topics.discovery, ...topics.other]) clear(broker, topic);
+      continue;
+    }
+    // A new prefix: the old topics of a printer still exported are leftovers too.
+    const now = otherRetained(config, name);
+    for (const topic of topics.other) if (!now.includes(topic)) clear(broker, topic);
+    if (!config.discovery) for (const topic of topics.discovery) clear(broker, topic);
     else for (const topic of topics.discovery) p.discoveryTopics.add(topic);
   }
 }
@@ -208,12 +219,17 @@ export function startMqttExport(options: MqttExportOptions): MqttExport {
   }, STATE_INTERVAL_MS);
   return {
     retained: () => new Map([...exported].map(([name, p]) => [name, { discovery: [...p.discoveryTopics], other: otherRetained(config, name) }])),
-    async stop() {
+    async stop(stopOptions = {}) {
       clearInterval(tick);
-      for (const p of exported.values()) broker.publish(printerTopic(config.prefix, p.runtime.config.name, "availability"), "offline", true);
+      if (!stopOptions.forget) for (const p of exported.values()) broker.publish(printerTopic(config.prefix, p.runtime.config.name, "availability"), "offline", true);
       for (const p of exported.values()) p.stills?.stop();
       await Promise.allSettled([...exported.values()].map((p) => p.stop()));
-      await broker.stop();
+      // What a reload before this one left for this exporter to clear, and never got to, is forgotten too.
+      const forget = stopOptions.forget
+        ? [...exported].flatMap(([name, p]) => [...p.discoveryTopics, ...otherRetained(config, name)])
+          .concat([...(previous ?? [])].flatMap(([, t]) => [...t.discovery, ...t.other]))
+        : undefined;
+      await broker.stop(forget && [...new Set(forget)]);
     },
   };
 }
