@@ -16,11 +16,17 @@ import { CODEC_HEADER } from "../lib/web/live-video.ts";
 import type { WebServer } from "../lib/web/server.ts";
 import { descendants } from "../bench/support.ts";
 import { ACCESS_CODE, proxyContext, run } from "./rtsp-fixtures.ts";
-import { ADMIN_AUTH, basicAuth, startTestWeb } from "./web-fixtures.ts";
+import { ADMIN_AUTH, basicAuth, startTestWeb, TEST_ADMIN } from "./web-fixtures.ts";
+import { connect } from "node:net";
+import { captureLogs, setupLogging } from "../lib/log.ts";
+import { createMetrics } from "../lib/core/metrics.ts";
+import { startWeb } from "../lib/web/server.ts";
 
 const SIM = "127.0.49.1";
 const PROXY = "127.0.49.2";
 const WEB = "127.0.49.3";
+/** A second web server with a small per-browser budget, for the browser that reads nothing. */
+const SMALL_WEB = "127.0.49.4";
 const FPS = 15;
 
 let sim: SimRtsp;
@@ -28,6 +34,7 @@ let service: Service;
 let web: WebServer;
 let url: string;
 let tokensDir: string;
+let printer: PrinterRuntime;
 const work = mkdtempSync(join(tmpdir(), "pp-live-video-"));
 const ctx = proxyContext({ bind: PROXY, printerHost: SIM, printerRtsp: 322 });
 
@@ -72,7 +79,7 @@ beforeAll(async () => {
   });
   service = createRtspService(ctx, { lingerMs: 3_000, backoffMinMs: 300 });
   await service.start();
-  const printer: PrinterRuntime = { config: ctx.printer, hub: ctx.hub, services: [service], start: async () => {}, stop: async () => {} };
+  printer = { config: ctx.printer, hub: ctx.hub, services: [service], start: async () => {}, stop: async () => {} };
   ({ web, url, tokensDir } = await startTestWeb([printer], { host: WEB }));
 }, 30_000);
 
@@ -161,4 +168,46 @@ describe("live.mp4 (simulated X1C through pandaproxy)", () => {
     expect(again.headers.get("last-modified")).toBe(response.headers.get("last-modified"));
     expect(service.status().details!.snapshotDecodes).toBe(decodes);
   }, 30_000);
+});
+
+describe("a browser that takes nothing", () => {
+  test("is ended by its budget (it holds the camera no longer), with a log line naming it; nothing else is affected", async () => {
+    const small = await startWeb({
+      web: { listen: { host: SMALL_WEB, port: 0 }, username: TEST_ADMIN.username, password: TEST_ADMIN.password, open: false, tokensDir: join(work, "small-tokens") },
+      printers: () => [printer],
+      metrics: createMetrics(),
+      liveViewerBudget: { bytes: 16 * 1024, fragments: 3 },
+    });
+    setupLogging("info", { quiet: true });
+    const logs = captureLogs();
+    const socket = connect({ host: SMALL_WEB, port: small.port });
+    try {
+      await new Promise<void>((resolve, reject) => socket.once("connect", resolve).once("error", reject));
+      socket.pause(); // reads nothing: the kernel's buffers fill, then what waits for it in the proxy
+      socket.write(`GET /printers/x1c/live.mp4 HTTP/1.1\r\nHost: ${SMALL_WEB}\r\nAuthorization: ${ADMIN_AUTH.Authorization}\r\n\r\n`);
+      const deadline = Date.now() + 90_000;
+      const viewers = () => service.status().details!.videoViewers as number;
+      while (viewers() === 0 && Date.now() < deadline) await Bun.sleep(100);
+      expect(viewers()).toBe(1);
+      // Meanwhile a browser that keeps up watches on the other web server, undisturbed.
+      const other = readFor(`${url}/printers/x1c/live.mp4`, 4_000);
+      while (viewers() > 1 || (viewers() === 1 && !logs.lines.some((l) => l.includes("cannot keep up")))) {
+        if (Date.now() > deadline) throw new Error(`the stalled browser was not ended; logs:\n${logs.lines.join("\n")}`);
+        await Bun.sleep(200);
+      }
+      const line = logs.lines.find((l) => l.includes("cannot keep up"))!;
+      expect(line).toContain("x1c");
+      expect(line).toMatch(/video viewer 127\.0\.0\.1:\d+: cannot keep up \(3 video fragments waiting\); closing it/);
+      const kept = await other;
+      expect(kept.response.status).toBe(200);
+      expect(kept.body.length).toBeGreaterThan(100_000);
+      while (viewers() > 0 && Date.now() < deadline) await Bun.sleep(100);
+      expect(viewers()).toBe(0); // the stalled one's claim is given back once it is ended
+    } finally {
+      logs.stop();
+      setupLogging("warn", { quiet: true });
+      socket.destroy();
+      await small.stop();
+    }
+  }, 120_000);
 });

@@ -21,6 +21,12 @@ const FEED_CHECK_MS = 2_000;
 /** An ended viewer's waiting bytes may still go out for this long; then its response is aborted. */
 const ENDING_GRACE_MS = 5_000;
 
+/** How much may wait for one browser (tests make it small). */
+export interface LiveViewerBudget {
+  bytes?: number;
+  fragments?: number;
+}
+
 export interface LiveViewerHooks {
   label: string;
   log: Logger;
@@ -30,7 +36,9 @@ export interface LiveViewerHooks {
 }
 
 /** The answer for one browser: 503 when the camera gave no video in time, else the endless MP4 body. */
-export async function liveVideoResponse(feed: CameraFeed & { liveVideo: LiveVideo }, hooks: LiveViewerHooks, signal: AbortSignal, headers: Record<string, string>): Promise<Response> {
+export async function liveVideoResponse(
+  feed: CameraFeed & { liveVideo: LiveVideo }, hooks: LiveViewerHooks, signal: AbortSignal, headers: Record<string, string>, budget: LiveViewerBudget = {},
+): Promise<Response> {
   const live = feed.liveVideo;
   const release = live.claim();
   let handedOver = false;
@@ -43,7 +51,7 @@ export async function liveVideoResponse(feed: CameraFeed & { liveVideo: LiveVide
     const start = live.joining();
     if (!start) return new Response("the camera's video restarted; try again\n", { status: 503, headers: { "Cache-Control": "no-store" } });
     handedOver = true;
-    const body = liveBody(live, start, release, hooks, signal);
+    const body = liveBody(live, start, release, hooks, signal, budget);
     return new Response(body, { headers: { ...headers, "Content-Type": "video/mp4", ...(start.codec ? { [CODEC_HEADER]: start.codec } : {}) } });
   } finally {
     if (!handedOver) {
@@ -55,6 +63,7 @@ export async function liveVideoResponse(feed: CameraFeed & { liveVideo: LiveVide
 
 function liveBody(
   live: LiveVideo, start: NonNullable<ReturnType<LiveVideo["joining"]>>, release: () => void, hooks: LiveViewerHooks, signal: AbortSignal,
+  budget: LiveViewerBudget,
 ): ReadableStream<Uint8Array> {
   const waiting: Buffer[] = [];
   let waitingBytes = 0;
@@ -112,7 +121,7 @@ function liveBody(
         consumer = live.fragments.addConsumer({
           label: hooks.label,
           policy: { kind: "fifo" },
-          budget: { bytes: LIVE_VIEWER_BUDGET_BYTES, count: LIVE_VIEWER_MAX_FRAGMENTS },
+          budget: { bytes: budget.bytes ?? LIVE_VIEWER_BUDGET_BYTES, count: budget.fragments ?? LIVE_VIEWER_MAX_FRAGMENTS },
           waitingBytes: () => waitingBytes,
           write(fragment) {
             if (fragment.run !== start.run) return end("the camera's video restarted");

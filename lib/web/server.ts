@@ -15,7 +15,7 @@ import { STATUS_PAGE } from "./page.ts";
 import { WALL_PAGE } from "./wall.ts";
 import { registerTelemetryGauges } from "../core/telemetry-metrics.ts";
 import { SNAPSHOT_WAIT_MS, takeSnapshot } from "./snapshot.ts";
-import { liveVideoResponse } from "./live-video.ts";
+import { liveVideoResponse, type LiveViewerBudget } from "./live-video.ts";
 import type { LiveVideo } from "../rtsp/fmp4-live.ts";
 
 /** Idle keep-alive connections close after this many seconds (MJPEG streams are exempt: they have their own stall limit). */
@@ -34,6 +34,8 @@ export interface WebOptions {
   mjpegStallMs?: number;
   /** Tests shorten the failed-login limits with this. */
   loginLimit?: LoginLimitOptions;
+  /** Tests make live.mp4's per-browser budget small with this. */
+  liveViewerBudget?: LiveViewerBudget;
 }
 
 /** What the web side counts per printer; counters live in the shared Metrics, so they survive a web restart. */
@@ -236,6 +238,7 @@ export async function startWeb(options: WebOptions): Promise<WebServer> {
       },
       request.signal,
       headers,
+      options.liveViewerBudget,
     );
   };
 

@@ -1,0 +1,180 @@
+// The pieces under live video, against FFmpeg as the independent peer: the MP4 box splitter and fragment keeper
+// on FFmpeg's own fragmented MP4 (key fragments where ffprobe sees key packets, the codec string ffprobe's
+// profile and level give), and the RTP H.264 depacketizer (RFC 6184) on x264's output, packetized here as single
+// NAL units, STAP-A and FU-A: the key frame it keeps decodes to a JPEG with FFmpeg.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createBoxSplitter, createFmp4Keeper, type Box, type Fragment } from "../lib/rtsp/fmp4.ts";
+import { createKeyFrameKeeper } from "../lib/rtsp/h264.ts";
+import { decodeKeyFrame } from "../lib/rtsp/h264-snapshot.ts";
+import { remuxArgs } from "../lib/rtsp/ffmpeg.ts";
+import { processLogger } from "../lib/log.ts";
+import { run } from "./rtsp-fixtures.ts";
+
+const work = mkdtempSync(join(tmpdir(), "pp-live-codec-"));
+const log = processLogger("test");
+let h264: Buffer;
+let fmp4: Buffer;
+
+beforeAll(async () => {
+  const source = join(work, "source.h264");
+  // 3 s at 15 fps, a key frame every 15 frames, an access unit delimiter in front of every picture.
+  const made = await run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=15", "-t", "3", "-c:v", "libx264", "-preset", "ultrafast",
+    "-tune", "zerolatency", "-g", "15", "-x264-params", "aud=1", "-pix_fmt", "yuv420p", "-f", "h264", source]);
+  expect(made.code).toBe(0);
+  h264 = readFileSync(source);
+  // The same rewrap our remuxing FFmpeg does (its output options), from the file instead of our RTSP server.
+  const args = remuxArgs("x");
+  const output = args.slice(args.indexOf("-an"));
+  output[output.length - 1] = join(work, "out.mp4");
+  const remuxed = await run(["ffmpeg", "-v", "error", "-f", "h264", "-framerate", "15", "-i", source, ...output]);
+  expect(remuxed.code).toBe(0);
+  fmp4 = readFileSync(join(work, "out.mp4"));
+}, 30_000);
+
+afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+describe("fragmented MP4 boxes", () => {
+  test("cut in 997-byte pieces, FFmpeg's output gives an init segment, the codec ffprobe names, and key fragments where ffprobe sees key packets", async () => {
+    const keeper = createFmp4Keeper();
+    const fragments: Fragment[] = [];
+    const split = createBoxSplitter((box) => {
+      const f = keeper.add(box);
+      if (f) fragments.push(f);
+    }, (why) => {
+      throw new Error(why);
+    });
+    for (let i = 0; i < fmp4.length; i += 997) split(fmp4.subarray(i, i + 997));
+    expect(keeper.init!.subarray(4, 8).toString("latin1")).toBe("ftyp");
+    const probe = await run(["ffprobe", "-v", "error", "-show_entries", "stream=profile,level", "-of", "json", join(work, "out.mp4")]);
+    const { profile, level } = JSON.parse(probe.stdout).streams[0];
+    expect(profile).toBe("Constrained Baseline"); // profile_idc 66 (0x42), constraint_set1 (0x40) among the flags
+    expect(keeper.codec).toMatch(new RegExp(`^avc1\\.42[0-9a-f]{2}${level.toString(16).padStart(2, "0")}$`));
+    const packets = await run(["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries", "packet=flags", "-of", "csv=p=0", join(work, "out.mp4")]);
+    const keyPackets = packets.stdout.trim().split("\n").filter((f) => f.startsWith("K")).length;
+    expect(keyPackets).toBe(3);
+    expect(fragments.filter((f) => f.key).length).toBe(keyPackets);
+    expect(fragments[0]!.key).toBe(true);
+    expect(fragments.length).toBeGreaterThan(keyPackets); // short fragments between the key frames, too
+    // What a viewer joining now gets starts at the last key fragment.
+    const lastKey = fragments.map((f) => f.key).lastIndexOf(true);
+    expect(keeper.sinceKey).toEqual(fragments.slice(lastKey));
+  });
+
+  test("a 64-bit box size is read; a box over the limit or shorter than its header means lost sync, reported once", () => {
+    const boxes: Box[] = [];
+    const lost: string[] = [];
+    const split = createBoxSplitter((b) => boxes.push(b), (why) => lost.push(why), 1024);
+    const large = Buffer.alloc(16 + 10);
+    large.writeUInt32BE(1, 0);
+    large.write("mdat", 4, "latin1");
+    large.writeBigUInt64BE(26n, 8);
+    split(large.subarray(0, 9));
+    split(large.subarray(9));
+    expect(boxes.map((b) => [b.type, b.bytes.length])).toEqual([["mdat", 26]]);
+    const huge = Buffer.alloc(8);
+    huge.writeUInt32BE(4096, 0);
+    huge.write("moof", 4, "latin1");
+    split(huge);
+    split(large); // after lost sync nothing more is cut: the producer is restarted
+    expect(lost).toEqual(['a "moof" box of 4096 bytes (more than 1024)']);
+    expect(boxes.length).toBe(1);
+    const short: string[] = [];
+    createBoxSplitter(() => {}, (why) => short.push(why))(Buffer.from([0, 0, 0, 4, 0x6d, 0x6f, 0x6f, 0x76]));
+    expect(short).toEqual(['a "moov" box of 4 bytes']);
+  });
+});
+
+/** The NAL units of an Annex B stream, grouped into access units at each access unit delimiter. */
+function accessUnits(stream: Buffer): Buffer[][] {
+  const nals: Buffer[] = [];
+  let start = -1;
+  for (let i = 0; i + 3 <= stream.length; i++) {
+    if (stream[i] === 0 && stream[i + 1] === 0 && stream[i + 2] === 1) {
+      if (start >= 0) nals.push(stream.subarray(start, stream[i - 1] === 0 ? i - 1 : i));
+      start = i + 3;
+      i += 2;
+    }
+  }
+  if (start >= 0) nals.push(stream.subarray(start));
+  const units: Buffer[][] = [];
+  for (const nal of nals) {
+    if ((nal[0]! & 0x1f) === 9 || !units.length) units.push([]);
+    units[units.length - 1]!.push(nal);
+  }
+  return units;
+}
+
+/** RTP packets for one access unit: SPS+PPS (when `withParameterSets`) in a STAP-A, small NALs alone, large ones in FU-A. */
+function packetize(unit: Buffer[], seq: { n: number }, ts: number, withParameterSets: boolean, mtu = 1200): Buffer[] {
+  const header = (marker: boolean) => {
+    const h = Buffer.alloc(12);
+    h[0] = 0x80;
+    h[1] = (marker ? 0x80 : 0) | 96;
+    h.writeUInt16BE(seq.n++ & 0xffff, 2);
+    h.writeUInt32BE(ts >>> 0, 4);
+    h.writeUInt32BE(0x1234, 8);
+    return h;
+  };
+  const payloads: Buffer[] = [];
+  const type = (n: Buffer) => n[0]! & 0x1f;
+  const sets = unit.filter((n) => type(n) === 7 || type(n) === 8);
+  if (sets.length && withParameterSets) {
+    payloads.push(Buffer.concat([Buffer.from([(sets[0]![0]! & 0x60) | 24]), ...sets.flatMap((n) => [Buffer.from([n.length >> 8, n.length & 0xff]), n])]));
+  }
+  for (const nal of unit) {
+    if (type(nal) === 7 || type(nal) === 8 || type(nal) === 9) continue;
+    if (nal.length <= mtu) {
+      payloads.push(nal);
+      continue;
+    }
+    const body = nal.subarray(1);
+    for (let at = 0; at < body.length; at += mtu) {
+      const first = at === 0;
+      const last = at + mtu >= body.length;
+      payloads.push(Buffer.concat([Buffer.from([(nal[0]! & 0xe0) | 28, (first ? 0x80 : 0) | (last ? 0x40 : 0) | type(nal)]), body.subarray(at, at + mtu)]));
+    }
+  }
+  return payloads.map((p, i) => Buffer.concat([header(i === payloads.length - 1), p]));
+}
+
+describe("H.264 key frames out of RTP (RFC 6184)", () => {
+  const packetsOf = (withParameterSets: boolean, lose?: (unit: number, packet: number) => boolean) => {
+    const seq = { n: 1000 };
+    return accessUnits(h264).flatMap((unit, u) => packetize(unit, seq, u * 6000, withParameterSets).filter((_, p) => !lose?.(u, p)));
+  };
+  const idrUnits = () => accessUnits(h264).map((u, i) => (u.some((n) => (n[0]! & 0x1f) === 5) ? i : -1)).filter((i) => i >= 0);
+
+  test("STAP-A parameter sets and FU-A slices give a key frame FFmpeg decodes to one JPEG", async () => {
+    const keeper = createKeyFrameKeeper();
+    for (const packet of packetsOf(true)) keeper.push(packet);
+    expect(keeper.keyFrames).toBe(idrUnits().length);
+    const jpeg = await decodeKeyFrame("ffmpeg", log, keeper.latest()!.annexB);
+    const file = join(work, "key.jpg");
+    writeFileSync(file, jpeg);
+    expect((await run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_name,width,height", "-of", "csv=p=0", file])).stdout.trim()).toBe("mjpeg,640,360");
+  }, 20_000);
+
+  test("without SPS/PPS in the stream, the SDP's sprop-parameter-sets stand in; without either no key frame is kept", async () => {
+    const [unit] = accessUnits(h264);
+    const sps = unit!.find((n) => (n[0]! & 0x1f) === 7)!;
+    const pps = unit!.find((n) => (n[0]! & 0x1f) === 8)!;
+    const bare = createKeyFrameKeeper();
+    for (const packet of packetsOf(false)) bare.push(packet);
+    expect(bare.latest()).toBeUndefined();
+    const keeper = createKeyFrameKeeper();
+    keeper.setSdp(`m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1; sprop-parameter-sets=${sps.toString("base64")},${pps.toString("base64")}`);
+    for (const packet of packetsOf(false)) keeper.push(packet);
+    expect(keeper.keyFrames).toBe(idrUnits().length);
+    expect((await decodeKeyFrame("ffmpeg", log, keeper.latest()!.annexB)).subarray(0, 2)).toEqual(Buffer.from([0xff, 0xd8]));
+  }, 20_000);
+
+  test("a key frame with a lost packet is not kept: the latest whole one stays", () => {
+    const idrs = idrUnits();
+    const keeper = createKeyFrameKeeper();
+    for (const packet of packetsOf(true, (u, p) => u === idrs[idrs.length - 1] && p === 2)) keeper.push(packet);
+    expect(keeper.keyFrames).toBe(idrs.length - 1);
+  });
+});
