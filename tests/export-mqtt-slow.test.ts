@@ -207,6 +207,30 @@ describe("an exporter that goes away for good", () => {
   });
   const exported = (prefix: string) => [`${prefix}/#`, `ha-${prefix}/#`];
 
+  test("a new prefix: the exporter that follows clears the printer's retained topics under the old one", async () => {
+    const before = startExport("before");
+    try {
+      for (const started = Date.now(); !(await retainedUnder(["before/#"])).has("before/p1s/state"); await Bun.sleep(500)) {
+        if (Date.now() - started > WAIT_MS) throw new Error("before/p1s/state not retained in time");
+      }
+    } finally {
+      await before.stop();
+    }
+    const after = startMqttExport({
+      config: exportConfig("after"), printers: supervisor!.printers, proxy: supervisor!.config.proxy, web: supervisor!.config.web, metrics: createMetrics(), previous: before.retained(),
+    });
+    try {
+      for (const started = Date.now(); ; await Bun.sleep(500)) {
+        const left = [...(await retainedUnder(["before/#"])).keys()].filter((t) => t.startsWith("before/p1s/"));
+        if (!left.length) break;
+        if (Date.now() - started > WAIT_MS) expect(left).toEqual([]);
+      }
+      expect((await retainedUnder(["after/#"])).has("after/p1s/availability")).toBe(true);
+    } finally {
+      await after.stop({ forget: true });
+    }
+  }, 90_000);
+
   test("stopped with forget, every retained topic it published is cleared; a plain stop leaves them, offline", async () => {
     const kept = startExport("kept");
     const forgotten = startExport("forgotten");
