@@ -107,6 +107,7 @@ async function relayTo(output: string, config: RtspExportConfig, log: Logger): P
   const relay = await startRelay({
     log, host, port, user, password: () => config.password ?? "",
     peer: "media server",
+    maxClients: 1,
     refusedMessage: user
       ? `media server ${host}:${port} refused the login of user "${user}": check [export.rtsp] username and password`
       : `media server ${host}:${port} asks for a login: set [export.rtsp] username and password`,

@@ -33,6 +33,8 @@ export interface RelayOptions {
   peer?: string;
   /** Logged when the far side refuses our credentials; default: the printer's access code message. */
   refusedMessage?: string;
+  /** Default MAX_RELAY_CLIENTS; a push's relay takes its one FFmpeg only (any local user can reach loopback). */
+  maxClients?: number;
   /** Every response passed on to FFmpeg, with its request's method (a push waits for RECORD's). */
   onResponse?: (method: string, status: number) => void;
 }
@@ -59,7 +61,7 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
     what: `${peer} relay`,
     host: "127.0.0.1",
     port: 0,
-    maxClients: MAX_RELAY_CLIENTS,
+    maxClients: options.maxClients ?? MAX_RELAY_CLIENTS,
     onClient(ffmpeg) {
       connections++;
       const printer: Socket = options.tls
