@@ -117,9 +117,14 @@ describe("live.mp4 (simulated X1C through pandaproxy)", () => {
       // Decodes without a single error, and its first frame is a key frame (an I picture).
       const decoded = await run(["ffmpeg", "-v", "error", "-i", file, "-f", "null", "-"]);
       expect(`${name}: ${decoded.code} ${decoded.stderr.trim()}`).toBe(`${name}: 0 `);
+      // Its first packet is a key frame (FFmpeg's decoder would skip to one silently: the packet flags tell).
+      const packets = await run(["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries", "packet=flags", "-of", "csv=p=0", file]);
+      const flags = packets.stdout.trim().split("\n");
+      expect(`${name}: ${flags[0]}`).toMatch(new RegExp(`^${name}: K`));
       const frames = await run(["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries", "frame=key_frame,pict_type", "-of", "csv=p=0", file]);
       const list = frames.stdout.trim().split("\n");
       expect(list[0]).toBe("1,I");
+      expect(list.length).toBe(flags.length); // every packet decoded to a picture
       expect(list.length).toBeGreaterThan(FPS); // more than a second of video
     }
     // The second viewer did join mid-stream: the same init segment, then fragments the first viewer got seconds later.
