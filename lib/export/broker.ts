@@ -79,9 +79,10 @@ export function connectBroker(config: MqttExportConfig, metrics: Metrics, log: L
     if (filters.length) client.subscribe(filters, { qos: 0 });
     for (const l of connectListeners) l();
   });
+  let stopping = false;
   client.on("close", () => {
     const next = Math.min((client.options.reconnectPeriod ?? firstBackoffMs) * 2, backoffMaxMs);
-    if (wasConnected) log.warn(`lost the external broker ${shown(config.url)}; reconnecting with backoff (up to ${backoffMaxMs / 1000} s)`);
+    if (wasConnected && !stopping) log.warn(`lost the external broker ${shown(config.url)}; reconnecting with backoff (up to ${backoffMaxMs / 1000} s)`);
     wasConnected = false;
     client.options.reconnectPeriod = next;
   });
@@ -111,6 +112,7 @@ export function connectBroker(config: MqttExportConfig, metrics: Metrics, log: L
       return client.connected;
     },
     async stop(forget) {
+      stopping = true;
       clearInterval(dropLog);
       unregister();
       unregisterPending();

@@ -16,7 +16,10 @@ import { spawnFfmpeg, type FfmpegChild } from "../rtsp/ffmpeg.ts";
 import { startRelay, type Relay } from "../rtsp/relay.ts";
 import { PRINTER_PLACEHOLDER, type RtspExportConfig } from "./config.ts";
 
-/** A JPEG camera's pictures waiting for FFmpeg's stdin before the push counts as stalled and is restarted. */
+/**
+ * A JPEG camera's pictures waiting for FFmpeg's stdin, or the push's bytes waiting for the media server (the
+ * relay), this long: the push counts as stalled and is restarted.
+ */
 export const PUSH_STALL_MS = 10_000;
 /** From FFmpeg's start to the media server's answer to RECORD (an RTSP camera's first key frame comes first). */
 export const PUSH_START_TIMEOUT_MS = 30_000;
@@ -108,6 +111,7 @@ async function relayTo(output: string, config: RtspExportConfig, log: Logger): P
     log, host, port, user, password: () => config.password ?? "",
     peer: "media server",
     maxClients: 1,
+    writeStallMs: PUSH_STALL_MS,
     refusedMessage: user
       ? `media server ${host}:${port} refused the login of user "${user}": check [export.rtsp] username and password`
       : `media server ${host}:${port} asks for a login: set [export.rtsp] username and password`,

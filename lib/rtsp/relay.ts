@@ -35,6 +35,11 @@ export interface RelayOptions {
   refusedMessage?: string;
   /** Default MAX_RELAY_CLIENTS; a push's relay takes its one FFmpeg only (any local user can reach loopback). */
   maxClients?: number;
+  /**
+   * Bytes waiting for the far side and none taken for this long: both sides are closed (a media server that
+   * stopped reading; it would otherwise hold the push until TCP gives up, many minutes). Default: no such check.
+   */
+  writeStallMs?: number;
   /** Every response passed on to FFmpeg, with its request's method (a push waits for RECORD's). */
   onResponse?: (method: string, status: number) => void;
 }
@@ -73,8 +78,13 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
         drop();
       }, PRINTER_CONNECT_TIMEOUT_MS);
       printer.once(options.tls ? "secureConnect" : "connect", () => clearTimeout(connectTimer));
+      const stallTimer = options.writeStallMs ? watchWrites(printer, options.writeStallMs, (waiting) => {
+        options.log.warn(`${peer} ${options.host}:${options.port} took none of the ${waiting} bytes waiting for it in ${options.writeStallMs! / 1000} s: closing`);
+        end();
+      }) : undefined;
       const end = () => {
         clearTimeout(connectTimer);
+        clearInterval(stallTimer);
         ffmpeg.destroy();
         drop();
       };
@@ -178,4 +188,14 @@ function heldWhileFull(from: Socket, to: Socket, max: number): (bytes: Buffer) =
       from.pause();
     }
   };
+}
+
+/** Calls `stalled` once `to` has had bytes waiting, and taken none (no "drain", never empty), for `stallMs`. */
+function watchWrites(to: Socket, stallMs: number, stalled: (waiting: number) => void): ReturnType<typeof setInterval> {
+  let movedAt = Date.now();
+  to.on("drain", () => (movedAt = Date.now()));
+  return setInterval(() => {
+    if (to.writableLength === 0) movedAt = Date.now();
+    else if (Date.now() - movedAt > stallMs) stalled(to.writableLength);
+  }, Math.max(50, Math.min(1_000, stallMs / 4)));
 }
