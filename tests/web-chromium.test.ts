@@ -5,7 +5,9 @@ import { existsSync } from "node:fs";
 import { chromium, type Browser } from "playwright-core";
 import { createChamberPicture } from "../lib/sim/jpeg-picture.ts";
 import type { WebServer } from "../lib/web/server.ts";
-import { STATUS_POLL_MS } from "../lib/web/page.ts";
+import { STATUS_POLL_MS, VIDEO_TRIES } from "../lib/web/page.ts";
+import { createStream } from "../lib/core/stream.ts";
+import type { LiveFragment, LiveVideo } from "../lib/rtsp/fmp4-live.ts";
 import type { PrinterRuntime } from "../lib/printer-services.ts";
 import { createTestFeed, startTestWeb, TEST_ADMIN, testPrinter, testService, type TestFeed } from "./web-fixtures.ts";
 
@@ -21,6 +23,19 @@ const textIs = (selector: string, text: string) => `document.querySelector(${JSO
 const SCREENSHOT = "/tmp/pandaproxy-status-page.png";
 const A1_MINI_CODE = "A1mini99";
 const PHONE_SCREENSHOT = "/tmp/pandaproxy-status-page-phone.png";
+
+/** A camera's live video that offers a codec no browser plays, or (`ready` false) never has video: live.mp4 answers 503. */
+function fakeLiveVideo(ready: boolean): LiveVideo {
+  return {
+    fragments: createStream<LiveFragment>(),
+    joining: () => ({ run: 1, init: Buffer.from("\0\0\0\x08ftyp"), sinceKey: [{ bytes: Buffer.alloc(8), key: true }], codec: "avc1.ffffff" }),
+    claim: () => () => {},
+    whenReady: async () => ready,
+    state: "connected", viewers: 0, runs: 1, pid: undefined,
+    start() {},
+    async stop() {},
+  };
+}
 
 describe.skipIf(!existsSync(CHROMIUM))("status page in Chromium", () => {
   let browser: Browser;
@@ -188,4 +203,34 @@ describe.skipIf(!existsSync(CHROMIUM))("status page in Chromium", () => {
       await manyWeb.stop();
     }
   }, 30_000);
+
+  test("a camera whose live video this browser cannot play, or that fails each time, falls back to the MJPEG image", async () => {
+    const badCodec = createTestFeed({ intervalMs: 200 });
+    const noVideo = createTestFeed({ intervalMs: 200 });
+    feeds.push(badCodec, noVideo);
+    badCodec.feed.liveVideo = fakeLiveVideo(true);
+    noVideo.feed.liveVideo = fakeLiveVideo(false);
+    const { web: videoWeb, url: videoUrl } = await startTestWeb([testPrinter("bad-codec", badCodec.feed), testPrinter("no-video", noVideo.feed)], { host: "127.0.49.20" });
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 }, httpCredentials: TEST_ADMIN });
+    const asked = new Map<string, number>();
+    page.on("request", (r) => {
+      const m = /printers\/([^/]+)\/live\.mp4/.exec(r.url());
+      if (m) asked.set(m[1]!, (asked.get(m[1]!) ?? 0) + 1);
+    });
+    try {
+      await page.goto(`${videoUrl}/`);
+      await page.waitForFunction(
+        `(() => { const imgs = [...document.querySelectorAll("img.camera")];
+          return imgs.length === 2 && imgs.every((img) => img.naturalWidth > 0 && img.src.includes("/camera.mjpeg")); })()`,
+        undefined,
+        { timeout: 30_000 },
+      );
+      expect(await page.locator("video").count()).toBe(0);
+      // The codec check gives up at once; a stream that fails is tried VIDEO_TRIES times first.
+      expect(Object.fromEntries(asked)).toEqual({ "bad-codec": 1, "no-video": VIDEO_TRIES });
+    } finally {
+      await page.close();
+      await videoWeb.stop();
+    }
+  }, 40_000);
 });

@@ -18,6 +18,8 @@ export const LIVE_VIEWER_MAX_FRAGMENTS = 50;
 export const CODEC_HEADER = "X-Video-Codec";
 /** How often a stream checks that its printer still has this camera. */
 const FEED_CHECK_MS = 2_000;
+/** A viewer that got no fragment for this long (the camera is gone and its FFmpeg not back) is ended. */
+export const LIVE_SILENCE_MS = 30_000;
 /** An ended viewer's waiting bytes may still go out for this long; then its response is aborted. */
 const ENDING_GRACE_MS = 5_000;
 
@@ -73,6 +75,7 @@ function liveBody(
   let closed = false;
   let ending = false;
   let abort: ((why: string) => void) | undefined;
+  let lastFragmentAt = performance.now();
 
   const push = (bytes: Buffer) => {
     waiting.push(bytes);
@@ -117,6 +120,7 @@ function liveBody(
         signal.addEventListener("abort", close, { once: true });
         feedCheck = setInterval(() => {
           if (!hooks.stillCurrent()) end("the camera was replaced or removed");
+          else if (performance.now() - lastFragmentAt > LIVE_SILENCE_MS) end(`no video for ${LIVE_SILENCE_MS / 1000} s`);
         }, FEED_CHECK_MS);
         consumer = live.fragments.addConsumer({
           label: hooks.label,
@@ -125,6 +129,7 @@ function liveBody(
           waitingBytes: () => waitingBytes,
           write(fragment) {
             if (fragment.run !== start.run) return end("the camera's video restarted");
+            lastFragmentAt = performance.now();
             push(fragment.bytes);
           },
           onEnd: (why) => end(why),
