@@ -189,14 +189,16 @@ function ffmpegMediaServer(frames: number): { file: string; done: Promise<string
   return { file, done, child };
 }
 
-/** What ffprobe reads in the recording: the picture width and the median time between frames. */
-function probeShape(file: string): { codec: string; width: number; frameSeconds: number } {
+/** What ffprobe reads in the recording: the picture width, the median time between frames, the key frames. */
+function probeShape(file: string): { codec: string; width: number; frameSeconds: number; keyFrames: number } {
   const stream = spawnSync("ffprobe", ["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=codec_name,width", "-of", "csv=p=0", file], { encoding: "utf8" });
   const [codec = "", width = "0"] = stream.stdout.trim().split(",");
-  const packets = spawnSync("ffprobe", ["-v", "error", "-select_streams", "v:0", "-show_entries", "packet=pts_time", "-of", "csv=p=0", file], { encoding: "utf8" });
-  const times = packets.stdout.trim().split("\n").map(Number).filter(Number.isFinite).sort((a, b) => a - b);
+  const packets = spawnSync("ffprobe", ["-v", "error", "-select_streams", "v:0", "-show_entries", "packet=pts_time,flags", "-of", "csv=p=0", file], { encoding: "utf8" });
+  const rows = packets.stdout.trim().split("\n").map((l) => l.split(","));
+  const times = rows.map(([t]) => Number(t)).filter(Number.isFinite).sort((a, b) => a - b);
   const gaps = times.slice(1).map((t, i) => t - times[i]!).sort((a, b) => a - b);
-  return { codec, width: Number(width), frameSeconds: gaps[Math.floor(gaps.length / 2)] ?? 0 };
+  const keyFrames = rows.filter(([, flags]) => flags?.startsWith("K")).length;
+  return { codec, width: Number(width), frameSeconds: gaps[Math.floor(gaps.length / 2)] ?? 0, keyFrames };
 }
 
 async function recordShape(exportKeys: string, frames: number) {
@@ -214,8 +216,11 @@ async function recordShape(exportKeys: string, frames: number) {
 
 describe("[export.rtsp] fps and width for a chamber camera's H.264", () => {
   test("by default: the camera's own rate (each picture one frame) and size", async () => {
-    const shape = await recordShape("", 6);
+    const shape = await recordShape("", 9);
     expect(shape.codec).toBe("h264");
+    // A key frame every KEY_FRAME_SECONDS of pictures, not every 30 pictures (nor every one): 9 pictures at 2 a second hold 3.
+    expect(shape.keyFrames).toBeGreaterThanOrEqual(2);
+    expect(shape.keyFrames).toBeLessThanOrEqual(5);
     expect(shape.width).toBe(NATIVE_WIDTH);
     // Pictures stamped as they arrive, NATIVE_FPS a second: the wall clock's jitter allowed for.
     expect(shape.frameSeconds).toBeGreaterThan(1 / NATIVE_FPS - 0.15);
@@ -224,6 +229,7 @@ describe("[export.rtsp] fps and width for a chamber camera's H.264", () => {
 
   test("fps = 6 and width = 320: a constant 6 frames a second, 320 pixels wide", async () => {
     const shape = await recordShape("fps = 6\nwidth = 320", 18);
-    expect(shape).toEqual({ codec: "h264", width: 320, frameSeconds: expect.closeTo(1 / 6, 2) });
+    expect(shape).toEqual({ codec: "h264", width: 320, frameSeconds: expect.closeTo(1 / 6, 2), keyFrames: expect.any(Number) });
+    expect(shape.keyFrames).toBeGreaterThanOrEqual(2);
   }, 90_000);
 });

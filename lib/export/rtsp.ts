@@ -24,8 +24,11 @@ export const PUSH_STALL_MS = 10_000;
 /** From FFmpeg's start to the media server's answer to RECORD (an RTSP camera's first key frame comes first). */
 export const PUSH_START_TIMEOUT_MS = 30_000;
 export const DEFAULT_RTSP_PORT = 554;
-/** Key frames every this many pictures, so a media server's new reader starts soon. */
-const KEY_FRAME_INTERVAL = 30;
+/**
+ * A key frame every this many seconds, so a media server's new reader starts soon: by time, not by count, as a
+ * chamber camera's own rate can be one picture a second (30 pictures would be half a minute of nothing).
+ */
+export const KEY_FRAME_SECONDS = 2;
 const COMMON = ["-hide_banner", "-nostdin", "-loglevel", "warning"];
 const OUTPUT = ["-f", "rtsp", "-rtsp_transport", "tcp"];
 
@@ -45,7 +48,9 @@ export function encodePushArgs(output: string, shape: { fps?: number; width?: nu
     ...(shape.fps ? [`fps=${shape.fps}`] : []),
     shape.width ? `scale=${shape.width}:-2` : "scale=trunc(iw/2)*2:trunc(ih/2)*2",
   ];
-  const rate = shape.fps ? ["-fps_mode", "cfr", "-g", String(shape.fps * 2)] : ["-fps_mode", "passthrough", "-g", String(KEY_FRAME_INTERVAL)];
+  const rate = shape.fps
+    ? ["-fps_mode", "cfr", "-g", String(shape.fps * KEY_FRAME_SECONDS)]
+    : ["-fps_mode", "passthrough", "-force_key_frames", `expr:gte(t,n_forced*${KEY_FRAME_SECONDS})`];
   return [
     ...COMMON, "-probesize", "32", "-analyzeduration", "0", "-use_wallclock_as_timestamps", "1", "-f", "image2pipe", "-c:v", "mjpeg", "-i", "pipe:0",
     "-vf", filters.join(","), "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-pix_fmt", "yuv420p", ...rate, ...OUTPUT, output,
