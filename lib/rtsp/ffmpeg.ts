@@ -45,14 +45,18 @@ export function jpegArgs(input: string, fps: number): string[] {
 
 /** Fragment length for the browsers' live video (microseconds): short, so a fragment leaves soon after its frames. */
 export const REMUX_FRAGMENT_US = 200_000;
+/** How long the remuxing FFmpeg looks at our stream before it writes the init segment (microseconds). */
+export const REMUX_PROBE_US = 500_000;
 
 /**
  * Live video for browsers: read our own stream and rewrap its H.264 as fragmented MP4 on stdout, without decoding
- * (`-c copy`). A fragment starts at every key frame and otherwise every REMUX_FRAGMENT_US.
+ * (`-c copy`). A fragment starts at every key frame and otherwise every REMUX_FRAGMENT_US. Our server starts
+ * every reader at a key frame with its SPS and PPS, so half a second of probing is plenty (the default five
+ * seconds made a viewer wait 3.5 s instead of 1.5 s for its first picture).
  */
 export function remuxArgs(input: string): string[] {
   return [
-    ...COMMON, "-rtsp_transport", "tcp", "-i", input, "-map", "0:v:0", "-an", "-c", "copy",
+    ...COMMON, "-rtsp_transport", "tcp", "-analyzeduration", String(REMUX_PROBE_US), "-i", input, "-map", "0:v:0", "-an", "-c", "copy",
     "-f", "mp4", "-movflags", "empty_moov+default_base_moof+frag_keyframe", "-frag_duration", String(REMUX_FRAGMENT_US),
     "-flush_packets", "1", "pipe:1",
   ];
