@@ -146,6 +146,14 @@ describe("[export.rtsp] to an RTSP server in RECORD mode", () => {
     expect(problems(`url = "rtsp://mediamtx:8554/cam"`)).toEqual([expect.stringContaining(`key "url" is "rtsp://mediamtx:8554/cam" without {printer}`)]);
     expect(problems(`url = "http://mediamtx/{printer}"`)).toEqual([expect.stringContaining(`key "url" is "http://mediamtx/{printer}"`)]);
     expect(problems(`url = "rtsp://u:pw@mediamtx:8554/{printer}"`).join("\n")).not.toContain("pw");
+    expect(problems(`url = "rtsp://u:pw@mediamtx:8554/{printer}"`)).toEqual([expect.stringContaining("put them in username and password")]);
+    expect(problems(`url = "rtsp://mediamtx:8554/{printer}"\nusername = "pp"\npassword = "secret-pw"\nfps = 5\nwidth = 640`)).toEqual([]);
+    expect(problems(`url = "rtsp://mediamtx:8554/{printer}"\npassword = "secret-pw"`)).toEqual([expect.stringContaining(`key "username" is missing`)]);
+    expect(problems(`url = "rtsp://mediamtx:8554/{printer}"\nusername = "pp"\npassword = "secret-pw"\npassword_file = "/x"`).join("\n")).toContain(`key "password_file" and password are both set`);
+    expect(problems(`url = "rtsp://mediamtx:8554/{printer}"\nusername = "pp"\npassword_file = "/nonexistent/pw"`)).toEqual([expect.stringContaining(`key "password_file" "/nonexistent/pw" cannot be read`)]);
+    expect(problems(`url = "rtsp://mediamtx:8554/{printer}"\nfps = 0`)).toEqual([expect.stringContaining(`key "fps" is 0`)]);
+    expect(problems(`url = "rtsp://mediamtx:8554/{printer}"\nwidth = 641`)).toEqual([expect.stringContaining(`key "width" is 641`)]);
+    expect(problems(`url = "rtsp://mediamtx:8554/{printer}"\nwidth = "640"`)).toEqual([expect.stringContaining(`key "width" must be a whole number`)]);
     expect(problems(`url = "rtsp://mediamtx:8554/{printer}"\nskip = ["ad5m"]`)).toEqual([expect.stringContaining(`key "skip" names "ad5m"`)]);
     expect(problems(`url = "rtsp://mediamtx:8554/{printer}"\nuser = "x"`)).toEqual([expect.stringContaining(`key "user" is unknown`)]);
   });

@@ -133,6 +133,7 @@ function startPush(runtime: PrinterRuntime, options: RtspExportOptions, log: Log
   const name = runtime.config.name;
   const output = pushUrl(options.config, name);
   const startTimeoutMs = options.startTimeoutMs ?? PUSH_START_TIMEOUT_MS;
+  let toldCopied = false;
   return createUpstream<FfmpegChild>({
     log,
     describe: `FFmpeg pushing the camera to ${output}`,
@@ -144,6 +145,10 @@ function startPush(runtime: PrinterRuntime, options: RtspExportOptions, log: Log
       if (!feed) throw new Error("the printer has no camera service running");
       const input = feed.loopbackUrl?.();
       if (feed.loopbackUrl && !input) throw new Error("the RTSP camera's loopback server is not running");
+      if (input && (options.config.fps || options.config.width) && !toldCopied) {
+        toldCopied = true;
+        log.info("[export.rtsp] fps and width apply to chamber and MJPEG cameras; this RTSP camera is pushed as the printer sends it");
+      }
       const { relay, recording } = await relayTo(output, options.config, log);
       const local = relay.url(pushTarget(output).path);
       const child = input
