@@ -4,7 +4,8 @@
 // P1S's chamber camera. FFmpeg pushes to our loopback relay, which answers the media server's challenge: the
 // password must be in no log line and no process's command line. For fps and width, FFmpeg in RTSP listen mode
 // records the push and ffprobe reads its size and timestamps.
-// Loopback 127.0.51.1 (GStreamer), .2 (FFmpeg listening), .3 (the P1S), .4 (its proxy).
+// A simulated X1C's RTSPS camera is pushed the same way, copied from our own loopback server.
+// Loopback 127.0.51.1 (GStreamer), .2 (FFmpeg listening), .3 (the P1S), .4 (its proxy), .5 (the X1C), .6 (its proxy).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -19,6 +20,9 @@ const GST_MEDIA = "127.0.51.1";
 const FFMPEG_MEDIA = "127.0.51.2";
 const P1S = "127.0.51.3";
 const P1S_PROXY = "127.0.51.4";
+const X1C = "127.0.51.5";
+const X1C_PROXY = "127.0.51.6";
+const X1C_SERIAL = "00M09A350100051";
 const GST_PORT = 18554;
 const FFMPEG_PORT = 18555;
 const SERIAL = "01P00A000000051";
@@ -33,6 +37,7 @@ const WAIT_MS = 45_000;
 
 let dir: string;
 let p1s: SimPrinter;
+let x1c: SimPrinter;
 let supervisor: Supervisor | undefined;
 
 interface GstMediaServer {
@@ -42,9 +47,9 @@ interface GstMediaServer {
   stop(): Promise<void>;
 }
 
-/** GStreamer's RECORD server at /p1s, demanding USER and PASSWORD by `method`. */
-async function gstMediaServer(method: "digest" | "basic"): Promise<GstMediaServer> {
-  const child = spawn(PYTHON, [join(import.meta.dir, "export-rtsp-record-server.py"), GST_MEDIA, String(GST_PORT), "/p1s", method], {
+/** GStreamer's RECORD server at /<printer>, demanding USER and PASSWORD by `method`. */
+async function gstMediaServer(method: "digest" | "basic", printer = "p1s"): Promise<GstMediaServer> {
+  const child = spawn(PYTHON, [join(import.meta.dir, "export-rtsp-record-server.py"), GST_MEDIA, String(GST_PORT), `/${printer}`, method], {
     stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RTSP_USER: USER, RTSP_PASSWORD: PASSWORD },
   });
   const server: GstMediaServer = {
@@ -69,13 +74,15 @@ async function gstMediaServer(method: "digest" | "basic"): Promise<GstMediaServe
   return server;
 }
 
-/** Every process's command line on this machine that contains `text`. */
-function commandLinesWith(text: string): string[] {
+/** Every process's command line on this machine that contains `text` (with `ours`: only this process's children). */
+function commandLinesWith(text: string, ours = false): string[] {
   const found: string[] = [];
   for (const pid of readdirSync("/proc").filter((p) => /^\d+$/.test(p))) {
     try {
       const line = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").join(" ");
-      if (line.includes(text)) found.push(`${pid}: ${line}`);
+      // /proc/PID/stat: "pid (comm) state ppid …"; comm may hold spaces, so read after its closing parenthesis.
+      const parent = Number(readFileSync(`/proc/${pid}/stat`, "utf8").split(")").at(-1)!.trim().split(" ")[1]);
+      if (line.includes(text) && (!ours || parent === process.pid)) found.push(`${pid}: ${line}`);
     } catch {
       // Gone meanwhile.
     }
@@ -96,13 +103,23 @@ model = "P1S"
 access_code = "${ACCESS_CODE}"
 bind = "${P1S_PROXY}"
 services = ["camera"]
+[[printer]]
+name = "x1c"
+host = "${X1C}"
+serial = "${X1C_SERIAL}"
+model = "X1C"
+access_code = "${ACCESS_CODE}"
+bind = "${X1C_PROXY}"
+services = ["camera"]
+ports = { rtsp = 10322 }
 [export.rtsp]
 ${exportKeys}
 `;
 
-async function runWith(exportKeys: string): Promise<void> {
+/** Pushes `printer` alone: each media server here takes one path. */
+async function runWith(exportKeys: string, printer: "p1s" | "x1c" = "p1s"): Promise<void> {
   const file = join(dir, "printers.toml");
-  const text = configText(exportKeys);
+  const text = configText(`${exportKeys}\nskip = ["${printer === "p1s" ? "x1c" : "p1s"}"]`);
   writeFileSync(file, text);
   if (!supervisor) supervisor = await startSupervisor(parseConfig(text, file), { configFile: file });
   else expect(await supervisor.reload()).toBe(true);
@@ -115,10 +132,12 @@ beforeAll(async () => {
   dir = tempDir("pp-export-rtsp-auth-");
   writeFileSync(join(dir, "media-password"), `${PASSWORD}\n`);
   p1s = await startSimulatedBambu({ host: P1S, model: "P1S", serial: SERIAL, accessCode: ACCESS_CODE, services: ["chamber"], cameraFps: NATIVE_FPS, cameraWidth: NATIVE_WIDTH, cameraHeight: 360 });
+  x1c = await startSimulatedBambu({ host: X1C, model: "X1C", serial: X1C_SERIAL, accessCode: ACCESS_CODE, services: ["rtsp"], cameraWidth: 640, cameraHeight: 360 });
 });
 afterAll(async () => {
   await supervisor?.stop();
   await p1s?.stop();
+  await x1c?.stop();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
@@ -149,6 +168,26 @@ describe("[export.rtsp] to a media server that demands a login", () => {
       await runWith(`${gstUrl}\nusername = "${USER}"\npassword = "${PASSWORD}"`);
       await until("5 pictures decoded by GStreamer", () => server.frames.length >= 5, WAIT_MS);
       expect(commandLinesWith(PASSWORD)).toEqual([]);
+    } finally {
+      logs.stop();
+      await server.stop();
+    }
+    expect(logs.lines.join("\n")).not.toContain(PASSWORD);
+  }, 90_000);
+
+  test("Digest: an X1C's RTSPS camera, copied from our own loopback server, is received and decodes", async () => {
+    const server = await gstMediaServer("digest", "x1c");
+    const logs = captureLogs();
+    try {
+      await runWith(`${gstUrl}\nusername = "${USER}"\npassword = "${PASSWORD}"`, "x1c");
+      await until("10 pictures decoded by GStreamer", () => server.frames.length >= 10, WAIT_MS);
+      expect(server.frames[0]).toBe("640x360");
+      expect(commandLinesWith(PASSWORD)).toEqual([]);
+      // Nor the printer's access code: our FFmpeg reads the X1C through pandaproxy's own loopback server.
+      expect(commandLinesWith("ffmpeg", true).length).toBeGreaterThan(0);
+      expect(commandLinesWith(ACCESS_CODE, true)).toEqual([]);
+    } catch (error) {
+      throw new Error(`${(error as Error).message}\nGStreamer said: ${server.output.slice(-600)}`);
     } finally {
       logs.stop();
       await server.stop();
