@@ -134,11 +134,23 @@ describe("live.mp4 (simulated X1C through pandaproxy)", () => {
     expect(joinedAt).toBeGreaterThan(firstMoof(one.body));
   }, 60_000);
 
-  test("the printer's /api entry names the live URL; other cameras have none", async () => {
-    const [entry] = (await (await fetch(`${url}/api/printers`, { headers: ADMIN_AUTH })).json()) as { camera: { live: string | null; kind: string } }[];
-    expect(entry!.camera.kind).toBe("rtsp");
-    expect(entry!.camera.live).toBe("printers/x1c/live.mp4");
-  });
+  test("the printer's /api entry names the live URL, and counts a video viewer as a web viewer", async () => {
+    type Entry = { camera: { live: string | null; kind: string; webViewers: number; fps: number; lastFrameAgeMs: number | null } };
+    const api = async () => ((await (await fetch(`${url}/api/printers`, { headers: ADMIN_AUTH })).json()) as Entry[])[0]!.camera;
+    let answered = () => {};
+    const watching = new Promise<void>((resolve) => (answered = resolve));
+    const viewer = readFor(`${url}/printers/x1c/live.mp4`, 3_000, ADMIN_AUTH, undefined, answered);
+    await watching;
+    await Bun.sleep(1_000);
+    const camera = await api();
+    expect(camera.kind).toBe("rtsp");
+    expect(camera.live).toBe("printers/x1c/live.mp4");
+    expect(camera.webViewers).toBe(1);
+    // The video's own frame rate and age, though no JPEG is made.
+    expect(camera.fps).toBeGreaterThan(FPS / 2);
+    expect(camera.lastFrameAgeMs).toBeLessThan(1_000);
+    await viewer;
+  }, 30_000);
 
   test("asks for the camera's credentials: no login 401, a camera token or the access code opens it, a wrong token does not", async () => {
     expect((await fetch(`${url}/printers/x1c/live.mp4`)).status).toBe(401);

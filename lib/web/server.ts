@@ -302,7 +302,7 @@ export async function startWeb(options: WebOptions): Promise<WebServer> {
             return Response.json(
               options.printers()
                 .filter((p) => access.printers.has(p.config.name))
-                .map((p) => printerSummary(p, stats.get(p.config.name)?.viewers ?? 0)),
+                .map((p) => printerSummary(p, (stats.get(p.config.name)?.viewers ?? 0) + (stats.get(p.config.name)?.videoViewers ?? 0))),
               { headers: { "Cache-Control": "no-store" } },
             );
           case "metrics":
