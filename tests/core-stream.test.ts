@@ -50,6 +50,32 @@ describe("latest value (camera frames)", () => {
     expect(got).toEqual(["a", "b", "c"]);
   });
 
+  test("a stale done, called again once the consumer's next write began, does not acknowledge that write", () => {
+    const s = createStream<string>();
+    const got: string[] = [];
+    const dones: (() => void)[] = [];
+    s.subscribe((v, d) => (got.push(v), dones.push(d)));
+    s.publish("a");
+    dones[0]!();
+    s.publish("b"); // in flight
+    dones[0]!(); // late, from the write of "a"
+    s.publish("c");
+    expect(got).toEqual(["a", "b"]); // "c" still waits for "b"
+    dones[1]!();
+    expect(got).toEqual(["a", "b", "c"]);
+  });
+
+  test("an acknowledging consumer's writes reuse two done callbacks made once (nothing per write)", () => {
+    const s = createStream<number>();
+    const dones: (() => void)[] = [];
+    s.subscribe((_v, d) => (dones.push(d), d()));
+    for (let i = 0; i < 6; i++) s.publish(i);
+    expect(dones).toHaveLength(6);
+    expect(new Set(dones).size).toBe(2);
+    expect(dones[0]).toBe(dones[2]!);
+    expect(dones[1]).toBe(dones[3]!);
+  });
+
   test("replay hands a new consumer the newest value at once; clear() forgets it", () => {
     const s = createStream<string>();
     s.publish("old");

@@ -22,6 +22,13 @@ export interface Entry<T> {
   ended: boolean;
   /** Runs while an acknowledging write is not done, when the consumer has a stall deadline. */
   stallTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Acknowledging consumers: writes handed over so far; the one in flight is number `writes`. */
+  writes: number;
+  /**
+   * The `done` of even and of odd writes, made once per consumer (nothing allocated per write). Each acknowledges
+   * only the write in flight that it was handed for, so a late second call after the next write began is ignored.
+   */
+  dones: [() => void, () => void];
 }
 
 export interface Owner<T> {
@@ -69,11 +76,14 @@ function clearStall<T>(e: Entry<T>): void {
 
 export function createEntry<T>(options: ConsumerOptions<T>, owner: Owner<T>): Entry<T> {
   const policy = options.policy ?? { kind: "latest" };
-  return {
+  const e: Entry<T> = {
     options, policy, owner, acknowledges: options.acknowledges ?? policy.kind === "latest",
     inFlight: false, queue: [], queueHead: 0, waitingKey: policy.kind === "key-frame", dropping: false,
     delivered: 0, dropped: 0, droppedSinceReport: 0, ended: false, stallTimer: undefined,
+    writes: 0, dones: [NOTHING_TO_ACKNOWLEDGE, NOTHING_TO_ACKNOWLEDGE],
   };
+  if (e.acknowledges) e.dones = [() => acknowledge(e, 0), () => acknowledge(e, 1)];
+  return e;
 }
 
 /** The consumer is out of its stream: nothing waits for it any more, and its outstanding drops are logged. */
@@ -85,18 +95,14 @@ export function retire<T>(e: Entry<T>): void {
   reportDrops(e); // before forgetting it, or its last drops would never be logged
 }
 
-const NOTHING_TO_ACKNOWLEDGE = () => {};
+function NOTHING_TO_ACKNOWLEDGE(): void {}
 
-/** The `done` for one write of an acknowledging consumer: once only, then what waits goes out. */
-function doneOnce<T>(e: Entry<T>): () => void {
-  let called = false;
-  return () => {
-    if (called) return;
-    called = true;
-    e.inFlight = false;
-    clearStall(e);
-    if (!e.ended) flush(e);
-  };
+/** A `done` of the even (0) or odd (1) writes: the write in flight, if it is of that parity, is done. */
+function acknowledge<T>(e: Entry<T>, parity: 0 | 1): void {
+  if (!e.inFlight || (e.writes & 1) !== parity) return;
+  e.inFlight = false;
+  clearStall(e);
+  if (!e.ended) flush(e);
 }
 
 function write<T>(e: Entry<T>, value: T): void {
@@ -104,8 +110,8 @@ function write<T>(e: Entry<T>, value: T): void {
     if (e.acknowledges) {
       e.inFlight = true;
       armStall(e);
-      e.options.write(value, doneOnce(e));
-    } else e.options.write(value, NOTHING_TO_ACKNOWLEDGE); // RTP and MQTT: no closure per value
+      e.options.write(value, e.dones[++e.writes & 1]!);
+    } else e.options.write(value, NOTHING_TO_ACKNOWLEDGE); // RTP and MQTT: nothing to acknowledge
     e.delivered++;
   } catch (error) {
     const why = (error as Error)?.message ?? String(error);
