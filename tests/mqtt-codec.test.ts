@@ -4,8 +4,10 @@ import mqttPacket from "mqtt-packet";
 import { topicMatches, validFilter } from "../lib/bambu/mqtt-topics.ts";
 import { createPacketReader, encodePublish, PacketTooLarge, type Packet } from "../lib/bambu/mqtt-wire.ts";
 import {
-  carriesAddress, createReportState, ipv4ToLittleEndian, isStateSection, littleEndianToIpv4, mergeInto, rewriteAddresses,
+  carriesAddress, createReportState, ipv4ToLittleEndian, isStateSection, littleEndianToIpv4, mayCarryAddress, mergeInto, rewriteAddresses,
 } from "../lib/bambu/mqtt-state.ts";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 
 describe("topic filters", () => {
   const topic = "device/01P00A000000001/report";
@@ -42,6 +44,38 @@ describe("packet framing", () => {
     expect(first.messageId).toBe(7);
     expect(Buffer.from(first.payload as Buffer).toString()).toBe('{"a": 1 ,"b":2}');
     expect(reader.buffered).toBe(0);
+  });
+
+  test("a plain QoS 0 PUBLISH (every report) decodes as mqtt-packet decodes it, and its frame is handed over as received", () => {
+    const frames = [
+      mqttPacket.generate({ cmd: "publish", topic: "device/01P/report", payload: Buffer.from('{"print":{"x":1}}'), qos: 0, retain: false, dup: false }),
+      mqttPacket.generate({ cmd: "publish", topic: "device/01P/report", payload: Buffer.alloc(300, 0x61), qos: 0, retain: false, dup: false }),
+      mqttPacket.generate({ cmd: "publish", topic: "t", payload: Buffer.alloc(0), qos: 0, retain: false, dup: false }),
+    ];
+    const got: { packet: Packet; frame: Buffer }[] = [];
+    const reader = createPacketReader(() => 1 << 20, (packet, frame) => got.push({ packet, frame: Buffer.from(frame) }));
+    const stream = Buffer.concat(frames);
+    for (let i = 0; i < stream.length; i += 7) reader.push(stream.subarray(i, i + 7));
+    const expected: Packet[] = [];
+    const parser = mqttPacket.parser({ protocolVersion: 4 });
+    parser.on("packet", (p: Packet) => expected.push(p));
+    parser.parse(stream);
+    expect(got.map((g) => g.frame)).toEqual(frames);
+    for (const [i, { packet }] of got.entries()) {
+      const want = expected[i] as Extract<Packet, { cmd: "publish" }>;
+      const have = packet as Extract<Packet, { cmd: "publish" }>;
+      expect([have.cmd, have.topic, have.qos, have.retain, have.dup, have.length]).toEqual([want.cmd, want.topic, want.qos, want.retain, want.dup, want.length]);
+      expect(Buffer.from(have.payload as Buffer).equals(Buffer.from(want.payload as Buffer))).toBe(true);
+    }
+  });
+
+  test("a PUBLISH with QoS, RETAIN or DUP is decoded by mqtt-packet; a plain one whose topic runs past its end is an error", () => {
+    const got: Packet[] = [];
+    const reader = createPacketReader(() => 1024, (p) => got.push(p));
+    reader.push(mqttPacket.generate({ cmd: "publish", topic: "t", payload: Buffer.from("r"), qos: 0, retain: true, dup: false }));
+    reader.push(mqttPacket.generate({ cmd: "publish", topic: "t", payload: Buffer.from("q"), qos: 1, messageId: 9, retain: false, dup: true }));
+    expect(got.map((p) => p.cmd === "publish" && [p.retain, p.qos, p.dup, p.messageId])).toEqual([[true, 0, false, undefined], [false, 1, true, 9]]);
+    expect(() => createPacketReader(() => 1024, () => {}).push(Buffer.from([0x30, 0x03, 0x00, 0x05, 0x61]))).toThrow();
   });
 
   test("a packet over the limit is refused from its header, before its body arrives", () => {
@@ -134,5 +168,21 @@ describe("address rewriting", () => {
       .toBe("rtsps://10.0.0.7/streaming/live/1");
     expect((rewriteAddresses({ print: { ipcam: { rtsp_url: "disable" } } }, "10.0.0.7") as any).print.ipcam.rtsp_url).toBe("disable");
     expect(carriesAddress({ print: { mc_percent: 1 } })).toBe(false);
+  });
+
+  test("the byte search before delivery finds every report carriesAddress finds, escaped keys included", () => {
+    const capture = readFileSync(join(import.meta.dir, "golden", "mqtt-push-status-x1c.json"));
+    const cases = [
+      capture,
+      Buffer.from('{"print":{"net":{"info":[{"ip":302098624}]}}}'),
+      Buffer.from('{"print":{"ipcam":{"rtsp_url":"rtsps://192.168.1.18/streaming/live/1"}}}'),
+      Buffer.from('{"print":{"\\u006eet":{"info":[{"ip":302098624}]}}}'),
+      Buffer.from('{"print":{"ipcam":{"rtsp\\u005furl":"rtsps://192.168.1.18/x"}}}'),
+    ];
+    for (const payload of cases) {
+      expect(carriesAddress(JSON.parse(payload.toString()))).toBe(true);
+      expect(mayCarryAddress(payload)).toBe(true);
+    }
+    expect(mayCarryAddress(Buffer.from('{"print":{"command":"push_status","msg":1,"nozzle_temper":220,"wifi_signal":"-41dBm"}}'))).toBe(false);
   });
 });

@@ -87,6 +87,13 @@ export interface Outgoing {
 
 export const outgoing = (payload: Buffer, report: JsonObject | undefined): Outgoing => ({ payload, report, packets: new Map() });
 
+/** A report that carries no address: `packet` (the printer's own PUBLISH when it can be) goes to every client. */
+export function unchangedReport(payload: Buffer, packet: Buffer): Outgoing {
+  const packets = new Map<string, Buffer>();
+  packets.set("", packet);
+  return { payload, report: undefined, packets };
+}
+
 /** The PUBLISH of a report on `topic` for a client that sees the proxy at `proxyAddress`: addresses rewritten. */
 export function reportPacket(out: Outgoing, proxyAddress: string, topic: string): Buffer {
   const key = out.report && carriesAddress(out.report) ? proxyAddress : "";

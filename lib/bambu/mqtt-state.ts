@@ -18,27 +18,34 @@ const UNSAFE_KEY = "__proto__";
 export const isObject = (value: unknown): value is JsonObject =>
   typeof value === "object" && value !== null && !Array.isArray(value);
 
-/** Objects merged recursively, everything else (arrays included) replaced. */
-export function mergeInto(target: JsonObject, delta: JsonObject): void {
-  for (const [key, value] of Object.entries(delta)) {
+/**
+ * Objects merged recursively, everything else (arrays included) replaced. `adopt`: the delta is the caller's to give
+ * (parsed for this and kept nowhere else), so its objects and arrays go into the target as they are, not copied.
+ */
+export function mergeInto(target: JsonObject, delta: JsonObject, adopt = false): void {
+  for (const key in delta) {
     if (key === UNSAFE_KEY) continue;
+    const value = delta[key]!;
     const current = target[key];
-    if (isObject(value) && isObject(current)) mergeInto(current, value);
-    else target[key] = isObject(value) ? structuredClone(value) : Array.isArray(value) ? structuredClone(value) : value;
+    if (isObject(value) && isObject(current)) mergeInto(current, value, adopt);
+    else target[key] = adopt || typeof value !== "object" || value === null ? value : structuredClone(value);
   }
 }
 
-/** Whether `value` nests objects or arrays deeper than `limit` levels (counted without recursion). */
+/** Whether `value` nests objects or arrays deeper than `limit` levels (the recursion stops past `limit`). */
 export function deeperThan(value: Json, limit: number): boolean {
-  const stack: [Json, number][] = [[value, 1]];
-  while (stack.length) {
-    const [current, depth] = stack.pop()!;
-    const children = Array.isArray(current) ? current : isObject(current) ? Object.values(current) : [];
-    for (const child of children) {
-      if (typeof child !== "object" || child === null) continue;
-      if (depth + 1 > limit) return true;
-      stack.push([child, depth + 1]);
-    }
+  return nestsPast(value, 1, limit);
+}
+
+function nestsPast(value: Json, depth: number, limit: number): boolean {
+  if (typeof value !== "object" || value === null) return false;
+  if (Array.isArray(value)) {
+    for (const child of value) if (typeof child === "object" && child !== null && (depth + 1 > limit || nestsPast(child, depth + 1, limit))) return true;
+    return false;
+  }
+  for (const key in value) {
+    const child = value[key]!;
+    if (typeof child === "object" && child !== null && (depth + 1 > limit || nestsPast(child, depth + 1, limit))) return true;
   }
   return false;
 }
@@ -52,8 +59,11 @@ export function isStateSection(section: Json | undefined): section is JsonObject
 }
 
 export interface ReportState {
-  /** Apply one report from the printer; says why a part of it was not kept (for the caller's log), if one was not. */
-  apply(report: JsonObject): string | undefined;
+  /**
+   * Apply one report from the printer; says why a part of it was not kept (for the caller's log), if one was not.
+   * `adopt`: the report was parsed for this and is kept nowhere else, so its parts are kept without a copy.
+   */
+  apply(report: JsonObject, adopt?: boolean): string | undefined;
   /** True once a full report arrived since the session (re)connected. */
   readonly primed: boolean;
   /** The session dropped: the state is no longer current until the next full report. */
@@ -69,7 +79,7 @@ export function createReportState(): ReportState {
   const state: JsonObject = {};
   let primed = false;
   return {
-    apply(report) {
+    apply(report, adopt = false) {
       const print = report.print;
       if (isObject(print) && print.command === "push_status" && print.msg === 0) {
         // A full report replaces what we had: fields the printer no longer sends must not linger.
@@ -84,12 +94,12 @@ export function createReportState(): ReportState {
           continue;
         }
         if (name === "info") {
-          state.info = structuredClone(section);
+          state.info = adopt ? section : structuredClone(section);
           continue;
         }
         const current = state[name];
-        if (isObject(current)) mergeInto(current, section);
-        else state[name] = structuredClone(section);
+        if (isObject(current)) mergeInto(current, section, adopt);
+        else state[name] = adopt ? section : structuredClone(section);
       }
       return skipped.length ? `report section ${skipped.join(", ")} nested deeper than ${MAX_REPORT_DEPTH} levels: not kept` : undefined;
     },
@@ -128,6 +138,20 @@ export function ipv4ToLittleEndian(ip: string): number {
 
 export function littleEndianToIpv4(value: number): string {
   return [value & 0xff, (value >>> 8) & 0xff, (value >>> 16) & 0xff, (value >>> 24) & 0xff].join(".");
+}
+
+const NET_KEY = Buffer.from('"net"');
+const RTSP_URL_KEY = Buffer.from('"rtsp_url"');
+const UNICODE_ESCAPE = Buffer.from("\\u");
+
+/**
+ * Whether a report, as the printer's bytes, may carry an address field (so it is parsed before it goes out). False
+ * only when it has neither key carriesAddress looks for: no `"net"`, no `"rtsp_url"`, and no `\u` escape that
+ * could spell one. A byte search for the keys, not for the printer's address: rewriteAddresses rewrites every
+ * non-zero `net.info[].ip` and every RTSP host, whatever the printer is configured as (a host name, another interface).
+ */
+export function mayCarryAddress(payload: Buffer): boolean {
+  return payload.includes(NET_KEY) || payload.includes(RTSP_URL_KEY) || payload.includes(UNICODE_ESCAPE);
 }
 
 /** Whether a report names the printer's address (so it must be rewritten per proxy address). */

@@ -53,8 +53,11 @@ export interface PrinterSession {
   hasRoomFor(bytes: number): boolean;
   /** Bytes written to the printer's socket that it has not taken yet. */
   readonly writeBacklog: number;
-  /** Each report as the printer sent it. */
-  onReport(listener: (payload: Buffer) => void): () => void;
+  /**
+   * Each report as the printer sent it; `frame`: its whole PUBLISH, when it is one a client may get byte for byte
+   * (QoS 0, no DUP or RETAIN flag, on the report topic).
+   */
+  onReport(listener: (payload: Buffer, frame: Buffer | undefined) => void): () => void;
   onConnected(listener: () => void): () => void;
   onDisconnected(listener: () => void): () => void;
   readonly connected: boolean;
@@ -75,12 +78,11 @@ export function createPrinterSession(printer: PrinterConfig, log: Logger, option
   const report = reportTopic(printer.serial);
   const request = requestTopic(printer.serial);
   const clientId = `pandaproxy_${printer.serial}`;
-  const reportListeners = new Set<(payload: Buffer) => void>();
+  const reportListeners = new Set<(payload: Buffer, frame: Buffer | undefined) => void>();
   const connectedListeners = new Set<() => void>();
   const disconnectedListeners = new Set<() => void>();
   let ownSequence = 0;
   const health = createSessionHealth();
-  reportListeners.add((payload) => health.reportReceived(payload));
   let renewals = 0;
   let lastRenewAt = -Infinity;
 
@@ -124,7 +126,7 @@ export function createPrinterSession(printer: PrinterConfig, log: Logger, option
       socket.on("error", (error) => fail(error));
       socket.once("close", () => fail(new Error(`closed by the printer during ${phase}`)));
 
-      const onPacket = (packet: Packet) => {
+      const onPacket = (packet: Packet, frame: Buffer) => {
         lastHeard = Date.now();
         if (phase === "connack") {
           if (packet.cmd !== "connack") return fail(new Error(`expected CONNACK, got ${packet.cmd}`));
@@ -157,7 +159,10 @@ export function createPrinterSession(printer: PrinterConfig, log: Logger, option
             if (packet.topic !== report) return;
             const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
             if (packet.qos === 1) socket.write(encode({ cmd: "puback", messageId: packet.messageId ?? 0 }));
-            for (const l of reportListeners) l(payload);
+            const plain = packet.qos === 0 && !packet.retain && !packet.dup ? frame : undefined;
+            for (const l of reportListeners) l(payload, plain);
+            // After the clients have it: whether it answers a request is no reason to make them wait.
+            health.reportReceived(payload);
             return;
           }
           case "puback": {

@@ -25,7 +25,7 @@ export interface PacketReader {
  * `maxPacketBytes` is read before each packet, so the limit can grow once a client has logged in.
  * Errors (too large, malformed) are thrown from push(): the caller logs and closes.
  */
-export function createPacketReader(maxPacketBytes: () => number, onPacket: (packet: Packet) => void): PacketReader {
+export function createPacketReader(maxPacketBytes: () => number, onPacket: (packet: Packet, frame: Buffer) => void): PacketReader {
   const parser = mqttPacket.parser({ protocolVersion: 4 });
   let parsed: Packet | undefined;
   let parseError: Error | undefined;
@@ -57,12 +57,17 @@ export function createPacketReader(maxPacketBytes: () => number, onPacket: (pack
         if (pending.length < length) break;
         const frame = pending.subarray(0, length);
         pending = pending.subarray(length);
+        const publish = plainPublish(frame);
+        if (publish) {
+          onPacket(publish, frame);
+          continue;
+        }
         parsed = undefined;
         parseError = undefined;
         parser.parse(frame);
         if (parseError) throw parseError;
         if (!parsed) throw new Error("incomplete packet");
-        onPacket(parsed);
+        onPacket(parsed, frame);
       }
       if (pending.length > maxPacketBytes()) throw new PacketTooLarge(`over ${maxPacketBytes()} bytes buffered`);
     },
@@ -70,6 +75,23 @@ export function createPacketReader(maxPacketBytes: () => number, onPacket: (pack
       return pending.length;
     },
   };
+}
+
+/**
+ * A QoS 0 PUBLISH without DUP or RETAIN (every report a printer sends), decoded without mqtt-packet: topic and
+ * payload are views into the frame. Undefined for anything else, which mqtt-packet decodes (and validates).
+ */
+function plainPublish(frame: Buffer): Packet | undefined {
+  if (frame[0] !== 0x30) return undefined;
+  let headerBytes = 1;
+  while (frame[headerBytes]! & 0x80) headerBytes++; // the remaining length, 1-4 bytes (checked by frameLength)
+  headerBytes++;
+  if (frame.length < headerBytes + 2) return undefined;
+  const topicLength = frame.readUInt16BE(headerBytes);
+  const payloadAt = headerBytes + 2 + topicLength;
+  if (topicLength === 0 || payloadAt > frame.length) return undefined;
+  const topic = frame.toString("utf8", headerBytes + 2, payloadAt);
+  return { cmd: "publish", topic, payload: frame.subarray(payloadAt), qos: 0, dup: false, retain: false, length: frame.length - headerBytes };
 }
 
 /** Encodes a packet as MQTT 3.1.1 unless told otherwise. */

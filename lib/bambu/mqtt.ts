@@ -14,12 +14,12 @@ import type { Logger } from "../log.ts";
 import { serviceLogger } from "../log.ts";
 import { serverTlsOptions } from "../tls.ts";
 import { findModel } from "./models.ts";
-import { outgoing, reportPacket, type Outgoing } from "./mqtt-requests.ts";
+import { outgoing, reportPacket, unchangedReport, type Outgoing } from "./mqtt-requests.ts";
 import { createMqttSession, type LogLevel, type MqttAction, type MqttEvent, type MqttSession, type Role } from "./mqtt-session.ts";
-import { createReportState, isObject, type JsonObject } from "./mqtt-state.ts";
+import { createReportState, isObject, mayCarryAddress, type JsonObject } from "./mqtt-state.ts";
 import { bambuTelemetry } from "./telemetry.ts";
 import { reportTopic } from "./mqtt-topics.ts";
-import { createPacketReader, type Packet } from "./mqtt-wire.ts";
+import { createPacketReader, encodePublish, type Packet } from "./mqtt-wire.ts";
 import { createPrinterAbsence, type OutageClient, type PrinterAbsence } from "./mqtt-outage.ts";
 import { createPrinterSession } from "./mqtt-upstream.ts";
 import { learnLiveview } from "./liveview.ts";
@@ -228,8 +228,15 @@ function learnVersion(ctx: ServiceContext, report: JsonObject): void {
   ctx.hub.update({ firmware, productName, modelCode });
 }
 
-function onReport(m: Shared, payload: Buffer): void {
+/**
+ * A report from the printer. One that cannot carry an address field goes to the clients first, as the printer's
+ * PUBLISH bytes (one buffer for every client); its parse and merge come after the writes. One that may carry one is
+ * parsed first, for the rewriting.
+ */
+function onReport(m: Shared, payload: Buffer, frame: Buffer | undefined): void {
   m.counters.reports.inc();
+  const unchanged = !mayCarryAddress(payload);
+  if (unchanged) m.reports.publish(unchangedReport(payload, frame ?? encodePublish(m.report, payload)));
   let parsed: JsonObject | undefined;
   try {
     const value: unknown = JSON.parse(payload.toString("utf8"));
@@ -238,12 +245,13 @@ function onReport(m: Shared, payload: Buffer): void {
     m.log.debug("printer sent a report that is not JSON; passed on as is");
   }
   if (parsed) {
-    const notKept = m.state.apply(parsed);
+    // On the fast path nothing else holds the parsed report: the state keeps its parts without a copy.
+    const notKept = m.state.apply(parsed, unchanged);
     if (notKept) m.log.warn(`a report from the printer was passed on but not kept in the merged state: ${notKept}`);
     learnVersion(m.ctx, parsed);
     learnLiveview(m.ctx.hub, parsed);
   }
-  m.reports.publish(outgoing(payload, parsed));
+  if (!unchanged) m.reports.publish(outgoing(payload, parsed));
   for (const c of m.waiting) run(m, c, { kind: "report" });
 }
 
@@ -274,7 +282,7 @@ export function createMqttService(ctx: ServiceContext, options: MqttServiceOptio
     m.absence.printer(up, [...m.clients].flatMap((c) => (c.outage ? [c.outage] : [])));
     for (const c of m.connections) run(m, c, { kind: "printer", up });
   };
-  m.printer.onReport((payload) => onReport(m, payload));
+  m.printer.onReport((payload, frame) => onReport(m, payload, frame));
   m.printer.onConnected(() => broadcast(true));
   m.printer.onDisconnected(() => {
     m.state.stale();
