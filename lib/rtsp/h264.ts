@@ -7,6 +7,7 @@ import { rtpPayloadOffset } from "./rtp.ts";
 /** An access unit larger than this is not a camera picture: it is dropped (and the next one awaited). */
 export const MAX_ACCESS_UNIT_BYTES = 8 * 1024 * 1024;
 
+const NAL_NON_IDR = 1;
 const NAL_IDR = 5;
 const NAL_SPS = 7;
 const NAL_PPS = 8;
@@ -65,6 +66,8 @@ export function createKeyFrameKeeper(maxBytes = MAX_ACCESS_UNIT_BYTES): KeyFrame
   let bytes = 0;
   let timestamp: number | undefined;
   let broken = false;
+  /** The unit's first slice is not an IDR: nothing of it is kept (most units; no copying for them). */
+  let skipping = false;
   let lastSeq: number | undefined;
   /** FU-A pieces of the NAL unit being reassembled. */
   let fragments: Buffer[] | undefined;
@@ -74,23 +77,31 @@ export function createKeyFrameKeeper(maxBytes = MAX_ACCESS_UNIT_BYTES): KeyFrame
     bytes = 0;
     timestamp = ts;
     broken = false;
+    skipping = false;
     fragments = undefined;
   };
 
-  const addNal = (nal: Buffer) => {
-    if (!nal.length) return;
+  /** `owned`: the bytes are ours already (reassembled); else they are copied out of the packet. */
+  const addNal = (nal: Buffer, owned = false) => {
+    if (!nal.length || skipping) return;
+    const type = nal[0]! & 0x1f;
+    if (type === NAL_NON_IDR && !nals.some((n) => (n[0]! & 0x1f) === NAL_IDR)) {
+      skipping = true;
+      nals = [];
+      return;
+    }
     bytes += nal.length + START_CODE.length;
     if (bytes > maxBytes) broken = true;
     if (broken) return;
-    const type = nal[0]! & 0x1f;
-    if (type === NAL_SPS) sps = nal;
-    else if (type === NAL_PPS) pps = nal;
-    nals.push(nal);
+    const copy = owned ? nal : Buffer.from(nal);
+    if (type === NAL_SPS) sps = copy;
+    else if (type === NAL_PPS) pps = copy;
+    nals.push(copy);
   };
 
   const finishUnit = (at: number) => {
     const unit = nals;
-    const usable = !broken && !fragments && unit.some((n) => (n[0]! & 0x1f) === NAL_IDR);
+    const usable = !broken && !skipping && !fragments && unit.some((n) => (n[0]! & 0x1f) === NAL_IDR);
     startUnit(undefined);
     if (!usable) return;
     const ownSps = unit.some((n) => (n[0]! & 0x1f) === NAL_SPS);
@@ -131,7 +142,7 @@ export function createKeyFrameKeeper(maxBytes = MAX_ACCESS_UNIT_BYTES): KeyFrame
       if (lastSeq !== undefined && seq !== ((lastSeq + 1) & 0xffff)) broken = true; // a packet of this unit is missing
       lastSeq = seq;
       const type = payload[0]! & 0x1f;
-      if (type >= 1 && type <= 23) addNal(Buffer.from(payload));
+      if (type >= 1 && type <= 23) addNal(payload);
       else if (type === STAP_A) {
         for (let i = 1; i + 2 <= payload.length;) {
           const size = payload.readUInt16BE(i);
@@ -139,21 +150,27 @@ export function createKeyFrameKeeper(maxBytes = MAX_ACCESS_UNIT_BYTES): KeyFrame
             broken = true;
             break;
           }
-          addNal(Buffer.from(payload.subarray(i + 2, i + 2 + size)));
+          addNal(payload.subarray(i + 2, i + 2 + size));
           i += 2 + size;
         }
       } else if (type === FU_A && payload.length >= 2) {
         const fu = payload[1]!;
         const start = (fu & 0x80) !== 0;
         const last = (fu & 0x40) !== 0;
-        if (start) fragments = [Buffer.from([(payload[0]! & 0xe0) | (fu & 0x1f)])];
-        if (!fragments) broken = true; // its start was lost
+        if (start) {
+          const nalType = fu & 0x1f;
+          if (nalType === NAL_NON_IDR && !nals.some((n) => (n[0]! & 0x1f) === NAL_IDR)) skipping = true;
+          fragments = skipping ? undefined : [Buffer.from([(payload[0]! & 0xe0) | nalType])];
+        }
+        if (skipping) {
+          // not kept: a unit that starts with a non-IDR slice is no key frame
+        } else if (!fragments) broken = true; // its start was lost
         else {
           fragments.push(Buffer.from(payload.subarray(2)));
           if (last) {
             const nal = Buffer.concat(fragments);
             fragments = undefined;
-            addNal(nal);
+            addNal(nal, true);
           }
         }
       } else broken = true; // STAP-B, MTAP, FU-B: not in packetization mode 1
