@@ -10,7 +10,6 @@
 // next retry 15.5 s after the return without the 10 s cap; the cap and the camera's patience are the real
 // defaults, not shortened.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import mqtt, { type MqttClient } from "mqtt";
 import { startSimulatedBambu, type SimPrinter } from "../lib/sim/bambu.ts";
 import type { Service, ServiceContext } from "../lib/core/service.ts";
 import { createChamberService } from "../lib/bambu/chamber.ts";
@@ -21,6 +20,7 @@ import type { WebServer } from "../lib/web/server.ts";
 import { captureLogs, serviceLogger, setupLogging } from "../lib/log.ts";
 import { readJpegStamp } from "../lib/sim/jpeg-picture.ts";
 import { ACCESS_CODE, proxyContext, watch, waitFor, type TestViewer } from "./chamber-fixtures.ts";
+import { frameAge, haViewer, mqttClient } from "./outage-clients.ts";
 import { ADMIN_AUTH, startTestWeb, watchMjpeg } from "./web-fixtures.ts";
 
 const SIM = "127.0.40.10";
@@ -31,77 +31,11 @@ const KEEPALIVE_S = 4;
 const SHORT_OUTAGE_MS = 500;
 const LONG_OUTAGE_MS = 16_000;
 const BACK_WITHIN_MS = 15_000;
-/** ha-bambulab gives its camera reader about a dozen attempts. */
-const HA_ATTEMPTS = 12;
-const HA_RETRY_MS = 1_000;
-
 function startSim(): Promise<SimPrinter> {
   return startSimulatedBambu({
     host: SIM, model: "P1S", serial: SERIAL, accessCode: ACCESS_CODE, services: ["mqtt", "chamber"], cameraFps: 5,
     mqttMaxClients: 4, mqttReportIntervalMs: 200,
   });
-}
-
-/** The age of a frame when it reached us: our clock then minus the simulator's stamp (same process, same clock). */
-function ageOf(frame: { jpeg: Buffer; at: number }): number {
-  const stamp = readJpegStamp(frame.jpeg);
-  return stamp ? performance.timeOrigin + frame.at - Number(stamp.split(" ")[2]) : Infinity;
-}
-
-/** A chamber viewer that logs in again whenever the proxy closes it, a bounded number of times. */
-function haViewer() {
-  const ages: number[] = [];
-  let viewer: TestViewer;
-  let closes = 0;
-  let stopped = false;
-  let lastFrameAt = 0;
-  const open = () => {
-    viewer = watch(PROXY, 6000, { accessCode: ACCESS_CODE });
-    viewer.socket.on("data", () => {});
-    const seen = viewer.frames;
-    const poll = setInterval(() => {
-      while (seen.length > 0) {
-        ages.push(ageOf(seen.shift()!));
-        lastFrameAt = Date.now();
-      }
-    }, 20);
-    void viewer.closed.then(async () => {
-      clearInterval(poll);
-      if (stopped || ++closes > HA_ATTEMPTS) return;
-      await Bun.sleep(HA_RETRY_MS);
-      if (!stopped) open();
-    });
-  };
-  open();
-  return {
-    ages,
-    get closes() {
-      return closes;
-    },
-    get lastFrameAt() {
-      return lastFrameAt;
-    },
-    stop() {
-      stopped = true;
-      viewer.close();
-    },
-  };
-}
-
-function mqttClient(keepalive: number) {
-  const client: MqttClient = mqtt.connect(`mqtts://${PROXY}:8883`, {
-    username: "bblp", password: ACCESS_CODE, rejectUnauthorized: false, protocolVersion: 4, keepalive,
-    // mqtt.js 5 stops reconnecting after a refused CONNACK unless told otherwise (docs/outages.md).
-    reconnectPeriod: 1_000, connectTimeout: 5_000, reconnectOnConnackError: true,
-  });
-  const seen = { closes: 0, refusedUnavailable: 0, lastReportAt: 0 };
-  client.on("connect", () => client.subscribe(`device/${SERIAL}/report`));
-  client.on("close", () => seen.closes++);
-  client.on("error", (error) => {
-    if ((error as { code?: number }).code === 3) seen.refusedUnavailable++;
-  });
-  client.on("message", () => (seen.lastReportAt = Date.now()));
-  return { client, seen };
 }
 
 describe("outages of the printer, through pandaproxy, with clients that reconnect as real ones do", () => {
@@ -126,9 +60,9 @@ describe("outages of the printer, through pandaproxy, with clients that reconnec
     const runtime: PrinterRuntime = { config: ctx.printer, hub: ctx.hub, services, start: async () => {}, stop: async () => {} };
     ({ web, url } = await startTestWeb([runtime], { host: WEB, metrics: ctx.metrics }));
     browser = await watchMjpeg(`${url}/printers/p1s/camera.mjpeg`);
-    mq = mqttClient(KEEPALIVE_S);
-    mq0 = mqttClient(0);
-    ha = haViewer();
+    mq = mqttClient(PROXY, SERIAL, ACCESS_CODE, KEEPALIVE_S);
+    mq0 = mqttClient(PROXY, SERIAL, ACCESS_CODE, 0);
+    ha = haViewer(PROXY, ACCESS_CODE);
     await waitFor("reports and frames", () => mq.seen.lastReportAt > 0 && mq0.seen.lastReportAt > 0 && ha.ages.length > 0, 15_000);
   });
   afterAll(async () => {
@@ -193,7 +127,7 @@ describe("outages of the printer, through pandaproxy, with clients that reconnec
     expect(await late.snapshot!.text()).toContain("gave no picture");
     expect(late.partsWhileAway).toBe(0);
     expect(browser.error).toBeUndefined();
-    expect(late.viewer!.frames.every((f) => ageOf(f) <= LIVE_FRAME_MAX_AGE_MS)).toBe(true);
+    expect(late.viewer!.frames.every((f) => frameAge(f.jpeg, performance.timeOrigin + f.at) <= LIVE_FRAME_MAX_AGE_MS)).toBe(true);
     late.viewer!.close();
     expect(logs.lines.filter((l) => /server unavailable/.test(l)).length).toBe(1);
     expect(logs.lines.filter((l) => /access.code/.test(l))).toEqual([]);
