@@ -4,7 +4,9 @@
 // packets up to the next key frame instead of delaying others.
 // RTP sequence numbers, timestamps and SSRC are rewritten to run on across publisher restarts, so readers
 // stay connected when FFmpeg is restarted. Each reader's numbering is shifted so that its first packet carries
-// exactly the seq/rtptime its PLAY reply announced in RTP-Info (as live555 does).
+// exactly the seq/rtptime its PLAY reply announced in RTP-Info (as live555 does). Readers share each packet's
+// bytes: only the 16 bytes before the payload (the `$` frame header and the 12-byte RTP header, where the shift
+// is) are the reader's own, handed to `writeFrame` with the shared rest.
 import type { Logger } from "../log.ts";
 import { createStream as createFanout, type Consumer, type Stream as Fanout } from "../core/stream.ts";
 import { encodeFrame } from "./message.ts";
@@ -18,6 +20,8 @@ export { startsKeyFrame, type RtpStart, type StreamTrack } from "./rtp.ts";
 
 /** A reader whose socket holds more than this many unsent bytes skips to the next key frame. */
 export const MAX_READER_BACKLOG_BYTES = 1024 * 1024;
+/** A reader's own bytes of each packet: the `$` frame header (4) and the RTP fixed header (12). */
+export const RTP_HEAD_BYTES = 16;
 
 export interface StreamReader {
   label: string;
@@ -26,6 +30,13 @@ export interface StreamReader {
   /** Bytes queued on the reader's socket and not yet sent. */
   backlog(): number;
   write(bytes: Buffer): void;
+  /**
+   * One RTP packet as an interleaved frame in two parts, to be sent in this order: `head` (the 4-byte `$` frame
+   * header and the reader's own 12-byte RTP header; fresh for each call, the reader's to keep) and `rest` (the
+   * packet after its fixed header, shared by every reader: never change it). A reader without it gets `write`
+   * with the parts joined (a copy per reader).
+   */
+  writeFrame?(head: Buffer, rest: Buffer): void;
   /** The stream stopped writing to this reader because its write threw (optional). */
   ended?(reason: string): void;
 }
@@ -75,10 +86,12 @@ interface ReaderShift {
 interface RtpPacket {
   index: number;
   packet: Buffer;
+  /** The packet after its 12-byte fixed header (CSRCs, extension, payload): the bytes every reader shares. */
+  rest: Buffer;
   seq: number;
   ts: number;
   key: boolean;
-  /** Interleaved frames per channel, encoded once for all readers whose numbering is not shifted. */
+  /** Whole interleaved frames per channel, encoded once for the `write`-only readers whose numbering is not shifted. */
   framed: Map<number, Buffer> | undefined;
 }
 
@@ -89,6 +102,18 @@ interface ReaderState {
   shift: (ReaderShift | undefined)[];
 }
 
+/** The `$` frame header and the reader's own RTP header (its numbering shift applied) for one packet. */
+function frameHead(channel: number, p: RtpPacket, shift: ReaderShift): Buffer {
+  const head = Buffer.allocUnsafe(RTP_HEAD_BYTES);
+  head[0] = 0x24;
+  head[1] = channel;
+  head.writeUInt16BE(p.packet.length, 2);
+  p.packet.copy(head, 4, 0, 12);
+  head.writeUInt16BE((p.seq + shift.seq) & 0xffff, 4 + 2);
+  head.writeUInt32BE((p.ts + shift.ts) >>> 0, 4 + 4);
+  return head;
+}
+
 /** What one reader does with a packet: its own numbering shift (fixed by its first packet), then the interleaved frame. */
 function writePacket(r: ReaderState, p: RtpPacket): void {
   const channel = r.reader.channels[p.index]![0];
@@ -97,6 +122,7 @@ function writePacket(r: ReaderState, p: RtpPacket): void {
     const start = r.start[p.index] ?? { seq: p.seq, rtptime: p.ts };
     shift = r.shift[p.index] = { seq: (start.seq - p.seq) & 0xffff, ts: (start.rtptime - p.ts) >>> 0 };
   }
+  if (r.reader.writeFrame) return r.reader.writeFrame(frameHead(channel, p, shift), p.rest);
   if (shift.seq === 0 && shift.ts === 0) {
     p.framed ??= new Map();
     let bytes = p.framed.get(channel);
@@ -104,10 +130,7 @@ function writePacket(r: ReaderState, p: RtpPacket): void {
     r.reader.write(bytes);
     return;
   }
-  const bytes = encodeFrame(channel, p.packet);
-  bytes.writeUInt16BE((p.seq + shift.seq) & 0xffff, 4 + 2);
-  bytes.writeUInt32BE((p.ts + shift.ts) >>> 0, 4 + 4);
-  r.reader.write(bytes);
+  r.reader.write(Buffer.concat([frameHead(channel, p, shift), p.rest], RTP_HEAD_BYTES + p.rest.length));
 }
 
 /** A sender report (already on our SSRC, `ts` on our timestamp line) to every reader of the track, on its shift. */
@@ -214,7 +237,7 @@ export function createStream(path: string, log: Logger): Stream {
       const key = track.h264 ? startsKeyFrame(packet.subarray(payloadAt), s.endedFrame) : true;
       s.endedFrame = (packet[1]! & 0x80) !== 0;
       for (const listener of listeners) listener(index, packet);
-      fanout.publish({ index, packet, seq: s.lastOutSeq, ts: s.lastOutTs, key, framed: undefined });
+      fanout.publish({ index, packet, rest: packet.subarray(12), seq: s.lastOutSeq, ts: s.lastOutTs, key, framed: undefined });
     },
     addReader(reader) {
       // The next packet on the stream and the RTP clock now: what a live555 reader would get next.

@@ -9,8 +9,10 @@ export const PORT_PAIR_ATTEMPTS = 32;
 export interface UdpPair {
   /** Our RTP and RTCP ports (server_port=C-D). */
   readonly serverPorts: [number, number];
-  /** Sends one RTP (`rtcp` false) or RTCP packet to the client; a full socket buffer just drops it. */
-  send(packet: Buffer, rtcp: boolean): void;
+  /** Sends one RTP (`rtcp` false) or RTCP packet to the client, given whole or as parts of one datagram (the
+   * reader's own RTP header and the payload every reader shares: never copied here); a full socket buffer just
+   * drops it. Bun reads the parts after send returns: they must not change afterwards. */
+  send(packet: Buffer | Buffer[], rtcp: boolean): void;
   close(): void;
 }
 
