@@ -177,13 +177,20 @@ describe("live.mp4 (simulated X1C through pandaproxy)", () => {
     const details = service.status().details!;
     expect(details.jpegViewers).toBe(0);
     expect(details.jpegFfmpeg).toBe("idle");
-    const decodes = details.snapshotDecodes as number;
-    expect(decodes).toBeGreaterThanOrEqual(1);
-    // Right after, the same key frame (the simulator's come every 2 s): served from the cache, not decoded again.
-    const again = await fetch(`${url}/printers/x1c/snapshot.jpg`, { headers: ADMIN_AUTH });
-    expect(again.status).toBe(200);
-    expect(again.headers.get("last-modified")).toBe(response.headers.get("last-modified"));
-    expect(service.status().details!.snapshotDecodes).toBe(decodes);
+    expect(details.snapshotDecodes as number).toBeGreaterThanOrEqual(1);
+    // Two snapshots with no key frame between them (x264 may add one at a scene cut: try again then): the second
+    // one comes from the cache, not from another decode.
+    let cached = false;
+    for (let i = 0; i < 5 && !cached; i++) {
+      const keyFrames = service.status().details!.keyFrames;
+      expect((await fetch(`${url}/printers/x1c/snapshot.jpg`, { headers: ADMIN_AUTH })).status).toBe(200);
+      const decodes = service.status().details!.snapshotDecodes;
+      expect((await fetch(`${url}/printers/x1c/snapshot.jpg`, { headers: ADMIN_AUTH })).status).toBe(200);
+      if (service.status().details!.keyFrames !== keyFrames) continue;
+      expect(service.status().details!.snapshotDecodes).toBe(decodes);
+      cached = true;
+    }
+    expect(cached).toBe(true);
   }, 30_000);
 });
 

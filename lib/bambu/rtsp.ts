@@ -278,6 +278,7 @@ export function createRtspService(ctx: ServiceContext, options: RtspServiceOptio
           jpegFfmpeg: jpeg?.state ?? "stopped",
           videoViewers: liveVideo?.viewers ?? 0,
           remuxFfmpeg: liveVideo?.state ?? "stopped",
+          keyFrames: keyFrames.keyFrames,
           snapshotDecodes: snapshots.decodes,
         },
       };
