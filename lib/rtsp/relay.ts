@@ -57,7 +57,7 @@ export interface Relay {
 export async function startRelay(options: RelayOptions): Promise<Relay> {
   let connections = 0;
   let refused = false;
-  const printerBase = `${options.tls ? "rtsps" : "rtsp"}://${options.host}:${options.port}`;
+  const upstreamBase = `${options.tls ? "rtsps" : "rtsp"}://${options.host}:${options.port}`;
   const peer = options.peer ?? "printer camera";
   const refusedMessage = options.refusedMessage ?? `printer camera refused user "${options.user}" with the access code: check access_code`;
   let localBase = "";
@@ -69,16 +69,16 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
     maxClients: options.maxClients ?? MAX_RELAY_CLIENTS,
     onClient(ffmpeg) {
       connections++;
-      const printer: Socket = options.tls
+      const upstream: Socket = options.tls
         ? connectToPrinter({ ...options.tls, host: options.host, port: options.port })
         : tcpConnect({ host: options.host, port: options.port });
-      const drop = () => (options.tls ? dropPrinterSocket(printer as TLSSocket) : printer.destroy());
+      const drop = () => (options.tls ? dropPrinterSocket(upstream as TLSSocket) : upstream.destroy());
       const connectTimer = setTimeout(() => {
         options.log.warn(`${peer} ${options.host}:${options.port} did not answer in ${PRINTER_CONNECT_TIMEOUT_MS / 1000} s`);
         drop();
       }, PRINTER_CONNECT_TIMEOUT_MS);
-      printer.once(options.tls ? "secureConnect" : "connect", () => clearTimeout(connectTimer));
-      const stallTimer = options.writeStallMs ? watchWrites(printer, options.writeStallMs, (waiting) => {
+      upstream.once(options.tls ? "secureConnect" : "connect", () => clearTimeout(connectTimer));
+      const stallTimer = options.writeStallMs ? watchWrites(upstream, options.writeStallMs, (waiting) => {
         options.log.warn(`${peer} ${options.host}:${options.port} took none of the ${waiting} bytes waiting for it in ${options.writeStallMs! / 1000} s: closing`);
         end();
       }) : undefined;
@@ -88,37 +88,37 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
         ffmpeg.destroy();
         drop();
       };
-      printer.on("error", (error) => {
+      upstream.on("error", (error) => {
         options.log.info(`${peer} ${options.host}:${options.port}: ${error.message}`);
         end();
       });
-      printer.on("close", end);
+      upstream.on("close", end);
       ffmpeg.on("close", end);
       const maxBacklog = options.maxBacklogBytes ?? RELAY_MAX_BACKLOG_BYTES;
-      const toFfmpeg = heldWhileFull(printer, ffmpeg, maxBacklog);
-      const toPrinterSide = heldWhileFull(ffmpeg, printer, maxBacklog);
+      const toFfmpeg = heldWhileFull(upstream, ffmpeg, maxBacklog);
+      const toUpstreamSide = heldWhileFull(ffmpeg, upstream, maxBacklog);
 
       let challenges: string[] = [];
       const pending = new Map<string, { request: RtspRequest; retried: boolean }>();
-      const toPrinter = (request: RtspRequest) => {
+      const toUpstream = (request: RtspRequest) => {
         const headers: Headers = request.headers.filter(([n]) => n.toLowerCase() !== "authorization");
         if (challenges.length) {
           const auth = authorizationFor(challenges, options.user, options.password(), request.method, request.uri);
           if (auth) headers.push(["Authorization", auth]);
         }
-        toPrinterSide(encodeRequest(request.method, request.uri, headers, request.body));
+        toUpstreamSide(encodeRequest(request.method, request.uri, headers, request.body));
       };
 
       const fromFfmpeg = createRtspParser();
       ffmpeg.on("data", (chunk: Buffer) => {
         try {
           for (const m of fromFfmpeg.push(chunk)) {
-            if (m.kind === "frame") toPrinterSide(encodeFrame(m.channel, m.payload));
+            if (m.kind === "frame") toUpstreamSide(encodeFrame(m.channel, m.payload));
             else if (m.kind === "request") {
-              const uri = m.uri.startsWith(localBase) ? printerBase + m.uri.slice(localBase.length) : m.uri;
+              const uri = m.uri.startsWith(localBase) ? upstreamBase + m.uri.slice(localBase.length) : m.uri;
               const request = { ...m, uri };
               pending.set(header(m.headers, "cseq") ?? "", { request, retried: false });
-              toPrinter(request);
+              toUpstream(request);
             }
           }
         } catch (error) {
@@ -127,10 +127,10 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
         }
       });
 
-      const fromPrinter = createRtspParser();
-      printer.on("data", (chunk: Buffer) => {
+      const fromUpstream = createRtspParser();
+      upstream.on("data", (chunk: Buffer) => {
         try {
-          for (const m of fromPrinter.push(chunk)) {
+          for (const m of fromUpstream.push(chunk)) {
             if (m.kind === "frame") toFfmpeg(encodeFrame(m.channel, m.payload));
             else if (m.kind === "response") {
               const cseq = header(m.headers, "cseq") ?? "";
@@ -138,7 +138,7 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
               if (m.status === 401 && waiting && !waiting.retried) {
                 challenges = headerAll(m.headers, "www-authenticate");
                 waiting.retried = true;
-                toPrinter(waiting.request);
+                toUpstream(waiting.request);
                 continue;
               }
               if (m.status === 401) {
