@@ -55,7 +55,8 @@ export function isStateSection(section: Json | undefined): section is JsonObject
   if (!isObject(section)) return false;
   const command = section.command;
   if (typeof command === "string") return STATE_COMMANDS.has(command);
-  return Object.keys(section).some((key) => !ACK_KEYS.has(key));
+  for (const key in section) if (!ACK_KEYS.has(key)) return true;
+  return false;
 }
 
 export interface ReportState {
@@ -87,7 +88,8 @@ export function createReportState(): ReportState {
         primed = true;
       }
       const skipped: string[] = [];
-      for (const [name, section] of Object.entries(report)) {
+      for (const name in report) {
+        const section = report[name];
         if (name === UNSAFE_KEY || !isStateSection(section)) continue;
         if (deeperThan(section, MAX_REPORT_DEPTH)) {
           skipped.push(name);
