@@ -1,5 +1,6 @@
 // MQTT on a byte stream: cuts complete packets out of the stream (so a size limit applies before anything is
-// buffered or parsed) and decodes each with mqtt-packet. Shared by the proxy, its printer session and the simulator.
+// buffered or parsed) and decodes each with mqtt-packet, except a plain QoS 0 PUBLISH (every report), read in
+// place; each packet comes with its frame as received. Shared by the proxy, its printer session and the simulator.
 import mqttPacket, { type Packet } from "mqtt-packet";
 
 export type { Packet } from "mqtt-packet";
