@@ -46,13 +46,16 @@ export async function liveVideoResponse(
   let handedOver = false;
   try {
     if (!(await live.whenReady(LIVE_START_WAIT_MS)) || signal.aborted) {
-      return new Response(`the camera gave no video within ${LIVE_START_WAIT_MS / 1000} s (camera ${feed.state()}${feed.problem?.() ? `: ${feed.problem()!.reason}` : ""})\n`, {
+      const why = `the camera gave no video within ${LIVE_START_WAIT_MS / 1000} s (camera ${feed.state()}${feed.problem?.() ? `: ${feed.problem()!.reason}` : ""})`;
+      if (!signal.aborted) hooks.log.info(`${hooks.label}: ${why}; answered 503`);
+      return new Response(`${why}\n`, {
         status: 503, headers: { "Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store" },
       });
     }
     const start = live.joining();
     if (!start) return new Response("the camera's video restarted; try again\n", { status: 503, headers: { "Cache-Control": "no-store" } });
     handedOver = true;
+    // The replayed fragments are the keeper's own buffers, shared by every viewer, not copies.
     const body = liveBody(live, start, release, hooks, signal, budget);
     return new Response(body, { headers: { ...headers, "Content-Type": "video/mp4", ...(start.codec ? { [CODEC_HEADER]: start.codec } : {}) } });
   } finally {
