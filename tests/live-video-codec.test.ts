@@ -10,7 +10,9 @@ import { createBoxSplitter, createFmp4Keeper, type Box, type Fragment } from "..
 import { createKeyFrameKeeper } from "../lib/rtsp/h264.ts";
 import { decodeKeyFrame } from "../lib/rtsp/h264-snapshot.ts";
 import { remuxArgs } from "../lib/rtsp/ffmpeg.ts";
-import { processLogger } from "../lib/log.ts";
+import { captureLogs, processLogger, setupLogging } from "../lib/log.ts";
+import { createLiveVideo } from "../lib/rtsp/fmp4-live.ts";
+import { chmodSync } from "node:fs";
 import { run } from "./rtsp-fixtures.ts";
 
 const work = mkdtempSync(join(tmpdir(), "pp-live-codec-"));
@@ -177,4 +179,29 @@ describe("H.264 key frames out of RTP (RFC 6184)", () => {
     for (const packet of packetsOf(true, (u, p) => u === idrs[idrs.length - 1] && p === 2)) keeper.push(packet);
     expect(keeper.keyFrames).toBe(idrs.length - 1);
   });
+});
+
+describe("the remuxing FFmpeg's output out of sync", () => {
+  test("a box larger than any video is logged and that FFmpeg is restarted", async () => {
+    // Stands in for an FFmpeg whose stdout is not MP4: a box header claiming 2 GiB, then nothing.
+    const fake = join(work, "fake-ffmpeg.sh");
+    writeFileSync(fake, "#!/bin/sh\nprintf '\\177\\377\\377\\377moov'\nexec sleep 30\n");
+    chmodSync(fake, 0o755);
+    setupLogging("warn", { quiet: true });
+    const logs = captureLogs();
+    const live = createLiveVideo({ log, ffmpeg: fake, input: () => "rtsp://127.0.0.1:1/x", backoffMinMs: 200 });
+    live.start();
+    const release = live.claim();
+    try {
+      const deadline = Date.now() + 10_000;
+      while (live.runs < 2 && Date.now() < deadline) await Bun.sleep(50);
+      expect(live.runs).toBeGreaterThanOrEqual(2);
+      expect(logs.lines.some((l) => l.includes(`the remuxing FFmpeg's output lost sync (a "moov" box of 2147483647 bytes (more than ${16 * 1024 * 1024})); restarting it`))).toBe(true);
+      expect(live.joining()).toBeUndefined(); // nobody is handed a broken stream
+    } finally {
+      release();
+      logs.stop();
+      await live.stop();
+    }
+  }, 20_000);
 });
