@@ -23,6 +23,7 @@ export function registerConfigSecrets(config: Config): void {
   }
   registerSecret(config.web.password);
   registerSecret(config.export?.mqtt?.password);
+  registerSecret(config.export?.rtsp?.password);
 }
 
 /** A printer as the supervisor holds it: whether it could be set up at all, and what is still stopping. */
@@ -154,7 +155,9 @@ export async function startSupervisor(initial: Config, options: SupervisorOption
   // The exporters hold links to the running printers: after a reload they follow the printers they export.
   const restartExport = async (c: Config) => {
     const previous = exporter?.retained();
-    await Promise.allSettled([exporter?.stop(), pusher?.stop()]);
+    // Removed, or pointed at another broker: what the old exporter left retained would stay there for good.
+    const forget = !c.export.mqtt || c.export.mqtt.url !== exportedWith.mqtt?.url;
+    await Promise.allSettled([exporter?.stop({ forget }), pusher?.stop()]);
     pusher = c.export.rtsp ? startRtspExport({ config: c.export.rtsp, printers, proxy: c.proxy }) : undefined;
     const mqtt = c.export.mqtt;
     try {

@@ -303,6 +303,30 @@ describe("[export.mqtt] on mosquitto", () => {
     expect(local.client.connected).toBe(true);
     await local.end();
   }, 90_000);
+
+  test("a reload without [export.mqtt] clears every retained topic it published, the last will included", async () => {
+    const before = reader.messages.length;
+    await runWith(`reports = true\ndiscovery = true`);
+    // The reload's new exporter is connected once it says online itself (a reload before that cannot clear: logged).
+    await until("the new exporter online", () => reader.messages.slice(before).some((m) => m.topic === "pandaproxy/availability" && m.text === "online"), WAIT_MS);
+    const file = join(dir, "printers.toml");
+    const text = configText("", PROXY, join(dir, "state"), adventurer(), `["mqtt", "camera"]`).replace(/\[export\.mqtt\][^[]*$/, "");
+    expect(text).not.toContain("[export.mqtt]");
+    writeFileSync(file, text);
+    expect(await supervisor!.reload()).toBe(true);
+    const late = await mqtt.connectAsync(`mqtt://${BROKER}:${BROKER_PORT}`, { username: BROKER_USER, password: BROKER_PASSWORD, reconnectPeriod: 0 });
+    const retained: string[] = [];
+    let marked = false;
+    late.on("message", (topic, payload, packet) => {
+      if (topic === "homeassistant/test-marker") marked = true;
+      else if (packet.retain && payload.length) retained.push(topic);
+    });
+    await late.subscribeAsync(["pandaproxy/#", "homeassistant/#"]);
+    await late.publishAsync("homeassistant/test-marker", "end", { qos: 1 });
+    await until("every retained message, then the marker", () => marked, WAIT_MS);
+    await late.endAsync(true);
+    expect(retained).toEqual([]);
+  }, 60_000);
 });
 
 describe("mqtts://", () => {
