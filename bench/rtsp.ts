@@ -1,9 +1,19 @@
 // RTSPS camera benchmark: the simulated X1C (720p15 H.264) behind pandaproxy in its own process, read by 1, 10
 // and 50 raw RTSPS readers. Prints packets delivered, lost packets for readers that keep up, added latency
 // (our server receiving a packet from FFmpeg -> a reader parsing it, across two processes) p50/p99, and the
-// proxy process's CPU and RSS. Run: node_modules/.bin/bun bench/rtsp.ts
+// proxy process's CPU and RSS, and its CPU per RTP packet per reader. Then the peer: GStreamer's RTSP server
+// (bench/rtsp-gst-peer.py, the same video pre-encoded, so no encoder in its CPU) with the same readers and rounds,
+// and both CPU figures side by side, with the marginal cost of each reader beyond the first.
+// Measured (2 shared cores, us per packet per reader at 1 / 10 / 50 readers): before readers shared packet buffers
+// (one frame copied per reader since PLAY's RTP-Info shift) 56-63 / 10.9 / 4.5-4.8; sharing them (16 bytes of
+// each reader's own, StreamReader.writeFrame) 66-68 / 10.4-10.6 / 3.5-4.0, marginal 2.7; GStreamer 24 / 10.6 /
+// 9.4, marginal 9.1. Bun joins what one tick wrote to a TLS socket into one send (strace: one sendto per socket
+// per tick), so two writes per packet cost no extra syscall; cork()/uncork() measured slower (it copies them
+// together in _writev). Run: node_modules/.bin/bun bench/rtsp.ts
 import { cpuSeconds, memoryMiB, microsecondsPer, percentile } from "./support.ts";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { makeCa, makeLeaf } from "../lib/tls.ts";
 import { createRtspService } from "../lib/bambu/rtsp.ts";
 import { simIdentity } from "../lib/sim/bambu.ts";
 import { startSimRtsp } from "../lib/sim/rtsp.ts";
@@ -14,6 +24,10 @@ const PROXY = "127.0.5.42";
 const PATH = "/streaming/live/1";
 const ROUNDS = [1, 10, 50];
 const WARMUP_MS = 3_000;
+/** GStreamer's RTSP server, the peer, on the simulator's address. */
+const PEER_PORT = 3221;
+const PEER_VIDEO = "/tmp/pandaproxy-bench-rtsp-720p15.mp4";
+const PEER_VIDEO_SECONDS = 90;
 const MEASURE_MS = 10_000;
 
 // Bun's hrtime starts at process start; timeOrigin + now() is wall-clock time with sub-millisecond precision,
@@ -43,8 +57,8 @@ interface Reader {
 const EARLY_PACKETS = 20;
 const fingerprint = (packet: Buffer) => Bun.hash(packet.subarray(12)).toString(16);
 
-async function openReader(): Promise<Reader> {
-  const client = await rawClient(PROXY, 322, { user: "bblp", password: ACCESS_CODE });
+async function openReader(host = PROXY, port = 322): Promise<Reader> {
+  const client = await rawClient(host, port, { user: "bblp", password: ACCESS_CODE });
   const reader: Reader = { client, arrivals: new Map(), early: [], received: 0, bytes: 0 };
   client.onFrame = (frame) => {
     if (frame.channel !== 0) return;
@@ -56,10 +70,16 @@ async function openReader(): Promise<Reader> {
     reader.received++;
     reader.bytes += frame.payload.length + 4;
   };
-  if ((await client.request("DESCRIBE", `rtsps://${PROXY}:322${PATH}`)).status !== 200) throw new Error("DESCRIBE failed");
-  const setup = await client.request("SETUP", `rtsps://${PROXY}:322${PATH}/track1`, [["Transport", "RTP/AVP/TCP;unicast;interleaved=0-1"]]);
+  const url = `rtsps://${host}:${port}${PATH}`;
+  const described = await client.request("DESCRIBE", url);
+  if (described.status !== 200) throw new Error(`DESCRIBE ${url}: ${described.status}`);
+  // The track's control as the server names it (ours: track1, GStreamer's: stream=0), below its Content-Base.
+  const base = described.headers.find(([n]) => n.toLowerCase() === "content-base")?.[1] ?? `${url}/`;
+  const control = [...described.body.toString().matchAll(/^a=control:(\S+)/gm)].map((m) => m[1]!).filter((c) => c !== "*").pop() ?? "track1";
+  const track = /^rtsps?:/.test(control) ? control : base.replace(/\/?$/, "/") + control;
+  const setup = await client.request("SETUP", track, [["Transport", "RTP/AVP/TCP;unicast;interleaved=0-1"]]);
   const session = setup.headers.find(([n]) => n === "Session")?.[1]?.split(";")[0] ?? "";
-  if ((await client.request("PLAY", `rtsps://${PROXY}:322${PATH}`, [["Session", session]])).status !== 200) throw new Error("PLAY failed");
+  if ((await client.request("PLAY", base.replace(/\/$/, ""), [["Session", session]])).status !== 200) throw new Error("PLAY failed");
   return reader;
 }
 
@@ -90,6 +110,7 @@ async function main() {
   await isReady;
   console.log(`RTSPS camera benchmark: simulated X1C 1280x720@15 H.264 -> pandaproxy (pid ${proxy.pid}) -> N raw RTSPS readers, ${MEASURE_MS / 1000} s per round`);
   console.log("readers | packets in | delivered/reader (min) | lost (readers that kept up) | Mbit/s per reader | added latency p50 / p99 ms | proxy CPU % | FFmpeg CPU % | proxy RSS MiB | proxy CPU us/packet/reader");
+  const ours: RoundCost[] = [];
   try {
     for (const count of ROUNDS) {
       const readers: Reader[] = [];
@@ -113,6 +134,7 @@ async function main() {
       const cpuUsed = cpuSeconds(proxy.pid) - cpu0;
       const cpu = (cpuUsed / elapsed) * 100;
       const cpuUsPerPacket = microsecondsPer(cpuUsed, readers.reduce((sum, r) => sum + r.received, 0));
+      ours.push({ readers: count, cpuSeconds: cpuUsed, delivered: readers.reduce((sum, r) => sum + r.received, 0), elapsed });
       const ff = ((ffmpegPids.reduce((s, p) => { try { return s + cpuSeconds(p); } catch { return s; } }, 0) - ff0) / elapsed) * 100;
       const rss = memoryMiB(proxy.pid).rss;
       await Bun.sleep(200); // let the last tap lines arrive
@@ -144,6 +166,88 @@ async function main() {
     await Promise.race([proxy.exited, Bun.sleep(3_000)]);
     proxy.kill("SIGKILL");
     await sim.stop();
+  }
+  // The peer runs alone: the simulator's encoder and our proxy are stopped by now.
+  const peer = await peerRounds();
+  console.log("");
+  console.log("CPU per RTP packet per reader, side by side (us; marginal: the extra cost of each reader over the 1-reader round)");
+  console.log("readers | pandaproxy | GStreamer RTSP server | pandaproxy marginal | GStreamer marginal");
+  for (const [i, o] of ours.entries()) {
+    const g = peer[i];
+    const margin = (rounds: RoundCost[], r: RoundCost | undefined) => r && rounds[0] && r !== rounds[0] ? microsecondsPer(r.cpuSeconds - rounds[0].cpuSeconds, r.delivered - rounds[0].delivered).toFixed(2) : "-";
+    console.log(`${String(o.readers).padStart(7)} | ${microsecondsPer(o.cpuSeconds, o.delivered).toFixed(2).padStart(10)} | ${(g ? microsecondsPer(g.cpuSeconds, g.delivered).toFixed(2) : "not run").padStart(21)} | ${margin(ours, o).padStart(19)} | ${margin(peer, g).padStart(18)}`);
+  }
+}
+
+interface RoundCost {
+  readers: number;
+  cpuSeconds: number;
+  /** RTP packets delivered, summed over the readers. */
+  delivered: number;
+  elapsed: number;
+}
+
+/** The same 720p15 H.264 as the simulator's, encoded once, for the peer to serve without encoding. */
+async function peerVideo(): Promise<string> {
+  if (existsSync(PEER_VIDEO)) return PEER_VIDEO;
+  const ffmpeg = Bun.spawn([
+    "ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=15", "-t", String(PEER_VIDEO_SECONDS),
+    "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "30", "-pix_fmt", "yuv420p", PEER_VIDEO + ".part.mp4",
+  ], { stdout: "ignore", stderr: "inherit" });
+  if ((await ffmpeg.exited) !== 0) throw new Error("ffmpeg could not encode the peer's video");
+  await Bun.write(PEER_VIDEO, Bun.file(PEER_VIDEO + ".part.mp4"));
+  return PEER_VIDEO;
+}
+
+/** GStreamer's RTSP server with the same readers and rounds; empty when it cannot run here. */
+async function peerRounds(): Promise<RoundCost[]> {
+  const out: RoundCost[] = [];
+  const python = "/usr/bin/python3";
+  if (!existsSync(python)) return out;
+  const video = await peerVideo();
+  const ca = makeCa("bench peer CA", "pandaproxy bench");
+  const leaf = makeLeaf(ca, "peer", { dns: [], ips: [SIM] });
+  const pem = join("/tmp", `pandaproxy-bench-rtsp-peer-${process.pid}.pem`);
+  writeFileSync(pem, leaf.cert + leaf.key, { mode: 0o600 });
+  const gst = Bun.spawn([python, join(import.meta.dir, "rtsp-gst-peer.py"), SIM, String(PEER_PORT), "bblp", ACCESS_CODE, pem, video], { stdin: "ignore", stdout: "pipe", stderr: "inherit" });
+  try {
+    const reader = gst.stdout.getReader();
+    const first = await Promise.race([reader.read(), Bun.sleep(15_000).then(() => undefined)]);
+    if (!first?.value || !new TextDecoder().decode(first.value).includes("READY")) {
+      console.log("GStreamer RTSP server (peer) did not start: no side-by-side figures");
+      return out;
+    }
+    console.log("");
+    console.log(`peer: GStreamer's RTSP server (pid ${gst.pid}) serving the same 720p15 H.264 (pre-encoded), the same raw RTSPS readers`);
+    console.log("readers | delivered/reader (min) | Mbit/s per reader | peer CPU % | peer CPU us/packet/reader");
+    for (const count of ROUNDS) {
+      const readers: Reader[] = [];
+      for (let i = 0; i < count; i++) readers.push(await openReader(SIM, PEER_PORT));
+      await Bun.sleep(WARMUP_MS);
+      for (const r of readers) {
+        r.received = 0;
+        r.bytes = 0;
+      }
+      const cpu0 = cpuSeconds(gst.pid);
+      const t0 = performance.now();
+      await Bun.sleep(MEASURE_MS);
+      const elapsed = (performance.now() - t0) / 1000;
+      const cpuUsed = cpuSeconds(gst.pid) - cpu0;
+      const delivered = readers.reduce((sum, r) => sum + r.received, 0);
+      out.push({ readers: count, cpuSeconds: cpuUsed, delivered, elapsed });
+      console.log(
+        `${String(count).padStart(7)} | ${String(Math.min(...readers.map((r) => r.received))).padStart(22)} | ${((readers[0]!.bytes * 8) / elapsed / 1e6).toFixed(2).padStart(17)} | ` +
+          `${((cpuUsed / elapsed) * 100).toFixed(1).padStart(10)} | ${microsecondsPer(cpuUsed, delivered).toFixed(2).padStart(24)}`,
+      );
+      for (const r of readers) r.client.close();
+      await Bun.sleep(1_000);
+    }
+    return out;
+  } finally {
+    gst.kill("SIGTERM");
+    await Promise.race([gst.exited, Bun.sleep(3_000)]);
+    gst.kill("SIGKILL");
+    await Bun.file(pem).delete().catch(() => {});
   }
 }
 
