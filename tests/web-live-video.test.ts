@@ -4,7 +4,7 @@
 // camera's; a snapshot is one decoded key frame, with no JPEG FFmpeg left running. The Chromium half runs on
 // `pandaproxy demo` itself.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createRtspService } from "../lib/bambu/rtsp.ts";
@@ -27,6 +27,10 @@ const PROXY = "127.0.49.2";
 const WEB = "127.0.49.3";
 /** A second web server with a small per-browser budget, for the browser that reads nothing. */
 const SMALL_WEB = "127.0.49.4";
+/** A simulated camera that sends H.265, its proxy and web server. */
+const HEVC_SIM = "127.0.49.6";
+const HEVC_PROXY = "127.0.49.7";
+const HEVC_WEB = "127.0.49.8";
 const FPS = 15;
 
 let sim: SimRtsp;
@@ -234,4 +238,36 @@ describe("a browser that takes nothing", () => {
       await small.stop();
     }
   }, 120_000);
+});
+
+describe("a camera that sends no H.264", () => {
+  test("its snapshot comes from one JPEG FFmpeg run; live.mp4 names no codec, so the page shows MJPEG", async () => {
+    // The simulator's encoder with libx265 in place of libx264.
+    const wrapper = join(work, "ffmpeg-hevc.sh");
+    writeFileSync(wrapper, '#!/bin/sh\nfor a in "$@"; do shift; [ "$a" = libx264 ] && a=libx265; set -- "$@" "$a"; done\nexec ffmpeg "$@"\n');
+    chmodSync(wrapper, 0o755);
+    const hevcSim = await startSimRtsp(simIdentity({ host: HEVC_SIM, model: "X1C", serial: "00M09A350100124", accessCode: ACCESS_CODE, ports: { rtsp: 322 } }), {
+      cameraWidth: 640, cameraHeight: 360, cameraFps: FPS, ffmpeg: wrapper,
+    });
+    const hevcCtx = proxyContext({ bind: HEVC_PROXY, printerHost: HEVC_SIM, printerRtsp: 322, serial: "00M09A350100124" });
+    const hevc = createRtspService(hevcCtx, { lingerMs: 3_000, backoffMinMs: 300 });
+    await hevc.start();
+    const { web: hevcWeb, url: hevcUrl } = await startTestWeb([{ config: hevcCtx.printer, hub: hevcCtx.hub, services: [hevc], start: async () => {}, stop: async () => {} }], { host: HEVC_WEB });
+    try {
+      const response = await fetch(`${hevcUrl}/printers/x1c/snapshot.jpg`, { headers: ADMIN_AUTH });
+      expect(response.status).toBe(200);
+      const file = join(work, "hevc-snapshot.jpg");
+      writeFileSync(file, Buffer.from(await response.arrayBuffer()));
+      expect((await run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_name,width,height", "-of", "csv=p=0", file])).stdout.trim()).toBe("mjpeg,640,360");
+      expect(hevc.status().details!.keyFrames).toBe(0);
+      expect(hevc.status().details!.snapshotDecodes).toBe(0);
+      const live = await readFor(`${hevcUrl}/printers/x1c/live.mp4`, 3_000, ADMIN_AUTH, 256 * 1024);
+      expect(live.response.status).toBe(200);
+      expect(live.response.headers.get(CODEC_HEADER)).toBeNull();
+    } finally {
+      await hevcWeb.stop();
+      await hevc.stop();
+      await hevcSim.stop();
+    }
+  }, 60_000);
 });

@@ -32,6 +32,7 @@ export const RTSP_MAX_CLIENTS = 64;
 export const JPEG_FPS = 4;
 /** The JPEG FFmpeg keeps running this long after the last web viewer left. */
 export const JPEG_LINGER_MS = 10_000;
+const SNAPSHOT_GIVE_UP_POLL_MS = 200;
 
 export interface RtspServiceOptions {
   /** FFmpeg stops this long after the last client left (default 30 s). */
@@ -114,6 +115,28 @@ export function createRtspService(ctx: ServiceContext, options: RtspServiceOptio
     log, ffmpeg: ctx.proxy.ffmpeg, keeper: keyFrames, lastPacketAt: () => stream.lastPacketAt, claim: () => stream.claim(),
   });
   let liveVideo: LiveVideo | undefined;
+  /** A camera that sends no H.264 has no key frames for us to keep: its snapshots come from the JPEG FFmpeg. */
+  const notH264 = () => stream.live && stream.tracks.length > 0 && !stream.tracks.some((t) => t.h264);
+  const nextJpeg = (waitMs: number, giveUp?: () => boolean) =>
+    new Promise<CameraFrame | undefined>((resolve) => {
+      const release = feed.claim();
+      let settled = false;
+      const finish = (frame: CameraFrame | undefined) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        clearInterval(poll);
+        queueMicrotask(() => subscription.unsubscribe());
+        release();
+        resolve(frame);
+      };
+      const timer = setTimeout(() => finish(undefined), waitMs);
+      const poll = setInterval(() => giveUp?.() && finish(undefined), SNAPSHOT_GIVE_UP_POLL_MS);
+      const subscription = frames.subscribe((frame, done) => {
+        done();
+        finish(frame);
+      }, { label: "a snapshot" });
+    });
   let relay: Relay | undefined;
   let loopback: Loopback | undefined;
   let publisher: Publisher | undefined;
@@ -140,7 +163,10 @@ export function createRtspService(ctx: ServiceContext, options: RtspServiceOptio
     frameRate: () => Math.max(videoFrameRate.rate(), frameRate.rate()),
     lastFrameAt: () => lastVideoFrameAt,
     loopbackUrl: () => loopback?.readUrl(CAMERA_PATH),
-    keyFrameJpeg: (waitMs, giveUp) => snapshots.take(waitMs, giveUp),
+    async keyFrameJpeg(waitMs, giveUp) {
+      const frame = await snapshots.take(waitMs, () => (giveUp?.() ?? false) || notH264());
+      return frame || !notH264() ? frame : nextJpeg(waitMs, giveUp);
+    },
   };
 
   const stopAll = async () => {

@@ -29,7 +29,10 @@ function playLive(video, url, fail) {
   video.onerror = function () { failOnce("the video element failed"); };
   fetch(url, { cache: "no-store", signal: ctrl.signal }).then(function (r) {
     if (!r.ok || !r.body) throw new Error("HTTP " + r.status);
-    var type = 'video/mp4; codecs="' + (r.headers.get(${JSON.stringify(CODEC_HEADER)}) || "avc1.640028") + '"';
+    var codec = r.headers.get(${JSON.stringify(CODEC_HEADER)});
+    // No codec named: the camera's video is not H.264, which the page cannot play (its snapshots still work).
+    if (!codec) throw new Error("the page cannot play this camera's video (not H.264)");
+    var type = 'video/mp4; codecs="' + codec + '"';
     if (!liveVideoPossible() || !MediaSource.isTypeSupported(type)) throw new Error("this browser cannot play " + type);
     var ms = new MediaSource();
     objectUrl = URL.createObjectURL(ms);
