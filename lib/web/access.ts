@@ -1,7 +1,7 @@
 // Who may see what on the web page. A printer's own access code (or its viewer access code) opens that printer,
 // as the printer's own services do: user "bblp" for a Bambu printer, the printer's serial number for a FlashForge
 // (its HTTP API pairs serialNumber with checkCode). The [web] username/password opens every printer and /metrics.
-// A printer's camera token opens only its MJPEG and snapshot URLs; the metrics token only /metrics.
+// A printer's camera token opens only its camera URLs (camera.mjpeg, snapshot.jpg, live.mp4); the metrics token only /metrics.
 import { sameSecret } from "../core/edge.ts";
 import type { PrinterConfig, WebConfig } from "../config.ts";
 
