@@ -1,9 +1,13 @@
-// MQTT fan-out benchmark: one simulated printer, 200 subscribers at 10 reports/s and then a burst of 1000 reports/s,
-// through pandaproxy and through Debian mosquitto bridging the same report topic. Prints delivery and latency
-// p50/p99 for both. Loopback only (127.0.2.x); pandaproxy and the subscribers run in their own processes so
-// neither side shares an event loop with the measurement.
-//   node_modules/.bin/bun bench/mqtt.ts   (needs Debian mosquitto; takes about a minute)
-import { cpuSeconds, microsecondsPer, percentile } from "./support.ts";
+// MQTT fan-out benchmark: one simulated printer, through pandaproxy and through Debian mosquitto bridging the same
+// report topic (twice: as Debian ships it, and with set_tcp_nodelay). First the issue #18 scenario side by side:
+// 20 subscribers, 150 reports/s of about 1 KB, rounds alternating between the three (the machine is shared and
+// noisy), median and p99 latency, the ratios per round, CPU per report per subscriber (user and system), and
+// pandaproxy's CPU per report with no subscriber. Then 200 subscribers at 10 reports/s and a burst of 1000
+// reports/s. Loopback only (127.0.2.x); pandaproxy and the subscribers run in their own processes so neither
+// side shares an event loop with the measurement.
+//   node_modules/.bin/bun bench/mqtt.ts          (needs Debian mosquitto; takes about four minutes)
+//   node_modules/.bin/bun bench/mqtt.ts issue    (the 20-subscriber rounds only, about two and a half)
+import { cpuSeconds, cpuTimes, microsecondsPer, percentile } from "./support.ts";
 import { spawn, type ChildProcess } from "node:child_process";
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -14,6 +18,7 @@ import { createInterface } from "node:readline";
 const SIM_HOST = "127.0.2.15";
 const PROXY_HOST = "127.0.2.25";
 const BROKER_HOST = "127.0.2.26";
+const BROKER_NODELAY_HOST = "127.0.2.27";
 const PORT = 8883;
 const ACCESS_CODE = "12345678";
 const SUBSCRIBERS = 200;
@@ -23,6 +28,14 @@ const STEADY_SECONDS = 5;
 const BURST_RATE = 1000;
 const BURST_SECONDS = 2;
 const DRAIN_MS = 10_000;
+/** Issue #18: 20 subscribers, 150 reports/s of about 1 KB; alternating rounds of ISSUE_SECONDS each. */
+const ISSUE_SUBSCRIBERS = 20;
+const ISSUE_RATE = 150;
+const ISSUE_SECONDS = 6;
+const ISSUE_WARMUP_SECONDS = 1;
+const ISSUE_ROUNDS = 5;
+const ISSUE_DRAIN_MS = 1_000;
+const ISSUE_REPORT_BYTES = 1_000;
 const READY_TIMEOUT_MS = 30_000;
 
 
@@ -136,37 +149,52 @@ async function main(): Promise<void> {
     children.push(proxy.child);
     await expectLine(proxy, "ready");
 
-    // mosquitto bridging the printer's report topic, with a TLS listener like the proxy's
+    // mosquitto bridging the printer's report topic, with a TLS listener like the proxy's: once as Debian ships it
+    // (Nagle's algorithm on: set_tcp_nodelay defaults to false) and once with set_tcp_nodelay true, as pandaproxy
+    // (Bun sets TCP_NODELAY on its sockets) and any latency-minded setup runs it.
     const ca = makeCa("bench CA", "bench");
-    const leaf = makeLeaf(ca, serial, { dns: ["localhost"], ips: [BROKER_HOST] });
-    writeFileSync(join(dir, "broker.key"), leaf.key);
-    writeFileSync(join(dir, "broker.crt"), leaf.cert + ca.cert);
     writeFileSync(join(dir, "bbl-ca.pem"), simulatedCa().cert);
-    writeFileSync(join(dir, "mosquitto.conf"), [
-      "per_listener_settings false", "allow_anonymous true", `listener ${PORT} ${BROKER_HOST}`,
-      `certfile ${join(dir, "broker.crt")}`, `keyfile ${join(dir, "broker.key")}`, "persistence false", "log_type error",
-      "connection printer", `address ${SIM_HOST}:${PORT}`, `topic ${topic} in 0`, "remote_username bblp",
-      `remote_password ${ACCESS_CODE}`, `bridge_cafile ${join(dir, "bbl-ca.pem")}`, "bridge_insecure true",
-      "bridge_protocol_version mqttv311", "try_private false", "notifications false", "cleansession true",
-      "remote_clientid bench-mosquitto-bridge", "start_type automatic", "",
-    ].join("\n"));
-    const broker = spawn("mosquitto", ["-c", join(dir, "mosquitto.conf")], { stdio: ["ignore", "ignore", "pipe"] });
-    children.push(broker);
-    let brokerLog = "";
-    broker.stderr!.on("data", (c: Buffer) => void (brokerLog = (brokerLog + c.toString()).slice(-4000)));
+    const startBroker = (name: string, host: string, nodelay: boolean) => {
+      const leaf = makeLeaf(ca, serial, { dns: ["localhost"], ips: [host] });
+      writeFileSync(join(dir, `${name}.key`), leaf.key);
+      writeFileSync(join(dir, `${name}.crt`), leaf.cert + ca.cert);
+      writeFileSync(join(dir, `${name}.conf`), [
+        "per_listener_settings false", "allow_anonymous true", `listener ${PORT} ${host}`, `set_tcp_nodelay ${nodelay}`,
+        `certfile ${join(dir, `${name}.crt`)}`, `keyfile ${join(dir, `${name}.key`)}`, "persistence false", "log_type error",
+        "connection printer", `address ${SIM_HOST}:${PORT}`, `topic ${topic} in 0`, "remote_username bblp",
+        `remote_password ${ACCESS_CODE}`, `bridge_cafile ${join(dir, "bbl-ca.pem")}`, "bridge_insecure true",
+        "bridge_protocol_version mqttv311", "try_private false", "notifications false", "cleansession true",
+        `remote_clientid bench-${name}`, "start_type automatic", "",
+      ].join("\n"));
+      const child = spawn("mosquitto", ["-c", join(dir, `${name}.conf`)], { stdio: ["ignore", "ignore", "pipe"] });
+      children.push(child);
+      let log = "";
+      child.stderr!.on("data", (c: Buffer) => void (log = (log + c.toString()).slice(-4000)));
+      return { child, log: () => log };
+    };
+    const broker = startBroker("mosquitto", BROKER_HOST, false);
+    const brokerNodelay = startBroker("mosquitto-nodelay", BROKER_NODELAY_HOST, true);
     const bridged = Date.now();
-    while (simMqtt.clients < 2) {
-      if (broker.exitCode !== null) throw new Error(`mosquitto exited:\n${brokerLog}`);
-      if (Date.now() - bridged > READY_TIMEOUT_MS) throw new Error("the mosquitto bridge did not connect to the simulated printer");
+    while (simMqtt.clients < 3) {
+      for (const b of [broker, brokerNodelay]) if (b.child.exitCode !== null) throw new Error(`mosquitto exited:\n${b.log()}`);
+      if (Date.now() - bridged > READY_TIMEOUT_MS) throw new Error("the mosquitto bridges did not connect to the simulated printer");
       await Bun.sleep(50);
     }
     await Bun.sleep(500); // the bridge subscribes right after connecting
 
     let seq = 0;
+    // A push_status delta as a P1S sends them while printing; `pad` brings a report to about 1 KB for the
+    // issue scenario. No address field: it is the common report.
+    const fields = `"nozzle_temper":219.5,"nozzle_target_temper":220,"bed_temper":55.01,"bed_target_temper":55,"chamber_temper":31,"mc_print_stage":"2","mc_percent":42,"mc_remaining_time":73,"layer_num":57,"total_layer_num":240,"gcode_state":"RUNNING","spd_mag":100,"spd_lvl":2,"cooling_fan_speed":"15","heatbreak_fan_speed":"15","big_fan1_speed":"0","big_fan2_speed":"0","wifi_signal":"-41dBm","print_error":0,"lights_report":[{"node":"chamber_light","mode":"on"},{"node":"work_light","mode":"flashing"}],"hms":[],"online":{"ahb":false,"rfid":false,"version":1034563}`;
+    let pad = "";
     const publish = () => {
       const t = performance.timeOrigin + performance.now();
-      simMqtt.report(Buffer.from(`{"print":{"command":"push_status","msg":1,"sequence_id":"${seq}","nozzle_temper":219.5,"bed_temper":55.01,"mc_percent":42,"layer_num":57,"bench":{"seq":${seq},"t":${t}}}}`));
+      simMqtt.report(Buffer.from(`{"print":{"command":"push_status","msg":1,"sequence_id":"${seq}",${fields}${pad},"bench":{"seq":${seq},"t":${t}}}}`));
       seq++;
+    };
+    const issuePad = () => {
+      const bare = `{"print":{"command":"push_status","msg":1,"sequence_id":"00000",${fields},"bench":{"seq":00000,"t":${performance.timeOrigin + performance.now()}}}}`.length;
+      return `,"upgrade_state":{"status":"IDLE","message":"${"x".repeat(Math.max(0, ISSUE_REPORT_BYTES - bare - 46))}"}`;
     };
     const pace = async (rate: number, seconds: number) => {
       const total = rate * seconds;
@@ -179,35 +207,83 @@ async function main(): Promise<void> {
       }
     };
 
-    const results: Record<string, { phase: string; delivered: number; expected: number; p50: number; p99: number; max: number; cpuUs: number }[]> = {};
-    for (const [name, host] of [["pandaproxy", PROXY_HOST], ["mosquitto bridge", BROKER_HOST]] as const) {
-      results[name] = [];
-      const pid = name === "pandaproxy" ? proxy.child.pid! : broker.pid!;
-      const workers = Array.from({ length: WORKERS }, () => startWorker(["subscribers", JSON.stringify({ host, count: SUBSCRIBERS / WORKERS, topic })]));
+    const targets = [
+      ["pandaproxy", PROXY_HOST, proxy.child.pid!], ["mosquitto bridge", BROKER_HOST, broker.child.pid!],
+      ["mosquitto nodelay", BROKER_NODELAY_HOST, brokerNodelay.child.pid!],
+    ] as const;
+    const startSubscribers = async (host: string, count: number) => {
+      const workers = Array.from({ length: WORKERS }, () => startWorker(["subscribers", JSON.stringify({ host, count: count / WORKERS, topic })]));
       children.push(...workers.map((w) => w.child));
       await Promise.all(workers.map((w) => expectLine(w, "ready")));
+      return workers;
+    };
+    const measure = async (workers: Worker[], pid: number, run: () => Promise<void>, drainMs: number) => {
+      const from = seq;
+      for (const w of workers) w.child.stdin!.write(`start ${from}\n`);
+      await Promise.all(workers.map((w) => expectLine(w, "started")));
+      const proxyCpu0 = cpuSeconds(proxy.child.pid!);
+      const cpu0 = cpuTimes(pid);
+      await run();
+      const sent = seq - from;
+      await Bun.sleep(drainMs);
+      const cpu1 = cpuTimes(pid);
+      const user = cpu1.user - cpu0.user;
+      const system = cpu1.system - cpu0.system;
+      const cpu = user + system;
+      const proxyCpu = cpuSeconds(proxy.child.pid!) - proxyCpu0;
+      const summaries = await Promise.all(workers.map(async (w) => {
+        w.child.stdin!.write("stop\n");
+        return JSON.parse(await expectLine(w, "{")) as { received: number[]; latencies: number[] };
+      }));
+      const latencies = summaries.flatMap((s) => s.latencies).sort((a, b) => a - b);
+      const delivered = summaries.flatMap((s) => s.received).reduce((a, b) => a + b, 0);
+      return { sent, delivered, latencies, cpu, user, system, proxyCpu };
+    };
+
+    // Issue #18 side by side: alternating rounds, the other target's subscribers gone meanwhile.
+    pad = issuePad();
+    /** pandaproxy's CPU per report while the other targets are measured: its cost with no subscriber. */
+    const proxyAlone: number[] = [];
+    const issue: { name: string; round: number; delivered: number; expected: number; p50: number; p99: number; cpuUs: number; userUs: number; systemUs: number }[] = [];
+    for (let round = 1; round <= ISSUE_ROUNDS; round++) {
+      for (const [name, host, pid] of targets) {
+        const workers = await startSubscribers(host, ISSUE_SUBSCRIBERS);
+        await pace(ISSUE_RATE, ISSUE_WARMUP_SECONDS);
+        const r = await measure(workers, pid, () => pace(ISSUE_RATE, ISSUE_SECONDS), ISSUE_DRAIN_MS);
+        if (pid !== proxy.child.pid) proxyAlone.push(microsecondsPer(r.proxyCpu, r.sent));
+        issue.push({ name, round, delivered: r.delivered, expected: r.sent * ISSUE_SUBSCRIBERS, p50: percentile(r.latencies, 0.5), p99: percentile(r.latencies, 0.99), cpuUs: microsecondsPer(r.cpu, r.delivered), userUs: microsecondsPer(r.user, r.delivered), systemUs: microsecondsPer(r.system, r.delivered) });
+      }
+    }
+    const reportBytes = Buffer.byteLength(`{"print":{"command":"push_status","msg":1,"sequence_id":"${seq}",${fields}${pad},"bench":{"seq":${seq},"t":${performance.timeOrigin + performance.now()}}}}`);
+    pad = "";
+    console.log(`\nIssue #18: ${ISSUE_SUBSCRIBERS} subscribers (TLS, QoS 0, ${WORKERS} processes), ${ISSUE_RATE} reports/s of ${reportBytes} bytes, ${ISSUE_ROUNDS} alternating rounds of ${ISSUE_SECONDS} s`);
+    console.log("round  target              delivered              p50 ms    p99 ms   CPU us/report/subscriber (user + system)");
+    for (const r of issue) {
+      const pct = ((100 * r.delivered) / r.expected).toFixed(2);
+      console.log(`${String(r.round).padEnd(6)} ${r.name.padEnd(19)} ${`${r.delivered}/${r.expected} (${pct}%)`.padEnd(22)} ${r.p50.toFixed(2).padStart(7)} ${r.p99.toFixed(2).padStart(9)} ${r.cpuUs.toFixed(2).padStart(10)} (${r.userUs.toFixed(1)} + ${r.systemUs.toFixed(1)})`);
+    }
+    const n = targets.length;
+    const ratios = (key: "p50" | "p99" | "cpuUs", peer: number) => Array.from({ length: ISSUE_ROUNDS }, (_, i) => issue[n * i]![key] / issue[n * i + peer]![key]);
+    const median = (values: number[]) => percentile([...values].sort((a, b) => a - b), 0.5);
+    const range = (values: number[], digits = 2) => `${Math.min(...values).toFixed(digits)}-${Math.max(...values).toFixed(digits)} (median ${median(values).toFixed(digits)})`;
+    for (const [name] of targets) {
+      const rows = issue.filter((r) => r.name === name);
+      console.log(`${name.padEnd(19)} p50 ${range(rows.map((r) => r.p50))} ms, p99 ${range(rows.map((r) => r.p99))} ms, CPU ${range(rows.map((r) => r.cpuUs), 1)} us/report/subscriber (user ${median(rows.map((r) => r.userUs)).toFixed(1)}, system ${median(rows.map((r) => r.systemUs)).toFixed(1)})`);
+    }
+    console.log(`pandaproxy with no subscriber (while the others are measured): CPU ${range(proxyAlone, 1)} us per report`);
+    for (let peer = 1; peer < n; peer++) {
+      console.log(`pandaproxy / ${targets[peer]![0]} per round: p50 ${range(ratios("p50", peer))}x, p99 ${range(ratios("p99", peer))}x, CPU ${range(ratios("cpuUs", peer))}x`);
+    }
+    if (process.argv[2] === "issue") return;
+
+    const results: Record<string, { phase: string; delivered: number; expected: number; p50: number; p99: number; max: number; cpuUs: number }[]> = {};
+    for (const [name, host, pid] of targets) {
+      results[name] = [];
       for (const [phase, rate, seconds] of [["steady 10/s", STEADY_RATE, STEADY_SECONDS], ["burst 1000/s", BURST_RATE, BURST_SECONDS]] as const) {
-        const from = seq;
-        for (const w of workers) w.child.stdin!.write(`start ${from}\n`);
-        await Promise.all(workers.map((w) => expectLine(w, "started")));
-        const cpu0 = cpuSeconds(pid);
-        await pace(rate, seconds);
-        const sent = seq - from;
-        await Bun.sleep(DRAIN_MS);
-        const cpu = cpuSeconds(pid) - cpu0;
-        const summaries = await Promise.all(workers.map(async (w) => {
-          w.child.stdin!.write("stop\n");
-          return JSON.parse(await expectLine(w, "{")) as { received: number[]; latencies: number[] };
-        }));
-        const latencies = summaries.flatMap((s) => s.latencies).sort((a, b) => a - b);
-        const delivered = summaries.flatMap((s) => s.received).reduce((a, b) => a + b, 0);
-        results[name]!.push({ phase, delivered, expected: sent * SUBSCRIBERS, p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), max: latencies.at(-1) ?? NaN, cpuUs: microsecondsPer(cpu, delivered) });
-        if (phase.startsWith("steady")) {
-          // Workers print once and exit: start a fresh set for the burst.
-          workers.splice(0, workers.length, ...Array.from({ length: WORKERS }, () => startWorker(["subscribers", JSON.stringify({ host, count: SUBSCRIBERS / WORKERS, topic })])));
-          children.push(...workers.map((w) => w.child));
-          await Promise.all(workers.map((w) => expectLine(w, "ready")));
-        }
+        // Workers print once and exit: a fresh set for each phase.
+        const workers = await startSubscribers(host, SUBSCRIBERS);
+        const r = await measure(workers, pid, () => pace(rate, seconds), DRAIN_MS);
+        results[name]!.push({ phase, delivered: r.delivered, expected: r.sent * SUBSCRIBERS, p50: percentile(r.latencies, 0.5), p99: percentile(r.latencies, 0.99), max: r.latencies.at(-1) ?? NaN, cpuUs: microsecondsPer(r.cpu, r.delivered) });
       }
     }
 
@@ -230,4 +306,7 @@ async function main(): Promise<void> {
 const role = process.argv[2];
 if (role === "proxy") await runProxy(JSON.parse(process.argv[3]!));
 else if (role === "subscribers") await runSubscribers(JSON.parse(process.argv[3]!));
-else await main();
+else {
+  await main();
+  process.exit(0);
+}

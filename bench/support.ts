@@ -10,6 +10,12 @@ export function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
 }
 
+/** User and system CPU time of `pid` so far, in seconds (system: its syscalls, loopback TCP and TLS sends included). */
+export function cpuTimes(pid: number): { user: number; system: number } {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  return { user: Number(fields[11]) / CLOCK_TICKS_PER_SECOND, system: Number(fields[12]) / CLOCK_TICKS_PER_SECOND };
+}
+
 /** Every live process below `pid` (FFmpeg, vsftpd's sessions), from each of its threads' children lists. */
 export function descendants(pid: number): number[] {
   const out: number[] = [];
