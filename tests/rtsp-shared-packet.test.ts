@@ -1,7 +1,8 @@
 // Readers share each RTP packet's bytes (lib/rtsp/stream.ts writeFrame): per reader only the `$` frame header and
 // the 12-byte RTP header (its RTP-Info shift) are its own, written with the shared rest. Proved on real sockets:
 // two readers (TLS and plain TCP) that joined at different times get RTP numbered from their own RTP-Info, payloads
-// byte-identical to the source's, from one shared buffer; a UDP reader gets whole datagrams from the two parts;
+// byte-identical to the source's, from one shared buffer, and (lib/rtsp/frame-writer.ts) all frames of one turn of
+// the event loop in one socket write; a UDP reader gets whole datagrams from the two parts;
 // and FFmpeg decodes through our RTSP server when its readers are written this way. Loopback 127.0.54.1-9.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createSocket, type Socket as UdpSocket } from "node:dgram";
@@ -14,6 +15,7 @@ import { createPublisher, ffmpegMissing, testPatternArgs } from "../lib/rtsp/ffm
 import { startLoopback } from "../lib/rtsp/loopback.ts";
 import { createRtspParser, type InterleavedFrame } from "../lib/rtsp/message.ts";
 import { createRtspServer } from "../lib/rtsp/server.ts";
+import { tickWriter } from "../lib/rtsp/frame-writer.ts";
 import { createStream, RTP_HEAD_BYTES, type ReaderHandle, type Stream, type StreamReader } from "../lib/rtsp/stream.ts";
 import { openUdpPair } from "../lib/rtsp/udp.ts";
 import { makeCa, makeLeaf } from "../lib/tls.ts";
@@ -42,19 +44,25 @@ function sourcePacket(seq: number, ts: number, nal: number, size = 1200): Buffer
   return packet;
 }
 
-/** What the socket glue does with a reader's two parts on a TCP or TLS socket. */
-function socketReader(label: string, socket: Socket, rests: Buffer[]): StreamReader {
-  return {
+/** What the socket glue does with a reader's two parts on a TCP or TLS socket: one write per turn of the event
+ * loop (lib/rtsp/frame-writer.ts), or simply two writes. */
+function socketReader(label: string, socket: Socket, rests: Buffer[], perTurn: boolean): StreamReader & { writes: number } {
+  const counted = { get destroyed() { return socket.destroyed; }, write: (b: Buffer) => (reader.writes++, socket.write(b)) };
+  const batched = tickWriter(counted);
+  const reader = {
     label,
-    channels: [[0, 1]],
+    writes: 0,
+    channels: [[0, 1] as [number, number]],
     backlog: () => socket.writableLength,
-    write: (bytes) => void socket.write(bytes),
-    writeFrame(head, rest) {
+    write: (bytes: Buffer) => void counted.write(bytes),
+    writeFrame(head: Buffer, rest: Buffer) {
       rests.push(rest);
-      socket.write(head);
-      socket.write(rest);
+      if (perTurn) return batched(head, rest);
+      counted.write(head);
+      counted.write(rest);
     },
   };
+  return reader;
 }
 
 interface Client {
@@ -100,15 +108,17 @@ describe("RTSP readers share one packet buffer (real sockets)", () => {
     const sent: Buffer[] = [];
     let seq = 50_000;
     let ts = 1_000;
-    const ingest = (count: number) => {
+    /** `count` packets, five per turn of the event loop (as FFmpeg's chunks carry several). */
+    const ingest = async (count: number) => {
       for (let i = 0; i < count; i++) {
+        if (i % 5 === 0) await Bun.sleep(0);
         // A key frame every 10 packets, so a reader added later starts soon.
         const packet = sourcePacket(seq++, (ts += 3000), sent.length % 10 === 0 ? 0x67 : 0x41);
         sent.push(Buffer.from(packet));
         stream.ingest(0, packet, false);
       }
     };
-    const join = async (tls: boolean): Promise<{ client: Client; handle: ReaderHandle; rests: Buffer[] }> => {
+    const join = async (tls: boolean): Promise<{ client: Client; handle: ReaderHandle; rests: Buffer[]; reader: ReturnType<typeof socketReader> }> => {
       const before = accepted.length;
       const address = (tls ? tlsServer : tcpServer).address() as { port: number };
       const socket = tls
@@ -117,14 +127,15 @@ describe("RTSP readers share one packet buffer (real sockets)", () => {
       const client = collect(socket);
       await until("the connection", () => accepted.length > before);
       const rests: Buffer[] = [];
-      const handle = stream.addReader(socketReader(tls ? "tls" : "tcp", accepted[before]!, rests));
-      return { client, handle, rests };
+      const reader = socketReader(tls ? "tls" : "tcp", accepted[before]!, rests, tls);
+      const handle = stream.addReader(reader);
+      return { client, handle, rests, reader };
     };
-    ingest(15);
+    await ingest(15);
     const a = await join(true);
-    ingest(40);
+    await ingest(40);
     const b = await join(false);
-    ingest(45);
+    await ingest(45);
     await until("every packet", () => a.client.frames.length === 80 && b.client.frames.length === 40);
 
     for (const [reader, firstSent] of [[a, 20], [b, 60]] as const) {
@@ -152,6 +163,9 @@ describe("RTSP readers share one packet buffer (real sockets)", () => {
       expect(theirs.byteOffset).toBe(mine.byteOffset);
       expect(theirs.length).toBe(mine.length);
     }
+    // The TLS reader's 80 frames left in one write per turn (16 turns of five), the other's in two per frame.
+    expect(a.reader.writes).toBe(16);
+    expect(b.reader.writes).toBe(80);
     a.handle.detach();
     b.handle.detach();
   });
@@ -236,12 +250,12 @@ describe.skipIf(noFfmpeg !== undefined)("FFmpeg decodes readers written in two p
         value: (reader: StreamReader) => {
           const mine: Buffer[] = [];
           rests.set(reader.label, mine);
+          const perTurn = tickWriter({ destroyed: false, write: (bytes) => (reader.write(bytes), true) });
           return stream.addReader({
             ...reader,
             writeFrame(head: Buffer, rest: Buffer) {
               mine.push(rest);
-              reader.write(head);
-              reader.write(rest);
+              perTurn(head, rest);
             },
           });
         },

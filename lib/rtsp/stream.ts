@@ -22,6 +22,7 @@ export { startsKeyFrame, type RtpStart, type StreamTrack } from "./rtp.ts";
 export const MAX_READER_BACKLOG_BYTES = 1024 * 1024;
 /** A reader's own bytes of each packet: the `$` frame header (4) and the RTP fixed header (12). */
 export const RTP_HEAD_BYTES = 16;
+const NO_REST = Buffer.alloc(0);
 
 export interface StreamReader {
   label: string;
@@ -31,10 +32,11 @@ export interface StreamReader {
   backlog(): number;
   write(bytes: Buffer): void;
   /**
-   * One RTP packet as an interleaved frame in two parts, to be sent in this order: `head` (the 4-byte `$` frame
-   * header and the reader's own 12-byte RTP header; fresh for each call, the reader's to keep) and `rest` (the
-   * packet after its fixed header, shared by every reader: never change it). A reader without it gets `write`
-   * with the parts joined (a copy per reader).
+   * One interleaved frame in two parts, to be sent in this order: `head` (the 4-byte `$` frame header and the
+   * reader's own bytes: an RTP packet's 12-byte header, or a whole sender report; fresh for each call, the reader's
+   * to keep) and `rest` (an RTP packet after its fixed header, shared by every reader: never change it; empty for a
+   * sender report). A reader without it gets `write` with the parts joined (a copy per reader). TCP/TLS readers:
+   * lib/rtsp/frame-writer.ts; UDP: one datagram of both parts (lib/rtsp/udp.ts).
    */
   writeFrame?(head: Buffer, rest: Buffer): void;
   /** The stream stopped writing to this reader because its write threw (optional). */
@@ -141,7 +143,9 @@ function forwardSenderReport(readers: Iterable<ReaderState>, index: number, pack
     if (!channels || !shift || r.consumer.waitingForKey) continue;
     const framed = encodeFrame(channels[1], packet);
     framed.writeUInt32BE((ts + shift.ts) >>> 0, 4 + 16);
-    r.reader.write(framed);
+    // Through writeFrame too when the reader has it, so it keeps its place among the RTP frames.
+    if (r.reader.writeFrame) r.reader.writeFrame(framed, NO_REST);
+    else r.reader.write(framed);
   }
 }
 

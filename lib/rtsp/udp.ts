@@ -87,7 +87,8 @@ function pairOf(rtp: UdpSocket, rtcp: UdpSocket, serverPorts: [number, number], 
     serverPorts,
     send(packet, isRtcp) {
       if (closed) return;
-      (isRtcp ? rtcp : rtp).send(packet, isRtcp ? rtcpPort : rtpPort, client);
+      const datagram = Array.isArray(packet) ? packet.filter((part) => part.length > 0) : packet;
+      (isRtcp ? rtcp : rtp).send(datagram, isRtcp ? rtcpPort : rtpPort, client);
     },
     close() {
       if (closed) return;
