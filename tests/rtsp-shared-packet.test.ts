@@ -183,6 +183,33 @@ describe("RTSP readers share one packet buffer (real sockets)", () => {
     expect(got[0]!.subarray(4 + 12).equals(source.subarray(12))).toBe(true);
   });
 
+  test("a sender report keeps its place among the RTP frames: it goes through writeFrame too, on the reader's shift", () => {
+    const stream = createStream(PATH, log);
+    stream.publish(SDP);
+    const calls: { head: Buffer; rest: Buffer }[] = [];
+    const handle = stream.addReader({
+      label: "order", channels: [[0, 1]], backlog: () => 0,
+      write: () => {
+        throw new Error("whole frames are not expected from a reader with writeFrame");
+      },
+      writeFrame: (head, rest) => void calls.push({ head: Buffer.from(head), rest }),
+    });
+    stream.ingest(0, sourcePacket(1, 90_000, 0x67, 100), false);
+    const report = Buffer.alloc(28);
+    report[0] = 0x80;
+    report[1] = 200;
+    report.writeUInt16BE(6, 2);
+    report.writeUInt32BE(90_000 + 4_500, 16);
+    stream.ingest(0, report, true);
+    stream.ingest(0, sourcePacket(2, 93_000, 0x41, 100), false);
+    expect(calls.map((c) => c.head[1])).toEqual([0, 1, 0]);
+    const sr = calls[1]!;
+    expect(sr.rest.length).toBe(0);
+    expect(sr.head.length).toBe(4 + 28);
+    // The report's RTP time is on the reader's line: its first packet's rtptime + 4500.
+    expect(sr.head.readUInt32BE(4 + 16)).toBe((handle.rtpInfo[0]!.rtptime + 4_500) >>> 0);
+  });
+
   test("over UDP the two parts leave as one datagram: the reader's RTP header, then the shared rest", async () => {
     const stream = createStream(PATH, log);
     stream.publish(SDP);
