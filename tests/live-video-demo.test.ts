@@ -1,7 +1,10 @@
 // The status page and the camera wall of `pandaproxy demo` in Chromium (issue #16): the X1C's RTSPS camera plays
 // as a <video> fed by Media Source Extensions from live.mp4 (its currentTime and decoded frames advance), the
 // P1S's print advances on the page with its temperatures and AMS colours, and a browser without MediaSource gets
-// the MJPEG image instead. The demo binds fixed 127.0.0.x addresses: do not run this file with demo.test.ts.
+// the MJPEG image instead; the AMS runout the demo's P1S simulator raises by itself (DEMO_RUNOUT_AFTER_MS into its
+// print) is shown in words. The README's screenshot (docs/screenshot.png) is made here, from the demo, so it shows
+// what the code does: run with PANDAPROXY_SCREENSHOT=1 to write it (a plain `npm test` leaves the tracked file alone).
+// The demo binds fixed 127.0.0.x addresses: do not run this file with demo.test.ts.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
@@ -17,6 +20,9 @@ const WEB = "127.0.49.10:18191";
 /** The demo X1C's test pattern rate (lib/rtsp/ffmpeg.ts testPatternArgs). */
 const X1C_FPS = 15;
 const X1C_VIDEO = 'section[data-printer="x1c"] video.camera';
+const SCREENSHOT = join(import.meta.dir, "../docs/screenshot.png");
+/** The runout's words and code (lib/bambu/telemetry.ts, from ha-bambulab's hms_P1S_en.json). */
+const RUNOUT = "AMS A Slot 1 filament has run out. Please insert a new filament. (HMS_0700_2000_0002_0001)";
 
 let demo: ChildProcess | undefined;
 let output = "";
@@ -71,12 +77,18 @@ describe.skipIf(!existsSync(CHROMIUM))("pandaproxy demo in Chromium: live video 
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 }, httpCredentials: credentials });
     try {
       await page.goto(`${base}/`);
+      // The simulator raises it 30 s into its print and clears it 30 s later: looked for first.
+      const errors = 'section[data-printer="p1s"] .printer-error';
+      await page.waitForFunction(`[...document.querySelectorAll('${errors}')].some((e) => e.textContent === ${JSON.stringify(RUNOUT)})`, undefined, { timeout: 60_000 });
+      expect(await page.locator('section[data-printer="p1s"] .printer-state').textContent()).toContain("paused");
       await page.locator(X1C_VIDEO).waitFor({ timeout: 20_000 });
       const played = await watch(page, X1C_VIDEO, 4_000);
       console.log(`status page: X1C video advanced ${played.advanced.toFixed(2)} s and ${played.frames} frames in ${played.seconds.toFixed(2)} s (${(played.frames / played.seconds).toFixed(1)} fps; the stream has ${X1C_FPS})`);
       expect(played.paused).toBe(false);
       expect(played.advanced).toBeGreaterThanOrEqual(played.seconds / 2);
       expect(played.frames).toBeGreaterThanOrEqual((X1C_FPS * played.seconds) / 2);
+      // While the runout shows (it lasts 30 s), with the video playing: the README's picture.
+      if (process.env.PANDAPROXY_SCREENSHOT === "1") await page.screenshot({ type: "png", scale: "css", path: SCREENSHOT });
       // Video, not the JPEG fallback; the other cameras keep their MJPEG images.
       expect(await page.locator('section[data-printer="x1c"] img.camera').count()).toBe(0);
       expect(await page.locator('section[data-printer="p1s"] img.camera').getAttribute("src")).toContain("printers/p1s/camera.mjpeg");
@@ -85,7 +97,8 @@ describe.skipIf(!existsSync(CHROMIUM))("pandaproxy demo in Chromium: live video 
       const p1s = 'section[data-printer="p1s"]';
       await page.locator(`${p1s} .progress-line`).waitFor({ timeout: 20_000 });
       const progress = await page.locator(`${p1s} .progress-line`).textContent();
-      await page.waitForFunction(`document.querySelector(${JSON.stringify(`${p1s} .progress-line`)})?.textContent !== ${JSON.stringify(progress)}`, undefined, { timeout: 30_000 });
+      // Paused by the runout for 30 s at most: the line moves within a minute.
+      await page.waitForFunction(`document.querySelector(${JSON.stringify(`${p1s} .progress-line`)})?.textContent !== ${JSON.stringify(progress)}`, undefined, { timeout: 60_000 });
       expect(await page.locator(`${p1s} .temperatures`).textContent()).toMatch(/\d+ (\/ \d+ )?°C/);
       const colours = await page.locator(`${p1s} .swatch`).evaluateAll((swatches: any[]) => swatches.map((s) => s.dataset.colour).filter(Boolean));
       expect(colours.length).toBeGreaterThan(0);
@@ -108,7 +121,7 @@ describe.skipIf(!existsSync(CHROMIUM))("pandaproxy demo in Chromium: live video 
     } finally {
       await wall.close();
     }
-  }, 120_000);
+  }, 180_000);
 
   test("without Media Source Extensions the X1C card shows the MJPEG image", async () => {
     const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, httpCredentials: credentials });

@@ -1,8 +1,7 @@
 // What a printer is doing, on the status page and the camera wall in Chromium: two simulated printers behind
 // pandaproxy's MQTT and chamber services; the simulator's print advances and the page follows it; a simulated H2D
-// shows both its nozzles and the AMS runout its simulator raises by itself, in the printer's words. The page's
-// screenshot for the README (docs/screenshot.png) is made here, so it shows what the code does: run with
-// PANDAPROXY_SCREENSHOT=1 to write it (a plain `npm test` leaves the tracked file alone and the tree clean).
+// shows both its nozzles and the AMS runout its simulator raises by itself, in the printer's words. (The README's
+// screenshot is made from the demo by tests/live-video-demo.test.ts.)
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -24,7 +23,6 @@ import { ADMIN_AUTH, startTestWeb, TEST_ADMIN, waitFor } from "./web-fixtures.ts
 const CHROMIUM = "/usr/bin/chromium";
 const CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 const WEB_HOST = "127.0.43.20";
-const SCREENSHOT = join(import.meta.dir, "../docs/screenshot.png");
 /** The simulator's PETG tray (lib/sim/print-state.ts), as the page should paint its swatch. */
 const PETG_COLOUR = "#f95d73";
 const text = (page: Page, selector: string) => page.locator(selector).first().textContent();
@@ -110,7 +108,7 @@ describe.skipIf(!existsSync(CHROMIUM))("printer telemetry and the camera wall in
       // Service details are words, not the API's keys.
       expect(await text(page, `${card} tr[data-service="mqtt"] .details`)).toContain("printer connects");
       await page.waitForFunction(`[...document.querySelectorAll("img.camera")].every((img) => img.naturalWidth > 0)`, undefined, { timeout: 10_000 });
-      const shot = await page.screenshot({ type: "png", scale: "css", ...(process.env.PANDAPROXY_SCREENSHOT === "1" ? { path: SCREENSHOT } : {}) });
+      const shot = await page.screenshot({ type: "png", scale: "css", });
       expect(shot.subarray(1, 4).toString("latin1")).toBe("PNG");
     } finally {
       await page.close();
