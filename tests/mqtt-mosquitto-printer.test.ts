@@ -7,8 +7,10 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { chmodSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import type { TLSSocket } from "node:tls";
+import mqttPacket, { type Packet } from "mqtt-packet";
 import { makeCa, makeLeaf } from "../lib/tls.ts";
-import { ACCESS_CODE, MQTT_PORT, npmClient, startProxy, tempDir, until, type Proxy, type TestClient } from "./mqtt-helpers.ts";
+import { ACCESS_CODE, MQTT_PORT, collect, npmClient, rawTls, startProxy, tempDir, until, type Proxy, type TestClient } from "./mqtt-helpers.ts";
 
 const BROKER_HOST = "127.0.33.10";
 const PROXY_HOST = "127.0.33.11";
@@ -23,6 +25,32 @@ let brokerLog = "";
 let printer: TestClient;
 let proxy: Proxy | undefined;
 const clients: TestClient[] = [];
+const sockets: TLSSocket[] = [];
+
+/** A raw subscriber to REPORT on `host` (mqtt-packet's CONNECT and SUBSCRIBE): the bytes it receives and their PUBLISH frames. */
+async function rawSubscriber(host: string): Promise<{ frames: () => Buffer[] }> {
+  const socket = await rawTls(host);
+  sockets.push(socket);
+  const received = collect(socket);
+  socket.write(mqttPacket.generate({ cmd: "connect", protocolId: "MQTT", protocolVersion: 4, clean: true, clientId: `raw-${host}`, keepalive: 60, username: "bblp", password: Buffer.from(ACCESS_CODE) }));
+  socket.write(mqttPacket.generate({ cmd: "subscribe", messageId: 3, subscriptions: [{ topic: REPORT, qos: 0 }] }));
+  // Each packet's frame: mqtt-packet's parser says where each ends (its length), the bytes are the received ones.
+  const frames = () => {
+    const bytes = received.bytes();
+    const out: Buffer[] = [];
+    const parser = mqttPacket.parser({ protocolVersion: 4 });
+    let at = 0;
+    parser.on("packet", (p: Packet) => {
+      const header = 1 + (p.length < 128 ? 1 : p.length < 16_384 ? 2 : p.length < 2_097_152 ? 3 : 4);
+      if (p.cmd === "publish") out.push(bytes.subarray(at, at + header + p.length));
+      at += header + p.length;
+    });
+    parser.parse(bytes);
+    return out;
+  };
+  await until(`a SUBACK from ${host}`, () => received.bytes().includes(Buffer.from([0x90, 0x03, 0x00, 0x03])));
+  return { frames };
+}
 
 /** mosquitto configured as a printer's broker: the printer's certificate (CN = serial), TLS 1.2, bblp/code only. */
 function startBroker(): ChildProcess {
@@ -68,6 +96,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await Promise.allSettled(clients.map((c) => c.end()));
+  for (const socket of sockets) socket.destroy();
   await proxy?.stop();
   await printer?.end();
   if (broker && broker.exitCode === null) {
@@ -101,6 +130,18 @@ describe("pandaproxy in front of mosquitto playing the printer's broker", () => 
     for (const client of clients) {
       await until("the report at a client of the proxy", () => client.messages.some((m) => m.topic === REPORT && m.payload.equals(report)));
     }
+  });
+
+  test("a report reaches a raw subscriber of the proxy as the very PUBLISH frame mosquitto sends its own subscribers", async () => {
+    const direct = await rawSubscriber(BROKER_HOST);
+    const proxied = await rawSubscriber(PROXY_HOST);
+    // What a parse and re-serialisation would not keep: spaces, key order, 1.0, a repeated key.
+    const report = Buffer.from('{ "print" : {"sequence_id":"mosq-frame","msg":1, "command":"push_status","nozzle_temper":1.0,"mc_percent":7,"mc_percent":8 } }');
+    await printer.client.publishAsync(REPORT, report);
+    const find = (frames: Buffer[]) => frames.find((f) => f.includes(Buffer.from("mosq-frame")));
+    await until("the report at both raw subscribers", () => find(direct.frames()) !== undefined && find(proxied.frames()) !== undefined);
+    expect(find(proxied.frames())!.equals(find(direct.frames())!)).toBe(true);
+    expect(find(proxied.frames())!.subarray(-report.length).equals(report)).toBe(true);
   });
 
   test("a client's command through the proxy arrives at the broker byte for byte", async () => {
