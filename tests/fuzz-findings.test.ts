@@ -4,6 +4,7 @@ import { describe, expect, test } from "bun:test";
 import { createReportState, MAX_REPORT_DEPTH } from "../lib/bambu/mqtt-state.ts";
 import { createLineSplitter, createReplyAssembler, MAX_COMMAND_LINE, type FtpReply } from "../lib/bambu/ftp-codec.ts";
 import { parseTransport } from "../lib/rtsp/message.ts";
+import { createKeyFrameKeeper } from "../lib/rtsp/h264.ts";
 
 describe("merged MQTT state", () => {
   test("a report with a __proto__ key does not change Object.prototype", () => {
@@ -59,5 +60,47 @@ describe("RTSP Transport header", () => {
     expect(parseTransport("RTP/AVP;unicast;client_port=0-1")[0]!.clientPort).toBeUndefined();
     expect(parseTransport("RTP/AVP/TCP;unicast;interleaved=254-255")[0]!.interleaved).toEqual([254, 255]);
     expect(parseTransport("RTP/AVP;unicast;client_port=65534-65535")[0]!.clientPort).toEqual([65534, 65535]);
+  });
+});
+
+describe("H.264 key-frame keeper", () => {
+  const rtp = (seq: number, ts: number, marker: boolean, payload: Buffer) => {
+    const header = Buffer.alloc(12);
+    header[0] = 0x80;
+    header[1] = (marker ? 0x80 : 0) | 96;
+    header.writeUInt16BE(seq, 2);
+    header.writeUInt32BE(ts, 4);
+    return Buffer.concat([header, payload]);
+  };
+
+  test("FU-A pieces of a NAL unit whose end never comes are not kept past the access-unit limit", () => {
+    const keeper = createKeyFrameKeeper(4_096);
+    const piece = Buffer.alloc(1_400, 0x55);
+    keeper.push(rtp(1, 0, false, Buffer.concat([Buffer.from([0x7c, 0x80 | 5]), piece])));
+    for (let seq = 2; seq < 200; seq++) keeper.push(rtp(seq, 0, false, Buffer.concat([Buffer.from([0x7c, 5]), piece])));
+    expect(keeper.buffered).toBeLessThanOrEqual(4_096);
+  });
+
+  test("a key frame whose SPS and PPS come from elsewhere (the SDP, an earlier unit) is still kept only within the limit", () => {
+    const keeper = createKeyFrameKeeper(4_096);
+    const sps = Buffer.concat([Buffer.from([0x67]), Buffer.alloc(3_000, 1)]);
+    keeper.setSdp(`a=fmtp:96 packetization-mode=1;sprop-parameter-sets=${sps.toString("base64")},aM4=`);
+    keeper.push(rtp(1, 0, true, Buffer.concat([Buffer.from([0x65]), Buffer.alloc(3_000, 2)])));
+    expect(keeper.latest()).toBeUndefined();
+    expect(keeper.keyFrames).toBe(0);
+  });
+
+  test("an RTP packet without payload (padding only, or none) still counts in the sequence: the next unit is not taken for broken", () => {
+    const keeper = createKeyFrameKeeper();
+    keeper.push(rtp(0, 0, true, Buffer.from([0x09, 0xf0])));
+    keeper.push(rtp(1, 0, false, Buffer.alloc(0)));
+    const padded = rtp(2, 0, false, Buffer.from([0, 0, 3]));
+    padded[0]! |= 0x20;
+    keeper.push(padded);
+    keeper.push(rtp(3, 9, false, Buffer.from([0x67, 1])));
+    keeper.push(rtp(4, 9, false, Buffer.from([0x68, 2])));
+    keeper.push(rtp(5, 9, true, Buffer.from([0x65, 3])));
+    expect(keeper.keyFrames).toBe(1);
+    expect([...keeper.latest()!.annexB]).toEqual([0, 0, 0, 1, 0x67, 1, 0, 0, 0, 1, 0x68, 2, 0, 0, 0, 1, 0x65, 3]);
   });
 });

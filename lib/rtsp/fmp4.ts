@@ -22,15 +22,22 @@ export interface Fragment {
   key: boolean;
 }
 
+/** Feed it the stream's chunks in order. */
+export interface BoxSplitter {
+  (chunk: Buffer): void;
+  /** Bytes waiting for the rest of a box. */
+  readonly buffered: number;
+}
+
 /**
  * Cuts a byte stream into top-level boxes (32-bit sizes, 64-bit `largesize`). A box over `maxBytes`, a size
  * below its header, or size 0 ("to the end of the file", which a live stream never has) calls `onLostSync`
  * and drops the buffer; the caller restarts the producer.
  */
-export function createBoxSplitter(onBox: (box: Box) => void, onLostSync: (why: string) => void, maxBytes = MAX_BOX_BYTES): (chunk: Buffer) => void {
+export function createBoxSplitter(onBox: (box: Box) => void, onLostSync: (why: string) => void, maxBytes = MAX_BOX_BYTES): BoxSplitter {
   let pending: Buffer = Buffer.alloc(0);
   let lost = false;
-  return (chunk) => {
+  const split = (chunk: Buffer) => {
     if (lost) return;
     pending = pending.length ? Buffer.concat([pending, chunk]) : chunk;
     let at = 0;
@@ -57,6 +64,7 @@ export function createBoxSplitter(onBox: (box: Box) => void, onLostSync: (why: s
     }
     pending = at === 0 ? pending : pending.subarray(at);
   };
+  return Object.defineProperty(split, "buffered", { get: () => pending.length }) as BoxSplitter;
 }
 
 const printable = (type: string) => type.replace(/[^\x20-\x7e]/g, "?");

@@ -37,6 +37,8 @@ export interface KeyFrameKeeper {
   reset(): void;
   /** Key frames completed so far. */
   readonly keyFrames: number;
+  /** Bytes held for the access unit in progress (its NAL units and FU-A pieces). */
+  readonly buffered: number;
 }
 
 /** SPS and PPS from an SDP media section's `sprop-parameter-sets`. */
@@ -71,6 +73,7 @@ export function createKeyFrameKeeper(maxBytes = MAX_ACCESS_UNIT_BYTES): KeyFrame
   let lastSeq: number | undefined;
   /** FU-A pieces of the NAL unit being reassembled. */
   let fragments: Buffer[] | undefined;
+  let fragmentBytes = 0;
 
   const startUnit = (ts: number | undefined) => {
     nals = [];
@@ -79,6 +82,7 @@ export function createKeyFrameKeeper(maxBytes = MAX_ACCESS_UNIT_BYTES): KeyFrame
     broken = false;
     skipping = false;
     fragments = undefined;
+    fragmentBytes = 0;
   };
 
   /** `owned`: the bytes are ours already (reassembled); else they are copied out of the packet. */
@@ -118,10 +122,13 @@ export function createKeyFrameKeeper(maxBytes = MAX_ACCESS_UNIT_BYTES): KeyFrame
       head.push(usePps);
     }
     const parts: Buffer[] = [];
+    let size = 0;
     for (const nal of [...head, ...unit]) {
       if ((nal[0]! & 0x1f) === NAL_AUD) continue;
       parts.push(START_CODE, nal);
+      size += START_CODE.length + nal.length;
     }
+    if (size > maxBytes) return; // the unit fit, but not with the SPS and PPS it borrows
     latest = { annexB: Buffer.concat(parts), receivedAt: at, id: ++keyFrames };
     for (const l of [...listeners]) l(latest);
   };
@@ -129,18 +136,23 @@ export function createKeyFrameKeeper(maxBytes = MAX_ACCESS_UNIT_BYTES): KeyFrame
   return {
     push(packet) {
       const at = rtpPayloadOffset(packet);
-      if (at < 0 || at >= packet.length) return;
+      if (at < 0) return;
       const seq = packet.readUInt16BE(2);
+      // A packet without payload (padding only) still takes its place in the sequence: no gap after it.
+      const gap = lastSeq !== undefined && seq !== ((lastSeq + 1) & 0xffff);
+      lastSeq = seq;
       const ts = packet.readUInt32BE(4);
       const marker = (packet[1]! & 0x80) !== 0;
       // Padding (RFC 3550): the last byte says how much of the end is not payload.
       const end = packet[0]! & 0x20 ? packet.length - packet[packet.length - 1]! : packet.length;
-      if (end <= at) return;
-      const payload = packet.subarray(at, end);
       if (timestamp !== undefined && ts !== timestamp) finishUnit(Date.now());
       if (timestamp === undefined) startUnit(ts);
-      if (lastSeq !== undefined && seq !== ((lastSeq + 1) & 0xffff)) broken = true; // a packet of this unit is missing
-      lastSeq = seq;
+      if (gap) broken = true; // a packet of this unit is missing
+      if (end <= at) {
+        if (marker) finishUnit(Date.now());
+        return;
+      }
+      const payload = packet.subarray(at, end);
       const type = payload[0]! & 0x1f;
       if (type >= 1 && type <= 23) addNal(payload);
       else if (type === STAP_A) {
@@ -161,15 +173,23 @@ export function createKeyFrameKeeper(maxBytes = MAX_ACCESS_UNIT_BYTES): KeyFrame
           const nalType = fu & 0x1f;
           if (nalType === NAL_NON_IDR && !nals.some((n) => (n[0]! & 0x1f) === NAL_IDR)) skipping = true;
           fragments = skipping ? undefined : [Buffer.from([(payload[0]! & 0xe0) | nalType])];
+          fragmentBytes = 1;
         }
         if (skipping) {
           // not kept: a unit that starts with a non-IDR slice is no key frame
         } else if (!fragments) broken = true; // its start was lost
-        else {
+        else if (bytes + fragmentBytes + payload.length - 2 > maxBytes) {
+          // a NAL unit too large for the access unit (or one whose end never comes): nothing more of it is held
+          fragments = undefined;
+          fragmentBytes = 0;
+          broken = true;
+        } else {
+          fragmentBytes += payload.length - 2;
           fragments.push(Buffer.from(payload.subarray(2)));
           if (last) {
             const nal = Buffer.concat(fragments);
             fragments = undefined;
+            fragmentBytes = 0;
             addNal(nal, true);
           }
         }
@@ -192,6 +212,11 @@ export function createKeyFrameKeeper(maxBytes = MAX_ACCESS_UNIT_BYTES): KeyFrame
     },
     get keyFrames() {
       return keyFrames;
+    },
+    get buffered() {
+      let held = fragmentBytes;
+      for (const nal of nals) held += nal.length;
+      return held;
     },
   };
 }
