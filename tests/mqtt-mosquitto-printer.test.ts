@@ -41,9 +41,10 @@ async function rawSubscriber(host: string): Promise<{ frames: () => Buffer[] }> 
     const parser = mqttPacket.parser({ protocolVersion: 4 });
     let at = 0;
     parser.on("packet", (p: Packet) => {
-      const header = 1 + (p.length < 128 ? 1 : p.length < 16_384 ? 2 : p.length < 2_097_152 ? 3 : 4);
-      if (p.cmd === "publish") out.push(bytes.subarray(at, at + header + p.length));
-      at += header + p.length;
+      const length = p.length ?? 0;
+      const header = 1 + (length < 128 ? 1 : length < 16_384 ? 2 : length < 2_097_152 ? 3 : 4);
+      if (p.cmd === "publish") out.push(bytes.subarray(at, at + header + length));
+      at += header + length;
     });
     parser.parse(bytes);
     return out;
