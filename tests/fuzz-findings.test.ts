@@ -5,6 +5,8 @@ import { createReportState, MAX_REPORT_DEPTH } from "../lib/bambu/mqtt-state.ts"
 import { createLineSplitter, createReplyAssembler, MAX_COMMAND_LINE, type FtpReply } from "../lib/bambu/ftp-codec.ts";
 import { parseTransport } from "../lib/rtsp/message.ts";
 import { createKeyFrameKeeper } from "../lib/rtsp/h264.ts";
+import { bambuTelemetry } from "../lib/bambu/telemetry.ts";
+import { flashforgeTelemetry } from "../lib/flashforge/telemetry.ts";
 
 describe("merged MQTT state", () => {
   test("a report with a __proto__ key does not change Object.prototype", () => {
@@ -102,5 +104,27 @@ describe("H.264 key-frame keeper", () => {
     keeper.push(rtp(5, 9, true, Buffer.from([0x65, 3])));
     expect(keeper.keyFrames).toBe(1);
     expect([...keeper.latest()!.annexB]).toEqual([0, 0, 0, 1, 0x67, 1, 0, 0, 0, 1, 0x68, 2, 0, 0, 0, 1, 0x65, 3]);
+  });
+});
+
+describe("telemetry", () => {
+  test("a Bambu gcode_state naming an Object.prototype key is no state of ours: unknown", () => {
+    for (const state of ["constructor", "__proto__", "toString", "hasOwnProperty"]) {
+      expect(bambuTelemetry(JSON.parse(`{"print":{"gcode_state":"${state}"}}`), 0).state).toBe("unknown");
+    }
+  });
+
+  test("a FlashForge MachineStatus naming an Object.prototype key is no state of ours: unknown", () => {
+    for (const state of ["constructor", "__proto__", "toString"]) {
+      expect(flashforgeTelemetry({ M119: `CMD M119 Received.\r\nMachineStatus: ${state}\r\nok` }).state).toBe("unknown");
+    }
+  });
+
+  test("FlashForge byte and layer counts too long for a number give no progress and no layers (not NaN or Infinity)", () => {
+    const huge = "9".repeat(400);
+    const t = flashforgeTelemetry({ M119: "MachineStatus: BUILDING_FROM_SD", M27: `CMD M27 Received.\r\nSD printing byte ${huge}/${huge}\r\nLayer: 3/${huge}\r\nok` });
+    expect(t.progress).toBeUndefined();
+    expect(t.layer).toBeUndefined();
+    expect(t.totalLayers).toBeUndefined();
   });
 });

@@ -133,7 +133,9 @@ function traysOf(print: JsonObject): FilamentTray[] {
 export function bambuTelemetry(sections: Readonly<JsonObject>, now: number): PrinterTelemetry {
   const print = isObject(sections.print) ? sections.print : undefined;
   if (!print) return { state: "unknown", temperatures: [], fans: [], trays: [], errors: [] };
-  const state = STATES[str(print.gcode_state) ?? ""] ?? "unknown";
+  const gcodeState = str(print.gcode_state) ?? "";
+  // Own keys only: a gcode_state of "constructor" is no state.
+  const state = Object.hasOwn(STATES, gcodeState) ? STATES[gcodeState]! : "unknown";
   const active = state === "printing" || state === "paused" || state === "preparing";
   const percent = num(print.mc_percent);
   const minutes = num(print.mc_remaining_time);
@@ -163,6 +165,6 @@ export function bambuTelemetry(sections: Readonly<JsonObject>, now: number): Pri
   const finish = new Date(now + (minutes ?? 0) * 60_000);
   // A nonsense estimate (1e300 minutes) has no date.
   if (active && minutes && Number.isFinite(finish.getTime())) telemetry.finishesAt = finish.toISOString();
-  if (speed !== undefined && SPEED_PROFILES[speed]) telemetry.speedProfile = SPEED_PROFILES[speed];
+  if (speed !== undefined && Object.hasOwn(SPEED_PROFILES, speed)) telemetry.speedProfile = SPEED_PROFILES[speed];
   return telemetry;
 }

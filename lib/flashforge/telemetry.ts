@@ -24,7 +24,9 @@ export interface FlashforgeStatus {
 
 const fraction = (value: string | undefined): [number, number] | undefined => {
   const m = /^(\d+)\s*\/\s*(\d+)$/.exec(value?.trim() ?? "");
-  return m ? [Number(m[1]), Number(m[2])] : undefined;
+  const pair: [number, number] | undefined = m ? [Number(m[1]), Number(m[2])] : undefined;
+  // 400 digits are a number only as Infinity
+  return pair && pair.every(Number.isFinite) ? pair : undefined;
 };
 
 function temperaturesOf(m105: string): Temperature[] {
@@ -45,7 +47,8 @@ export function flashforgeTelemetry(replies: { M119: string; M27?: string; M105?
   const status = replyFields(replies.M119);
   const job = replyFields(replies.M27 ?? "");
   const telemetry: PrinterTelemetry = {
-    state: STATES[status.MachineStatus ?? ""] ?? "unknown",
+    // Own keys only: a MachineStatus of "constructor" is no state.
+    state: Object.hasOwn(STATES, status.MachineStatus ?? "") ? STATES[status.MachineStatus!]! : "unknown",
     temperatures: temperaturesOf(replies.M105 ?? ""),
     fans: [],
     trays: [],
