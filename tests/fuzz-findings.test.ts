@@ -7,6 +7,8 @@ import { parseTransport } from "../lib/rtsp/message.ts";
 import { createKeyFrameKeeper } from "../lib/rtsp/h264.ts";
 import { bambuTelemetry } from "../lib/bambu/telemetry.ts";
 import { flashforgeTelemetry } from "../lib/flashforge/telemetry.ts";
+import { createClientInput } from "../lib/flashforge/tcp-client-input.ts";
+import { MAX_COMMAND_LINE_BYTES } from "../lib/flashforge/tcp-codec.ts";
 
 describe("merged MQTT state", () => {
   test("a report with a __proto__ key does not change Object.prototype", () => {
@@ -126,5 +128,16 @@ describe("telemetry", () => {
     expect(t.progress).toBeUndefined();
     expect(t.layer).toBeUndefined();
     expect(t.totalLayers).toBeUndefined();
+  });
+});
+
+describe("FlashForge client input", () => {
+  test("a command line of the longest length, cut between its CR and LF, is the same command as when it arrives whole", () => {
+    const line = `~M23 ${"a".repeat(MAX_COMMAND_LINE_BYTES - 5)}`;
+    const whole = createClientInput().push(Buffer.from(`${line}\r\n`));
+    expect(whole.map((i) => i.kind)).toEqual(["command"]);
+    const input = createClientInput();
+    const split = [...input.push(Buffer.from(`${line}\r`)), ...input.push(Buffer.from("\n"))];
+    expect(split).toEqual(whole);
   });
 });

@@ -53,7 +53,8 @@ export function createClientInput() {
         }
         const nl = buffer.indexOf(0x0a);
         if (nl === -1) {
-          if (buffer.length > MAX_COMMAND_LINE_BYTES) items.push({ kind: "invalid", why: `sent ${buffer.length} bytes without a line end` });
+          // A line of the longest length may wait here with its CR, its LF in the next chunk.
+          if (buffer.length > MAX_COMMAND_LINE_BYTES + 1) items.push({ kind: "invalid", why: `sent ${buffer.length} bytes without a line end` });
           break;
         }
         const item = line(buffer.subarray(0, nl));
