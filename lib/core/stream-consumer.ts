@@ -26,7 +26,8 @@ export interface Entry<T> {
   writes: number;
   /**
    * The `done` of even and of odd writes, made once per consumer (nothing allocated per write). Each acknowledges
-   * only the write in flight that it was handed for, so a late second call after the next write began is ignored.
+   * a write in flight of its own parity: a late second call, made while the next write is in flight, is ignored.
+   * (One made two writes late would acknowledge that one; the callers call done once, from their write callback.)
    */
   dones: [() => void, () => void];
 }
