@@ -7,16 +7,18 @@
 // vsftpd for the same CPUs, so compare its CPU time too. Each figure is the median over the rounds: curl 7.88 now
 // and then stalls about 1.2 s opening its passive data connection (its SIZE reply arrives 1 s late although the
 // server sent it at once), directly and through the proxy alike, which alone moves a 0.7 s transfer's rate by half.
-// What we measured (200 MB, 2 shared cores): the proxy spends ~0.2 s CPU per direction (about half of it AES-GCM).
-// The RSS growth was not garbage the GC could collect in time (a full GC, even with a sweep, every 8 MB left
-// ~20 MB and doubled the CPU): Bun hands each read (up to 512 KB) over in a fresh buffer, and its allocator
-// (mimalloc, purge_delay 100 ms) kept freed pages resident instead of reusing them, so the growth followed the
-// throughput: 17-36 MB up, 0-15 MB down. The pump now releases (detaches) each read once the destination has taken
-// it: 12-22 MB up, 2-14 MB down. With MIMALLOC_PURGE_DELAY=0 as well it is 7-8 MB up, 0-2 MB down but the proxy
-// needs ~50% more CPU. Tried and dropped: eden GCs (no effect), writing each read in 64 KB pieces (no effect), a
-// 32 KB SO_RCVBUF on the data sockets (9-12 MB, +50% CPU; 16 KB stalled), buffering more before pausing the
-// printer (2 MB: 0.74x, 8 MB: 0.67x and 56 MB). The ratio stays bounded by the proxy's extra TLS work competing
-// with curl, vsftpd and this process's SHA-256 for the same cores.
+// What we measured (200 MB, 2 cores shared with other work): the proxy spends ~0.2-0.3 s CPU per direction (about
+// half of it AES-GCM). The RSS growth was not garbage the GC could collect in time (a full GC, even with a sweep,
+// every 8 MB left ~20 MB and doubled the CPU): Bun hands each read (up to 512 KB) over in a fresh buffer and its
+// allocator (mimalloc, purge_delay 100 ms) keeps freed pages resident instead of reusing them, so the growth
+// follows the throughput. Before: upload 12-36 MB (medians 22-33), download 0-32 MB (medians 8-17) per round. The pump now
+// releases (detaches) each read once the destination has taken it: upload 14-23 MB (medians ~18), download 3-14 MB
+// (medians ~12), peak RSS 79-88 MB instead of 86-107. With MIMALLOC_PURGE_DELAY=0 in the proxy's environment as
+// well: upload 7-13 MB, download 0-4 MB, ~20-50% more proxy CPU (20 ms: 13-15 / 11-16 MB). Tried and dropped:
+// eden GCs (no effect), writing each read in 64 KB pieces (no effect), a 32 KB SO_RCVBUF on the data sockets
+// (9-12 MB but +50% CPU; 16 KB stalled), buffering more before pausing the printer (2 MB: 0.74x, 8 MB: 0.67x and
+// 56 MB). Ratios moved between 0.5x and 1.2x from run to run with the machine's other load, before and after alike;
+// they are bounded by the proxy's extra TLS work competing with curl, vsftpd and this process's SHA-256.
 // Run (as root: port 990, PAM): node_modules/.bin/bun bench/ftp.ts [--mb 200] [--rounds 5]
 import { cpuSeconds, descendants, memoryMiB, microsecondsPer, treeCpuTracker } from "./support.ts";
 import { spawn, type ChildProcess } from "node:child_process";

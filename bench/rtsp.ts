@@ -4,12 +4,13 @@
 // proxy process's CPU and RSS, and its CPU per RTP packet per reader. Then the peer: GStreamer's RTSP server
 // (bench/rtsp-gst-peer.py, the same video pre-encoded, so no encoder in its CPU) with the same readers and rounds,
 // and both CPU figures side by side, with the marginal cost of each reader beyond the first.
-// Measured (2 shared cores, us per packet per reader at 1 / 10 / 50 readers): before readers shared packet buffers
-// (one frame copied per reader since PLAY's RTP-Info shift) 56-63 / 10.9 / 4.5-4.8; sharing them (16 bytes of
-// each reader's own, StreamReader.writeFrame) 66-68 / 10.4-10.6 / 3.5-4.0, marginal 2.7; GStreamer 24 / 10.6 /
-// 9.4, marginal 9.1. Bun joins what one tick wrote to a TLS socket into one send (strace: one sendto per socket
-// per tick), so two writes per packet cost no extra syscall; cork()/uncork() measured slower (it copies them
-// together in _writev). Run: node_modules/.bin/bun bench/rtsp.ts
+// Measured (2 cores shared with other work; us per packet per reader at 1 / 10 / 50 readers): one frame copied per
+// reader (PLAY's RTP-Info shifts nearly every reader's numbering) 56-71 / 10.9-12.6 / 4.5-5.8; readers sharing each
+// packet's bytes (16 of a reader's own, StreamReader.writeFrame) with a TCP/TLS reader's frames of one event-loop
+// turn in one write (lib/rtsp/frame-writer.ts; needs lib/rtsp/server.ts to hand readers writeFrame) 60-68 /
+// 9.6-10.3 / 3.7-4.0, marginal 2.4-2.7; GStreamer 24-31 / 10.6-11.8 / 9.4-10.5, marginal 9.1-10.1. Bun sends the
+// first write of a turn to a TLS socket at once and joins the others in a copy a tick later (two sends per turn);
+// two writes per frame or cork()/uncork() measured no better than a copy per frame. Run: node_modules/.bin/bun bench/rtsp.ts
 import { cpuSeconds, memoryMiB, microsecondsPer, percentile } from "./support.ts";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
