@@ -13,8 +13,9 @@
 // allocator (mimalloc, purge_delay 100 ms) keeps freed pages resident instead of reusing them, so the growth
 // follows the throughput. Before: upload 12-36 MB (medians 22-33), download 0-32 MB (medians 8-17) per round.
 // The pump now releases (detaches) each read once the destination has taken it: upload 14-23 MB (medians ~18),
-// download 3-14 MB (medians ~12), peak RSS 79-88 MB instead of 86-107. With MIMALLOC_PURGE_DELAY=0 in the proxy's environment as
-// well: upload 7-13 MB, download 0-4 MB, ~20-50% more proxy CPU (20 ms: 13-15 / 11-16 MB). Tried and dropped:
+// download 3-14 MB (medians ~12), peak RSS 79-88 MB instead of 86-107. With MIMALLOC_PURGE_DELAY=0 in the
+// proxy's environment as well: upload 7-13 MB, download 0-4 MB, ~20-50% more proxy CPU (20 ms: 13-15 / 11-16 MB).
+// Tried and dropped:
 // eden GCs (no effect), writing each read in 64 KB pieces (no effect), a 32 KB SO_RCVBUF on the data sockets
 // (9-12 MB but +50% CPU; 16 KB stalled), buffering more before pausing the printer (2 MB: 0.74x, 8 MB: 0.67x and
 // 56 MB). Ratios moved between 0.5x and 1.2x from run to run with the machine's other load, before and after alike;
