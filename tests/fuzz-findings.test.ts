@@ -9,6 +9,9 @@ import { bambuTelemetry } from "../lib/bambu/telemetry.ts";
 import { flashforgeTelemetry } from "../lib/flashforge/telemetry.ts";
 import { createClientInput } from "../lib/flashforge/tcp-client-input.ts";
 import { MAX_COMMAND_LINE_BYTES } from "../lib/flashforge/tcp-codec.ts";
+import { answerChallenges } from "../lib/rtsp/relay.ts";
+import { parseAuthParams } from "../lib/rtsp/auth.ts";
+import { createRtspParser, headerAll } from "../lib/rtsp/message.ts";
 
 describe("merged MQTT state", () => {
   test("a report with a __proto__ key does not change Object.prototype", () => {
@@ -139,5 +142,21 @@ describe("FlashForge client input", () => {
     const input = createClientInput();
     const split = [...input.push(Buffer.from(`${line}\r`)), ...input.push(Buffer.from("\n"))];
     expect(split).toEqual(whole);
+  });
+});
+
+describe("RTSP push: the media server's challenges", () => {
+  const answer = (challenges: string[]) => answerChallenges(challenges, "pandaproxy", "secret", "ANNOUNCE", "rtsp://127.0.0.1:8554/x");
+
+  test("a realm with a quote in it (unquoted in the challenge) is not quoted again into a header that parses differently", () => {
+    const value = answer(['Digest nonce=MD5, realm=a"b']);
+    if (value !== undefined) expect(parseAuthParams(value.slice(7)).realm).toBe('a"b');
+  });
+
+  test("a bare LF inside a challenge's realm (one header line to the RTSP codec) does not start a new header in our request", () => {
+    const [response] = createRtspParser().push(Buffer.from('RTSP/1.0 401 Unauthorized\r\nCSeq: 1\r\nWWW-Authenticate: Digest realm="x\nInjected: 1", nonce="n1"\r\n\r\n'));
+    const challenges = headerAll((response as { headers: [string, string][] }).headers, "www-authenticate");
+    expect(challenges[0]).toContain("\n"); // the codec keeps it: the header line ends only at CRLF
+    expect(answer(challenges) ?? "").not.toMatch(/[\r\n]/);
   });
 });

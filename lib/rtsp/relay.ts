@@ -9,7 +9,7 @@ import { connectToPrinter, dropPrinterSocket } from "../core/printer-socket.ts";
 import { connect as tcpConnect, type Socket } from "node:net";
 import { listen, type Listening } from "../core/server.ts";
 import type { Logger } from "../log.ts";
-import { authorizationFor } from "./auth.ts";
+import { authorizationFor, parseAuthParams } from "./auth.ts";
 import { createRtspParser, encodeFrame, encodeRequest, encodeResponse, header, headerAll, type Headers, type RtspRequest } from "./message.ts";
 
 export const PRINTER_CONNECT_TIMEOUT_MS = 10_000;
@@ -99,12 +99,17 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
       const toUpstreamSide = heldWhileFull(ffmpeg, upstream, maxBacklog);
 
       let challenges: string[] = [];
+      let unanswerableLogged = false;
       const pending = new Map<string, { request: RtspRequest; retried: boolean }>();
       const toUpstream = (request: RtspRequest) => {
         const headers: Headers = request.headers.filter(([n]) => n.toLowerCase() !== "authorization");
         if (challenges.length) {
-          const auth = authorizationFor(challenges, options.user, options.password(), request.method, request.uri);
+          const auth = answerChallenges(challenges, options.user, options.password(), request.method, request.uri);
           if (auth) headers.push(["Authorization", auth]);
+          else if (!unanswerableLogged) {
+            unanswerableLogged = true;
+            options.log.warn(`${peer} ${options.host}:${options.port} asked for a login we cannot give: ${JSON.stringify(challenges.join(" | ").slice(0, 200))}`);
+          }
         }
         toUpstreamSide(encodeRequest(request.method, request.uri, headers, request.body));
       };
@@ -168,6 +173,23 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
     },
     close: () => listening.close(),
   };
+}
+
+/** Digest fields the answer quotes back as they came; a quote, a backslash or a control character would not survive it. */
+const ECHOED_FIELDS = ["realm", "nonce", "opaque"];
+const UNQUOTABLE = /["\\\x00-\x1f\x7f]/;
+
+/**
+ * The Authorization value answering the far side's 401 challenges, or undefined. A Digest challenge whose echoed
+ * fields could not be quoted again unchanged (a bare LF would even start a new header line) is not answered.
+ */
+export function answerChallenges(challenges: string[], user: string, password: string, method: string, uri: string): string | undefined {
+  const answerable = challenges.filter((c) => {
+    if (!/^digest\s/i.test(c)) return true;
+    const fields = parseAuthParams(c.slice(7));
+    return ECHOED_FIELDS.every((name) => !UNQUOTABLE.test(fields[name] ?? ""));
+  });
+  return authorizationFor(answerable, user, password, method, uri);
 }
 
 /**
