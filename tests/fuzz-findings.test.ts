@@ -9,7 +9,9 @@ import { bambuTelemetry } from "../lib/bambu/telemetry.ts";
 import { flashforgeTelemetry } from "../lib/flashforge/telemetry.ts";
 import { createClientInput } from "../lib/flashforge/tcp-client-input.ts";
 import { MAX_COMMAND_LINE_BYTES } from "../lib/flashforge/tcp-codec.ts";
-import { answerChallenges } from "../lib/rtsp/relay.ts";
+import { answerChallenges, startRelay } from "../lib/rtsp/relay.ts";
+import { connect, createServer } from "node:net";
+import { captureLogs, serviceLogger, setupLogging } from "../lib/log.ts";
 import { parseAuthParams } from "../lib/rtsp/auth.ts";
 import { createRtspParser, headerAll } from "../lib/rtsp/message.ts";
 
@@ -158,5 +160,34 @@ describe("RTSP push: the media server's challenges", () => {
     const challenges = headerAll((response as { headers: [string, string][] }).headers, "www-authenticate");
     expect(challenges[0]).toContain("\n"); // the codec keeps it: the header line ends only at CRLF
     expect(answer(challenges) ?? "").not.toMatch(/[\r\n]/);
+  });
+});
+
+describe("RTSP push relay over sockets (127.0.57.20 media server, 127.0.57.21 relay)", () => {
+  test("a media server's unreadable bytes are logged with their control characters escaped: no CR or LF of theirs in our log", async () => {
+    setupLogging("info", { quiet: true });
+    const media = createServer((socket) => {
+      socket.on("error", () => {});
+      socket.once("data", () => socket.end("a\r\nInjected line\rRTSP/1.0 200 OK\r\nCSeq: 1\r\n\r\n"));
+    });
+    await new Promise<void>((resolve) => media.listen(57_556, "127.0.57.20", resolve));
+    const relay = await startRelay({
+      log: serviceLogger("p1s", "export rtsp"), host: "127.0.57.20", port: 57_556, listenHost: "127.0.57.21", user: "u", password: () => "p", peer: "media server",
+    });
+    const logs = captureLogs();
+    try {
+      const pusher = connect({ host: "127.0.57.21", port: Number(new URL(relay.url("/")).port) });
+      pusher.on("error", () => {});
+      pusher.write(`OPTIONS ${relay.url("/x")} RTSP/1.0\r\nCSeq: 1\r\n\r\n`);
+      await new Promise((resolve) => pusher.once("close", resolve));
+    } finally {
+      logs.stop();
+      await relay.close();
+      media.close();
+    }
+    const unreadable = logs.lines.filter((l) => l.includes("unreadable"));
+    expect(unreadable.length).toBe(1);
+    expect(unreadable[0]).toContain("[p1s/export rtsp]");
+    expect(unreadable[0]).not.toMatch(/[\r\n]/);
   });
 });

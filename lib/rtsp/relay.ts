@@ -40,6 +40,8 @@ export interface RelayOptions {
    * stopped reading; it would otherwise hold the push until TCP gives up, many minutes). Default: no such check.
    */
   writeStallMs?: number;
+  /** The loopback address FFmpeg connects to; default 127.0.0.1 (tests keep to their own addresses). */
+  listenHost?: string;
   /** Every response passed on to FFmpeg, with its request's method (a push waits for RECORD's). */
   onResponse?: (method: string, status: number) => void;
 }
@@ -64,7 +66,7 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
   const listening: Listening = await listen({
     log: options.log,
     what: `${peer} relay`,
-    host: "127.0.0.1",
+    host: options.listenHost ?? "127.0.0.1",
     port: 0,
     maxClients: options.maxClients ?? MAX_RELAY_CLIENTS,
     onClient(ffmpeg) {
@@ -127,7 +129,7 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
             }
           }
         } catch (error) {
-          options.log.warn(`relay: FFmpeg sent something unreadable (${(error as Error).message})`);
+          options.log.warn(`relay: FFmpeg sent something unreadable (${escaped((error as Error).message)})`);
           end();
         }
       });
@@ -156,13 +158,13 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
             }
           }
         } catch (error) {
-          options.log.warn(`relay: ${peer} sent something unreadable (${(error as Error).message})`);
+          options.log.warn(`relay: ${peer} ${options.host}:${options.port} sent something unreadable (${escaped((error as Error).message)})`);
           end();
         }
       });
     },
   });
-  localBase = `rtsp://127.0.0.1:${listening.address.port}`;
+  localBase = `rtsp://${options.listenHost ?? "127.0.0.1"}:${listening.address.port}`;
   return {
     url: (path) => `${localBase}${path}`,
     get connections() {
@@ -174,6 +176,9 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
     close: () => listening.close(),
   };
 }
+
+/** The codec's error quotes the bytes it refused; their CR and LF must not end our log line (or forge the next). */
+const escaped = (text: string) => text.replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
 
 /** Digest fields the answer quotes back as they came; a quote, a backslash or a control character would not survive it. */
 const ECHOED_FIELDS = ["realm", "nonce", "opaque"];

@@ -1,9 +1,16 @@
 // Fuzz targets for what the RTSP push ([export.rtsp], lib/rtsp/relay.ts) reads from the media server: its 401
-// challenges, answered by relay.ts `answerChallenges` (lib/rtsp/auth.ts `authorizationFor`). The relay reads the rest of the media server's
-// bytes with the RTSP codec (tests/fuzz/rtsp.fuzz.ts). Invariants: never a throw; an answer is one header value
-// (no line break, no NUL; quotes that parse back to what was signed); a challenge from our own server is answered
-// so that it accepts the login.
+// challenges, answered by relay.ts `answerChallenges` (lib/rtsp/auth.ts `authorizationFor`), and, over real
+// sockets, whatever else it answers (401s, RECORD replies, interleaved frames, garbage). Invariants: never a
+// throw; an answer is one header value (no line break, no NUL; quotes that parse back to what was signed); a
+// challenge from our own server is answered so that it accepts the login; the pusher's connection ends when
+// the media server's does, its slot comes back, and unreadable bytes get a log line naming the media server.
+// Loopback 127.0.57.10 (the media server) and 127.0.57.11 (the relay).
 import fc from "fast-check";
+import { connect, createServer, type Server, type Socket } from "node:net";
+import { captureLogs, serviceLogger } from "../../lib/log.ts";
+import { encodeFrame, encodeResponse, type Headers } from "../../lib/rtsp/message.ts";
+import { startRelay, type Relay } from "../../lib/rtsp/relay.ts";
+import { bytes } from "./bytes.ts";
 import { createAuthenticator, digestResponse, parseAuthParams } from "../../lib/rtsp/auth.ts";
 import { answerChallenges } from "../../lib/rtsp/relay.ts";
 import { wireText } from "./bytes.ts";
@@ -72,4 +79,83 @@ const ownServerRoundTrip: FuzzTarget = {
     }),
 };
 
-export const targets: FuzzTarget[] = [mediaServerChallenges, ownServerRoundTrip];
+// --- the relay over sockets -------------------------------------------------------------------------------------
+
+const MEDIA_HOST = "127.0.57.10";
+const RELAY_HOST = "127.0.57.11";
+const MEDIA_PORT = 57_554;
+/** The media server ends its side right after its bytes; the pusher's side must be closed by then and a margin. */
+const CLOSE_DEADLINE_MS = 3_000;
+const RELAY_SLOTS = 3;
+
+/** What the media server sends this case, once the first request arrives. */
+let script: Buffer[] = [];
+let fixture: Promise<{ media: Server; relay: Relay }> | undefined;
+const started = () =>
+  (fixture ??= (async () => {
+    const media = createServer((socket: Socket) => {
+      socket.on("error", () => {});
+      socket.once("data", () => {
+        for (const part of script) socket.write(part);
+        socket.end();
+      });
+    });
+    await new Promise<void>((resolve) => media.listen(MEDIA_PORT, MEDIA_HOST, resolve));
+    const relay = await startRelay({
+      log: serviceLogger("fuzz-printer", "export rtsp"), host: MEDIA_HOST, port: MEDIA_PORT, listenHost: RELAY_HOST, user: "pandaproxy",
+      password: () => "secret", peer: "media server", maxClients: RELAY_SLOTS,
+      // as lib/export/rtsp.ts words it
+      refusedMessage: `media server ${MEDIA_HOST}:${MEDIA_PORT} refused the login of user "pandaproxy": check [export.rtsp] username and password`,
+    });
+    return { media, relay };
+  })());
+
+export async function teardown(): Promise<void> {
+  if (!fixture) return;
+  const { media, relay } = await fixture;
+  fixture = undefined;
+  await relay.close();
+  await new Promise<void>((resolve) => media.close(() => resolve()));
+}
+
+const responseHeaders = fc.array(fc.tuple(fc.constantFrom("CSeq", "WWW-Authenticate", "Session", "Content-Type", "Transport", "X"), fc.oneof(fc.constantFrom("1", "2", "0"), wireText(40))), { maxLength: 4 });
+const mediaServerPart: fc.Arbitrary<Buffer> = fc.oneof(
+  fc.tuple(fc.constantFrom(200, 401, 401, 454, 500), responseHeaders, challenge, bytes(40)).map(([status, h, c, body]) =>
+    encodeResponse(status, [["CSeq", "1"], ...(status === 401 ? [["WWW-Authenticate", c] as [string, string]] : []), ...h] as Headers, body)),
+  fc.tuple(fc.integer({ min: 0, max: 255 }), bytes(200)).map(([channel, payload]) => encodeFrame(channel, payload)),
+  wireText(120).map((t) => Buffer.from(t, "latin1")),
+  bytes(200),
+);
+
+const relayOverSockets: FuzzTarget = {
+  name: "RTSP push relay and a media server's replies",
+  costFactor: 5,
+  property: () =>
+    fc.asyncProperty(fc.array(mediaServerPart, { minLength: 1, maxLength: 4 }), async (parts) => {
+      const { relay } = await started();
+      script = parts;
+      const before = relay.connections;
+      const logs = captureLogs();
+      const pusher = connect({ host: RELAY_HOST, port: Number(new URL(relay.url("/")).port) });
+      pusher.on("error", () => {});
+      pusher.on("data", () => {});
+      pusher.write("ANNOUNCE " + relay.url("/p1s") + " RTSP/1.0\r\nCSeq: 1\r\nContent-Type: application/sdp\r\nContent-Length: 0\r\n\r\n");
+      const closed = await new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => resolve(false), CLOSE_DEADLINE_MS);
+        pusher.once("close", () => {
+          clearTimeout(timer);
+          resolve(true);
+        });
+      });
+      pusher.destroy();
+      logs.stop();
+      if (!closed) fail(`the pusher's connection was still open ${CLOSE_DEADLINE_MS} ms after the media server ended its side`);
+      if (relay.connections !== before + 1) fail("the relay took no connection: its slots are held by earlier pushes");
+      for (const line of logs.lines) {
+        if (/[\r\n]/.test(line)) fail(`a log line with a line break from the media server's bytes: ${JSON.stringify(line)}`);
+        if (!line.includes("[fuzz-printer/export rtsp]") || !line.includes("media server")) fail(`a log line that does not name printer, service and media server: ${line}`);
+      }
+    }),
+};
+
+export const targets: FuzzTarget[] = [mediaServerChallenges, ownServerRoundTrip, relayOverSockets];
