@@ -13,6 +13,7 @@ import type { Authenticator } from "./auth.ts";
 import { createRtspParser, encodeResponse, RtspParseError, type RtspRequest } from "./message.ts";
 import { createRtspSession, IDLE_TIMEOUT_MS, SESSION_TIMEOUT_MS, type RtspSession, type SessionAction, type SessionEvent } from "./session.ts";
 import type { ReaderHandle, Stream, StreamReader } from "./stream.ts";
+import { tickWriter } from "./frame-writer.ts";
 import { openUdpPair, type UdpPair } from "./udp.ts";
 
 export { DESCRIBE_WAIT_MS, IDLE_TIMEOUT_MS, pathOf, SESSION_TIMEOUT_MS } from "./session.ts";
@@ -235,6 +236,8 @@ function consumerOf(link: Link, udp: boolean, channels: StreamReader["channels"]
       // No backlog: a datagram that finds the socket buffer full is dropped by the kernel.
       backlog: () => 0,
       write: (bytes) => udpTracks[bytes[1]! >> 1]?.send(bytes.subarray(4), (bytes[1]! & 1) === 1),
+      // One datagram of the reader's own header and the rest every reader shares.
+      writeFrame: (head, rest) => udpTracks[head[1]! >> 1]?.send([head.subarray(4), rest], (head[1]! & 1) === 1),
     };
   }
   return {
@@ -242,6 +245,8 @@ function consumerOf(link: Link, udp: boolean, channels: StreamReader["channels"]
     channels,
     backlog: () => socket.writableLength,
     write: (bytes) => void (!socket.destroyed && socket.write(bytes)),
+    // The frames of one turn of the event loop in one socket write.
+    writeFrame: tickWriter(socket),
   };
 }
 
