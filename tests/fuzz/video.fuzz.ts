@@ -226,14 +226,35 @@ const u32 = (n: number) => {
   return b;
 };
 
-/** A moof with a tfhd and a trun whose first sample's flags are in trun: its key bit is known. */
+const syncFlags = fc.tuple(fc.boolean(), fc.nat()).map(([nonSync, rest]) => (nonSync ? 0x1_0000 : 0) | (rest & ~0x1_0000));
+/**
+ * A moof whose first sample's sync bit is known, from wherever ISO 14496-12 lets it be: trun's first_sample_flags,
+ * the first sample's own flags in trun (after its duration and size, if present), or tfhd's default_sample_flags
+ * (after whichever optional tfhd fields come first).
+ */
 const keyedMoof = fc
-  .tuple(fc.integer({ min: 0, max: 0x3f }), bytes(24), fc.integer({ min: 1, max: 30 }), fc.boolean(), fc.tuple(fc.boolean(), fc.nat()).map(([nonSync, rest]) => (nonSync ? 0x1_0000 : 0) | (rest & ~0x1_0000)), fc.integer({ min: 0, max: 40 }), fc.nat(8))
-  .map(([tfhdFlags, tfhdRest, samples, dataOffset, sampleFlags, cutAt, extraTrafs]) => {
-    const tfhd = full("tfhd", 0, tfhdFlags, Buffer.concat([u32(1), tfhdRest]));
-    const trun = full("trun", 0, 0x04 | (dataOffset ? 0x01 : 0), Buffer.concat([u32(samples), ...(dataOffset ? [u32(100)] : []), u32(sampleFlags)]));
+  .tuple(fc.constantFrom("first", "sample", "default"), fc.integer({ min: 0, max: 0x1f }), fc.integer({ min: 0, max: 3 }), fc.integer({ min: 1, max: 30 }), fc.boolean(),
+    syncFlags, syncFlags, fc.integer({ min: 0, max: 40 }), fc.nat(8))
+  .map(([where, tfhdOptional, sampleFields, samples, dataOffset, flags, otherFlags, cutAt, extraTrafs]) => {
+    const defaultFlags = where === "default" ? flags : otherFlags;
+    // tfhd: base_data_offset (8), sample_description_index, default duration, default size (4 each), then default flags
+    const tfhdFlags = (tfhdOptional & 0x1b) | (where === "default" || tfhdOptional & 0x04 ? 0x20 : 0);
+    const tfhdBody = [u32(1)];
+    if (tfhdFlags & 0x01) tfhdBody.push(Buffer.alloc(8, 7));
+    if (tfhdFlags & 0x02) tfhdBody.push(u32(1));
+    if (tfhdFlags & 0x08) tfhdBody.push(u32(3000));
+    if (tfhdFlags & 0x10) tfhdBody.push(u32(900));
+    if (tfhdFlags & 0x20) tfhdBody.push(u32(defaultFlags));
+    const tfhd = full("tfhd", 0, tfhdFlags, Buffer.concat(tfhdBody));
+    const duration = sampleFields & 1 ? 0x100 : 0;
+    const size = sampleFields & 2 ? 0x200 : 0;
+    const trunFlags = (dataOffset ? 0x01 : 0) | (where === "first" ? 0x04 : 0) | (where === "sample" ? 0x400 | duration | size : 0);
+    const trunBody = [u32(samples), ...(dataOffset ? [u32(100)] : [])];
+    if (where === "first") trunBody.push(u32(flags));
+    if (where === "sample") for (let i = 0; i < samples; i++) trunBody.push(...(duration ? [u32(3000)] : []), ...(size ? [u32(500 + i)] : []), u32(i === 0 ? flags : otherFlags));
+    const trun = full("trun", 0, trunFlags, Buffer.concat(trunBody));
     const moof = plainBox("moof", full("mfhd", 0, 0, u32(1)), ...Array.from({ length: extraTrafs % 2 }, () => plainBox("free")), plainBox("traf", tfhd, trun));
-    return { moof, key: (sampleFlags & 0x1_0000) === 0, cutAt };
+    return { moof, key: (flags & 0x1_0000) === 0, cutAt };
   });
 
 const fmp4Readers: FuzzTarget = {
