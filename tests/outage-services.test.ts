@@ -2,7 +2,7 @@
 // and on again on the same address and ports: FFmpeg reading an X1C's RTSPS camera, an FTPS control connection
 // to a P1S, and a FlashForge Adventurer 5M console client. One 16 s outage for all three (the table's 1 min
 // column, scaled as in tests/outage.test.ts: longer than FFmpeg's 10 s restart and than the retry cap), then a
-// transfer cut by a drop, then an outage past the RTSP session's 60 s limit. Loopback range 127.0.47.0/24 (.40-.49).
+// transfer cut by a drop, then an outage longer than the RTSP session's 60 s limit. Loopback range 127.0.47.0/24 (.40-.49).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { Client } from "basic-ftp";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -137,8 +137,8 @@ describe("RTSP, FTPS and FlashForge clients through a printer outage", () => {
     expect(logs.lines.some((l) => l.includes("[p1s/ftp]") && / WARN /.test(l))).toBe(true);
   }, 60_000);
 
-  test("past 60 s away FFmpeg is closed (its session has no request and no RTCP for 60 s); started again after the return, it plays", async () => {
-    const reader = ffmpegReader(`rtsps://bblp:${RTSP_CODE}@${RTSP_PROXY}:322/streaming/live/1`, { maxMs: 120_000 });
+  test("past 60 s away FFmpeg stays connected (a player is not idle while no packet reaches it) and plays again after the return", async () => {
+    const reader = ffmpegReader(`rtsps://bblp:${RTSP_CODE}@${RTSP_PROXY}:322/streaming/live/1`, { maxMs: 150_000 });
     try {
       const ready = Date.now() + 30_000;
       while (reader.seen.frames < 10 && Date.now() < ready) await Bun.sleep(100);
@@ -146,20 +146,18 @@ describe("RTSP, FTPS and FlashForge clients through a printer outage", () => {
       await x1c!.stop();
       x1c = undefined;
       const away = Date.now();
-      while (reader.seen.exited === undefined && Date.now() < away + 80_000) await Bun.sleep(200);
-      const keptMs = Date.now() - away;
-      expect(reader.seen.exited).toBeDefined();
-      // Counted from the reader's last RTCP report, a few seconds before the printer went.
-      expect(keptMs).toBeGreaterThan(SESSION_TIMEOUT_MS - 10_000);
-      expect(keptMs).toBeLessThan(SESSION_TIMEOUT_MS + 10_000);
+      while (reader.seen.exited === undefined && Date.now() < away + SESSION_TIMEOUT_MS + 15_000) await Bun.sleep(200);
+      expect(reader.seen.exited).toBeUndefined();
+      const framesAway = reader.seen.frames;
+      x1c = await startX1c();
+      const returned = Date.now();
+      while (reader.seen.frames <= framesAway + 5 && reader.seen.exited === undefined && Date.now() < returned + 30_000) await Bun.sleep(100);
+      expect(reader.seen.frames).toBeGreaterThan(framesAway + 5);
+      expect(reader.seen.grewAt - returned).toBeLessThan(BACK_WITHIN_MS);
     } finally {
       await reader.stop();
       x1c ??= await startX1c();
     }
-    const returned = Date.now();
-    const { frames } = await ffmpegDecode(`rtsps://bblp:${RTSP_CODE}@${RTSP_PROXY}:322/streaming/live/1`, 10, 30_000);
-    expect(frames).toBeGreaterThanOrEqual(10);
-    expect(Date.now() - returned).toBeLessThan(BACK_WITHIN_MS);
   }, 150_000);
 
   test("FFmpeg through the proxy decodes again after the return", async () => {

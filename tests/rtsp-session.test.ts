@@ -13,6 +13,7 @@ const SDP = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=x\r\nt=0 0\r\nm=video 0 RTP/AV
 
 interface FakeStream extends SessionStream {
   live: boolean;
+  packetsIn?: number;
 }
 const fakeStream = (live = true): FakeStream => ({
   path: PATH,
@@ -263,6 +264,34 @@ describe("RTSP session timeout", () => {
     expect(c.tick(SESSION_TIMEOUT_MS - 1)).toEqual([]);
     expect(c.tick(10, true)).toEqual([]);
     expect(kinds(c.tick(0))).toEqual(["log", "destroy"]);
+  });
+});
+
+describe("a player while its stream waits for the printer", () => {
+  const playing = () => {
+    const c = connection();
+    c.stream.packetsIn = 0;
+    setUpTcp(c);
+    c.request("PLAY", URI, [["Session", "5E55"]]);
+    expect(statusOf(c.handle({ kind: "attached", rtpInfo: [] }))).toBe(200);
+    return c;
+  };
+
+  test("is not idle while no packet reaches it (it sends no RTCP then): kept through a long outage", () => {
+    const c = playing();
+    for (let i = 0; i < 20; i++) expect(c.tick(SESSION_TIMEOUT_MS / 4)).toEqual([]); // 5 minutes, no packet, no RTCP
+  });
+
+  test("is idle again once packets flow and it still reports nothing", () => {
+    const c = playing();
+    for (let i = 0; i < 8; i++) expect(c.tick(SESSION_TIMEOUT_MS / 4)).toEqual([]);
+    let closed: Action[] = [];
+    for (let i = 0; i < 6 && !closed.length; i++) {
+      c.stream.packetsIn! += 100;
+      closed = c.tick(SESSION_TIMEOUT_MS / 4);
+    }
+    expect(kinds(closed)).toEqual(["log", "destroy"]);
+    expect(logs(closed)[0]).toStartWith("closing: session idle for");
   });
 });
 

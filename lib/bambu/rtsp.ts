@@ -30,6 +30,12 @@ export const RTSP_USER = "bblp";
 export const RTSP_MAX_CLIENTS = 64;
 /** JPEG frames per second for the web page (its viewers need no more). */
 export const JPEG_FPS = 4;
+/**
+ * While a reader waits for a printer that is away, its camera is retried at least this often: a returning printer's
+ * stream then needs FFmpeg's start and probe on top of the wait, and the readers' own retries on top of that, so the
+ * 10 s of the other services would leave a reader 13-15 s behind (measured in tests/outage-long.test.ts).
+ */
+export const RTSP_WAITING_RETRY_MS = 5_000;
 /** The JPEG FFmpeg keeps running this long after the last web viewer left. */
 export const JPEG_LINGER_MS = 10_000;
 const SNAPSHOT_GIVE_UP_POLL_MS = 200;
@@ -220,7 +226,7 @@ export function createRtspService(ctx: ServiceContext, options: RtspServiceOptio
           log, binary: ctx.proxy.ffmpeg, stream, describe: `FFmpeg for the camera at ${printer.host}:${printer.printerPorts.rtsp}`,
           args: () => relayArgs(relayUrl(CAMERA_PATH), publishUrl(CAMERA_PATH), model?.name),
           lingerMs: options.lingerMs, stallTimeoutMs: options.stallTimeoutMs, backoffMinMs: options.backoffMinMs,
-          loginRefused: () => relay?.refused ?? false,
+          waitingRetryMaxMs: RTSP_WAITING_RETRY_MS, loginRefused: () => relay?.refused ?? false,
         });
         publisher = makePublisher();
         stream.setDemand(() => {

@@ -127,6 +127,8 @@ export interface PublisherOptions {
   lingerMs?: number;
   stallTimeoutMs?: number;
   backoffMinMs?: number;
+  /** The longest retry interval while a reader waits (default WAITING_RETRY_MAX_MS of core/upstream.ts). */
+  waitingRetryMaxMs?: number;
   /** true when the printer refused our login (then we wait the longest backoff). */
   loginRefused?: () => boolean;
 }
@@ -157,6 +159,7 @@ export function createPublisher(options: PublisherOptions): Publisher {
     onDemand: true,
     lingerMs: options.lingerMs,
     backoffMinMs: options.backoffMinMs,
+    waitingRetryMaxMs: options.waitingRetryMaxMs,
     connect: async () => {
       // Whatever published before is gone (we only start when not connected): wait for the new one.
       options.stream.unpublish();

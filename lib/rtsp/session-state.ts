@@ -18,6 +18,8 @@ export interface SessionStream {
   readonly live: boolean;
   readonly tracks: readonly { readonly control: string }[];
   sdp(): string | undefined;
+  /** Packets the stream has taken in so far: a reader's idleness counts only while they flow. */
+  readonly packetsIn?: number;
 }
 
 export interface SessionOptions<S extends SessionStream> {
@@ -100,6 +102,8 @@ export interface State<S extends SessionStream> {
   recording: boolean;
   closed: boolean;
   lastActivity: number;
+  /** The stream's packetsIn at the previous tick. */
+  packetsAtTick?: number;
   /** What to do with the answer to the ask in flight. */
   resume?: (answer: Answer) => Actions<S>;
 }

@@ -159,6 +159,13 @@ function onFrame<S extends SessionStream>(s: State<S>, channel: number, payload:
 }
 
 function onTick<S extends SessionStream>(s: State<S>, busy: boolean): Actions<S> {
+  const packetsIn = s.attached ? s.stream?.packetsIn : undefined;
+  if (packetsIn !== undefined) {
+    // A player reports (RTCP) only while packets reach it: while its stream waits for the printer to come back, it
+    // is not idle, or every reader would be closed a minute into an outage (docs/outages.md).
+    if (packetsIn === s.packetsAtTick) s.lastActivity = s.o.now();
+    s.packetsAtTick = packetsIn;
+  }
   const idle = s.o.now() - s.lastActivity;
   const limit = s.id ? s.o.sessionTimeoutMs : s.o.idleTimeoutMs;
   if (idle <= limit || s.recording || busy) return NOTHING;
