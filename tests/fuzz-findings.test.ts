@@ -99,6 +99,15 @@ describe("H.264 key-frame keeper", () => {
     expect(keeper.keyFrames).toBe(0);
   });
 
+  test("an FU-A start while an earlier NAL unit's pieces still wait for their end: that unit is no key frame (a slice would be missing)", () => {
+    const keeper = createKeyFrameKeeper();
+    keeper.push(rtp(1, 0, false, Buffer.from([0x67, 1])));
+    keeper.push(rtp(2, 0, false, Buffer.from([0x68, 2])));
+    keeper.push(rtp(3, 0, false, Buffer.from([0x7c, 0x80 | 5, 0xaa]))); // first slice: its start, never its end
+    keeper.push(rtp(4, 0, true, Buffer.from([0x7c, 0xc0 | 5, 0xbb]))); // second slice, whole in one FU-A
+    expect(keeper.keyFrames).toBe(0);
+  });
+
   test("an RTP packet without payload (padding only, or none) still counts in the sequence: the next unit is not taken for broken", () => {
     const keeper = createKeyFrameKeeper();
     keeper.push(rtp(0, 0, true, Buffer.from([0x09, 0xf0])));

@@ -170,6 +170,7 @@ export function createKeyFrameKeeper(maxBytes = MAX_ACCESS_UNIT_BYTES): KeyFrame
         const start = (fu & 0x80) !== 0;
         const last = (fu & 0x40) !== 0;
         if (start) {
+          if (fragments) broken = true; // the NAL unit before never ended
           const nalType = fu & 0x1f;
           if (nalType === NAL_NON_IDR && !nals.some((n) => (n[0]! & 0x1f) === NAL_IDR)) skipping = true;
           fragments = skipping ? undefined : [Buffer.from([(payload[0]! & 0xe0) | nalType])];

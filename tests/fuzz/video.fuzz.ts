@@ -142,6 +142,28 @@ const h264AccessUnit: FuzzTarget = {
     ),
 };
 
+/**
+ * A packetization damaged where the keeper can tell (an FU-A's end or start bit cleared, a STAP-A length that
+ * points past its packet): no key frame comes of it, rather than one with a NAL unit missing or cut.
+ */
+const h264Damaged: FuzzTarget = {
+  name: "H.264 damaged packetization gives no key frame",
+  property: () =>
+    fc.property(idrUnit, fc.array(fc.nat(), { minLength: 1, maxLength: 8 }), fc.array(fc.integer({ min: 1, max: 1_400 }), { minLength: 1, maxLength: 4 }), fc.nat(), (nals, choices, sizes, pick) => {
+      const payloads = packetize(nals, choices, sizes).map((p) => Buffer.from(p));
+      const damageable = payloads.flatMap((p, i) => ((p[0]! & 0x1f) === 28 && p[1]! & 0xc0 ? [i] : (p[0]! & 0x1f) === 24 ? [i] : []));
+      if (!damageable.length) return;
+      const at = damageable[pick % damageable.length]!;
+      const payload = payloads[at]!;
+      if ((payload[0]! & 0x1f) === 24) payload.writeUInt16BE(payload.length, 1); // the first length points past the packet
+      else if (payload[1]! & 0x40) payload[1]! &= ~0x40; // the end of this NAL unit is not said
+      else payload[1]! &= ~0x80; // nor its start
+      const keeper = createKeyFrameKeeper();
+      payloads.forEach((p, i) => keeper.push(rtp(i, 90_000, i === payloads.length - 1, p)));
+      if (keeper.keyFrames) fail(`a key frame from a damaged unit (packet ${at} of ${payloads.length})`);
+    }),
+};
+
 const spropSets: FuzzTarget = {
   name: "H.264 sprop-parameter-sets",
   property: () =>
@@ -290,4 +312,4 @@ const fmp4Keeper: FuzzTarget = {
     }),
 };
 
-export const targets: FuzzTarget[] = [h264Packets, h264AccessUnit, spropSets, fmp4Boxes, fmp4Garbage, fmp4Readers, fmp4Keeper];
+export const targets: FuzzTarget[] = [h264Packets, h264AccessUnit, h264Damaged, spropSets, fmp4Boxes, fmp4Garbage, fmp4Readers, fmp4Keeper];
