@@ -36,6 +36,23 @@ describe("RTSP message codec", () => {
     expect(() => createRtspParser().push(Buffer.from("PLAY x RTSP/1.0\r\nContent-Length: 999999\r\n\r\n"))).toThrow(RtspParseError);
   });
 
+  test("a refused line is quoted with its control characters escaped: the error (a log line) cannot forge another", () => {
+    const refusal = (text: string) => {
+      try {
+        createRtspParser().push(Buffer.from(text));
+      } catch (error) {
+        return (error as Error).message;
+      }
+      throw new Error("not refused");
+    };
+    for (const text of ["OPTIONS rtsp://x RTSP/1.0\r\nno colon\n2026-12-01 INFO forged\r\n\r\n", "HELLO\rINFO forged\r\n\r\n",
+      "PLAY x RTSP/1.0\r\nContent-Length: 9\n\rx\r\n\r\n"]) {
+      const message = refusal(text);
+      expect(message).toMatch(/forged|Content-Length/);
+      expect(message).not.toMatch(/[\r\n]/);
+    }
+  });
+
   test("transports: TCP interleaved, UDP client ports, record mode", () => {
     const [tcp, udp] = parseTransport("RTP/AVP/TCP;unicast;interleaved=2-3;mode=record,RTP/AVP;unicast;client_port=5000-5001");
     expect(tcp).toMatchObject({ tcp: true, interleaved: [2, 3], record: true });

@@ -77,11 +77,11 @@ export function createRtspParser(): { push(chunk: Buffer): RtspMessage[]; readon
         const headers: Headers = [];
         for (const line of lines) {
           const colon = line.indexOf(":");
-          if (colon <= 0) throw new RtspParseError(`malformed header line "${line.slice(0, 60)}"`);
+          if (colon <= 0) throw new RtspParseError(`malformed header line ${JSON.stringify(line.slice(0, 60))}`);
           headers.push([line.slice(0, colon).trim(), line.slice(colon + 1).trim()]);
         }
         const length = Number(header(headers, "content-length") ?? 0);
-        if (!Number.isInteger(length) || length < 0 || length > MAX_BODY_BYTES) throw new RtspParseError(`bad Content-Length "${header(headers, "content-length")}"`);
+        if (!Number.isInteger(length) || length < 0 || length > MAX_BODY_BYTES) throw new RtspParseError(`bad Content-Length ${JSON.stringify(header(headers, "content-length") ?? "")}`);
         if (pending.length - (end + 4) < length) break;
         const body = Buffer.from(pending.subarray(end + 4, end + 4 + length));
         at = end + 4 + length;
@@ -91,7 +91,7 @@ export function createRtspParser(): { push(chunk: Buffer): RtspMessage[]; readon
           continue;
         }
         const request = /^([A-Z_]+) (\S+) RTSP\/1\.0$/.exec(first);
-        if (!request) throw new RtspParseError(`not an RTSP request line: "${first.slice(0, 80)}"`);
+        if (!request) throw new RtspParseError(`not an RTSP request line: ${JSON.stringify(first.slice(0, 80))}`);
         out.push({ kind: "request", method: request[1]!, uri: request[2]!, headers, body });
       }
       // Frames point into `pending`: copy the remainder so the delivered subarrays stay valid.
