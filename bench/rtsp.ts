@@ -2,8 +2,8 @@
 // and 50 raw RTSPS readers. Prints packets delivered, lost packets for readers that keep up, added latency
 // (our server receiving a packet from FFmpeg -> a reader parsing it, across two processes) p50/p99, and the
 // proxy process's CPU and RSS, and its CPU per RTP packet per reader. Then the peer: GStreamer's RTSP server
-// (bench/rtsp-gst-peer.py, the same video pre-encoded, so no encoder in its CPU) with the same readers and rounds,
-// and both CPU figures side by side, with the marginal cost of each reader beyond the first.
+// (tests/rtsp-gst-server.py given the same video pre-encoded, so no encoder in its CPU) with the same readers and
+// rounds, and both CPU figures side by side, with the marginal cost of each reader beyond the first.
 // Measured (2 cores shared with other work; us per packet per reader at 1 / 10 / 50 readers): one frame copied per
 // reader (PLAY's RTP-Info shifts nearly every reader's numbering) 56-71 / 10.9-12.6 / 4.5-5.8; readers sharing each
 // packet's bytes (16 of a reader's own, StreamReader.writeFrame) with a TCP/TLS reader's frames of one event-loop
@@ -210,7 +210,7 @@ async function peerRounds(): Promise<RoundCost[]> {
   const leaf = makeLeaf(ca, "peer", { dns: [], ips: [SIM] });
   const pem = join("/tmp", `pandaproxy-bench-rtsp-peer-${process.pid}.pem`);
   writeFileSync(pem, leaf.cert + leaf.key, { mode: 0o600 });
-  const gst = Bun.spawn([python, join(import.meta.dir, "rtsp-gst-peer.py"), SIM, String(PEER_PORT), "bblp", ACCESS_CODE, pem, video], { stdin: "ignore", stdout: "pipe", stderr: "inherit" });
+  const gst = Bun.spawn([python, join(import.meta.dir, "../tests/rtsp-gst-server.py"), SIM, String(PEER_PORT), "bblp", ACCESS_CODE, pem, video], { stdin: "ignore", stdout: "pipe", stderr: "inherit" });
   try {
     const reader = gst.stdout.getReader();
     const first = await Promise.race([reader.read(), Bun.sleep(15_000).then(() => undefined)]);

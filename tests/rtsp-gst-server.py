@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 # GStreamer's RTSP server standing in for a printer camera in the RTSP interop tests: RTSPS (TLS) with Basic
 # authentication, TCP only, an H.264 test pattern at /streaming/live/1. Prints "READY" once listening and
-# "CLIENT" for every client connection, so tests can count printer sessions.
-# usage: rtsp-gst-server.py HOST PORT USER PASSWORD CERT_AND_KEY_PEM
+# "CLIENT" for every client connection, so tests can count printer sessions. Given VIDEO_MP4 (bench/rtsp.ts, where it
+# is the peer), it serves that already encoded H.264 file in real time instead, so its CPU is the server's fan-out
+# and TLS, not an encoder's; one shared media for every reader either way.
+# usage: rtsp-gst-server.py HOST PORT USER PASSWORD CERT_AND_KEY_PEM [VIDEO_MP4]
 import sys
 import gi
 gi.require_version("Gst", "1.0")
@@ -11,6 +13,7 @@ gi.require_version("GstRtsp", "1.0")
 from gi.repository import Gio, GLib, Gst, GstRtsp, GstRtspServer
 
 host, port, user, password, pem_path = sys.argv[1:6]
+video = sys.argv[6] if len(sys.argv) > 6 else None
 Gst.init(None)
 server = GstRtspServer.RTSPServer()
 server.set_address(host)
@@ -26,10 +29,13 @@ auth.set_supported_methods(GstRtsp.RTSPAuthMethod.BASIC)
 server.set_auth(auth)
 
 factory = GstRtspServer.RTSPMediaFactory()
-factory.set_launch(
-    "( videotestsrc is-live=true ! video/x-raw,width=320,height=240,framerate=15/1 "
-    "! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 ! rtph264pay name=pay0 pt=96 config-interval=1 )"
-)
+if video:
+    factory.set_launch(f"( filesrc location={video} ! qtdemux ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=1 )")
+else:
+    factory.set_launch(
+        "( videotestsrc is-live=true ! video/x-raw,width=320,height=240,framerate=15/1 "
+        "! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 ! rtph264pay name=pay0 pt=96 config-interval=1 )"
+    )
 factory.set_shared(True)
 factory.set_protocols(GstRtsp.RTSPLowerTrans.TCP)
 factory.add_role_from_structure(Gst.Structure.from_string(

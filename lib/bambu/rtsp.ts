@@ -5,7 +5,7 @@
 // stream into JPEG frames (camera.mjpeg, for browsers without Media Source Extensions). Snapshots decode the
 // latest key frame once (rtsp/h264.ts, rtsp/h264-snapshot.ts). RTP over UDP is offered on the plain port only.
 // While the printer reports its camera off (liveview.ts), FFmpeg stays down and the status says what to switch on.
-import { createStream as createFrameStream } from "../core/stream.ts";
+import { createStream as createFrameStream, nextValue } from "../core/stream.ts";
 import { createRateMeter } from "../core/rate.ts";
 import { listen, type Listening } from "../core/server.ts";
 import { MAX_CAMERA_JPEG_BYTES, type CameraFeed, type CameraFrame, type Service, type ServiceContext, type ServiceStatus } from "../core/service.ts";
@@ -38,7 +38,6 @@ export const JPEG_FPS = 4;
 export const RTSP_WAITING_RETRY_MS = 5_000;
 /** The JPEG FFmpeg keeps running this long after the last web viewer left. */
 export const JPEG_LINGER_MS = 10_000;
-const SNAPSHOT_GIVE_UP_POLL_MS = 200;
 
 export interface RtspServiceOptions {
   /** FFmpeg stops this long after the last client left (default 30 s). */
@@ -123,26 +122,14 @@ export function createRtspService(ctx: ServiceContext, options: RtspServiceOptio
   let liveVideo: LiveVideo | undefined;
   /** A camera that sends no H.264 has no key frames for us to keep: its snapshots come from the JPEG FFmpeg. */
   const notH264 = () => stream.live && stream.tracks.length > 0 && !stream.tracks.some((t) => t.h264);
-  const nextJpeg = (waitMs: number, giveUp?: () => boolean) =>
-    new Promise<CameraFrame | undefined>((resolve) => {
-      const release = feed.claim();
-      let settled = false;
-      const finish = (frame: CameraFrame | undefined) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        clearInterval(poll);
-        queueMicrotask(() => subscription.unsubscribe());
-        release();
-        resolve(frame);
-      };
-      const timer = setTimeout(() => finish(undefined), waitMs);
-      const poll = setInterval(() => giveUp?.() && finish(undefined), SNAPSHOT_GIVE_UP_POLL_MS);
-      const subscription = frames.subscribe((frame, done) => {
-        done();
-        finish(frame);
-      }, { label: "a snapshot" });
-    });
+  const nextJpeg = async (waitMs: number, giveUp?: () => boolean) => {
+    const release = feed.claim();
+    try {
+      return await nextValue(frames, waitMs, giveUp);
+    } finally {
+      release();
+    }
+  };
   let relay: Relay | undefined;
   let loopback: Loopback | undefined;
   let publisher: Publisher | undefined;

@@ -167,3 +167,30 @@ export function createStream<T>(options: StreamOptions = {}): Stream<T> {
   };
   return stream;
 }
+
+/** How often a wait for the next value asks whether waiting is pointless. */
+export const GIVE_UP_POLL_MS = 200;
+
+/**
+ * The next value `stream` publishes (not the one it holds), or undefined after `waitMs`, or as soon as `giveUp()`
+ * says waiting is pointless (e.g. the printer refused our code).
+ */
+export function nextValue<T>(stream: Pick<Stream<T>, "subscribe">, waitMs: number, giveUp?: () => boolean, label = "a snapshot"): Promise<T | undefined> {
+  return new Promise((resolve) => {
+    let settled = false;
+    const finish = (value: T | undefined) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      clearInterval(poll);
+      queueMicrotask(() => subscription.unsubscribe());
+      resolve(value);
+    };
+    const timer = setTimeout(() => finish(undefined), waitMs);
+    const poll = setInterval(() => giveUp?.() && finish(undefined), GIVE_UP_POLL_MS);
+    const subscription = stream.subscribe((value, done) => {
+      done();
+      finish(value);
+    }, { label });
+  });
+}

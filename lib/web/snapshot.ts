@@ -3,14 +3,12 @@
 // asked to run and the next frame is awaited for a bounded time.
 import type { CameraFeed, CameraFrame } from "../core/service.ts";
 import type { UpstreamProblem } from "../core/upstream.ts";
-import { LIVE_FRAME_MAX_AGE_MS } from "../core/stream.ts";
+import { LIVE_FRAME_MAX_AGE_MS, nextValue } from "../core/stream.ts";
 
 /** How long a snapshot waits for the camera to produce a frame. */
 export const SNAPSHOT_WAIT_MS = 10_000;
 /** A cached frame older than this is not the current picture (the printer may be gone): wait for a new one. */
 export const SNAPSHOT_MAX_AGE_MS = LIVE_FRAME_MAX_AGE_MS;
-/** How often a waiting snapshot asks the camera whether waiting is pointless (the printer refused our code). */
-export const SNAPSHOT_PROBLEM_POLL_MS = 200;
 
 export interface Snapshot {
   /** undefined: the camera gave no frame within the wait. */
@@ -30,28 +28,7 @@ export async function takeSnapshot(feed: CameraFeed, waitMs = SNAPSHOT_WAIT_MS):
   }
   const release = feed.claim();
   try {
-    const frame = await new Promise<CameraFrame | undefined>((resolve) => {
-      let settled = false;
-      const finish = (frame: CameraFrame | undefined) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        clearInterval(poll);
-        queueMicrotask(() => subscription.unsubscribe());
-        resolve(frame);
-      };
-      const timer = setTimeout(() => finish(undefined), waitMs);
-      const poll = setInterval(() => {
-        if (feed.problem?.()?.lasting) finish(undefined);
-      }, SNAPSHOT_PROBLEM_POLL_MS);
-      const subscription = feed.frames.subscribe(
-        (frame, done) => {
-          done();
-          finish(frame);
-        },
-        { label: "a snapshot" },
-      );
-    });
+    const frame = await nextValue(feed.frames, waitMs, () => feed.problem?.()?.lasting ?? false);
     return { frame, cameraState: feed.state(), problem: frame ? undefined : feed.problem?.() };
   } finally {
     release();
