@@ -53,7 +53,8 @@ describe("FTPS data pump memory", () => {
 
     const reads: Buffer[] = [];
     source.on("data", (chunk: Buffer) => void reads.push(chunk));
-    const flow = pump(source, toReceiver as unknown as Socket);
+    let reported = 0;
+    const flow = pump(source, toReceiver as unknown as Socket, { moved: (n) => void (reported += n), returns: 0 });
 
     const got = createHash("sha256");
     let received = 0;
@@ -76,6 +77,7 @@ describe("FTPS data pump memory", () => {
     toReceiver.end();
     await until("every byte", () => received === BYTES);
     expect(flow.bytes).toBe(BYTES);
+    expect(reported).toBe(BYTES); // every byte counted towards handing memory back (core/memory-return.ts)
     expect(got.digest("hex")).toBe(sent.digest("hex"));
     // Bun gives each read its own buffer: the pump released them (detached: zero length now).
     const own = reads.filter((r) => r.byteOffset === 0);

@@ -2,6 +2,7 @@
 // (PORT/EPRT) address, the printer's passive port, and a byte pump with backpressure in both directions.
 import { connect as netConnect, createServer, type Server, type Socket } from "node:net";
 import type { PortRange } from "../config.ts";
+import type { MemoryReturn } from "../core/memory-return.ts";
 
 /** How long a client (or the printer) gets to open the data connection. */
 export const DATA_CONNECT_TIMEOUT_MS = 10_000;
@@ -114,9 +115,9 @@ export interface Pump {
  * Bun hands each read (up to 512 KB) over in a buffer of its own that is freed only when the garbage collector
  * gets to it; at 200 MB/s those waiting buffers and the allocator's freed-but-not-yet-reused pages kept 20-35 MB
  * resident. So each read's memory is released (detached) as soon as the destination has taken it, and the next
- * read reuses it.
+ * read reuses it. What the allocators still keep is handed back by `memory` (core/memory-return.ts), if given.
  */
-export function pump(source: Socket, destination: Socket): Pump {
+export function pump(source: Socket, destination: Socket, memory?: MemoryReturn): Pump {
   let bytes = 0;
   let settle!: (end: PumpEnd) => void;
   let settled = false;
@@ -131,6 +132,7 @@ export function pump(source: Socket, destination: Socket): Pump {
   });
   const onData = (chunk: Buffer) => {
     bytes += chunk.length;
+    memory?.moved(chunk.length);
     // The callback runs once the socket has taken the chunk: sent, or copied what the kernel did not take yet.
     if (!destination.write(chunk, (error) => error || release(chunk))) source.pause();
   };

@@ -7,6 +7,7 @@ import { connectToPrinter } from "../core/printer-socket.ts";
 import { commandLane, endAndDestroy, idleDeadline, type CommandLane, type IdleDeadline } from "../core/edge.ts";
 import type { Service, ServiceContext } from "../core/service.ts";
 import { listen, peerOf, TRUST_HINT, type Listening } from "../core/server.ts";
+import { downloadMemoryReturn, uploadMemoryReturn } from "../core/memory-return.ts";
 import { serviceLogger, type Logger } from "../log.ts";
 import { printerClientTlsOptions, serverTlsOptions } from "../tls.ts";
 import { createLineSplitter } from "./ftp-codec.ts";
@@ -312,7 +313,7 @@ async function transferBytes(data: DataConnections, upload: boolean): Promise<Ft
   clientData.on("error", () => {});
   printerData.on("error", () => {});
   data.upload = upload;
-  data.flow = upload ? pump(clientData, printerData) : pump(printerData, clientData);
+  data.flow = upload ? pump(clientData, printerData, uploadMemoryReturn) : pump(printerData, clientData, downloadMemoryReturn);
   const end = await data.flow.done;
   return { kind: "transfer-ended", end, bytes: data.flow.bytes };
 }
