@@ -2,8 +2,8 @@
 // read a fresh buffer (up to 512 KB); even freed at once (ftp-data.ts release), the allocators keep the pages
 // resident for a while, so a 200 MB/s FTPS transfer held 15-25 MB more than it needed. Neither a full garbage
 // collection nor smaller writes returned them; Bun.shrink() does (a full collection, then the allocators give
-// freed pages back), but it stalls the event loop for 2-10 ms and drops compiled code, so it runs only when the resident size has
-// grown past an allowance since the transfers began, and at most every MIN_INTERVAL_MS.
+// freed pages back), but it stalls the event loop for 2-10 ms and drops compiled code, so it runs only when the
+// resident size has grown past an allowance since the transfers began, and at most every MIN_INTERVAL_MS.
 export const CHECK_EVERY_BYTES = 2 * 1024 * 1024;
 export const ALLOWANCE_BYTES = 10 * 1024 * 1024;
 export const MIN_INTERVAL_MS = 250;
