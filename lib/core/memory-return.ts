@@ -5,7 +5,7 @@
 // freed pages back), but it stalls the event loop for 2-10 ms and drops compiled code, so it runs only when the
 // resident size has grown past an allowance since the transfers began, and at most every MIN_INTERVAL_MS.
 export const CHECK_EVERY_BYTES = 2 * 1024 * 1024;
-export const ALLOWANCE_BYTES = 10 * 1024 * 1024;
+export const ALLOWANCE_BYTES = 8 * 1024 * 1024;
 export const MIN_INTERVAL_MS = 250;
 /** After this long without a byte moved, the next transfer measures its own starting size. */
 export const QUIET_MS = 2_000;
