@@ -13,13 +13,20 @@
 // allocator (mimalloc, purge_delay 100 ms) keeps freed pages resident instead of reusing them, so the growth
 // follows the throughput. Before: upload 12-36 MB (medians 22-33), download 0-32 MB (medians 8-17) per round.
 // The pump now releases (detaches) each read once the destination has taken it: upload 14-23 MB (medians ~18),
-// download 3-14 MB (medians ~12), peak RSS 79-88 MB instead of 86-107. With MIMALLOC_PURGE_DELAY=0 in the
-// proxy's environment as well: upload 7-13 MB, download 0-4 MB, ~20-50% more proxy CPU (20 ms: 13-15 / 11-16 MB).
-// Tried and dropped:
-// eden GCs (no effect), writing each read in 64 KB pieces (no effect), a 32 KB SO_RCVBUF on the data sockets
-// (9-12 MB but +50% CPU; 16 KB stalled), buffering more before pausing the printer (2 MB: 0.74x, 8 MB: 0.67x and
-// 56 MB). Ratios moved between 0.5x and 1.2x from run to run with the machine's other load, before and after alike;
-// they are bounded by the proxy's extra TLS work competing with curl, vsftpd and this process's SHA-256.
+// download 3-14 MB (medians ~12), peak RSS 79-88 MB instead of 86-107. MIMALLOC_PURGE_DELAY=0 in the proxy's
+// environment as well: upload 7-13 MB, download 0-4 MB, but ~20-50% more proxy CPU for all its work (20 ms:
+// 13-15 / 11-16 MB). So core/memory-return.ts hands freed memory back (Bun.shrink) when the RSS has grown past an
+// allowance during transfers (uploads 8 MB, downloads 13 MB), at most every 250 ms. Measured one after the other,
+// 5 rounds each, before issue 18 (58c7fbe) and after: upload growth median 20.7 -> 9.7 MB (largest 31.9 -> 11.3),
+// download 14.7 -> 9.9 MB (largest 21.7 -> 14.4), peak 100 -> 76 MB; proxy CPU per MB up 1000 -> 1400 us, down
+// 1050 -> 1450 us (each hand-back costs a full collection and recompiled code).
+// Tried and dropped: Bun.shrink every 4 or 16 MB (growth 4-9 MB, CPU 1.5-2.5x), eden GCs (no effect), writing
+// each read in 64 KB pieces (no effect), a 32 KB SO_RCVBUF on the data sockets (9-12 MB but +50% CPU; 16 KB
+// stalled), buffering more before pausing the printer (2 MB: 0.74x, 8 MB: 0.67x and 56 MB; a 256 KB or 1 MB
+// write high-water mark: no better). Ratios move between 0.5x and 1.2x from run to run with the machine's other
+// load, before and after alike: on 2 cores the proxy's extra TLS decrypt+encrypt (~1 ms per MB) competes with
+// curl, vsftpd and this process's SHA-256, which already keep both cores busy on a direct download; perf shows
+// the proxy's own time in memmove, the kernel's socket copies and scheduling, not in our code.
 // Run (as root: port 990, PAM): node_modules/.bin/bun bench/ftp.ts [--mb 200] [--rounds 5]
 import { cpuSeconds, descendants, memoryMiB, microsecondsPer, treeCpuTracker } from "./support.ts";
 import { spawn, type ChildProcess } from "node:child_process";

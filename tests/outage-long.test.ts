@@ -8,7 +8,8 @@
 //   - an FTPS control connection asking SIZE now and then (451 while away);
 //   - a FlashForge console client whose ~M27, sent while the printer is away, waits for it.
 // Each must stream or answer again within 15 s of the return, and no frame older than 3 s reaches any viewer.
-// It costs 10 minutes of suite time; everything else in it is short and bounded. Loopback 127.0.48.0/24.
+// It takes 10 minutes, so scripts/test.sh runs it beside the other files (its own `bun test`); everything else
+// in it is short and bounded. Loopback 127.0.48.0/24 (no other test may use it).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
