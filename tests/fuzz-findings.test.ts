@@ -9,10 +9,10 @@ import { bambuTelemetry } from "../lib/bambu/telemetry.ts";
 import { flashforgeTelemetry } from "../lib/flashforge/telemetry.ts";
 import { createClientInput } from "../lib/flashforge/tcp-client-input.ts";
 import { MAX_COMMAND_LINE_BYTES } from "../lib/flashforge/tcp-codec.ts";
-import { answerChallenges, startRelay } from "../lib/rtsp/relay.ts";
+import { startRelay } from "../lib/rtsp/relay.ts";
 import { connect, createServer } from "node:net";
 import { captureLogs, serviceLogger, setupLogging } from "../lib/log.ts";
-import { parseAuthParams } from "../lib/rtsp/auth.ts";
+import { authorizationFor, parseAuthParams } from "../lib/rtsp/auth.ts";
 import { createRtspParser, headerAll } from "../lib/rtsp/message.ts";
 
 describe("merged MQTT state", () => {
@@ -157,7 +157,7 @@ describe("FlashForge client input", () => {
 });
 
 describe("RTSP push: the media server's challenges", () => {
-  const answer = (challenges: string[]) => answerChallenges(challenges, "pandaproxy", "secret", "ANNOUNCE", "rtsp://127.0.0.1:8554/x");
+  const answer = (challenges: string[]) => authorizationFor(challenges, "pandaproxy", "secret", "ANNOUNCE", "rtsp://127.0.0.1:8554/x");
 
   test("a realm with a quote in it (unquoted in the challenge) is not quoted again into a header that parses differently", () => {
     const value = answer(['Digest nonce=MD5, realm=a"b']);

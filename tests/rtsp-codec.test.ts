@@ -95,6 +95,15 @@ describe("RTSP authentication", () => {
     expect(value).toContain("qop=auth");
     expect(value).toContain("cnonce=");
   });
+
+  test("a Digest challenge whose echoed fields cannot be quoted again is not answered (Basic, if offered, is)", () => {
+    for (const bad of [`nonce="a\\"b"`, `nonce="n", opaque="o\nInjected: 1"`, `realm="r\r", nonce="n"`]) {
+      const digest = `Digest realm="r", ${bad}`;
+      expect(authorizationFor([digest], "bblp", "x", "PLAY", "/a")).toBeUndefined();
+      expect(authorizationFor([digest, `Basic realm="r"`], "bblp", "x", "PLAY", "/a")).toStartWith("Basic ");
+    }
+    expect(authorizationFor([`Digest realm="r", nonce="n", opaque="o"`], "bblp", "x", "PLAY", "/a")).toContain(`opaque="o"`);
+  });
 });
 
 describe("FFmpeg arguments and availability", () => {

@@ -127,11 +127,21 @@ export function digestResponse(a: { user: string; password: string; realm: strin
   return a.qop ? md5(`${ha1}:${a.nonce}:${a.nc ?? ""}:${a.cnonce ?? ""}:${a.qop}:${ha2}`) : md5(`${ha1}:${a.nonce}:${ha2}`);
 }
 
-/** The client side: an Authorization header answering `challenges` (Digest preferred), or undefined. */
+/** Digest fields the answer quotes back as they came; a quote, a backslash or a control character would not survive it. */
+const ECHOED_FIELDS = ["realm", "nonce", "opaque"];
+const UNQUOTABLE = /["\\\x00-\x1f\x7f]/;
+
+/**
+ * The client side: an Authorization header answering `challenges` (Digest preferred), or undefined. A Digest
+ * challenge whose echoed fields could not be quoted again unchanged (a bare LF would even start a new header
+ * line) is not answered.
+ */
 export function authorizationFor(challenges: string[], user: string, password: string, method: string, uri: string): string | undefined {
-  const digest = challenges.find((c) => /^digest\s/i.test(c));
-  if (digest) {
-    const p = parseAuthParams(digest.slice(7));
+  const p = challenges
+    .filter((c) => /^digest\s/i.test(c))
+    .map((c) => parseAuthParams(c.slice(7)))
+    .find((fields) => ECHOED_FIELDS.every((name) => !UNQUOTABLE.test(fields[name] ?? "")));
+  if (p) {
     if (!p.realm || !p.nonce) return undefined;
     const qop = p.qop?.split(",").map((q) => q.trim()).includes("auth") ? "auth" : undefined;
     const nc = "00000001";

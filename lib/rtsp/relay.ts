@@ -9,7 +9,7 @@ import { connectToPrinter, dropPrinterSocket } from "../core/printer-socket.ts";
 import { connect as tcpConnect, type Socket } from "node:net";
 import { listen, type Listening } from "../core/server.ts";
 import type { Logger } from "../log.ts";
-import { authorizationFor, parseAuthParams } from "./auth.ts";
+import { authorizationFor } from "./auth.ts";
 import { createRtspParser, encodeFrame, encodeRequest, encodeResponse, header, headerAll, type Headers, type RtspRequest } from "./message.ts";
 
 export const PRINTER_CONNECT_TIMEOUT_MS = 10_000;
@@ -106,7 +106,7 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
       const toUpstream = (request: RtspRequest) => {
         const headers: Headers = request.headers.filter(([n]) => n.toLowerCase() !== "authorization");
         if (challenges.length) {
-          const auth = answerChallenges(challenges, options.user, options.password(), request.method, request.uri);
+          const auth = authorizationFor(challenges, options.user, options.password(), request.method, request.uri);
           if (auth) headers.push(["Authorization", auth]);
           else if (!unanswerableLogged) {
             unanswerableLogged = true;
@@ -179,23 +179,6 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
 
 /** The codec's error quotes the bytes it refused; their CR and LF must not end our log line (or forge the next). */
 const escaped = (text: string) => text.replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
-
-/** Digest fields the answer quotes back as they came; a quote, a backslash or a control character would not survive it. */
-const ECHOED_FIELDS = ["realm", "nonce", "opaque"];
-const UNQUOTABLE = /["\\\x00-\x1f\x7f]/;
-
-/**
- * The Authorization value answering the far side's 401 challenges, or undefined. A Digest challenge whose echoed
- * fields could not be quoted again unchanged (a bare LF would even start a new header line) is not answered.
- */
-export function answerChallenges(challenges: string[], user: string, password: string, method: string, uri: string): string | undefined {
-  const answerable = challenges.filter((c) => {
-    if (!/^digest\s/i.test(c)) return true;
-    const fields = parseAuthParams(c.slice(7));
-    return ECHOED_FIELDS.every((name) => !UNQUOTABLE.test(fields[name] ?? ""));
-  });
-  return authorizationFor(answerable, user, password, method, uri);
-}
 
 /**
  * A writer to `to` that stops reading `from` while more than `max` bytes wait for `to`, until it drains.

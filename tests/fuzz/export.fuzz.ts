@@ -1,5 +1,5 @@
 // Fuzz targets for what the RTSP push ([export.rtsp], lib/rtsp/relay.ts) reads from the media server: its 401
-// challenges, answered by relay.ts `answerChallenges` (lib/rtsp/auth.ts `authorizationFor`), and, over real
+// challenges, answered by lib/rtsp/auth.ts `authorizationFor`, and, over real
 // sockets, whatever else it answers (401s, RECORD replies, interleaved frames, garbage). Invariants: never a
 // throw; an answer is one header value (no line break, no NUL; quotes that parse back to what was signed); a
 // challenge from our own server is answered so that it accepts the login; the pusher's connection ends when
@@ -11,8 +11,7 @@ import { captureLogs, serviceLogger } from "../../lib/log.ts";
 import { encodeFrame, encodeResponse, type Headers } from "../../lib/rtsp/message.ts";
 import { startRelay, type Relay } from "../../lib/rtsp/relay.ts";
 import { bytes } from "./bytes.ts";
-import { createAuthenticator, digestResponse, parseAuthParams } from "../../lib/rtsp/auth.ts";
-import { answerChallenges } from "../../lib/rtsp/relay.ts";
+import { authorizationFor, createAuthenticator, digestResponse, parseAuthParams } from "../../lib/rtsp/auth.ts";
 import { wireText } from "./bytes.ts";
 import type { FuzzTarget } from "./target.ts";
 
@@ -58,7 +57,7 @@ const mediaServerChallenges: FuzzTarget = {
   name: "media server WWW-Authenticate challenges",
   property: () =>
     fc.property(fc.array(challenge, { maxLength: 3 }), user, password, method, uri, (challenges, u, pw, m, path) => {
-      const answer = answerChallenges(challenges, u, pw, m, path);
+      const answer = authorizationFor(challenges, u, pw, m, path);
       if (answer !== undefined) checkAnswer(answer, { user: u, password: pw, method: m, uri: path });
       // Whatever the challenge, what parseAuthParams gives is strings only.
       for (const c of challenges) for (const v of Object.values(parseAuthParams(c))) if (typeof v !== "string") fail("a parameter that is not a string");
@@ -72,7 +71,7 @@ const ownServerRoundTrip: FuzzTarget = {
     fc.property(user, password, method, uri, fc.stringMatching(/^[A-Za-z0-9 ._-]{1,30}$/), fc.boolean(), fc.boolean(), (u, pw, m, path, realm, allowBasic, basicFirst) => {
       const server = createAuthenticator({ realm, credentials: () => [{ user: u, password: pw, role: "publisher" }], allowBasic });
       const challenges = server.challenge();
-      const answer = answerChallenges(basicFirst ? [...challenges].reverse() : challenges, u, pw, m, path);
+      const answer = authorizationFor(basicFirst ? [...challenges].reverse() : challenges, u, pw, m, path);
       if (answer === undefined) fail(`no answer to ${JSON.stringify(challenges)}`);
       checkAnswer(answer!, { user: u, password: pw, method: m, uri: path });
       if (server.check(m, answer)?.user !== u) fail(`our own server refused ${JSON.stringify(answer)} to ${JSON.stringify(challenges)}`);
