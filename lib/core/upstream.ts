@@ -22,11 +22,14 @@ export interface Link<C> {
   close(): void;
 }
 
-/** Throw this from `connect` when the printer refused our credentials: we wait BACKOFF_MAX_MS, loudly. */
+/** Throw this from `connect` when the far side refused our credentials: we wait BACKOFF_MAX_MS, loudly. */
 export class LoginRefused extends Error {
-  constructor(message: string) {
+  /** What the user should look at, for the log line. */
+  readonly check: string;
+  constructor(message: string, check = "access_code") {
     super(message);
     this.name = "LoginRefused";
+    this.check = check;
   }
 }
 
@@ -176,7 +179,7 @@ export function createUpstream<C>(options: UpstreamOptions<C>): Upstream<C> {
     const delay = refused || untrusted ? backoffMax : firstIsQuick && attempt === 0 ? backoffMin / 2 : Math.min(longest, backoffMin * 2 ** attempt);
     attempt++;
     const message = (error as Error)?.message ?? String(error);
-    if (refused) options.log.error(`${options.describe} refused the login: ${message}; check access_code. Retrying in ${Math.round(delay / 1000)} s`);
+    if (refused) options.log.error(`${options.describe} refused the login: ${message}; check ${(error as LoginRefused).check}. Retrying in ${Math.round(delay / 1000)} s`);
     else if (untrusted) options.log.error(`not connecting to ${options.describe}: ${message}. Retrying in ${Math.round(delay / 1000)} s`);
     else if (!firstIsQuick) options.log.warn(`cannot reach ${options.describe}: ${message}; retrying in ${Math.round(delay / 1000)} s`);
     setState("backoff");

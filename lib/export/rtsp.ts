@@ -6,10 +6,11 @@
 // FFmpeg pushes to a loopback relay (rtsp/relay.ts, plain TCP to the media server), never to the media server
 // itself: the relay answers the media server's 401 (Basic or Digest) with [export.rtsp] username and password,
 // which therefore appear in no process list, and it tells us when RECORD was accepted: only then is the push
-// connected, so a media server that refuses it is retried with a growing backoff, not at once.
+// connected. A media server that refuses the login is retried after the long backoff (60 s), as a printer that
+// refuses the access code is; one that is away or fails otherwise, with the growing backoff.
 import type { ProxyConfig } from "../config.ts";
 import type { CameraFeed, CameraFrame } from "../core/service.ts";
-import { createUpstream, type Link, type Upstream } from "../core/upstream.ts";
+import { createUpstream, LoginRefused, type Link, type Upstream } from "../core/upstream.ts";
 import { registerSecret, serviceLogger, type Logger } from "../log.ts";
 import type { PrinterRuntime } from "../printer-services.ts";
 import { spawnFfmpeg, type FfmpegChild } from "../rtsp/ffmpeg.ts";
@@ -122,7 +123,8 @@ async function relayTo(output: string, config: RtspExportConfig, log: Logger): P
       : `media server ${host}:${port} asks for a login: set [export.rtsp] username and password`,
     onResponse(method, status) {
       if (method === "RECORD" && status < 300) accepted();
-      else if (status === 401) refusedAt(new Error(`the media server refused the login (${method} answered 401)`));
+      // A refused login waits the long backoff (BACKOFF_MAX_MS), as a printer's does: retrying soon cannot help.
+      else if (status === 401) refusedAt(new LoginRefused(`the media server refused the login (${method} answered 401)`, "[export.rtsp] username and password"));
       else if (status >= 300) refusedAt(new Error(`the media server answered ${method} with ${status}`));
     },
   });
