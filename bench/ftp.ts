@@ -27,8 +27,14 @@
 // load, before and after alike: on 2 cores the proxy's extra TLS decrypt+encrypt (~1 ms per MB) competes with
 // curl, vsftpd and this process's SHA-256, which already keep both cores busy on a direct download; perf shows
 // the proxy's own time in memmove, the kernel's socket copies and scheduling, not in our code.
+// The machine is not saturated, though (it prints how many cores were busy: ~1.1 of 2 for a direct download, ~1.3
+// through the proxy), and the bytes' phase alone (curl's own clock) was 0.81x: the proxy is one more stage in
+// the chain, and its pump waits most of its time for the printer's next bytes. Before the bytes, curl spends
+// ~0.2 s on TYPE I/SIZE on every transfer, direct or not; through the proxy a download's first printer command
+// (PWD) also waited ~0.1 s right after an upload (ftp_sessions = 1: the one printer session was still finishing it).
 // Run (as root: port 990, PAM): node_modules/.bin/bun bench/ftp.ts [--mb 200] [--rounds 5]
-import { cpuSeconds, descendants, memoryMiB, microsecondsPer, treeCpuTracker } from "./support.ts";
+import { busyCores, cpuSeconds, descendants, machineCpu, memoryMiB, microsecondsPer, treeCpuTracker } from "./support.ts";
+import { availableParallelism } from "node:os";
 import { spawn, type ChildProcess } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { readFileSync, rmSync } from "node:fs";
@@ -115,10 +121,18 @@ async function withCpu<T extends object>(vsftpdPid: number | undefined, work: ()
   }
 }
 
-const CURL = ["curl", "-sS", "-k", "--ftp-pasv", "-u", `bblp:${ACCESS_CODE}`];
+// curl's own clock, on stderr: the bytes' phase is time_total - time_pretransfer (login, EPSV, SIZE and RETR/STOR
+// with their replies come before it; curl spends ~0.2 s there on every transfer, direct or not).
+const CURL = ["curl", "-sS", "-k", "--ftp-pasv", "-u", `bblp:${ACCESS_CODE}`, "-w", "%{stderr}curl-times %{time_pretransfer} %{time_total}\n"];
+
+/** The seconds curl spent moving the bytes, from its -w line. */
+function dataPhaseSeconds(stderr: string): number {
+  const m = stderr.match(/curl-times ([\d.]+) ([\d.]+)/);
+  return m ? Number(m[2]) - Number(m[1]) : NaN;
+}
 
 /** Uploads `bytes` of generated data through curl's stdin; returns seconds and the SHA-256 of what was sent. */
-async function upload(host: string, name: string, bytes: number): Promise<{ seconds: number; digest: string }> {
+async function upload(host: string, name: string, bytes: number): Promise<{ seconds: number; dataSeconds: number; digest: string }> {
   const block = randomBytes(BLOCK);
   const hash = createHash("sha256");
   const started = performance.now();
@@ -133,12 +147,13 @@ async function upload(host: string, name: string, bytes: number): Promise<{ seco
   await curl.stdin.end();
   const code = await curl.exited;
   const seconds = (performance.now() - started) / 1000;
-  if (code !== 0) throw new Error(`curl upload to ${host} failed (${code}): ${await new Response(curl.stderr).text()}`);
-  return { seconds, digest: hash.digest("hex") };
+  const stderr = await new Response(curl.stderr).text();
+  if (code !== 0) throw new Error(`curl upload to ${host} failed (${code}): ${stderr}`);
+  return { seconds, dataSeconds: dataPhaseSeconds(stderr), digest: hash.digest("hex") };
 }
 
 /** Downloads `name` through curl's stdout, hashing it as it streams. */
-async function download(host: string, name: string): Promise<{ seconds: number; digest: string; bytes: number }> {
+async function download(host: string, name: string): Promise<{ seconds: number; dataSeconds: number; digest: string; bytes: number }> {
   const hash = createHash("sha256");
   let bytes = 0;
   const started = performance.now();
@@ -149,8 +164,9 @@ async function download(host: string, name: string): Promise<{ seconds: number; 
   }
   const code = await curl.exited;
   const seconds = (performance.now() - started) / 1000;
-  if (code !== 0) throw new Error(`curl download from ${host} failed (${code}): ${await new Response(curl.stderr).text()}`);
-  return { seconds, digest: hash.digest("hex"), bytes };
+  const stderr = await new Response(curl.stderr).text();
+  if (code !== 0) throw new Error(`curl download from ${host} failed (${code}): ${stderr}`);
+  return { seconds, dataSeconds: dataPhaseSeconds(stderr), digest: hash.digest("hex"), bytes };
 }
 
 async function runBenchmark(): Promise<void> {
@@ -178,7 +194,12 @@ async function runBenchmark(): Promise<void> {
     await download(PROXY_HOST, "warm-up.3mf");
     console.log(`FTPS: ${megabytes} MB with curl (EPSV, TLS session reuse); vsftpd 3.0.3 like a printer (implicit TLS, require_ssl_reuse); ${rounds} round(s), median of each; ${WARM_UP_MB} MB warm-up through the proxy first`);
     const rates = { direct: { up: [] as number[], down: [] as number[] }, proxy: { up: [] as number[], down: [] as number[] } };
+    const dataRates = { direct: { up: [] as number[], down: [] as number[] }, proxy: { up: [] as number[], down: [] as number[] } };
     const growths = { up: [] as number[], down: [] as number[] };
+    // The whole machine (curl, vsftpd, this process's SHA-256 and the proxy): a direct transfer that already keeps
+    // every core busy leaves the proxy's extra TLS work nowhere to run but in the transfer's time.
+    const cores = availableParallelism();
+    const busy = { direct: { up: [] as number[], down: [] as number[] }, proxy: { up: [] as number[], down: [] as number[] } };
     const cpuPerMb = { direct: { up: [] as number[], down: [] as number[] }, proxy: { up: [] as number[], down: [] as number[] } };
     let worstGrowth = 0;
     let peakRss = 0;
@@ -187,8 +208,12 @@ async function runBenchmark(): Promise<void> {
         const host = path === "direct" ? PRINTER_HOST : PROXY_HOST;
         const name = `bench-${path}-${round}.3mf`;
         const pid = path === "proxy" ? proxy.pid : undefined;
+        const beforeUp = machineCpu();
         const up = await withCpu(path === "proxy" ? undefined : vsftpdPid, () => withRss(pid, () => upload(host, name, size)));
+        const beforeDown = machineCpu();
         const down = await withCpu(path === "proxy" ? undefined : vsftpdPid, () => withRss(pid, () => download(host, name)));
+        busy[path].up.push(busyCores(beforeUp, beforeDown, cores));
+        busy[path].down.push(busyCores(beforeDown, machineCpu(), cores));
         // The proxy's own CPU; direct, vsftpd's (listener and sessions): it stores and serves the file as well.
         cpuPerMb[path].up.push(microsecondsPer(path === "proxy" ? up.cpuSeconds : up.vsftpdSeconds, megabytes));
         cpuPerMb[path].down.push(microsecondsPer(path === "proxy" ? down.cpuSeconds : down.vsftpdSeconds, megabytes));
@@ -198,6 +223,8 @@ async function runBenchmark(): Promise<void> {
         const downRate = megabytes / down.result.seconds;
         rates[path].up.push(upRate);
         rates[path].down.push(downRate);
+        dataRates[path].up.push(megabytes / up.result.dataSeconds);
+        dataRates[path].down.push(megabytes / down.result.dataSeconds);
         const rss = pid ? ` | proxy CPU up ${up.cpuSeconds.toFixed(2)} s, down ${down.cpuSeconds.toFixed(2)} s | proxy RSS growth up ${up.growthMb.toFixed(1)} MB, down ${down.growthMb.toFixed(1)} MB (peak ${Math.max(up.peakMb, down.peakMb).toFixed(0)} MB)` : "";
         if (pid) {
           worstGrowth = Math.max(worstGrowth, up.growthMb, down.growthMb);
@@ -205,7 +232,7 @@ async function runBenchmark(): Promise<void> {
           growths.down.push(down.growthMb);
           peakRss = Math.max(peakRss, up.peakMb, down.peakMb);
         }
-        console.log(`round ${round} ${path.padEnd(6)} | upload ${upRate.toFixed(0).padStart(4)} MB/s (${up.result.seconds.toFixed(2)} s) | download ${downRate.toFixed(0).padStart(4)} MB/s (${down.result.seconds.toFixed(2)} s) | SHA-256 ok | CPU us/MB up ${cpuPerMb[path].up.at(-1)!.toFixed(0)}, down ${cpuPerMb[path].down.at(-1)!.toFixed(0)}${rss}`);
+        console.log(`round ${round} ${path.padEnd(6)} | upload ${upRate.toFixed(0).padStart(4)} MB/s (${up.result.seconds.toFixed(2)} s) | download ${downRate.toFixed(0).padStart(4)} MB/s (${down.result.seconds.toFixed(2)} s) | SHA-256 ok | CPU us/MB up ${cpuPerMb[path].up.at(-1)!.toFixed(0)}, down ${cpuPerMb[path].down.at(-1)!.toFixed(0)} | machine busy up ${busy[path].up.at(-1)!.toFixed(2)}, down ${busy[path].down.at(-1)!.toFixed(2)} of ${cores} cores${rss}`);
       }
     }
     // Ratios of the medians: one lucky or unlucky round (two cores shared by curl, vsftpd and the proxy) moves neither.
@@ -219,7 +246,10 @@ async function runBenchmark(): Promise<void> {
     console.log("");
     console.log(`upload (median):   direct ${med.direct.up.toFixed(0)} MB/s, through pandaproxy ${med.proxy.up.toFixed(0)} MB/s = ${upRatio.toFixed(2)}x (target >= ${TARGET_RATIO}x: ${mark(upRatio >= TARGET_RATIO)})`);
     console.log(`download (median): direct ${med.direct.down.toFixed(0)} MB/s, through pandaproxy ${med.proxy.down.toFixed(0)} MB/s = ${downRatio.toFixed(2)}x (target >= ${TARGET_RATIO}x: ${mark(downRatio >= TARGET_RATIO)})`);
+    const dataRatio = (dir: "up" | "down") => median(dataRates.proxy[dir]) / median(dataRates.direct[dir]);
+    console.log(`the bytes' phase alone (curl's time_total - time_pretransfer, median): upload direct ${median(dataRates.direct.up).toFixed(0)}, through pandaproxy ${median(dataRates.proxy.up).toFixed(0)} MB/s = ${dataRatio("up").toFixed(2)}x; download direct ${median(dataRates.direct.down).toFixed(0)}, through pandaproxy ${median(dataRates.proxy.down).toFixed(0)} MB/s = ${dataRatio("down").toFixed(2)}x`);
     console.log(`CPU per MB (median): through pandaproxy (the proxy process) up ${median(cpuPerMb.proxy.up).toFixed(0)} us, down ${median(cpuPerMb.proxy.down).toFixed(0)} us; direct vsftpd (listener + sessions, storing/serving the file) up ${median(cpuPerMb.direct.up).toFixed(0)} us, down ${median(cpuPerMb.direct.down).toFixed(0)} us`);
+    console.log(`machine busy during a transfer (median, of ${cores} cores): direct up ${median(busy.direct.up).toFixed(2)}, down ${median(busy.direct.down).toFixed(2)}; through pandaproxy up ${median(busy.proxy.up).toFixed(2)}, down ${median(busy.proxy.down).toFixed(2)}`);
     const growth = (xs: number[]) => `median ${median(xs).toFixed(1)} MB, largest ${Math.max(...xs).toFixed(1)} MB`;
     console.log(`proxy RSS growth during a transfer: upload ${growth(growths.up)}, download ${growth(growths.down)} (target < ${TARGET_RSS_GROWTH_MB} MB each way: ${mark(worstGrowth < TARGET_RSS_GROWTH_MB)}), peak ${peakRss.toFixed(0)} MB`);
   } finally {

@@ -55,6 +55,18 @@ export function treeCpuTracker(pid: number, andSelf = false): { sample(): void; 
   };
 }
 
+/** The whole machine's CPU time so far (every core, /proc/stat): busy and all, in clock ticks. */
+export function machineCpu(): { busy: number; all: number } {
+  // user nice system idle iowait irq softirq steal (guest time is already in user)
+  const ticks = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
+  const all = ticks.reduce((sum, t) => sum + t, 0);
+  return { busy: all - ticks[3]! - ticks[4]!, all };
+}
+
+/** How many cores were busy on average between two machineCpu() readings. */
+export const busyCores = (from: { busy: number; all: number }, to: { busy: number; all: number }, cores: number): number =>
+  to.all > from.all ? ((to.busy - from.busy) / (to.all - from.all)) * cores : NaN;
+
 /** Microseconds of CPU per unit of work, e.g. per report per subscriber. */
 export const microsecondsPer = (cpuSeconds: number, units: number): number => (units > 0 ? (cpuSeconds * 1e6) / units : NaN);
 
