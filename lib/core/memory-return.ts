@@ -69,6 +69,6 @@ export function createMemoryReturn(options: MemoryReturnOptions = {}): MemoryRet
 
 /** What FTPS uploads report to: their reads (the client's TLS socket) left 17-25 MB resident per 200 MB. */
 export const uploadMemoryReturn: MemoryReturn = createMemoryReturn();
-/** Downloads left 9-14 MB (now and then 28): handing memory back drops compiled code, and download throughput
- * fell from 0.86x to 0.7x direct with the uploads' allowance, so theirs only catches the outliers. */
+/** Downloads left 9-14 MB (now and then 22-28): each hand-back costs CPU (a full collection, code compiled
+ * again; ~+30% proxy CPU per MB), so their allowance is higher and only catches the outliers. */
 export const downloadMemoryReturn: MemoryReturn = createMemoryReturn({ allowanceBytes: 13 * 1024 * 1024 });
