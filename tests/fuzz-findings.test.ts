@@ -13,7 +13,7 @@ import { startRelay } from "../lib/rtsp/relay.ts";
 import { connect, createServer } from "node:net";
 import { captureLogs, serviceLogger, setupLogging } from "../lib/log.ts";
 import { authorizationFor, parseAuthParams } from "../lib/rtsp/auth.ts";
-import { createRtspParser, headerAll } from "../lib/rtsp/message.ts";
+import { createRtspParser, RtspParseError } from "../lib/rtsp/message.ts";
 
 describe("merged MQTT state", () => {
   test("a report with a __proto__ key does not change Object.prototype", () => {
@@ -164,11 +164,10 @@ describe("RTSP push: the media server's challenges", () => {
     if (value !== undefined) expect(parseAuthParams(value.slice(7)).realm).toBe('a"b');
   });
 
-  test("a bare LF inside a challenge's realm (one header line to the RTSP codec) does not start a new header in our request", () => {
-    const [response] = createRtspParser().push(Buffer.from('RTSP/1.0 401 Unauthorized\r\nCSeq: 1\r\nWWW-Authenticate: Digest realm="x\nInjected: 1", nonce="n1"\r\n\r\n'));
-    const challenges = headerAll((response as { headers: [string, string][] }).headers, "www-authenticate");
-    expect(challenges[0]).toContain("\n"); // the codec keeps it: the header line ends only at CRLF
-    expect(answer(challenges) ?? "").not.toMatch(/[\r\n]/);
+  test("a bare LF inside a challenge's realm does not start a new header in our request", () => {
+    // The codec refuses the line (lib/rtsp/message.ts); were it passed on, the answer still would not echo it.
+    expect(() => createRtspParser().push(Buffer.from('RTSP/1.0 401 Unauthorized\r\nCSeq: 1\r\nWWW-Authenticate: Digest realm="x\nInjected: 1", nonce="n1"\r\n\r\n'))).toThrow(RtspParseError);
+    expect(answer(['Digest realm="x\nInjected: 1", nonce="n1"']) ?? "").not.toMatch(/[\r\n]/);
   });
 });
 

@@ -53,6 +53,15 @@ describe("RTSP message codec", () => {
     }
   });
 
+  test("a header holding a bare CR, LF or other control character is refused, not passed on (the relay re-encodes headers)", () => {
+    for (const line of ["CSeq: 1\nInjected: yes", "Session: 12\rX: y", "User-Agent: a\x00b"]) {
+      expect(() => createRtspParser().push(Buffer.from(`OPTIONS rtsp://x RTSP/1.0\r\n${line}\r\n\r\n`))).toThrow(RtspParseError);
+      expect(() => createRtspParser().push(Buffer.from(`RTSP/1.0 200 OK\r\n${line}\r\n\r\n`))).toThrow(RtspParseError);
+    }
+    const [ok] = createRtspParser().push(Buffer.from("OPTIONS rtsp://x RTSP/1.0\r\nCSeq: 1\r\nUser-Agent: a\tb\r\n\r\n"));
+    expect(ok?.kind === "request" && header(ok.headers, "user-agent")).toBe("a\tb");
+  });
+
   test("transports: TCP interleaved, UDP client ports, record mode", () => {
     const [tcp, udp] = parseTransport("RTP/AVP/TCP;unicast;interleaved=2-3;mode=record,RTP/AVP;unicast;client_port=5000-5001");
     expect(tcp).toMatchObject({ tcp: true, interleaved: [2, 3], record: true });

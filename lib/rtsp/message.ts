@@ -2,6 +2,8 @@
 // §10.12). A pure function of bytes: `createRtspParser` turns chunks into typed messages, `encode*` back.
 
 export const MAX_HEADER_BYTES = 16 * 1024;
+/** Control characters a header line may not hold (tab is allowed: RFC 2326 takes it as whitespace). */
+const CONTROL = /[\x00-\x08\x0a-\x1f\x7f]/;
 export const MAX_BODY_BYTES = 64 * 1024;
 
 export type Headers = [name: string, value: string][];
@@ -77,7 +79,8 @@ export function createRtspParser(): { push(chunk: Buffer): RtspMessage[]; readon
         const headers: Headers = [];
         for (const line of lines) {
           const colon = line.indexOf(":");
-          if (colon <= 0) throw new RtspParseError(`malformed header line ${JSON.stringify(line.slice(0, 60))}`);
+          // A bare CR or LF (or any control but tab) would end a line when the relay writes the header on.
+          if (colon <= 0 || CONTROL.test(line)) throw new RtspParseError(`malformed header line ${JSON.stringify(line.slice(0, 60))}`);
           headers.push([line.slice(0, colon).trim(), line.slice(colon + 1).trim()]);
         }
         const length = Number(header(headers, "content-length") ?? 0);
