@@ -58,8 +58,9 @@ export function createMemoryReturn(options: MemoryReturnOptions = {}): MemoryRet
       handBack();
       returns++;
       lastReturn = at;
-      // What could not be handed back (more clients, a longer queue) is the new base, so it is not retried.
-      base = residentBytes();
+      // Bun.shrink runs once our JavaScript has left the stack, so the size is read at the next check: what could
+      // not be handed back (more clients, a longer queue) is then the new base, and it is not retried.
+      base = Infinity;
     },
     get returns() {
       return returns;
