@@ -4,9 +4,11 @@
 // collection nor smaller writes returned them; Bun.shrink() does (a full collection, then the allocators give
 // freed pages back), but it stalls the event loop for 2-10 ms and drops compiled code, so it runs only when the
 // resident size has grown past an allowance since the transfers began, and at most every MIN_INTERVAL_MS.
-export const CHECK_EVERY_BYTES = 2 * 1024 * 1024;
+// Checked every 1 MB, handed back at most every 100 ms: at 2 MB / 250 ms a transfer at 350 MB/s outran the check
+// and now and then grew 16-17 MB before the hand-back landed (bench/ftp.ts).
+export const CHECK_EVERY_BYTES = 1024 * 1024;
 export const ALLOWANCE_BYTES = 8 * 1024 * 1024;
-export const MIN_INTERVAL_MS = 250;
+export const MIN_INTERVAL_MS = 100;
 /** After this long without a byte moved, the next transfer measures its own starting size. */
 export const QUIET_MS = 2_000;
 
@@ -71,5 +73,6 @@ export function createMemoryReturn(options: MemoryReturnOptions = {}): MemoryRet
 /** What FTPS uploads report to: their reads (the client's TLS socket) left 17-25 MB resident per 200 MB. */
 export const uploadMemoryReturn: MemoryReturn = createMemoryReturn();
 /** Downloads left 9-14 MB (now and then 22-28): each hand-back costs CPU (a full collection, code compiled
- * again; ~+30% proxy CPU per MB), so their allowance is higher and only catches the outliers. */
-export const downloadMemoryReturn: MemoryReturn = createMemoryReturn({ allowanceBytes: 13 * 1024 * 1024 });
+ * again; ~+30% proxy CPU per MB), so their allowance is higher and only catches the outliers. At 13 MB (checked
+ * every 2 MB, at most every 250 ms) an outlier at 350 MB/s still reached 17 MB before the hand-back landed. */
+export const downloadMemoryReturn: MemoryReturn = createMemoryReturn({ allowanceBytes: 11 * 1024 * 1024 });
