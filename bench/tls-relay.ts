@@ -68,20 +68,30 @@ function runSink(): void {
 }
 
 /** One connection through pandaproxy's pump: accepted as TCP and secured as the FTPS service does, the source
- * connected as a TLS client, then exits. */
+ * connected as a TLS client; prints the CPU seconds from the connection to its end (not Bun's own start), exits. */
 async function runPandaproxyRelay(): Promise<void> {
   const { pump } = await import("../lib/bambu/ftp-data.ts");
   const { downloadMemoryReturn } = await import("../lib/core/memory-return.ts");
+  let cpuAtConnection: NodeJS.CpuUsage | undefined;
   const tls = tlsServer(material(values.dir), (client: TLSSocket) => {
     const printer = tlsConnect({ ...SOURCE, rejectUnauthorized: false });
     printer.once("secureConnect", () => {
       printer.pause();
       const flow = pump(printer, client, downloadMemoryReturn);
-      void flow.done.then(() => client.end(() => process.exit(0)));
+      void flow.done.then(() =>
+        client.end(() => {
+          const used = process.cpuUsage(cpuAtConnection);
+          console.log(`cpu ${(used.user + used.system) / 1e6}`);
+          process.exit(0);
+        }),
+      );
     });
     printer.on("error", () => process.exit(1));
   });
-  netServer({ pauseOnConnect: true }, (raw) => tls.emit("connection", raw)).listen(RELAY.port, RELAY.host, () => console.log("ready"));
+  netServer({ pauseOnConnect: true }, (raw) => {
+    cpuAtConnection = process.cpuUsage();
+    tls.emit("connection", raw);
+  }).listen(RELAY.port, RELAY.host, () => console.log("ready"));
 }
 
 /** Waits until something listens on `host:port`, read from /proc/net/tcp: a probing connection would use up
@@ -122,7 +132,7 @@ async function round(relay: Relay, dir: string): Promise<{ rate: number; cpuPerM
     children.push(source);
     await listening(SOURCE.host, SOURCE.port);
     let relayProc: Bun.Subprocess | undefined;
-    if (relay === "pandaproxy") relayProc = Bun.spawn(self("relay"), { stdout: "ignore", stderr: "inherit" });
+    if (relay === "pandaproxy") relayProc = Bun.spawn(self("relay"), { stdout: "pipe", stderr: "inherit" });
     if (relay === "socat") {
       relayProc = Bun.spawn(["socat", "-b", String(512 * 1024),
         `OPENSSL-LISTEN:${RELAY.port},bind=${RELAY.host},reuseaddr,cert=${join(dir, "cert.pem")},key=${join(dir, "key.pem")},verify=0`,
@@ -136,7 +146,11 @@ async function round(relay: Relay, dir: string): Promise<{ rate: number; cpuPerM
     children.push(sink);
     const [bytes, seconds] = (await withDeadline(new Response(sink.stdout).text(), `${relay} sink`)).trim().split(" ").map(Number);
     if (bytes !== megabytes * BLOCK) throw new Error(`${relay}: the sink got ${bytes} bytes of ${megabytes * BLOCK}`);
-    const cpu = relayProc ? cpuSecondsOf(await withDeadline(relayProc.exited.then(() => relayProc), `${relay} exit`)) : NaN;
+    // Ours reports its CPU from the connection on (Bun's own start costs ~0.1 s); socat's whole life is a few ms
+    // more than its connection's.
+    let cpu = NaN;
+    if (relay === "pandaproxy") cpu = Number(/cpu ([\d.]+)/.exec(await withDeadline(new Response(relayProc!.stdout as ReadableStream).text(), "relay"))?.[1]);
+    if (relay === "socat") cpu = cpuSecondsOf(await withDeadline(relayProc!.exited.then(() => relayProc!), "socat exit"));
     return { rate: megabytes / seconds!, cpuPerMb: microsecondsPer(cpu, megabytes) };
   } finally {
     for (const child of children) if (child.exitCode === null) child.kill();
