@@ -205,3 +205,47 @@ describe("the remuxing FFmpeg's output out of sync", () => {
     }
   }, 20_000);
 });
+
+describe("a remuxing FFmpeg that writes nothing", () => {
+  /** Stands in for a wedged FFmpeg: it runs and writes nothing. */
+  function silentFfmpeg(): string {
+    const fake = join(work, "silent-ffmpeg.sh");
+    writeFileSync(fake, "#!/bin/sh\nexec sleep 30\n");
+    chmodSync(fake, 0o755);
+    return fake;
+  }
+
+  test("is restarted, with a log line, while the camera's video comes in", async () => {
+    setupLogging("warn", { quiet: true });
+    const logs = captureLogs();
+    const live = createLiveVideo({ log, ffmpeg: silentFfmpeg(), input: () => "rtsp://127.0.0.1:1/x", backoffMinMs: 200, lastPacketAt: () => performance.now(), stallTimeoutMs: 1_000 });
+    live.start();
+    const release = live.claim();
+    try {
+      const deadline = Date.now() + 10_000;
+      while (live.runs < 2 && Date.now() < deadline) await Bun.sleep(50);
+      expect(live.runs).toBeGreaterThanOrEqual(2);
+      expect(live.stalls).toBeGreaterThanOrEqual(1);
+      expect(logs.lines.some((l) => /the remuxing FFmpeg wrote nothing for \d+ s while the camera sent video; restarting it/.test(l))).toBe(true);
+    } finally {
+      release();
+      logs.stop();
+      await live.stop();
+    }
+  }, 20_000);
+
+  test("is left alone while the camera sends nothing (an away printer is not FFmpeg's fault)", async () => {
+    const live = createLiveVideo({ log, ffmpeg: silentFfmpeg(), input: () => "rtsp://127.0.0.1:1/x", backoffMinMs: 200, lastPacketAt: () => 0, stallTimeoutMs: 500 });
+    live.start();
+    const release = live.claim();
+    try {
+      await Bun.sleep(2_500);
+      expect(live.runs).toBe(1);
+      expect(live.stalls).toBe(0);
+      expect(live.state).toBe("connected");
+    } finally {
+      release();
+      await live.stop();
+    }
+  }, 20_000);
+});

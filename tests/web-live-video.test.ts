@@ -31,6 +31,10 @@ const SMALL_WEB = "127.0.49.4";
 const HEVC_SIM = "127.0.49.6";
 const HEVC_PROXY = "127.0.49.7";
 const HEVC_WEB = "127.0.49.8";
+/** A simulated camera whose proxy's first JPEG and remuxing FFmpegs wedge, and its web server. */
+const WEDGE_SIM = "127.0.49.11";
+const WEDGE_PROXY = "127.0.49.12";
+const WEDGE_WEB = "127.0.49.13";
 const FPS = 15;
 
 let sim: SimRtsp;
@@ -268,6 +272,55 @@ describe("a camera that sends no H.264", () => {
       await hevcWeb.stop();
       await hevc.stop();
       await hevcSim.stop();
+    }
+  }, 60_000);
+});
+
+describe("an FFmpeg of ours that stops writing while the camera sends", () => {
+  test("the JPEG and the remuxing FFmpeg are restarted, each with a log line, and their viewers get pictures", async () => {
+    // The proxy's FFmpeg: the first JPEG run and the first remuxing run read our stream but write nothing to us
+    // (their output goes to /dev/null: a wedged process, as far as we can tell); later runs, and the publisher,
+    // are the real FFmpeg.
+    const wrapper = join(work, "ffmpeg-wedged-once.sh");
+    const marks = join(work, "wedged");
+    writeFileSync(wrapper, `#!/bin/sh
+case "$*" in
+  *"-f mjpeg pipe:1"*) mark="${marks}.jpeg" ;;
+  *"-f mp4"*) mark="${marks}.mp4" ;;
+  *) exec ffmpeg "$@" ;;
+esac
+if [ ! -e "$mark" ]; then : > "$mark"; exec ffmpeg "$@" > /dev/null; fi
+exec ffmpeg "$@"
+`);
+    chmodSync(wrapper, 0o755);
+    const wedgeSim = await startSimRtsp(simIdentity({ host: WEDGE_SIM, model: "X1C", serial: "00M09A350100125", accessCode: ACCESS_CODE, ports: { rtsp: 322 } }), {
+      cameraWidth: 640, cameraHeight: 360, cameraFps: FPS,
+    });
+    const base = proxyContext({ bind: WEDGE_PROXY, printerHost: WEDGE_SIM, printerRtsp: 322, serial: "00M09A350100125" });
+    const wedgeCtx = { ...base, proxy: { ...base.proxy, ffmpeg: wrapper } };
+    const wedged = createRtspService(wedgeCtx, { lingerMs: 3_000, backoffMinMs: 300, outputStallTimeoutMs: 5_000 });
+    const logs = captureLogs();
+    await wedged.start();
+    const { web: wedgeWeb, url: wedgeUrl } = await startTestWeb([{ config: wedgeCtx.printer, hub: wedgeCtx.hub, services: [wedged], start: async () => {}, stop: async () => {} }], { host: WEDGE_WEB });
+    try {
+      const [mjpeg, mp4] = await Promise.all([
+        readFor(`${wedgeUrl}/printers/x1c/camera.mjpeg`, 20_000, ADMIN_AUTH, 256 * 1024),
+        readFor(`${wedgeUrl}/printers/x1c/live.mp4`, 20_000, ADMIN_AUTH, 256 * 1024),
+      ]);
+      const text = logs.lines.join("\n");
+      expect(text).toMatch(/the JPEG FFmpeg wrote nothing for \d+ s while the camera sent video; restarting it/);
+      expect(text).toMatch(/the remuxing FFmpeg wrote nothing for \d+ s while the camera sent video; restarting it/);
+      expect(wedged.status().details!.outputStalls).toBe(2);
+      // After the restart the viewers got what they asked for: JPEG pictures, and fragmented MP4.
+      expect(mjpeg.response.status).toBe(200);
+      expect(mjpeg.body.indexOf(Buffer.from([0xff, 0xd8, 0xff]))).toBeGreaterThan(-1);
+      expect(mp4.response.status).toBe(200);
+      expect(mp4.body.indexOf("moof", 0, "latin1")).toBeGreaterThan(-1);
+    } finally {
+      logs.stop();
+      await wedgeWeb.stop();
+      await wedged.stop();
+      await wedgeSim.stop();
     }
   }, 60_000);
 });

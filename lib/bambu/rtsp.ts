@@ -15,7 +15,7 @@ import { printerClientTlsOptions, serverTlsOptions } from "../tls.ts";
 import { LIVEVIEW_OFF } from "./liveview.ts";
 import { modelOf } from "./models.ts";
 import { createAuthenticator, LIVE555_REALM, type Credential } from "../rtsp/auth.ts";
-import { createPublisher, ffmpegMissing, jpegArgs, relayArgs, spawnFfmpeg, type FfmpegChild, type Publisher } from "../rtsp/ffmpeg.ts";
+import { createPublisher, ffmpegMissing, jpegArgs, relayArgs, spawnFfmpeg, watchOutput, type FfmpegChild, type OutputWatchdog, type Publisher } from "../rtsp/ffmpeg.ts";
 import { startLoopback, type Loopback } from "../rtsp/loopback.ts";
 import { startRelay, type Relay } from "../rtsp/relay.ts";
 import { createRtspServer, type RtspServer } from "../rtsp/server.ts";
@@ -43,6 +43,8 @@ export interface RtspServiceOptions {
   /** FFmpeg stops this long after the last client left (default 30 s). */
   lingerMs?: number;
   stallTimeoutMs?: number;
+  /** The JPEG and remuxing FFmpegs are restarted after writing nothing this long while video came in (OUTPUT_STALL_TIMEOUT_MS). */
+  outputStallTimeoutMs?: number;
   backoffMinMs?: number;
   /** Readers' RTSP session timeout (default SESSION_TIMEOUT_MS: 60 s). */
   sessionTimeoutMs?: number;
@@ -134,6 +136,7 @@ export function createRtspService(ctx: ServiceContext, options: RtspServiceOptio
   let loopback: Loopback | undefined;
   let publisher: Publisher | undefined;
   let jpeg: Upstream<FfmpegChild> | undefined;
+  let jpegWatchdog: OutputWatchdog | undefined;
   let server: RtspServer | undefined;
   const listeners: Listening[] = [];
   let state = "stopped";
@@ -165,12 +168,13 @@ export function createRtspService(ctx: ServiceContext, options: RtspServiceOptio
   const stopAll = async () => {
     await Promise.allSettled(listeners.map((l) => l.close()));
     listeners.length = 0;
+    jpegWatchdog?.stop();
     await jpeg?.stop();
     await liveVideo?.stop();
     await publisher?.stop();
     await relay?.close();
     await loopback?.close();
-    jpeg = publisher = relay = loopback = server = undefined;
+    jpeg = publisher = relay = loopback = server = jpegWatchdog = undefined;
     liveVideo = feed.liveVideo = undefined;
   };
 
@@ -229,7 +233,9 @@ export function createRtspService(ctx: ServiceContext, options: RtspServiceOptio
           backoffMinMs: options.backoffMinMs,
           connect: async () => {
             const child = spawnFfmpeg(ctx.proxy.ffmpeg, jpegArgs(readUrl, JPEG_FPS), log, { stdout: true });
+            jpegWatchdog?.wrote();
             const split = createJpegSplitter((picture) => {
+              jpegWatchdog?.wrote();
               const receivedAt = Date.now();
               frameRate.tick();
               frames.publish({ jpeg: picture, receivedAt });
@@ -241,8 +247,10 @@ export function createRtspService(ctx: ServiceContext, options: RtspServiceOptio
           },
         });
         jpeg.start();
+        jpegWatchdog = watchOutput({ upstream: jpeg, log, what: "the JPEG FFmpeg", lastPacketAt: () => stream.lastPacketAt, timeoutMs: options.outputStallTimeoutMs });
         liveVideo = feed.liveVideo = createLiveVideo({
           log, ffmpeg: ctx.proxy.ffmpeg, input: () => loopback?.readUrl(CAMERA_PATH), backoffMinMs: options.backoffMinMs,
+          lastPacketAt: () => stream.lastPacketAt, stallTimeoutMs: options.outputStallTimeoutMs,
         });
         liveVideo.start();
 
@@ -297,6 +305,7 @@ export function createRtspService(ctx: ServiceContext, options: RtspServiceOptio
           jpegFfmpeg: jpeg?.state ?? "stopped",
           videoViewers: liveVideo?.viewers ?? 0,
           remuxFfmpeg: liveVideo?.state ?? "stopped",
+          outputStalls: (jpegWatchdog?.stalls ?? 0) + (liveVideo?.stalls ?? 0),
           keyFrames: keyFrames.keyFrames,
           snapshotDecodes: snapshots.decodes,
         },

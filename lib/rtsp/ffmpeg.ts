@@ -1,5 +1,6 @@
-// FFmpeg children: every argument list in one place (with per-model additions), and a supervisor that runs a
-// publisher on demand (linger, backoff via core/upstream.ts) and kills it when no packet arrived for a while.
+// FFmpeg children: every argument list in one place (with per-model additions), a supervisor that runs a
+// publisher on demand (linger, backoff via core/upstream.ts) and kills it when no packet arrived for a while, and a
+// watchdog for the FFmpegs that read our own stream (remux, JPEG) and may stop writing while it flows.
 import { existsSync } from "node:fs";
 import type { Subprocess } from "bun";
 import { createUpstream, LoginRefused, type Upstream } from "../core/upstream.ts";
@@ -12,6 +13,14 @@ export const STALL_TIMEOUT_MS = 10_000;
 export const PUBLISH_START_TIMEOUT_MS = 20_000;
 const STALL_CHECK_INTERVAL_MS = 1_000;
 const STDERR_TAIL_LINES = 12;
+/**
+ * An FFmpeg reading our stream that wrote nothing for this long while the camera's packets kept coming is wedged:
+ * it is restarted. (The remuxer writes a fragment at least every 200 ms of video, the JPEG one 4 pictures a
+ * second; each probes its input for well under a second first.)
+ */
+export const OUTPUT_STALL_TIMEOUT_MS = 15_000;
+/** The camera counts as sending while its last packet is this recent: a camera that is away is not FFmpeg's fault. */
+const INPUT_LIVE_MS = 3_000;
 
 /** Per-model input options: P2S firmware sends non-advancing RTP timestamps and slow key frames. */
 const MODEL_INPUT_ARGS: Record<string, string[]> = {
@@ -113,6 +122,43 @@ export function spawnFfmpeg(binary: string, args: string[], log: Logger, options
     kill: () => {
       if (child.exitCode === null && !child.killed) child.kill("SIGKILL");
     },
+  };
+}
+
+export interface OutputWatchdog {
+  /** The running FFmpeg started or wrote something. */
+  wrote(): void;
+  /** Restarts so far. */
+  readonly stalls: number;
+  stop(): void;
+}
+
+/**
+ * Restarts `upstream` (an FFmpeg reading our own stream) when, connected, it wrote nothing for `timeoutMs` while
+ * packets kept arriving (`lastPacketAt`, performance.now()). Without it a wedged FFmpeg kept its viewers waiting
+ * until they gave up, and they came back to the same silent process.
+ */
+export function watchOutput(options: { upstream: Upstream<unknown>; log: Logger; what: string; lastPacketAt: () => number; timeoutMs?: number }): OutputWatchdog {
+  const timeoutMs = options.timeoutMs ?? OUTPUT_STALL_TIMEOUT_MS;
+  let lastOutputAt = performance.now();
+  let stalls = 0;
+  const timer = setInterval(() => {
+    const now = performance.now();
+    if (options.upstream.state !== "connected" || now - options.lastPacketAt() > INPUT_LIVE_MS) return;
+    const silent = now - lastOutputAt;
+    if (silent <= timeoutMs) return;
+    stalls++;
+    lastOutputAt = now;
+    options.log.warn(`${options.what} wrote nothing for ${Math.round(silent / 1000)} s while the camera sent video; restarting it`);
+    options.upstream.reconnect("it wrote nothing while the camera sent video");
+  }, Math.min(STALL_CHECK_INTERVAL_MS, timeoutMs / 2));
+  timer.unref?.();
+  return {
+    wrote: () => void (lastOutputAt = performance.now()),
+    get stalls() {
+      return stalls;
+    },
+    stop: () => clearInterval(timer),
   };
 }
 

@@ -5,7 +5,7 @@
 import { createStream, type Stream } from "../core/stream.ts";
 import { createUpstream, type Upstream } from "../core/upstream.ts";
 import type { Logger } from "../log.ts";
-import { remuxArgs, spawnFfmpeg, type FfmpegChild } from "./ffmpeg.ts";
+import { remuxArgs, spawnFfmpeg, watchOutput, type FfmpegChild, type OutputWatchdog } from "./ffmpeg.ts";
 import { createBoxSplitter, createFmp4Keeper, type Fmp4Keeper, type Fragment } from "./fmp4.ts";
 
 /** The remuxing FFmpeg keeps running this long after the last viewer left (as the JPEG one does). */
@@ -35,6 +35,8 @@ export interface LiveVideo {
   readonly viewers: number;
   /** FFmpeg runs so far. */
   readonly runs: number;
+  /** Runs restarted because they wrote nothing while the camera sent video. */
+  readonly stalls: number;
   readonly pid: number | undefined;
   start(): void;
   stop(): Promise<void>;
@@ -47,6 +49,9 @@ export interface LiveVideoOptions {
   input(): string | undefined;
   lingerMs?: number;
   backoffMinMs?: number;
+  /** When our own stream got its last packet (performance.now()): with it, a wedged FFmpeg is restarted. */
+  lastPacketAt?: () => number;
+  stallTimeoutMs?: number;
 }
 
 export function createLiveVideo(options: LiveVideoOptions): LiveVideo {
@@ -55,6 +60,7 @@ export function createLiveVideo(options: LiveVideoOptions): LiveVideo {
   let keeper: Fmp4Keeper | undefined;
   let run = 0;
   let current: FfmpegChild | undefined;
+  let watchdog: OutputWatchdog | undefined;
   const readyWaiters = new Set<() => void>();
   const ready = () => keeper?.init !== undefined && keeper.sinceKey.length > 0;
 
@@ -69,8 +75,10 @@ export function createLiveVideo(options: LiveVideoOptions): LiveVideo {
       const own = createFmp4Keeper();
       keeper = own;
       current = child;
+      watchdog?.wrote();
       const split = createBoxSplitter(
         (box) => {
+          if (run === thisRun) watchdog?.wrote();
           const fragment = own.add(box);
           if (!fragment || run !== thisRun) return;
           fragments.publish({ ...fragment, run: thisRun });
@@ -127,11 +135,19 @@ export function createLiveVideo(options: LiveVideoOptions): LiveVideo {
     get runs() {
       return run;
     },
+    get stalls() {
+      return watchdog?.stalls ?? 0;
+    },
     get pid() {
       return current?.process.exitCode === null ? current.process.pid : undefined;
     },
-    start: () => upstream.start(),
+    start() {
+      upstream.start();
+      const { lastPacketAt } = options;
+      if (lastPacketAt) watchdog = watchOutput({ upstream, log, what: "the remuxing FFmpeg", lastPacketAt, timeoutMs: options.stallTimeoutMs });
+    },
     async stop() {
+      watchdog?.stop();
       const child = current;
       await upstream.stop();
       child?.kill();
