@@ -9,7 +9,7 @@ import type { PrinterRuntime } from "./printer-services.ts";
 import { printerTlsMaterial } from "./tls.ts";
 import { bambuServices } from "./bambu/printer.ts";
 import { flashforgeServices } from "./flashforge/printer.ts";
-import { startWeb, type WebServer } from "./web/server.ts";
+import { startWeb, type NamedStatus, type WebServer } from "./web/server.ts";
 import { startMqttExport, type MqttExport } from "./export/mqtt.ts";
 import { startRtspExport, type RtspExport } from "./export/rtsp.ts";
 
@@ -168,9 +168,18 @@ export async function startSupervisor(initial: Config, options: SupervisorOption
     }
   };
 
+  const exportStatus = (printer: string): NamedStatus[] => {
+    const rows: NamedStatus[] = [];
+    const mqtt = exporter?.status(printer);
+    if (mqtt) rows.push({ name: "export mqtt", ...mqtt });
+    const rtsp = pusher?.status(printer);
+    if (rtsp) rows.push({ name: "export rtsp", ...rtsp });
+    return rows;
+  };
+
   for (const p of config.printers) printers.push(runtimeOf(p, config));
   await Promise.all(printers.map((p) => p.start()));
-  if (config.web.listen) web = await startWeb({ web: config.web, printers: printerList, metrics }).catch((error) => {
+  if (config.web.listen) web = await startWeb({ web: config.web, printers: printerList, metrics, exportStatus }).catch((error) => {
     log.error((error as Error).message);
     return undefined;
   });
@@ -220,7 +229,7 @@ export async function startSupervisor(initial: Config, options: SupervisorOption
     exportedWith = next.export;
     if (!sameJson(next.web, initial.web) || !web !== !next.web.listen) {
       await stopWeb();
-      web = next.web.listen ? await startWeb({ web: next.web, printers: printerList, metrics }).catch((e) => (log.error((e as Error).message), undefined)) : undefined;
+      web = next.web.listen ? await startWeb({ web: next.web, printers: printerList, metrics, exportStatus }).catch((e) => (log.error((e as Error).message), undefined)) : undefined;
       initial = next;
     }
     log.info(`reloaded: ${toStart.length} printer(s) (re)started, ${kept.length} unchanged`);

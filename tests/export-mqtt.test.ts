@@ -173,6 +173,13 @@ afterAll(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
+/** The "export mqtt" row of the P1S's services in /api/printers, as its own access code sees it. */
+async function exportRow(): Promise<{ state: string; details: Record<string, unknown> } | undefined> {
+  const response = await fetch(`http://${PROXY}:18080/api/printers`, { headers: { Authorization: `Basic ${Buffer.from(`bblp:${ACCESS_CODE}`).toString("base64")}` } });
+  const printers = (await response.json()) as { name: string; services: { name: string; state: string; details: Record<string, unknown> }[] }[];
+  return printers.find((p) => p.name === "p1s")?.services.find((s) => s.name === "export mqtt");
+}
+
 describe("[export.mqtt] on mosquitto", () => {
   test("the merged state (retained), every report and availability arrive at the broker", async () => {
     const logs = captureLogs();
@@ -293,13 +300,19 @@ describe("[export.mqtt] on mosquitto", () => {
   test("a broker outage loses no local client; publishing resumes and drops are counted", async () => {
     const local: TestClient = await npmClient(PROXY);
     await local.client.subscribeAsync(`device/${SERIAL}/report`);
+    // The status page has the export's row: exporting, to which broker (no credentials).
+    const row = await exportRow();
+    expect(row?.state).toBe("exporting");
+    expect(row?.details.broker).toBe(`mqtt://${BROKER}:${BROKER_PORT}`);
     await stopBroker();
     const during = local.messages.length;
     await until("reports to the local client while the broker is down", () => local.messages.length >= during + 3, WAIT_MS);
     await until("dropped exports counted", () => (supervisor!.metrics.value("pandaproxy_export_mqtt_dropped_total") ?? 0) > 0, WAIT_MS);
+    expect((await exportRow())?.state).toBe("waiting for the broker (not connected)");
     const afterOutage = reader.messages.length;
     await startBroker();
     await until("reports exported again", () => reader.messages.slice(afterOutage).some((m) => m.topic === "pandaproxy/p1s/report"), 40_000);
+    expect((await exportRow())?.state).toBe("exporting");
     expect(local.client.connected).toBe(true);
     await local.end();
   }, 90_000);

@@ -22,6 +22,8 @@ const P1S = "127.0.51.3";
 const P1S_PROXY = "127.0.51.4";
 const X1C = "127.0.51.5";
 const X1C_PROXY = "127.0.51.6";
+/** The status page, where each push has its row. */
+const WEB = "127.0.51.7:18190";
 const X1C_SERIAL = "00M09A350100051";
 const GST_PORT = 18554;
 const FFMPEG_PORT = 18555;
@@ -94,7 +96,7 @@ const configText = (exportKeys: string) => `
 [proxy]
 state_dir = "${join(dir, "state")}"
 [web]
-listen = ""
+listen = "${WEB}"
 [[printer]]
 name = "p1s"
 host = "${P1S}"
@@ -127,6 +129,13 @@ async function runWith(exportKeys: string, printer: "p1s" | "x1c" = "p1s"): Prom
 
 const gstUrl = `url = "rtsp://${GST_MEDIA}:${GST_PORT}/{printer}"`;
 
+/** The "export rtsp" row of the printer's services in /api/printers, as its own access code sees it. */
+async function pushRow(printer = "p1s"): Promise<{ state: string; details: Record<string, unknown> } | undefined> {
+  const response = await fetch(`http://${WEB}/api/printers`, { headers: { Authorization: `Basic ${Buffer.from(`bblp:${ACCESS_CODE}`).toString("base64")}` } });
+  const printers = (await response.json()) as { name: string; services: { name: string; state: string; details: Record<string, unknown> }[] }[];
+  return printers.find((p) => p.name === printer)?.services.find((s) => s.name === "export rtsp");
+}
+
 beforeAll(async () => {
   setupLogging("info");
   dir = tempDir("pp-export-rtsp-auth-");
@@ -149,6 +158,10 @@ describe("[export.rtsp] to a media server that demands a login", () => {
       await runWith(`${gstUrl}\nusername = "${USER}"\npassword_file = "${join(dir, "media-password")}"`);
       await until("10 pictures decoded by GStreamer", () => server.frames.length >= 10, WAIT_MS);
       expect(server.frames[0]).toBe(`${NATIVE_WIDTH}x360`);
+      // The status page says so, and where to.
+      const row = await pushRow();
+      expect(row?.state).toBe("pushing");
+      expect(row?.details.to).toBe(`rtsp://${GST_MEDIA}:${GST_PORT}/p1s`);
       // While the push runs: its FFmpeg points at our relay, and nothing on this machine has the password in its arguments.
       expect(commandLinesWith("ffmpeg").some((l) => l.includes("rtsp://127.0.0.1:") && l.includes("/p1s"))).toBe(true);
       expect(commandLinesWith(PASSWORD)).toEqual([]);
@@ -204,6 +217,10 @@ describe("[export.rtsp] to a media server that demands a login", () => {
       await until("a refused push", () => refusals().length >= 1, WAIT_MS);
       // As a printer that refuses the access code: retrying soon cannot help, so nothing more for a while.
       await Bun.sleep(6_000);
+      // The status page shows it as an error, in the media server's words, with what to check.
+      const row = await pushRow();
+      expect(row?.state).toBe("error: the media server refused the login (ANNOUNCE answered 401); check [export.rtsp] username and password");
+      expect(JSON.stringify(row)).not.toContain(WRONG_PASSWORD);
     } finally {
       logs.stop();
       await server.stop();

@@ -67,23 +67,27 @@ export interface Upstream<C> {
   readonly lastError: string | undefined;
   /** The printer refused our credentials on the last attempt (the retry waits the longest backoff). */
   readonly loginRefused: boolean;
+  /** What the user should look at for that refusal (LoginRefused.check: "access_code", …). */
+  readonly loginCheck: string | undefined;
   /** We refused the printer's certificate on the last attempt (core/printer-identity.ts; same long backoff). */
   readonly identityRefused: boolean;
 }
 
 export interface UpstreamProblem {
   reason: string;
-  /** Waiting will not help soon: the printer refused the access code, and the retry is a long backoff away. */
+  /** Waiting will not help soon: the login was refused (or the certificate), and the retry is a long backoff away. */
   lasting: boolean;
 }
 
 /** What keeps an upstream from delivering now: set only while it waits to retry after a failure. */
-export function upstreamProblem(upstream: Pick<Upstream<unknown>, "state" | "lastError" | "loginRefused"> & { identityRefused?: boolean }): UpstreamProblem | undefined {
+export function upstreamProblem(upstream: Pick<Upstream<unknown>, "state" | "lastError" | "loginRefused"> & { identityRefused?: boolean; loginCheck?: string }): UpstreamProblem | undefined {
   if (upstream.state !== "backoff" || !upstream.lastError) return undefined;
   if (upstream.identityRefused) return { reason: upstream.lastError, lasting: true };
-  return upstream.loginRefused
+  if (!upstream.loginRefused) return { reason: upstream.lastError, lasting: false };
+  const check = upstream.loginCheck ?? "access_code";
+  return check === "access_code"
     ? { reason: `the printer refused the access code (${upstream.lastError}); check access_code`, lasting: true }
-    : { reason: upstream.lastError, lasting: false };
+    : { reason: `${upstream.lastError}; check ${check}`, lasting: true };
 }
 
 /** For a service's status: a printer whose certificate we refused reads as an error (red on the status page). */
@@ -108,6 +112,7 @@ export function createUpstream<C>(options: UpstreamOptions<C>): Upstream<C> {
   let lastError: string | undefined;
   /** The printer refused our credentials last time: no viewer may cut that backoff short. */
   let refused = false;
+  let refusedCheck: string | undefined;
   /** We refused the printer's certificate last time: likewise, a person must act. */
   let untrusted = false;
   let retryTimer: ReturnType<typeof setTimeout> | undefined;
@@ -137,6 +142,7 @@ export function createUpstream<C>(options: UpstreamOptions<C>): Upstream<C> {
       link = next;
       attempt = 0;
       refused = false;
+      refusedCheck = undefined;
       untrusted = false;
       connects++;
       lastError = undefined;
@@ -174,6 +180,7 @@ export function createUpstream<C>(options: UpstreamOptions<C>): Upstream<C> {
       return;
     }
     refused = error instanceof LoginRefused;
+    refusedCheck = refused ? (error as LoginRefused).check : undefined;
     untrusted = error instanceof PrinterIdentityRefused;
     const longest = claims > 0 || !options.onDemand ? waitingRetryMax : backoffMax;
     const delay = refused || untrusted ? backoffMax : firstIsQuick && attempt === 0 ? backoffMin / 2 : Math.min(longest, backoffMin * 2 ** attempt);
@@ -273,6 +280,9 @@ export function createUpstream<C>(options: UpstreamOptions<C>): Upstream<C> {
     },
     get loginRefused() {
       return refused;
+    },
+    get loginCheck() {
+      return refusedCheck;
     },
     get identityRefused() {
       return untrusted;

@@ -33,8 +33,8 @@ export interface Broker {
   stop(forget?: readonly string[]): Promise<void>;
 }
 
-/** "mqtts://broker.lan:8883" for logs: never credentials (the config refuses them in the url anyway). */
-const shown = (url: string) => url.replace(/\/\/[^@/]*@/, "//");
+/** "mqtts://broker.lan:8883" for logs and the status page: never credentials (the config refuses them in the url anyway). */
+export const shown = (url: string) => url.replace(/\/\/[^@/]*@/, "//");
 
 function clientOptions(config: MqttExportConfig, firstBackoffMs: number): IClientOptions {
   return {

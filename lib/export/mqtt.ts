@@ -7,6 +7,7 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 import type { ProxyConfig, WebConfig } from "../config.ts";
 import type { Metrics } from "../core/metrics.ts";
+import type { ServiceStatus } from "../core/service.ts";
 import { processLogger, registerSecret, serviceLogger } from "../log.ts";
 import type { PrinterRuntime } from "../printer-services.ts";
 import { cameraToken } from "../web/tokens.ts";
@@ -14,7 +15,7 @@ import { isObject, type JsonObject } from "../bambu/mqtt-state.ts";
 import { startBambuLink } from "./bambu-link.ts";
 import { startFlashforgeLink } from "./flashforge-link.ts";
 import { startCameraStills, type CameraStills } from "./camera.ts";
-import { connectBroker, type Broker } from "./broker.ts";
+import { connectBroker, shown, type Broker } from "./broker.ts";
 import type { MqttExportConfig } from "./config.ts";
 import { cameraAttributes, discoveryMessages, printerTopic } from "./discovery.ts";
 import { GCODE_STATE_OF, printEvent, type PrintEvent } from "./events.ts";
@@ -38,6 +39,8 @@ export type RetainedTopics = ReadonlyMap<string, { discovery: readonly string[];
 
 export interface MqttExport {
   retained(): RetainedTopics;
+  /** The export of `printer` as a row of its status (undefined: not exported). */
+  status(printer: string): ServiceStatus | undefined;
   /**
    * With `forget` (a reload that removes [export.mqtt] or points it at another broker): every retained topic
    * this exporter published is cleared on the broker before it disconnects, so Home Assistant removes the
@@ -219,6 +222,14 @@ export function startMqttExport(options: MqttExportOptions): MqttExport {
   }, STATE_INTERVAL_MS);
   return {
     retained: () => new Map([...exported].map(([name, p]) => [name, { discovery: [...p.discoveryTopics], other: otherRetained(config, name) }])),
+    status(printer) {
+      const p = exported.get(printer);
+      if (!p) return undefined;
+      const state = !broker.connected
+        ? `waiting for the broker (not connected)`
+        : p.online ? "exporting" : "waiting for the printer (its availability says offline)";
+      return { state, clients: 0, details: { broker: shown(config.url), topics: `${config.prefix}/${printer}/…` } };
+    },
     async stop(stopOptions = {}) {
       clearInterval(tick);
       if (!stopOptions.forget) for (const p of exported.values()) broker.publish(printerTopic(config.prefix, p.runtime.config.name, "availability"), "offline", true);

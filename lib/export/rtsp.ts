@@ -9,8 +9,8 @@
 // connected. A media server that refuses the login is retried after the long backoff (60 s), as a printer that
 // refuses the access code is; one that is away or fails otherwise, with the growing backoff.
 import type { ProxyConfig } from "../config.ts";
-import type { CameraFeed, CameraFrame } from "../core/service.ts";
-import { createUpstream, LoginRefused, type Link, type Upstream } from "../core/upstream.ts";
+import type { CameraFeed, CameraFrame, ServiceStatus } from "../core/service.ts";
+import { createUpstream, LoginRefused, upstreamProblem, type Link, type Upstream } from "../core/upstream.ts";
 import { registerSecret, serviceLogger, type Logger } from "../log.ts";
 import type { PrinterRuntime } from "../printer-services.ts";
 import { spawnFfmpeg, type FfmpegChild } from "../rtsp/ffmpeg.ts";
@@ -79,6 +79,8 @@ export interface RtspExportOptions {
 export interface RtspExport {
   /** Per printer: the push's upstream (state, connects, last error). */
   pushes: ReadonlyMap<string, Upstream<FfmpegChild>>;
+  /** The push of `printer` as a row of its status (undefined: not pushed). */
+  status(printer: string): ServiceStatus | undefined;
   stop(): Promise<void>;
 }
 
@@ -197,6 +199,15 @@ export function startRtspExport(options: RtspExportOptions): RtspExport {
   }
   return {
     pushes,
+    status(printer) {
+      const push = pushes.get(printer);
+      if (!push) return undefined;
+      const problem = upstreamProblem(push);
+      const state = push.state === "connected"
+        ? "pushing"
+        : problem ? (problem.lasting ? `error: ${problem.reason}` : `waiting to retry: ${problem.reason}`) : push.state;
+      return { state, clients: 0, details: { to: pushUrl(options.config, printer), pushes: push.connects } };
+    },
     async stop() {
       await Promise.allSettled([...pushes.values()].map((p) => p.stop()));
     },

@@ -75,7 +75,7 @@ function el(tag, cls, text) {
 }
 function health(state) {
   if (!state) return "";
-  if (/^(connected|listening|running|streaming|announcing|printer answered)/.test(state)) return "ok";
+  if (/^(connected|listening|running|streaming|announcing|printer answered|exporting|pushing)/.test(state)) return "ok";
   // An idle link is one nobody needs now (the printer is asked on demand): not an alarm.
   if (/^idle/.test(state)) return "";
   if (/^(connecting|backoff|waiting|detecting)/.test(state)) return "warn";

@@ -5,7 +5,7 @@ import type { WebConfig } from "../config.ts";
 import { createAllowList } from "../core/allow.ts";
 import { processLogger, serviceLogger } from "../log.ts";
 import type { Counter, Metrics } from "../core/metrics.ts";
-import type { CameraFeed } from "../core/service.ts";
+import type { CameraFeed, ServiceStatus } from "../core/service.ts";
 import type { PrinterRuntime } from "../printer-services.ts";
 import { MJPEG_CONTENT_TYPE, mjpegStream } from "./mjpeg.ts";
 import type { WebRoute } from "./access.ts";
@@ -36,7 +36,11 @@ export interface WebOptions {
   loginLimit?: LoginLimitOptions;
   /** Tests make live.mp4's per-browser budget small with this. */
   liveViewerBudget?: LiveViewerBudget;
+  /** Rows for a printer's exports ([export.mqtt], [export.rtsp]), shown after its services. */
+  exportStatus?: (printer: string) => NamedStatus[];
 }
+
+export type NamedStatus = ServiceStatus & { name: string };
 
 /** What the web side counts per printer; counters live in the shared Metrics, so they survive a web restart. */
 interface WebCameraStats {
@@ -61,7 +65,7 @@ const feedId = (feed: CameraFeed) => {
   return id;
 };
 
-export function printerSummary(p: PrinterRuntime, webViewers = 0) {
+export function printerSummary(p: PrinterRuntime, webViewers = 0, exports: readonly NamedStatus[] = []) {
   const feed = p.hub.camera;
   const latest = feed?.frames.latest();
   const frameAt = Math.max(feed?.lastFrameAt?.() ?? 0, latest?.receivedAt ?? 0);
@@ -89,7 +93,7 @@ export function printerSummary(p: PrinterRuntime, webViewers = 0) {
           snapshot: cameraPath(p.config.name, "snapshot.jpg"),
         }
       : null,
-    services: p.services.map((s) => ({ name: s.name, ...s.status() })),
+    services: [...p.services.map((s) => ({ name: s.name, ...s.status() })), ...exports],
   };
 }
 
@@ -302,7 +306,7 @@ export async function startWeb(options: WebOptions): Promise<WebServer> {
             return Response.json(
               options.printers()
                 .filter((p) => access.printers.has(p.config.name))
-                .map((p) => printerSummary(p, (stats.get(p.config.name)?.viewers ?? 0) + (stats.get(p.config.name)?.videoViewers ?? 0))),
+                .map((p) => printerSummary(p, (stats.get(p.config.name)?.viewers ?? 0) + (stats.get(p.config.name)?.videoViewers ?? 0), options.exportStatus?.(p.config.name))),
               { headers: { "Cache-Control": "no-store" } },
             );
           case "metrics":
