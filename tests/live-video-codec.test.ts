@@ -173,6 +173,21 @@ describe("H.264 key frames out of RTP (RFC 6184)", () => {
     expect((await decodeKeyFrame("ffmpeg", log, keeper.latest()!.annexB)).subarray(0, 2)).toEqual(Buffer.from([0xff, 0xd8]));
   }, 20_000);
 
+  test("the same SPS at every key frame is no change; an SPS unlike the one before is, once", () => {
+    const keeper = createKeyFrameKeeper();
+    let told = 0;
+    keeper.onParametersChange(() => told++);
+    for (const packet of packetsOf(true)) keeper.push(packet);
+    expect(idrUnits().length).toBeGreaterThan(1); // several key frames, each with its SPS
+    expect(keeper.parameterChanges).toBe(0);
+    // The same stream again with its SPS's last byte changed: a new picture size or profile, as far as we can tell.
+    const seq = { n: 5000 };
+    const changed = accessUnits(h264).map((unit) => unit.map((n) => ((n[0]! & 0x1f) === 7 ? Buffer.concat([n.subarray(0, -1), Buffer.from([n[n.length - 1]! ^ 1])]) : n)));
+    for (const [u, unit] of changed.entries()) for (const packet of packetize(unit, seq, 900_000 + u * 6000, true)) keeper.push(packet);
+    expect(keeper.parameterChanges).toBe(1);
+    expect(told).toBe(1);
+  });
+
   test("a key frame with a lost packet is not kept: the latest whole one stays", () => {
     const idrs = idrUnits();
     const keeper = createKeyFrameKeeper();
@@ -181,71 +196,71 @@ describe("H.264 key frames out of RTP (RFC 6184)", () => {
   });
 });
 
+/** Runs a live video on `ffmpeg` (a stand-in script) with one viewer until it has made `runs` runs (or `waitMs`). */
+async function runLiveVideo(ffmpeg: string, options: Partial<Parameters<typeof createLiveVideo>[0]>, runs: number, check: (live: ReturnType<typeof createLiveVideo>) => void, waitMs = 10_000): Promise<void> {
+  const live = createLiveVideo({ log, ffmpeg, input: () => "rtsp://127.0.0.1:1/x", backoffMinMs: 200, ...options });
+  live.start();
+  const release = live.claim();
+  try {
+    const deadline = Date.now() + waitMs;
+    while (live.runs < runs && Date.now() < deadline) await Bun.sleep(50);
+    check(live);
+  } finally {
+    release();
+    await live.stop();
+  }
+}
+
+/** A stand-in for FFmpeg: a shell script in the work directory. */
+function fakeFfmpeg(name: string, script: string): string {
+  const fake = join(work, name);
+  writeFileSync(fake, `#!/bin/sh\n${script}`);
+  chmodSync(fake, 0o755);
+  return fake;
+}
+
 describe("the remuxing FFmpeg's output out of sync", () => {
   test("a box larger than any video is logged and that FFmpeg is restarted", async () => {
     // Stands in for an FFmpeg whose stdout is not MP4: a box header claiming 2 GiB, then nothing.
-    const fake = join(work, "fake-ffmpeg.sh");
-    writeFileSync(fake, "#!/bin/sh\nprintf '\\177\\377\\377\\377moov'\nexec sleep 30\n");
-    chmodSync(fake, 0o755);
+    const fake = fakeFfmpeg("fake-ffmpeg.sh", "printf '\\177\\377\\377\\377moov'\nexec sleep 30\n");
     setupLogging("warn", { quiet: true });
     const logs = captureLogs();
-    const live = createLiveVideo({ log, ffmpeg: fake, input: () => "rtsp://127.0.0.1:1/x", backoffMinMs: 200 });
-    live.start();
-    const release = live.claim();
     try {
-      const deadline = Date.now() + 10_000;
-      while (live.runs < 2 && Date.now() < deadline) await Bun.sleep(50);
-      expect(live.runs).toBeGreaterThanOrEqual(2);
-      expect(logs.lines.some((l) => l.includes(`the remuxing FFmpeg's output lost sync (a "moov" box of 2147483647 bytes (more than ${16 * 1024 * 1024})); restarting it`))).toBe(true);
-      expect(live.joining()).toBeUndefined(); // nobody is handed a broken stream
+      await runLiveVideo(fake, {}, 2, (live) => {
+        expect(live.runs).toBeGreaterThanOrEqual(2);
+        expect(logs.lines.some((l) => l.includes(`the remuxing FFmpeg's output lost sync (a "moov" box of 2147483647 bytes (more than ${16 * 1024 * 1024})); restarting it`))).toBe(true);
+        expect(live.joining()).toBeUndefined(); // nobody is handed a broken stream
+      });
     } finally {
-      release();
       logs.stop();
-      await live.stop();
     }
   }, 20_000);
 });
 
 describe("a remuxing FFmpeg that writes nothing", () => {
   /** Stands in for a wedged FFmpeg: it runs and writes nothing. */
-  function silentFfmpeg(): string {
-    const fake = join(work, "silent-ffmpeg.sh");
-    writeFileSync(fake, "#!/bin/sh\nexec sleep 30\n");
-    chmodSync(fake, 0o755);
-    return fake;
-  }
+  const silentFfmpeg = () => fakeFfmpeg("silent-ffmpeg.sh", "exec sleep 30\n");
 
   test("is restarted, with a log line, while the camera's video comes in", async () => {
     setupLogging("warn", { quiet: true });
     const logs = captureLogs();
-    const live = createLiveVideo({ log, ffmpeg: silentFfmpeg(), input: () => "rtsp://127.0.0.1:1/x", backoffMinMs: 200, lastPacketAt: () => performance.now(), stallTimeoutMs: 1_000 });
-    live.start();
-    const release = live.claim();
     try {
-      const deadline = Date.now() + 10_000;
-      while (live.runs < 2 && Date.now() < deadline) await Bun.sleep(50);
-      expect(live.runs).toBeGreaterThanOrEqual(2);
-      expect(live.stalls).toBeGreaterThanOrEqual(1);
-      expect(logs.lines.some((l) => /the remuxing FFmpeg wrote nothing for \d+ s while the camera sent video; restarting it/.test(l))).toBe(true);
+      await runLiveVideo(silentFfmpeg(), { lastPacketAt: () => performance.now(), stallTimeoutMs: 1_000 }, 2, (live) => {
+        expect(live.runs).toBeGreaterThanOrEqual(2);
+        expect(live.stalls).toBeGreaterThanOrEqual(1);
+        expect(logs.lines.some((l) => /the remuxing FFmpeg wrote nothing for \d+ s while the camera sent video; restarting it/.test(l))).toBe(true);
+      });
     } finally {
-      release();
       logs.stop();
-      await live.stop();
     }
   }, 20_000);
 
   test("is left alone while the camera sends nothing (an away printer is not FFmpeg's fault)", async () => {
-    const live = createLiveVideo({ log, ffmpeg: silentFfmpeg(), input: () => "rtsp://127.0.0.1:1/x", backoffMinMs: 200, lastPacketAt: () => 0, stallTimeoutMs: 500 });
-    live.start();
-    const release = live.claim();
-    try {
-      await Bun.sleep(2_500);
+    // Waits 2.5 s for a second run that must not come; the watchdog would have fired after 0.5 s.
+    await runLiveVideo(silentFfmpeg(), { lastPacketAt: () => 0, stallTimeoutMs: 500 }, 2, (live) => {
       expect(live.runs).toBe(1);
       expect(live.stalls).toBe(0);
       expect(live.state).toBe("connected");
-    } finally {
-      release();
-      await live.stop();
-    }
+    }, 2_500);
   }, 20_000);
 });

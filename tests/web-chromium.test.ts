@@ -30,6 +30,7 @@ function fakeLiveVideo(ready: boolean): LiveVideo {
     fragments: createStream<LiveFragment>(),
     joining: () => ({ run: 1, init: Buffer.from("\0\0\0\x08ftyp"), sinceKey: [{ bytes: Buffer.alloc(8), key: true }], codec: "avc1.ffffff" }),
     claim: () => () => {},
+    restart() {},
     whenReady: async () => ready,
     state: "connected", viewers: 0, runs: 1, stalls: 0, pid: undefined,
     start() {},

@@ -16,6 +16,7 @@ import { CODEC_HEADER } from "../lib/web/live-video.ts";
 import type { WebServer } from "../lib/web/server.ts";
 import { descendants } from "../bench/support.ts";
 import { ACCESS_CODE, proxyContext, run } from "./rtsp-fixtures.ts";
+import { until } from "./mqtt-helpers.ts";
 import { ADMIN_AUTH, basicAuth, startTestWeb, TEST_ADMIN } from "./web-fixtures.ts";
 import { connect } from "node:net";
 import { captureLogs, setupLogging } from "../lib/log.ts";
@@ -35,6 +36,10 @@ const HEVC_WEB = "127.0.49.8";
 const WEDGE_SIM = "127.0.49.11";
 const WEDGE_PROXY = "127.0.49.12";
 const WEDGE_WEB = "127.0.49.13";
+/** A simulated camera that changes its picture size mid-stream, its proxy and web server. */
+const RESIZE_SIM = "127.0.49.14";
+const RESIZE_PROXY = "127.0.49.15";
+const RESIZE_WEB = "127.0.49.16";
 const FPS = 15;
 
 let sim: SimRtsp;
@@ -79,6 +84,26 @@ function children(text: string): string[] {
       }
     })
     .filter((cmd) => cmd.includes(text));
+}
+
+/** A simulated X1C of its own behind its own RTSP service and web server, for a test that changes something. */
+async function ownCamera(hosts: { sim: string; proxy: string; web: string }, serial: string, simOptions: Parameters<typeof startSimRtsp>[1], serviceOptions: Parameters<typeof createRtspService>[1], ffmpeg?: string) {
+  const ownSim = await startSimRtsp(simIdentity({ host: hosts.sim, model: "X1C", serial, accessCode: ACCESS_CODE, ports: { rtsp: 322 } }), {
+    cameraWidth: 640, cameraHeight: 360, cameraFps: FPS, ...simOptions,
+  });
+  const base = proxyContext({ bind: hosts.proxy, printerHost: hosts.sim, printerRtsp: 322, serial });
+  const ownCtx = ffmpeg ? { ...base, proxy: { ...base.proxy, ffmpeg } } : base;
+  const ownService = createRtspService(ownCtx, { lingerMs: 3_000, backoffMinMs: 300, ...serviceOptions });
+  await ownService.start();
+  const { web: ownWeb, url: ownUrl } = await startTestWeb([{ config: ownCtx.printer, hub: ownCtx.hub, services: [ownService], start: async () => {}, stop: async () => {} }], { host: hosts.web });
+  return {
+    sim: ownSim, ctx: ownCtx, service: ownService, url: ownUrl,
+    async stop() {
+      await ownWeb.stop();
+      await ownService.stop();
+      await ownSim.stop();
+    },
+  };
 }
 
 beforeAll(async () => {
@@ -250,28 +275,20 @@ describe("a camera that sends no H.264", () => {
     const wrapper = join(work, "ffmpeg-hevc.sh");
     writeFileSync(wrapper, '#!/bin/sh\nfor a in "$@"; do shift; [ "$a" = libx264 ] && a=libx265; set -- "$@" "$a"; done\nexec ffmpeg "$@"\n');
     chmodSync(wrapper, 0o755);
-    const hevcSim = await startSimRtsp(simIdentity({ host: HEVC_SIM, model: "X1C", serial: "00M09A350100124", accessCode: ACCESS_CODE, ports: { rtsp: 322 } }), {
-      cameraWidth: 640, cameraHeight: 360, cameraFps: FPS, ffmpeg: wrapper,
-    });
-    const hevcCtx = proxyContext({ bind: HEVC_PROXY, printerHost: HEVC_SIM, printerRtsp: 322, serial: "00M09A350100124" });
-    const hevc = createRtspService(hevcCtx, { lingerMs: 3_000, backoffMinMs: 300 });
-    await hevc.start();
-    const { web: hevcWeb, url: hevcUrl } = await startTestWeb([{ config: hevcCtx.printer, hub: hevcCtx.hub, services: [hevc], start: async () => {}, stop: async () => {} }], { host: HEVC_WEB });
+    const hevc = await ownCamera({ sim: HEVC_SIM, proxy: HEVC_PROXY, web: HEVC_WEB }, "00M09A350100124", { ffmpeg: wrapper }, {});
     try {
-      const response = await fetch(`${hevcUrl}/printers/x1c/snapshot.jpg`, { headers: ADMIN_AUTH });
+      const response = await fetch(`${hevc.url}/printers/x1c/snapshot.jpg`, { headers: ADMIN_AUTH });
       expect(response.status).toBe(200);
       const file = join(work, "hevc-snapshot.jpg");
       writeFileSync(file, Buffer.from(await response.arrayBuffer()));
       expect((await run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_name,width,height", "-of", "csv=p=0", file])).stdout.trim()).toBe("mjpeg,640,360");
-      expect(hevc.status().details!.keyFrames).toBe(0);
-      expect(hevc.status().details!.snapshotDecodes).toBe(0);
-      const live = await readFor(`${hevcUrl}/printers/x1c/live.mp4`, 3_000, ADMIN_AUTH, 256 * 1024);
+      expect(hevc.service.status().details!.keyFrames).toBe(0);
+      expect(hevc.service.status().details!.snapshotDecodes).toBe(0);
+      const live = await readFor(`${hevc.url}/printers/x1c/live.mp4`, 3_000, ADMIN_AUTH, 256 * 1024);
       expect(live.response.status).toBe(200);
       expect(live.response.headers.get(CODEC_HEADER)).toBeNull();
     } finally {
-      await hevcWeb.stop();
       await hevc.stop();
-      await hevcSim.stop();
     }
   }, 60_000);
 });
@@ -293,24 +310,17 @@ if [ ! -e "$mark" ]; then : > "$mark"; exec ffmpeg "$@" > /dev/null; fi
 exec ffmpeg "$@"
 `);
     chmodSync(wrapper, 0o755);
-    const wedgeSim = await startSimRtsp(simIdentity({ host: WEDGE_SIM, model: "X1C", serial: "00M09A350100125", accessCode: ACCESS_CODE, ports: { rtsp: 322 } }), {
-      cameraWidth: 640, cameraHeight: 360, cameraFps: FPS,
-    });
-    const base = proxyContext({ bind: WEDGE_PROXY, printerHost: WEDGE_SIM, printerRtsp: 322, serial: "00M09A350100125" });
-    const wedgeCtx = { ...base, proxy: { ...base.proxy, ffmpeg: wrapper } };
-    const wedged = createRtspService(wedgeCtx, { lingerMs: 3_000, backoffMinMs: 300, outputStallTimeoutMs: 5_000 });
     const logs = captureLogs();
-    await wedged.start();
-    const { web: wedgeWeb, url: wedgeUrl } = await startTestWeb([{ config: wedgeCtx.printer, hub: wedgeCtx.hub, services: [wedged], start: async () => {}, stop: async () => {} }], { host: WEDGE_WEB });
+    const wedged = await ownCamera({ sim: WEDGE_SIM, proxy: WEDGE_PROXY, web: WEDGE_WEB }, "00M09A350100125", {}, { outputStallTimeoutMs: 5_000 }, wrapper);
     try {
       const [mjpeg, mp4] = await Promise.all([
-        readFor(`${wedgeUrl}/printers/x1c/camera.mjpeg`, 20_000, ADMIN_AUTH, 256 * 1024),
-        readFor(`${wedgeUrl}/printers/x1c/live.mp4`, 20_000, ADMIN_AUTH, 256 * 1024),
+        readFor(`${wedged.url}/printers/x1c/camera.mjpeg`, 20_000, ADMIN_AUTH, 256 * 1024),
+        readFor(`${wedged.url}/printers/x1c/live.mp4`, 20_000, ADMIN_AUTH, 256 * 1024),
       ]);
       const text = logs.lines.join("\n");
       expect(text).toMatch(/the JPEG FFmpeg wrote nothing for \d+ s while the camera sent video; restarting it/);
       expect(text).toMatch(/the remuxing FFmpeg wrote nothing for \d+ s while the camera sent video; restarting it/);
-      expect(wedged.status().details!.outputStalls).toBe(2);
+      expect(wedged.service.status().details!.outputStalls).toBe(2);
       // After the restart the viewers got what they asked for: JPEG pictures, and fragmented MP4.
       expect(mjpeg.response.status).toBe(200);
       expect(mjpeg.body.indexOf(Buffer.from([0xff, 0xd8, 0xff]))).toBeGreaterThan(-1);
@@ -318,9 +328,42 @@ exec ffmpeg "$@"
       expect(mp4.body.indexOf("moof", 0, "latin1")).toBeGreaterThan(-1);
     } finally {
       logs.stop();
-      await wedgeWeb.stop();
       await wedged.stop();
-      await wedgeSim.stop();
     }
   }, 60_000);
+});
+
+describe("a camera that changes its picture size mid-stream", () => {
+  test("the remuxing FFmpeg starts a new run, so a browser joining after the change gets an init segment for the new size", async () => {
+    const resize = await ownCamera({ sim: RESIZE_SIM, proxy: RESIZE_PROXY, web: RESIZE_WEB }, "00M09A350100126", {}, { lingerMs: 30_000 });
+    const live = `${resize.url}/printers/x1c/live.mp4`;
+    const probe = async (name: string, body: Buffer) => {
+      const file = join(work, `${name}.mp4`);
+      writeFileSync(file, body);
+      return { file, size: (await run(["ffprobe", "-v", "error", "-show_entries", "stream=width,height", "-of", "csv=p=0", file])).stdout.trim() };
+    };
+    const initOf = (body: Buffer) => body.subarray(0, body.indexOf("moof", 0, "latin1") - 4);
+    try {
+      const before = await readFor(live, 4_000);
+      expect(before.response.status).toBe(200);
+      expect((await probe("before-resize", before.body)).size).toBe("640,360");
+      const runs = resize.ctx.hub.camera!.liveVideo!.runs;
+      // The remuxing FFmpeg lingers after that viewer (10 s): the change comes while it runs. A browser keeps
+      // watching across it, as one would.
+      const watching = readFor(live, 12_000);
+      await Bun.sleep(1_000);
+      resize.sim.setCameraSize(320, 180);
+      await until("a new remuxing run after the size change", () => resize.ctx.hub.camera!.liveVideo!.runs > runs, 20_000);
+      await watching;
+      const after = await readFor(live, 4_000);
+      expect(after.response.status).toBe(200);
+      expect(initOf(after.body).equals(initOf(before.body))).toBe(false);
+      const { file, size } = await probe("after-resize", after.body);
+      expect(size).toBe("320,180");
+      const decoded = await run(["ffmpeg", "-v", "error", "-i", file, "-f", "null", "-"]);
+      expect(`${decoded.code} ${decoded.stderr.trim()}`).toBe("0 ");
+    } finally {
+      await resize.stop();
+    }
+  }, 90_000);
 });

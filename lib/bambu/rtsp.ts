@@ -118,6 +118,9 @@ export function createRtspService(ctx: ServiceContext, options: RtspServiceOptio
       lastVideoFrameAt = Date.now();
     }
   });
+  // An SPS unlike the last one (the camera changed its picture size or profile mid-stream): the remuxing FFmpeg's
+  // init segment (with -c copy it keeps the first SPS) no longer fits, so browsers get a new run and reconnect.
+  keyFrames.onParametersChange(() => liveVideo?.restart("the camera's H.264 parameters (SPS) changed"));
   const snapshots = createKeyFrameSnapshots({
     log, ffmpeg: ctx.proxy.ffmpeg, keeper: keyFrames, lastPacketAt: () => stream.lastPacketAt, claim: () => stream.claim(),
   });
@@ -307,6 +310,7 @@ export function createRtspService(ctx: ServiceContext, options: RtspServiceOptio
           remuxFfmpeg: liveVideo?.state ?? "stopped",
           outputStalls: (jpegWatchdog?.stalls ?? 0) + (liveVideo?.stalls ?? 0),
           keyFrames: keyFrames.keyFrames,
+          spsChanges: keyFrames.parameterChanges,
           snapshotDecodes: snapshots.decodes,
         },
       };

@@ -41,7 +41,10 @@ export function relayArgs(input: string, output: string, model?: string): string
 export function testPatternArgs(output: string, size = "1280x720", fps = 15): string[] {
   return [
     ...COMMON, "-re", "-f", "lavfi", "-i", `testsrc2=size=${size}:rate=${fps}`, "-c:v", "libx264", "-preset", "ultrafast",
-    "-tune", "zerolatency", "-g", String(fps * 2), "-pix_fmt", "yuv420p", "-f", "rtsp", "-rtsp_transport", "tcp", output,
+    // SPS and PPS in the stream before every key frame as well as in the SDP, as camera encoders send them: a
+    // reader that joins late, or a picture size that changes mid-stream, is carried by the stream itself.
+    "-tune", "zerolatency", "-x264-params", "repeat-headers=1", "-g", String(fps * 2), "-pix_fmt", "yuv420p",
+    "-f", "rtsp", "-rtsp_transport", "tcp", output,
   ];
 }
 

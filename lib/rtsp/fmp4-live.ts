@@ -29,6 +29,8 @@ export interface LiveVideo {
   joining(): { run: number; init: Buffer; sinceKey: readonly Fragment[]; codec: string | undefined } | undefined;
   /** Ask for the remuxing FFmpeg; call the returned function when done. */
   claim(): () => void;
+  /** The running FFmpeg's init segment no longer fits the camera's stream (its SPS changed): start a new run. */
+  restart(reason: string): void;
   /** Resolves true once the running FFmpeg wrote its init segment and a key fragment; false after `timeoutMs`. */
   whenReady(timeoutMs: number): Promise<boolean>;
   readonly state: string;
@@ -111,6 +113,10 @@ export function createLiveVideo(options: LiveVideoOptions): LiveVideo {
       return { run, init: k.init, sinceKey: k.sinceKey, codec: k.codec };
     },
     claim: () => upstream.claim(),
+    restart(reason) {
+      // The upstream logs it ("reconnecting FFmpeg remuxing …: <reason>").
+      if (upstream.state === "connected") upstream.reconnect(reason);
+    },
     whenReady(timeoutMs) {
       if (ready() && current) return Promise.resolve(true);
       return new Promise((resolve) => {

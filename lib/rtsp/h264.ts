@@ -33,6 +33,11 @@ export interface KeyFrameKeeper {
   latest(): KeyFrame | undefined;
   /** Called with each new key frame; returns the unsubscribe function. */
   onKeyFrame(listener: (frame: KeyFrame) => void): () => void;
+  /** Called when the stream sends an SPS unlike the one before (a new picture size or profile): what was made
+   * from the old one (an MP4 init segment) no longer fits. Returns the unsubscribe function. */
+  onParametersChange(listener: () => void): () => void;
+  /** SPS changes seen so far. */
+  readonly parameterChanges: number;
   /** The producer restarted: forget the access unit in progress (not the latest key frame). */
   reset(): void;
   /** Key frames completed so far. */
@@ -61,7 +66,9 @@ export function createKeyFrameKeeper(maxBytes = MAX_ACCESS_UNIT_BYTES): KeyFrame
   let sdpPps: Buffer | undefined;
   let latest: KeyFrame | undefined;
   let keyFrames = 0;
+  let parameterChanges = 0;
   const listeners = new Set<(frame: KeyFrame) => void>();
+  const changeListeners = new Set<() => void>();
 
   // The access unit being put together.
   let nals: Buffer[] = [];
@@ -98,8 +105,14 @@ export function createKeyFrameKeeper(maxBytes = MAX_ACCESS_UNIT_BYTES): KeyFrame
     if (bytes > maxBytes) broken = true;
     if (broken) return;
     const copy = owned ? nal : Buffer.from(nal);
-    if (type === NAL_SPS) sps = copy;
-    else if (type === NAL_PPS) pps = copy;
+    if (type === NAL_SPS) {
+      const changed = sps !== undefined && !sps.equals(copy);
+      sps = copy;
+      if (changed) {
+        parameterChanges++;
+        for (const listener of [...changeListeners]) listener();
+      }
+    } else if (type === NAL_PPS) pps = copy;
     nals.push(copy);
   };
 
@@ -206,6 +219,13 @@ export function createKeyFrameKeeper(maxBytes = MAX_ACCESS_UNIT_BYTES): KeyFrame
     onKeyFrame(listener) {
       listeners.add(listener);
       return () => listeners.delete(listener);
+    },
+    onParametersChange(listener) {
+      changeListeners.add(listener);
+      return () => changeListeners.delete(listener);
+    },
+    get parameterChanges() {
+      return parameterChanges;
     },
     reset() {
       startUnit(undefined);

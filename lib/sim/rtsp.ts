@@ -25,6 +25,8 @@ export interface SimRtsp extends SimService {
   readonly publisher: Publisher;
   /** Camera connections accepted so far (a proxy should need one). */
   readonly accepted: number;
+  /** The encoder starts again at this picture size; readers stay connected and see the new SPS in the stream. */
+  setCameraSize(width: number, height: number): void;
 }
 
 export async function startSimRtsp(identity: SimIdentity, options: SimOptions & { ffmpeg?: string } = {}): Promise<SimRtsp> {
@@ -35,7 +37,7 @@ export async function startSimRtsp(identity: SimIdentity, options: SimOptions & 
   const stream = createStream(CAMERA_PATH, log);
   const streams = new Map([[CAMERA_PATH, stream]]);
   const loopback = await startLoopback(log, streams);
-  const size = `${options.cameraWidth ?? 1280}x${options.cameraHeight ?? 720}`;
+  let size = `${options.cameraWidth ?? 1280}x${options.cameraHeight ?? 720}`;
   const publisher = createPublisher({
     log, binary, stream, describe: "simulated camera encoder", lingerMs: SIM_LINGER_MS,
     args: () => testPatternArgs(loopback.publishUrl(CAMERA_PATH), size, options.cameraFps ?? 15),
@@ -64,6 +66,10 @@ export async function startSimRtsp(identity: SimIdentity, options: SimOptions & 
     name: "rtsp", server, stream, publisher,
     get accepted() {
       return listening.accepted;
+    },
+    setCameraSize(width, height) {
+      size = `${width}x${height}`;
+      publisher.upstream.reconnect(`the camera's picture size is now ${size}`);
     },
     async stop() {
       await listening.close();
