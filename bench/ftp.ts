@@ -6,13 +6,14 @@
 // curl's own clock, the CPU per MB of every process in the chain (vsftpd, curl and the proxy) and their sum, and
 // the proxy's RSS growth during each transfer (VmRSS sampled every 100 ms). Targets: >= 0.8x direct, growth
 // < 16 MB each way.
-// What bounds the download on this 2-core machine (measured 2026-12-02): while the bytes move every core is busy,
-// so the ratio of the rates follows the ratio of the chain's CPU per MB. Direct: vsftpd ~1300-1650 + curl
-// ~1500-1800 = ~2850-3350 us/MB; through pandaproxy: vsftpd ~1600-2050 (it works harder feeding a second TLS
-// reader) + proxy ~1650-2150 + curl ~1450-1700 = ~4900-5800 us/MB, 0.51-0.69x direct's, and the rates came out
-// at 0.56-0.74x. 0.8x would need the proxy's share under ~850 us/MB: bench/tls-relay.ts measures the bare relay
-// at ~1550-1700 us/MB (socat, C and OpenSSL on both legs: ~2450-2600). Uploads are bound by vsftpd writing the
-// file (~4000-5500 us/MB) and come out at 1.1-1.2x.
+// What bounds the download on this 2-core machine (measured 2026-12-02): while the bytes move every core is busy
+// (perf over the bytes' phase: 80-87% of both, directly and through the proxy), so the ratio of the rates follows
+// the ratio of the chain's CPU per MB. Direct: vsftpd ~1300-1650 + curl ~1500-1800 = ~2850-3550 us/MB; through
+// pandaproxy: vsftpd ~1600-2300 (more per MB when the proxy reads: measured, not explained) + proxy ~1650-2450 +
+// curl ~1450-2200 = ~4900-7050 us/MB, 0.50-0.69x direct's; the 5-round medians of the rates came out at 0.60-0.84x
+// (--stream: 0.71-0.78x). 0.8x every time would need the proxy's share under ~850 us/MB: bench/tls-relay.ts
+// measures the bare relay at ~1200-1400 us/MB, socat (C and OpenSSL on both legs) at ~2200-2600. Uploads are bound
+// by vsftpd writing the file (~4000-5500 us/MB) and come out at 1.05-1.2x.
 // Earlier (before curl's files moved to tmpfs):
 // On loopback every hop is CPU-bound: with few cores the proxy's extra TLS decrypt+encrypt competes with curl and
 // vsftpd for the same CPUs, so compare its CPU time too. Each figure is the median over the rounds: curl 7.88 now
