@@ -255,6 +255,17 @@ describe("a remuxing FFmpeg that writes nothing", () => {
     }
   }, 20_000);
 
+  test("after the camera was away longer than the timeout, it gets the whole timeout again once video is back", async () => {
+    // Away for the first 3 s, then sending; the timeout is 2 s and the watchdog looks every second: a restart is due
+    // 1-2 s after the video came back, not at the first look after it (which would find 3 s of silence).
+    const started = performance.now();
+    const lastPacketAt = () => (performance.now() - started < 3_000 ? 0 : performance.now());
+    await runLiveVideo(silentFfmpeg(), { lastPacketAt, stallTimeoutMs: 2_000 }, 2, (live) => {
+      expect(live.runs).toBeGreaterThanOrEqual(2);
+      expect(performance.now() - started).toBeGreaterThan(3_800);
+    });
+  }, 20_000);
+
   test("is left alone while the camera sends nothing (an away printer is not FFmpeg's fault)", async () => {
     // Waits 2.5 s for a second run that must not come; the watchdog would have fired after 0.5 s.
     await runLiveVideo(silentFfmpeg(), { lastPacketAt: () => 0, stallTimeoutMs: 500 }, 2, (live) => {

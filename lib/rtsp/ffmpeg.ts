@@ -137,8 +137,8 @@ export interface OutputWatchdog {
 }
 
 /**
- * Restarts `upstream` (an FFmpeg reading our own stream) when, connected, it wrote nothing for `timeoutMs` while
- * packets kept arriving (`lastPacketAt`, performance.now()). Without it a wedged FFmpeg kept its viewers waiting
+ * Restarts `upstream` (an FFmpeg reading our own stream) when, connected, it wrote nothing for `timeoutMs` of
+ * packets arriving (`lastPacketAt`, performance.now()). Without it a wedged FFmpeg kept its viewers waiting
  * until they gave up, and they came back to the same silent process.
  */
 export function watchOutput(options: { upstream: Upstream<unknown>; log: Logger; what: string; lastPacketAt: () => number; timeoutMs?: number }): OutputWatchdog {
@@ -147,7 +147,11 @@ export function watchOutput(options: { upstream: Upstream<unknown>; log: Logger;
   let stalls = 0;
   const timer = setInterval(() => {
     const now = performance.now();
-    if (options.upstream.state !== "connected" || now - options.lastPacketAt() > INPUT_LIVE_MS) return;
+    // Silence counts only while the camera sends: after an outage FFmpeg gets the whole timeout to speak again.
+    if (options.upstream.state !== "connected" || now - options.lastPacketAt() > INPUT_LIVE_MS) {
+      lastOutputAt = now;
+      return;
+    }
     const silent = now - lastOutputAt;
     if (silent <= timeoutMs) return;
     stalls++;
