@@ -173,19 +173,33 @@ describe("H.264 key frames out of RTP (RFC 6184)", () => {
     expect((await decodeKeyFrame("ffmpeg", log, keeper.latest()!.annexB)).subarray(0, 2)).toEqual(Buffer.from([0xff, 0xd8]));
   }, 20_000);
 
-  test("the same SPS at every key frame is no change; an SPS unlike the one before is, once", () => {
+  test("the same SPS at every key frame is no change; a new SPS is, once it comes again at the next key frame", () => {
+    const spsOf = (unit: Buffer[]) => unit.find((n) => (n[0]! & 0x1f) === 7);
+    const keyUnits = accessUnits(h264).filter(spsOf);
+    expect(keyUnits.length).toBeGreaterThan(2); // several key frames, each with its SPS
+    /** The key frames with their SPS's last byte xor `flip(i)` (0: as encoded), packetized and pushed. */
+    const push = (keeper: ReturnType<typeof createKeyFrameKeeper>, flip: (i: number) => number, from: number) => {
+      const seq = { n: from };
+      for (const [i, unit] of keyUnits.entries()) {
+        const changed = unit.map((n) => ((n[0]! & 0x1f) === 7 ? Buffer.concat([n.subarray(0, -1), Buffer.from([n[n.length - 1]! ^ flip(i)])]) : n));
+        for (const packet of packetize(changed, seq, from * 100 + i * 6000, true)) keeper.push(packet);
+      }
+    };
     const keeper = createKeyFrameKeeper();
     let told = 0;
     keeper.onParametersChange(() => told++);
-    for (const packet of packetsOf(true)) keeper.push(packet);
-    expect(idrUnits().length).toBeGreaterThan(1); // several key frames, each with its SPS
+    push(keeper, () => 0, 1000);
     expect(keeper.parameterChanges).toBe(0);
-    // The same stream again with its SPS's last byte changed: a new picture size or profile, as far as we can tell.
-    const seq = { n: 5000 };
-    const changed = accessUnits(h264).map((unit) => unit.map((n) => ((n[0]! & 0x1f) === 7 ? Buffer.concat([n.subarray(0, -1), Buffer.from([n[n.length - 1]! ^ 1])]) : n)));
-    for (const [u, unit] of changed.entries()) for (const packet of packetize(unit, seq, 900_000 + u * 6000, true)) keeper.push(packet);
+    // A new picture size or profile, as far as we can tell: another SPS from then on.
+    push(keeper, () => 1, 5000);
     expect(keeper.parameterChanges).toBe(1);
     expect(told).toBe(1);
+    // An SPS that differs at every key frame (or flips back and forth) settles on nothing: no change, no restart.
+    const restless = createKeyFrameKeeper();
+    push(restless, () => 0, 9000);
+    push(restless, (i) => (i % 2) + 1, 13000);
+    push(restless, (i) => (i % 3) * 2, 17000);
+    expect(restless.parameterChanges).toBe(0);
   });
 
   test("a key frame with a lost packet is not kept: the latest whole one stays", () => {

@@ -33,8 +33,8 @@ export interface KeyFrameKeeper {
   latest(): KeyFrame | undefined;
   /** Called with each new key frame; returns the unsubscribe function. */
   onKeyFrame(listener: (frame: KeyFrame) => void): () => void;
-  /** Called when the stream sends an SPS unlike the one before (a new picture size or profile): what was made
-   * from the old one (an MP4 init segment) no longer fits. Returns the unsubscribe function. */
+  /** Called when the stream's SPS changed (a new picture size or profile; the new one sent at two key frames in a
+   * row): what was made from the old one (an MP4 init segment) no longer fits. Returns the unsubscribe function. */
   onParametersChange(listener: () => void): () => void;
   /** SPS changes seen so far. */
   readonly parameterChanges: number;
@@ -67,6 +67,21 @@ export function createKeyFrameKeeper(maxBytes = MAX_ACCESS_UNIT_BYTES): KeyFrame
   let latest: KeyFrame | undefined;
   let keyFrames = 0;
   let parameterChanges = 0;
+  // The SPS the stream keeps sending, and one seen once since: a change counts when the new one comes again at the
+  // next key frame, so an encoder whose SPS bytes differed every time (a counter, say) would not count at all.
+  let settledSps: Buffer | undefined;
+  let newSps: Buffer | undefined;
+  const settleSps = (seen: Buffer) => {
+    if (!settledSps || settledSps.equals(seen)) {
+      settledSps ??= seen;
+      newSps = undefined;
+    } else if (newSps?.equals(seen)) {
+      settledSps = seen;
+      newSps = undefined;
+      parameterChanges++;
+      for (const listener of [...changeListeners]) listener();
+    } else newSps = seen;
+  };
   const listeners = new Set<(frame: KeyFrame) => void>();
   const changeListeners = new Set<() => void>();
 
@@ -106,12 +121,8 @@ export function createKeyFrameKeeper(maxBytes = MAX_ACCESS_UNIT_BYTES): KeyFrame
     if (broken) return;
     const copy = owned ? nal : Buffer.from(nal);
     if (type === NAL_SPS) {
-      const changed = sps !== undefined && !sps.equals(copy);
       sps = copy;
-      if (changed) {
-        parameterChanges++;
-        for (const listener of [...changeListeners]) listener();
-      }
+      settleSps(copy);
     } else if (type === NAL_PPS) pps = copy;
     nals.push(copy);
   };
