@@ -10,7 +10,7 @@
 // (perf over the bytes' phase: 80-87% of both, directly and through the proxy), so the ratio of the rates follows
 // the ratio of the chain's CPU per MB. Direct: vsftpd ~1300-1650 + curl ~1500-1800 = ~2850-3550 us/MB; through
 // pandaproxy: vsftpd ~1600-2300 (more per MB when the proxy reads: measured, not explained) + proxy ~1650-2450 +
-// curl ~1450-2200 = ~4900-7050 us/MB, 0.50-0.69x direct's; the 5-round medians of the rates came out at 0.60-0.84x
+// curl ~1450-2200 = ~4900-7050 us/MB, 0.50-0.69x direct's; the 5-round medians of the rates came out at 0.56-0.81x
 // (--stream: 0.71-0.78x). 0.8x every time would need the proxy's share under ~850 us/MB: bench/tls-relay.ts
 // measures the bare relay at ~1200-1400 us/MB, socat (C and OpenSSL on both legs) at ~2200-2600. Uploads are bound
 // by vsftpd writing the file (~4000-5500 us/MB) and come out at 1.05-1.2x.
