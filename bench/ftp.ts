@@ -44,7 +44,7 @@
 // ~0.2 s on TYPE I/SIZE on every transfer, direct or not; through the proxy a download's first printer command
 // (PWD) also waited ~0.1 s right after an upload (ftp_sessions = 1: the one printer session was still finishing it).
 // Run (as root: port 990, PAM): node_modules/.bin/bun bench/ftp.ts [--mb 200] [--rounds 5] [--stream]
-import { busyCores, cpuSeconds, descendants, machineCpu, memoryMiB, microsecondsPer, treeCpuTracker } from "./support.ts";
+import { busyCores, cpuSeconds, descendants, exitedCpuSeconds, machineCpu, median, memoryMiB, microsecondsPer, treeCpuTracker } from "./support.ts";
 import { spawn, type ChildProcess } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { closeSync, createReadStream, existsSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeSync } from "node:fs";
@@ -64,11 +64,6 @@ const TARGET_RSS_GROWTH_MB = 16;
 /** vsftpd's session processes (whose CPU is lost once they end) are sampled this often during a direct transfer. */
 const SESSION_SAMPLE_MS = 20;
 
-const median = (xs: number[]) => {
-  const sorted = [...xs].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-};
 
 const { values } = parseArgs({
   options: {
@@ -145,12 +140,6 @@ function dataPhaseSeconds(stderr: string): number {
   return m ? Number(m[2]) - Number(m[1]) : NaN;
 }
 
-/** curl's own CPU time (user + system), once it has exited. */
-function curlCpuSeconds(curl: Bun.Subprocess): number {
-  const usage = curl.resourceUsage();
-  return usage ? Number(usage.cpuTime.user + usage.cpuTime.system) / 1e6 : NaN;
-}
-
 /** The generated file, 1 MB at a time: one random block, each copy stamped with its number. */
 function* generated(bytes: number): Generator<Buffer> {
   const block = randomBytes(BLOCK);
@@ -209,7 +198,7 @@ async function upload(host: string, name: string, bytes: number, source: { path:
   const seconds = (performance.now() - started) / 1000;
   const stderr = await new Response(curl.stderr).text();
   if (code !== 0) throw new Error(`curl upload to ${host} failed (${code}): ${stderr}`);
-  return { seconds, dataSeconds: dataPhaseSeconds(stderr), curlSeconds: curlCpuSeconds(curl), digest };
+  return { seconds, dataSeconds: dataPhaseSeconds(stderr), curlSeconds: exitedCpuSeconds(curl), digest };
 }
 
 /** Downloads `name`: with `--stream` through curl's stdout, hashed as it streams; otherwise into `dir` (tmpfs),
@@ -230,7 +219,7 @@ async function download(host: string, name: string, dir: string | undefined): Pr
   const seconds = (performance.now() - started) / 1000;
   const stderr = await new Response(curl.stderr).text();
   if (code !== 0) throw new Error(`curl download from ${host} failed (${code}): ${stderr}`);
-  const curlSeconds = curlCpuSeconds(curl);
+  const curlSeconds = exitedCpuSeconds(curl);
   if (!target) return { seconds, dataSeconds: dataPhaseSeconds(stderr), curlSeconds, digest: hash.digest("hex"), bytes };
   try {
     return { seconds, dataSeconds: dataPhaseSeconds(stderr), curlSeconds, digest: await fileDigest(target), bytes: statSync(target).size };

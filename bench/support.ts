@@ -82,3 +82,17 @@ export function percentile(sorted: readonly number[], fraction: number): number 
   if (!sorted.length) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(fraction * sorted.length) - 1))]!;
 }
+
+/** The middle value (the mean of the two middle ones for an even count); NaN when empty. */
+export function median(values: readonly number[]): number {
+  if (!values.length) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+/** A child's own CPU seconds (user + system) from its rusage, once it has exited; NaN before. */
+export function exitedCpuSeconds(child: Bun.Subprocess): number {
+  const usage = child.resourceUsage();
+  return usage ? Number(usage.cpuTime.user + usage.cpuTime.system) / 1e6 : NaN;
+}

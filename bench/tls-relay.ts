@@ -5,7 +5,7 @@
 // the rounds. bench/ftp.ts shows the FTPS download through the proxy going at the ratio of the chain's CPU per MB,
 // since every core is busy while the bytes move; this is the relay's share of that CPU, beside an independent one.
 // Run: node_modules/.bin/bun bench/tls-relay.ts [--mb 200] [--rounds 3]
-import { microsecondsPer } from "./support.ts";
+import { exitedCpuSeconds, median, microsecondsPer } from "./support.ts";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer as netServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -30,7 +30,6 @@ const { values } = parseArgs({
 });
 const megabytes = Number(values.mb);
 const material = (dir: string) => ({ key: readFileSync(join(dir, "key.pem")), cert: readFileSync(join(dir, "cert.pem")) });
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
 
 /** Sends `megabytes` to the first connection, then ends it and exits. */
 function runSource(): void {
@@ -107,11 +106,6 @@ async function listening(host: string, port: number): Promise<void> {
   throw new Error(`nothing listens on ${host}:${port}`);
 }
 
-const cpuSecondsOf = (proc: Bun.Subprocess) => {
-  const usage = proc.resourceUsage();
-  return usage ? Number(usage.cpuTime.user + usage.cpuTime.system) / 1e6 : NaN;
-};
-
 async function withDeadline<T>(work: Promise<T>, what: string): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const deadline = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: no end within ${ROUND_TIMEOUT_MS / 1000} s`)), ROUND_TIMEOUT_MS)));
@@ -150,7 +144,7 @@ async function round(relay: Relay, dir: string): Promise<{ rate: number; cpuPerM
     // more than its connection's.
     let cpu = NaN;
     if (relay === "pandaproxy") cpu = Number(/cpu ([\d.]+)/.exec(await withDeadline(new Response(relayProc!.stdout as ReadableStream).text(), "relay"))?.[1]);
-    if (relay === "socat") cpu = cpuSecondsOf(await withDeadline(relayProc!.exited.then(() => relayProc!), "socat exit"));
+    if (relay === "socat") cpu = exitedCpuSeconds(await withDeadline(relayProc!.exited.then(() => relayProc!), "socat exit"));
     return { rate: megabytes / seconds!, cpuPerMb: microsecondsPer(cpu, megabytes) };
   } finally {
     for (const child of children) if (child.exitCode === null) child.kill();
